@@ -1,0 +1,64 @@
+"""Compression: E401-E404."""
+
+from __future__ import annotations
+
+from . import CheckContext
+
+
+def check(ctx: CheckContext) -> None:
+    comp, model, spans, diags = ctx.ir.compress, ctx.ir.model, ctx.spans, ctx.diags
+    if comp is None:
+        return
+    q = comp.quantize
+    if q is not None and q.precision == "int8" and q.method == "static" and not q.calibration:
+        diags.error("E401", spans.key("compress.quantize"), "static int8 quantization needs calibration data",
+                    label="no `calibration` file given",
+                    help='add `calibration = "path/to/calib.tsv"`, or use method = "dynamic" (onnxruntime only)')
+    if q is not None and q.method == "dynamic" and comp.engine != "onnxruntime":
+        diags.error("E403", spans.attribute("compress.quantize.method"), "dynamic quantization is an onnxruntime feature",
+                    label=f'engine = "{comp.engine}" calibrates statically',
+                    help='set compress.engine = "onnxruntime", or method = "static" with a calibration file')
+    if comp.prune is not None:
+        s = comp.prune.sparsity
+        if not 0 < s < 1:
+            diags.error("E404", spans.value("compress.prune.sparsity"), "sparsity must lie strictly between 0 and 1",
+                        label=f"sparsity = {s:g} prunes {'nothing' if s <= 0 else 'every weight'}",
+                        help="sparsity is the fraction of weights removed, e.g. `30%`")
+    if comp.distill is not None:
+        _student(ctx)
+    serve = ctx.ir.serve
+    if comp.engine == "tensorrt" and serve is not None and serve.device == "cpu":
+        diags.error("E403", spans.attribute("compress.engine"), "TensorRT needs an NVIDIA GPU to serve",
+                    label=f'serve.device = "cpu" (line {spans.value("serve.device").line})',
+                    help='use engine = "onnxruntime" to serve on CPU, or serve on a GPU such as T4')
+
+
+def _student(ctx: CheckContext) -> None:
+    student = ctx.ir.compress.distill.student
+    arch, mlp, facts = ctx.ir.model.transformer, ctx.ir.model.mlp, ctx.facts
+    span = ctx.spans.key("compress.distill.student")
+    if arch is not None and student.hidden is not None:
+        ctx.diags.error("E402", ctx.spans.attribute("compress.distill.student.hidden"), "`hidden` is an mlp field",
+                        label="the teacher is a Transformer", help="set layers, d_model, heads or d_ff")
+        return
+    if mlp is not None and any(v is not None for v in (student.layers, student.d_model, student.heads, student.d_ff)):
+        ctx.diags.error("E402", span, "the student of an mlp can only change `hidden`",
+                        label="layers, d_model, heads and d_ff are Transformer fields")
+        return
+    if facts.student_params is None or facts.params is None:
+        return
+    if facts.student_params >= facts.params:
+        ctx.diags.error("E402", span, "the student is not smaller than the teacher",
+                        label=f"student {_millions(facts.student_params)} parameters ≥ teacher {_millions(facts.params)}",
+                        help="shrink layers, d_model or d_ff of the student")
+    if arch is not None:
+        d = student.d_model or arch.d_model
+        h = student.heads or arch.heads
+        if d % h:
+            ctx.diags.error("E304", ctx.spans.key("compress.distill.student"), "student d_model not divisible by heads",
+                            label=f"student d_model = {d} is not a multiple of heads = {h}",
+                            help="heads must divide d_model")
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"

@@ -1,0 +1,94 @@
+"""The parallel layout: E301-E305 and E308."""
+
+from __future__ import annotations
+
+from . import CheckContext
+
+
+def check(ctx: CheckContext) -> None:
+    train, model = ctx.ir.train, ctx.ir.model
+    if train is None:
+        return
+    spans, diags = ctx.spans, ctx.diags
+    cluster, par = train.cluster, train.parallel
+    slots = cluster.hosts * cluster.slots_per_host
+    tensor, pipeline = par.tensor, par.pipeline
+    data = par.data
+
+    if data is None:
+        # `data` was left to fill the cluster, but tensor x pipeline does not divide it.
+        diags.error("E301", spans.attribute("train.parallel.tensor"), "parallel layout does not cover the cluster",
+                    label=f"tensor × pipeline = {tensor} × {pipeline} = {tensor * pipeline} does not divide "
+                          f"the cluster's {cluster.hosts} hosts × {cluster.slots_per_host} slots = {slots}",
+                    help=_fits_help(slots, tensor, pipeline))
+    elif data * tensor * pipeline != slots:
+        diags.error("E301", spans.attribute("train.parallel.data"), "parallel layout does not cover the cluster",
+                    label=f"data × tensor × pipeline = {data} × {tensor} × {pipeline} = {data * tensor * pipeline}, "
+                          f"but the cluster has {cluster.hosts} hosts × {cluster.slots_per_host} slots = {slots}",
+                    help=_cover_help(slots, data, tensor, pipeline))
+
+    arch = model.transformer
+    if arch is not None:
+        if arch.heads % tensor:
+            diags.error("E302", spans.attribute("train.parallel.tensor"), "heads not divisible by tensor parallelism",
+                        label=f"{arch.heads} heads cannot be split evenly over tensor = {tensor}",
+                        help=f"set tensor to a divisor of {arch.heads}: {_divisors(arch.heads)}")
+        if arch.layers % pipeline:
+            diags.error("E303", spans.attribute("train.parallel.pipeline"), "layers not divisible by pipeline parallelism",
+                        label=f"{arch.layers} layers cannot be split evenly into {pipeline} pipeline stages",
+                        help=f"set pipeline to a divisor of {arch.layers}: {_divisors(arch.layers)}")
+        if arch.d_model % arch.heads:
+            diags.error("E304", spans.attribute("model.transformer.heads"), "d_model not divisible by heads",
+                        label=f"d_model = {arch.d_model} is not a multiple of heads = {arch.heads}",
+                        help=f"heads must divide d_model: {_divisors(arch.d_model, limit=64)}")
+        if arch.d_ff % tensor and arch.heads % tensor == 0:
+            diags.error("E302", spans.attribute("model.transformer.d_ff"), "d_ff not divisible by tensor parallelism",
+                        label=f"the feed-forward width {arch.d_ff} cannot be split evenly over tensor = {tensor}",
+                        help="make d_ff a multiple of the tensor-parallel size")
+    elif tensor > 1 or pipeline > 1:
+        diags.error("E308", spans.attribute("train.parallel.tensor" if tensor > 1 else "train.parallel.pipeline"),
+                    "model parallelism is only implemented for Transformers",
+                    label="an mlp trains data-parallel only", help="set tensor = 1 and pipeline = 1")
+
+    if data is not None and train.micro_batch is None:
+        diags.error("E305", spans.attribute("train.batch_size"), "batch size not divisible by data parallelism",
+                    label=f"batch_size = {train.batch_size} cannot be split over data = {data} replicas",
+                    help=f"make batch_size a multiple of {data}")
+    elif data is not None and train.batch_size % (data * train.micro_batch):
+        step = data * train.micro_batch
+        diags.error("E305", spans.attribute("train.batch_size"),
+                    "batch size not divisible by data parallelism times micro-batch",
+                    label=f"batch_size = {train.batch_size} is not a multiple of data × micro_batch = "
+                          f"{data} × {train.micro_batch} = {step}",
+                    help=f"use batch_size = {_round_to(train.batch_size, step)}, or a micro_batch that divides "
+                         f"{train.batch_size // data if train.batch_size % data == 0 else 'batch_size / data'}")
+
+    if pipeline > 1:
+        diags.error("E308", spans.attribute("train.parallel.pipeline"), "pipeline parallelism is not available on horovod",
+                    label=f"pipeline = {pipeline}",
+                    help="Horovod has no pipeline schedule: use pipeline = 1 and raise tensor or data parallelism")
+
+
+def _divisors(n: int, limit: int = 1 << 30) -> str:
+    small = [d for d in range(1, min(n, 4096) + 1) if n % d == 0 and d <= limit]
+    return ", ".join(map(str, small[:12])) + (", ..." if len(small) > 12 else "")
+
+
+def _round_to(x: int, step: int) -> int:
+    return max(step, (x + step // 2) // step * step)
+
+
+def _fits_help(slots: int, tensor: int, pipeline: int) -> str:
+    return f"choose tensor × pipeline dividing {slots}, or set parallel.data explicitly and resize the cluster"
+
+
+def _cover_help(slots: int, data: int, tensor: int, pipeline: int) -> str:
+    mp = tensor * pipeline
+    options = []
+    if slots % mp == 0:
+        options.append(f"set data = {slots // mp}")
+    if slots % (data * pipeline) == 0 and slots // (data * pipeline) != tensor:
+        options.append(f"tensor = {slots // (data * pipeline)}")
+    if not options:
+        return f"make data × tensor × pipeline equal {slots}"
+    return ", or ".join(options)

@@ -1,0 +1,82 @@
+"""The one registry of diagnostic codes.
+
+Every code the compiler can emit is listed here with its severity and a one-line
+title. Each code has a page in docs/errors/<CODE>.md (shown by `llmc explain`) and
+at least one diagnostics test in tests/diagnostics/; a meta-test enforces both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    severity: str  # "error" or "warning"
+    title: str
+
+
+_TABLE = [
+    # syntax
+    ("E101", "error", "unexpected character"),
+    ("E102", "error", "unterminated string"),
+    ("E103", "error", "unexpected token"),
+    ("E104", "error", "unknown unit"),
+    ("E105", "error", "malformed number"),
+    ("E106", "error", "attribute set twice"),
+    ("E107", "error", "invalid escape in string"),
+    # schema and composition
+    ("E201", "error", "unknown block"),
+    ("E202", "error", "unknown field"),
+    ("E203", "error", "missing required field"),
+    ("E204", "error", "wrong type"),
+    ("E205", "error", "value out of range"),
+    ("E206", "error", "unknown enum value"),
+    ("E207", "error", "wrong unit kind"),
+    ("E208", "error", "duplicate block"),
+    ("E209", "error", "conflicting fields (exactly one allowed)"),
+    ("E210", "error", "unknown reference"),
+    ("E211", "error", "reference cycle"),
+    ("E212", "error", "extends failed"),
+    ("E213", "error", "bad profile path"),
+    # layout and devices
+    ("E301", "error", "parallel layout does not cover the cluster"),
+    ("E302", "error", "heads not divisible by tensor parallelism"),
+    ("E303", "error", "layers not divisible by pipeline parallelism"),
+    ("E304", "error", "d_model not divisible by heads"),
+    ("E305", "error", "batch size not divisible by data parallelism times micro-batch"),
+    ("E306", "error", "training does not fit in device memory"),
+    ("E307", "error", "precision unsupported by the device"),
+    ("E308", "error", "feature unsupported by the training backend"),
+    ("E309", "error", "unknown device"),
+    # compression
+    ("E401", "error", "static int8 quantization without calibration data"),
+    ("E402", "error", "student is not smaller than the teacher"),
+    ("E403", "error", "engine unavailable for the serve device"),
+    ("E404", "error", "sparsity outside (0, 1)"),
+    # evaluation
+    ("E501", "error", "metric not defined for the task"),
+    ("E502", "error", "metric bound min above max"),
+    # search
+    ("E601", "error", "unknown search path"),
+    ("E602", "error", "distribution does not fit the field's type"),
+    ("E603", "error", "distribution can produce a value the field rejects"),
+    ("E604", "error", "unknown search objective"),
+    # serving
+    ("E701", "error", "SLA infeasible: single-request latency exceeds p99"),
+    ("E702", "error", "replicas needed for the SLA exceed replicas.max"),
+    ("E703", "error", "high availability needs at least two replicas"),
+    ("E704", "error", "serving platform cannot serve the framework"),
+    ("E705", "error", "batching timeout not well below the p99 latency"),
+    # warnings
+    ("W301", "warning", "memory headroom under 10%"),
+    ("W701", "warning", "replicas.min far above what the SLA needs"),
+    ("W801", "warning", "no deploy block: default namespace and image"),
+]
+
+CODES: dict[str, Code] = {code: Code(code, severity, title) for code, severity, title in _TABLE}
+
+
+def lookup(code: str) -> Code | None:
+    return CODES.get(code.upper())

@@ -1,0 +1,72 @@
+"""Diagnostics and the collector every phase reports to.
+
+Phases never raise on a user's mistake: they call `collector.error(...)` and go on,
+so that one run reports every problem. The driver stops between phases when the
+collector holds errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .codes import CODES
+from .source import Span
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str
+    severity: str
+    message: str
+    span: Span
+    label: str = ""  # printed beside the carets
+    help: str = ""  # printed as `= help: ...`
+    notes: tuple[str, ...] = ()  # printed as `= note: ...` (e.g. a memory breakdown)
+
+    @property
+    def sort_key(self) -> tuple:
+        return (*self.span.sort_key, self.code)
+
+    def to_json(self) -> dict:
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            "file": self.span.file,
+            "line": self.span.line,
+            "column": self.span.col,
+            "end_line": self.span.end_line,
+            "end_column": self.span.end_col,
+            "label": self.label,
+            "help": self.help,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class Collector:
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def report(
+        self, code: str, span: Span, message: str, *, label: str = "", help: str = "", notes=()
+    ) -> None:
+        severity = CODES[code].severity  # a KeyError here is a compiler bug: unregistered code
+        diag = Diagnostic(code, severity, message, span, label, help, tuple(notes))
+        if diag not in self.diagnostics:  # the same fact reached by two paths is said once
+            self.diagnostics.append(diag)
+
+    # `error` and `warning` read better at call sites; the registry decides the severity.
+    error = report
+    warning = report
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self.diagnostics)
+
+    def sorted(self) -> list[Diagnostic]:
+        return sorted(self.diagnostics, key=lambda d: d.sort_key)
+
+    def extend(self, other: "Collector") -> None:
+        for d in other.diagnostics:
+            if d not in self.diagnostics:
+                self.diagnostics.append(d)

@@ -1,0 +1,114 @@
+"""The pipeline, phase by phase: compose, typecheck, IR, facts, checks.
+
+The driver stops between phases when errors exist (a later phase would only
+repeat them), and returns everything the CLI and the targets need.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .compose import Composed, Loader, compose
+from .diagnostics import Collector, Diagnostic
+from .source import SourceFile
+
+
+@dataclass
+class CheckResult:
+    path: str
+    profile: str | None
+    diagnostics: list[Diagnostic]
+    sources: dict[str, SourceFile]
+    ir: Any = None  # schema.Spec when the spec type-checks
+    facts: Any = None  # plan.Facts
+    spans: Any = None  # typecheck.SpanIndex
+    composed: Composed | None = None
+    files: list[str] = field(default_factory=list)  # every spec file read
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for d in self.diagnostics)
+
+
+def check_spec(path: str, profile: str | None = None, text: str | None = None) -> CheckResult:
+    """Run the front end on one spec. Raises SourceError when the main file cannot
+    be read and compose.UnknownProfile for an unknown --profile (both misuse)."""
+    diags = Collector()
+    loader = Loader(diags)
+    result = CheckResult(path, profile, [], loader.sources)
+    composed = compose(path, diags, loader, profile=profile, text=text)
+    result.composed = composed
+    if composed is None or diags.has_errors:
+        return _finish(result, diags, composed)
+    result.files = composed.files
+    from .typecheck import TypeChecker
+
+    checker = TypeChecker(composed, diags, os.path.dirname(path))
+    data = checker.run()
+    result.spans = checker.spans
+    if diags.has_errors:
+        return _finish(result, diags, composed)
+    ir = _validate(data, diags, checker.spans)
+    if ir is None:
+        return _finish(result, diags, composed)
+    result.ir = ir
+    from .checks import CheckContext, run_all
+    from .plan import derive_facts
+
+    result.facts = derive_facts(ir)
+
+    baseline: list[set] = []
+
+    def variant(key: str, value: object) -> list[Diagnostic]:
+        """The errors that setting `key = value` would add to the spec's own."""
+        if not baseline:
+            baseline.append({(d.code, d.message) for d in _variant_errors(data, None, None, checker.spans)})
+        return [d for d in _variant_errors(data, key, value, checker.spans) if (d.code, d.message) not in baseline[0]]
+
+    run_all(CheckContext(ir, checker.spans, result.facts, diags, checker.distributions, variant))
+    return _finish(result, diags, composed)
+
+
+def _finish(result: CheckResult, diags: Collector, composed: Composed | None) -> CheckResult:
+    result.diagnostics = diags.sorted()
+    if composed is not None:
+        result.files = composed.files
+    return result
+
+
+def _validate(data: dict, diags: Collector, spans) -> Any:
+    """Checked data -> typed IR.
+
+    The type checker has validated every value against these same models, with
+    diagnostics at the right spans, so the IR is constructed without validating
+    again (building pydantic's validators would triple the cost of `llmc check`).
+    tests/unit/test_schema.py proves the two agree: `Spec.model_validate` of every
+    constructed IR returns it unchanged.
+    """
+    from .schema import Spec, construct, derive_defaults
+
+    return construct(Spec, derive_defaults(copy.deepcopy(data)))
+
+
+def _variant_errors(data: dict, key: str | None, value: object, spans) -> list[Diagnostic]:
+    """The errors the spec has with one field set to `value` (all checks but search)."""
+    from .checks import CheckContext, run_all
+    from .plan import derive_facts
+
+    changed = copy.deepcopy(data)
+    if key is not None:
+        node = changed
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    diags = Collector()
+    ir = _validate(changed, diags, spans)
+    if ir is None:
+        return [d for d in diags.diagnostics if d.severity == "error"]
+    ir = ir.model_copy(update={"search": None})  # no recursion into the search space itself
+    run_all(CheckContext(ir, spans, derive_facts(ir), diags, {}, None))
+    return [d for d in diags.sorted() if d.severity == "error"]

@@ -1,0 +1,312 @@
+"""`llmc fmt`: one canonical layout for .llm files.
+
+The layout: two-space indentation; one statement per line; `=` aligned within a
+run of consecutive attributes; one blank line between top-level blocks; at most
+one blank line kept where the author left some; blank lines at the start and end of
+a block removed; operators spaced, parentheses only where precedence needs them;
+numbers, quantities and strings exactly as written; every comment kept (a comment
+written inside a multi-line value moves above its attribute). Formatting twice
+gives the same text, and the formatted file parses to the same tree.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ast
+from .diagnostics import Collector
+from .parse import parse
+from .source import SourceError, SourceFile, read_source
+
+INDENT = "  "
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2}
+
+
+class FormatError(Exception):
+    """The file has syntax errors; fmt never rewrites what it cannot parse."""
+
+    def __init__(self, diags: Collector, source: SourceFile):
+        super().__init__(source.path)
+        self.diags = diags
+        self.source = source
+
+
+def format_text(text: str, path: str = "<spec>") -> str:
+    source = SourceFile(path, text)
+    diags = Collector()
+    tree = parse(source, diags)
+    if tree is None or diags.has_errors:
+        raise FormatError(diags, source)
+    return _Formatter(source, tree).run()
+
+
+# --- expressions ------------------------------------------------------------------
+
+
+def expr_text(e: ast.Expr, parent_prec: int = 0, right_side: bool = False) -> str:
+    if isinstance(e, (ast.Number, ast.Quantity)):
+        return e.text
+    if isinstance(e, ast.String):
+        return e.raw
+    if isinstance(e, ast.Bool):
+        return "true" if e.value else "false"
+    if isinstance(e, ast.ListExpr):
+        return "[" + ", ".join(expr_text(i) for i in e.items) + "]"
+    if isinstance(e, ast.Call):
+        return f"{e.name}(" + ", ".join(expr_text(a) for a in e.args) + ")"
+    if isinstance(e, ast.Ref):
+        return e.dotted
+    if isinstance(e, ast.Unary):
+        inner = expr_text(e.operand, 3)
+        return f"-{inner}" if not inner.startswith("-") else f"-({inner})"
+    prec = _PRECEDENCE[e.op]
+    text = f"{expr_text(e.left, prec)} {e.op} {expr_text(e.right, prec, right_side=True)}"
+    # Left-associative: a right operand of equal precedence keeps its parentheses.
+    if prec < parent_prec or (right_side and prec == parent_prec):
+        return f"({text})"
+    return text
+
+
+def string_literal(value: str) -> str:
+    out = ['"']
+    for ch in value:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 32 or ord(ch) == 127:
+            out.append(f"\\u{{{ord(ch):X}}}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+# --- statements -------------------------------------------------------------------
+
+
+@dataclass
+class _Slots:
+    """The comments that belong around one statement."""
+
+    leading: list[ast.Comment] = field(default_factory=list)
+    trailing: ast.Comment | None = None
+    header: ast.Comment | None = None  # after a block's `{`
+
+
+class _Formatter:
+    def __init__(self, source: SourceFile, tree: ast.File):
+        self.source = source
+        self.tree = tree
+        self.slots: dict[int, _Slots] = {}
+        self.dangling: dict[int, list[ast.Comment]] = {}  # container id -> comments before its `}`
+        self.lines: list[str] = []
+        self._assign_comments()
+
+    # Comments are attached to the statement they precede (or follow on its line).
+    def _assign_comments(self) -> None:
+        for c in self.tree.comments:
+            self._place(c, self.tree, self.tree.statements, None)
+
+    def _place(self, c: ast.Comment, container, items: list, container_span) -> None:
+        prev = None
+        for item in items:
+            sp = item.span
+            if (sp.line, sp.col) <= (c.span.line, c.span.col) <= (sp.end_line, sp.end_col):
+                inner = _children(item)
+                header_line = sp.line
+                if inner is not None:
+                    if c.span.line == header_line and (not inner or c.span.line < inner[0].span.line):
+                        self._slot(item).header = c
+                        return
+                    self._place(c, item, inner, sp)
+                    return
+                self._slot(item).leading.append(c)  # inside a multi-line value: move above it
+                return
+            if (c.span.line, c.span.col) < (sp.line, sp.col):
+                if prev is not None and prev.span.end_line == c.span.line:
+                    self._slot(prev).trailing = c
+                else:
+                    self._slot(item).leading.append(c)
+                return
+            prev = item
+        if prev is not None and prev.span.end_line == c.span.line:
+            self._slot(prev).trailing = c
+            return
+        self.dangling.setdefault(id(container), []).append(c)
+
+    def _slot(self, item) -> _Slots:
+        return self.slots.setdefault(id(item), _Slots())
+
+    def run(self) -> str:
+        self._items(self.tree.statements, 0, top=True)
+        for c in self.dangling.get(id(self.tree), []):
+            if self.lines and self.lines[-1] != "" and self._blank_before(c.span.line):
+                self.lines.append("")
+            self.lines.append(c.text.rstrip())
+        while self.lines and self.lines[-1] == "":
+            self.lines.pop()
+        return "\n".join(self.lines) + "\n" if self.lines else ""
+
+    def _blank_before(self, line: int) -> bool:
+        return line >= 2 and self.source.line_text(line - 1).strip() == ""
+
+    def _first_line(self, item) -> int:
+        slots = self.slots.get(id(item))
+        if slots and slots.leading:
+            return min(c.span.line for c in slots.leading)
+        return item.span.line
+
+    def _items(self, items: list, depth: int, top: bool = False) -> None:
+        pad = INDENT * depth
+        runs = _attribute_runs(items, self)
+        width = {id(a): w for run in runs for a, w in run}
+        prev = None
+        for item in items:
+            if prev is not None:
+                if top and not (isinstance(prev, ast.Let) and isinstance(item, ast.Let)) or self._gap(prev, item):
+                    self.lines.append("")
+            slots = self.slots.get(id(item), _Slots())
+            for c in slots.leading:
+                self.lines.append(pad + c.text.rstrip())
+            tail = f"  {slots.trailing.text.rstrip()}" if slots.trailing else ""
+            if isinstance(item, ast.Block):
+                self._block(item, depth, slots, tail)
+            elif isinstance(item, ast.Profile):
+                self._container(f"profile {item.name}", item, item.overrides, depth, slots, tail)
+            elif isinstance(item, ast.Let):
+                self.lines.append(f"{pad}let {item.name} = {expr_text(item.value)}{tail}")
+            elif isinstance(item, ast.Extends):
+                self.lines.append(f"{pad}extends {item.path.raw}{tail}")
+            else:
+                key = item.key.ljust(width.get(id(item), len(item.key)))
+                self.lines.append(f"{pad}{key} = {expr_text(item.value)}{tail}")
+            prev = item
+
+    def _gap(self, prev, item) -> bool:
+        """Whether the author left a blank line between two statements."""
+        start = self._first_line(item)
+        end = prev.span.end_line
+        return any(self.source.line_text(n).strip() == "" for n in range(end + 1, start))
+
+    def _block(self, block: ast.Block, depth: int, slots: _Slots, tail: str) -> None:
+        head = block.name
+        if block.label is not None:
+            head += " " + (string_literal(block.label) if block.label_quoted else block.label)
+        self._container(head, block, block.items, depth, slots, tail)
+
+    def _container(self, head: str, node, items: list, depth: int, slots: _Slots, tail: str) -> None:
+        pad = INDENT * depth
+        header = f"  {slots.header.text.rstrip()}" if slots.header else ""
+        dangling = self.dangling.get(id(node), [])
+        if not items and not dangling and not header:
+            self.lines.append(f"{pad}{head} {{}}{tail}")
+            return
+        self.lines.append(f"{pad}{head} {{{header}")
+        self._items(items, depth + 1)
+        for c in dangling:
+            if items and self._blank_before(c.span.line) and self.lines[-1] != "":
+                self.lines.append("")
+            self.lines.append(INDENT * (depth + 1) + c.text.rstrip())
+        self.lines.append(f"{pad}}}{tail}")
+
+
+def _children(item) -> list | None:
+    if isinstance(item, ast.Block):
+        return item.items
+    if isinstance(item, ast.Profile):
+        return item.overrides
+    return None
+
+
+def _attribute_runs(items: list, fmt: _Formatter) -> list[list[tuple[object, int]]]:
+    """Consecutive attributes align their `=`; a run ends at a blank line or a block."""
+    runs: list[list] = []
+    current: list = []
+    prev = None
+    for item in items:
+        is_attr = isinstance(item, ast.Attribute)
+        if not is_attr or (prev is not None and fmt._gap(prev, item)):
+            if current:
+                runs.append(current)
+            current = []
+        if is_attr:
+            current.append(item)
+        prev = item
+    if current:
+        runs.append(current)
+    return [[(a, max(len(x.key) for x in run)) for a in run] for run in runs]
+
+
+# --- the command ------------------------------------------------------------------
+
+
+def spec_files(paths: list[str]) -> list[str]:
+    out: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            out.extend(sorted(str(f) for f in Path(p).rglob("*.llm")))
+        else:
+            out.append(p)
+    return out
+
+
+def run_fmt(args) -> int:
+    from .render import render_human
+
+    files = spec_files(args.specs)
+    if not files:
+        sys.stderr.write("error: no .llm files found\n")
+        return 2
+    status = 0
+    for path in files:
+        try:
+            source = read_source(path)
+        except SourceError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            return 2
+        try:
+            formatted = format_text(source.text, source.path)
+        except FormatError as exc:
+            sys.stderr.write(render_human(exc.diags.sorted(), {source.path: exc.source}))
+            status = max(status, 1)
+            continue
+        if formatted == source.text:
+            continue
+        if args.check:
+            sys.stderr.write(f"{path}: not formatted\n")
+            if args.diff:
+                sys.stdout.writelines(difflib.unified_diff(
+                    source.text.splitlines(True), formatted.splitlines(True), f"a/{path}", f"b/{path}"))
+            status = max(status, 1)
+        else:
+            _write_atomically(path, formatted)
+            sys.stderr.write(f"formatted {path}\n")
+    return status
+
+
+def _write_atomically(path: str, text: str) -> None:
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".llmc-fmt-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        try:
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+        except OSError:
+            pass
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,493 @@
+"""Text to syntax tree (lark, LALR) and syntax tree to the typed AST (lowering).
+
+Syntax errors (E101-E105, E107) are reported to the collector. A lexing or parsing
+error stops the parse of that file (what follows cannot be trusted); errors found
+while lowering (bad units, numbers, escapes, statements sharing a line) are all
+reported.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from . import ast
+from .diagnostics import Collector
+from .source import SourceFile, Span
+
+_GRAMMAR = Path(__file__).with_name("grammar.lark")
+_parser = None
+
+# The unit fixes the type; values are scaled to the normal form of LANGUAGE.md §1.
+UNITS: dict[str, tuple[str, Decimal]] = {
+    "us": ("duration", Decimal("0.000001")),
+    "ms": ("duration", Decimal("0.001")),
+    "s": ("duration", Decimal(1)),
+    "m": ("duration", Decimal(60)),
+    "h": ("duration", Decimal(3600)),
+    "d": ("duration", Decimal(86400)),
+    "B": ("size", Decimal(1)),
+    "KB": ("size", Decimal(10) ** 3),
+    "MB": ("size", Decimal(10) ** 6),
+    "GB": ("size", Decimal(10) ** 9),
+    "TB": ("size", Decimal(10) ** 12),
+    "KiB": ("size", Decimal(2) ** 10),
+    "MiB": ("size", Decimal(2) ** 20),
+    "GiB": ("size", Decimal(2) ** 30),
+    "TiB": ("size", Decimal(2) ** 40),
+    "%": ("fraction", Decimal("0.01")),
+    "rps": ("rate", Decimal(1)),
+}
+
+# Integers beyond this are refused (E105): every count in a spec is far smaller, and
+# it keeps arithmetic and float conversion of user numbers safe.
+MAX_INT = 2**63 - 1
+# Deeper expressions are refused (E103) so that no later phase can run out of stack.
+MAX_DEPTH = 200
+MAX_FLOAT = 1e300
+
+_NUMBER_RE = re.compile(
+    r"(?P<num>[0-9][0-9_]*(?:\.[0-9][0-9_]*)?(?:[eE][+-]?[0-9][0-9_]*)?)(?P<unit>[A-Za-z%][A-Za-z0-9]*)?$"
+)
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
+_UNICODE_ESCAPE = re.compile(r"u\{([0-9A-Fa-f]{1,6})\}")
+
+# How parse errors name the tokens lark expected.
+_TOKEN_WORDS = {
+    "NUMBER": "a number",
+    "NAME": "a name",
+    "STRING": "a string",
+    "LBRACE": "`{`",
+    "RBRACE": "`}`",
+    "LSQB": "`[`",
+    "RSQB": "`]`",
+    "LPAR": "`(`",
+    "RPAR": "`)`",
+    "EQUAL": "`=`",
+    "DOT": "`.`",
+    "COMMA": "`,`",
+    "PLUS": "`+`",
+    "MINUS": "`-`",
+    "STAR": "`*`",
+    "SLASH": "`/`",
+    "DOUBLE_SLASH": "`//`",
+    "PERCENT": "`%`",
+    "LET": "`let`",
+    "EXTENDS": "`extends`",
+    "PROFILE": "`profile`",
+    "TRUE": "`true`",
+    "FALSE": "`false`",
+    "$END": "end of file",
+}
+
+
+def _get_parser():
+    global _parser
+    if _parser is None:
+        from lark import Lark
+
+        _parser = Lark(
+            _GRAMMAR.read_text(),
+            parser="lalr",
+            propagate_positions=True,
+            maybe_placeholders=False,
+            cache=True,
+            lexer_callbacks={"COMMENT": _keep_comment},
+        )
+    return _parser
+
+
+# lark reports ignored COMMENT tokens through a callback fixed when the parser is
+# built; the parse in progress points it at its own list (parsing is not reentrant).
+_comment_sink: list = []
+
+
+def _keep_comment(tok) -> None:
+    _comment_sink.append(tok)
+
+
+def parse(source: SourceFile, diags: Collector) -> ast.File | None:
+    """Parse one file. Returns None when a syntax error stops the parse."""
+    from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+    text = source.text
+    if source.bad_byte_offset is not None:
+        line, col = _line_col(text, source.bad_byte_offset)
+        diags.error(
+            "E101",
+            Span(source.path, line, col, line, col + 1),
+            "file is not valid UTF-8",
+            label="this byte is not UTF-8",
+            help="save the spec as UTF-8 text",
+        )
+        return None
+    comments: list[ast.Comment] = []
+    try:
+        tree = _parse_with_comments(text, comments)
+    except UnexpectedCharacters as exc:
+        _report_bad_character(source, exc, diags)
+        return None
+    except UnexpectedToken as exc:
+        _report_unexpected_token(source, exc, diags)
+        return None
+    except UnexpectedInput as exc:  # UnexpectedEOF and anything lark adds later
+        line, col = _line_col(text, len(text))
+        diags.error("E103", Span(source.path, line, col, line, col + 1), "unexpected end of file")
+        return None
+    except RecursionError:
+        diags.error(
+            "E103",
+            source.start_span(),
+            "expression nested too deeply",
+            help="split the expression with `let` bindings",
+        )
+        return None
+    try:
+        return _Lowering(source, diags).file(tree, [_comment(source.path, c) for c in comments])
+    except _TooDeep as exc:
+        span = exc.span
+        diags.error("E103", Span(span.file, span.line, span.col, span.line, span.col + 1),
+                    f"expression nested more than {MAX_DEPTH} levels deep",
+                    help="split the expression with `let` bindings")
+        return None
+    except RecursionError:
+        diags.error("E103", source.start_span(), "expression nested too deeply", help="split the expression with `let` bindings")
+        return None
+
+
+def _parse_with_comments(text: str, comments: list) -> object:
+    parser = _get_parser()
+    _comment_sink.clear()
+    try:
+        return parser.parse(text)
+    finally:
+        comments.extend(_comment_sink)
+        _comment_sink.clear()
+
+
+def _comment(path: str, tok) -> ast.Comment:
+    return ast.Comment(str(tok), _tok_span(path, tok))
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    col = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return line, col
+
+
+def _report_bad_character(source: SourceFile, exc, diags: Collector) -> None:
+    text = source.text
+    pos = exc.pos_in_stream
+    line, col = exc.line, exc.column
+    char = text[pos] if pos < len(text) else ""
+    if char == '"':
+        end = text.find("\n", pos)
+        end = len(text) if end < 0 else end
+        # A string that reaches the end of its line: unterminated, or a bad escape before a newline.
+        diags.error(
+            "E102",
+            Span(source.path, line, col, line, col + max(1, end - pos)),
+            "unterminated string",
+            label="this string has no closing quote on its line",
+            help='close it with `"`; strings cannot span lines (write `\\n` for a newline)',
+        )
+        return
+    shown = char if char.isprintable() else f"U+{ord(char):04X}"
+    diags.error(
+        "E101",
+        Span(source.path, line, col, line, col + 1),
+        f"unexpected character `{shown}`",
+        label="not part of the .llm language",
+        help=_character_help(char),
+    )
+
+
+def _character_help(char: str) -> str:
+    if char in ":":
+        return "attributes are written `name = value`"
+    if char in ";":
+        return "statements end at the end of the line; remove the `;`"
+    if char == "'":
+        return 'strings use double quotes: "text"'
+    if char in "\u201c\u201d":
+        return 'use a plain double quote `"` instead of a typographic one'
+    return "remove it, or put it inside a string or a comment"
+
+
+def _report_unexpected_token(source: SourceFile, exc, diags: Collector) -> None:
+    tok = exc.token
+    expected = sorted(exc.expected or (), key=lambda t: (t.startswith("__"), t))
+    words = [w for w in dict.fromkeys(_TOKEN_WORDS.get(t, _word_for_anonymous(t)) for t in expected) if w]
+    if tok.type == "$END":
+        line, col = _line_col(source.text, len(source.text))
+        span = Span(source.path, line, col, line, col + 1)
+        found = "end of file"
+    else:
+        span = _tok_span(source.path, tok)
+        found = _describe_token(tok)
+    label = "expected " + _one_of(words) if words else ""
+    help = _token_help(tok, expected)
+    diags.error("E103", span, f"unexpected {found}", label=label, help=help)
+
+
+def _word_for_anonymous(name: str) -> str:
+    return "" if name.startswith("__") else f"`{name.lower()}`"
+
+
+def _one_of(words: list[str]) -> str:
+    if len(words) == 1:
+        return words[0]
+    if len(words) == 2:
+        return f"{words[0]} or {words[1]}"
+    if len(words) <= 6:
+        return "one of " + ", ".join(words[:-1]) + " or " + words[-1]
+    return "one of " + ", ".join(words[:6]) + ", ..."
+
+
+def _describe_token(tok) -> str:
+    value = str(tok)
+    if tok.type == "NUMBER":
+        return f"number `{value}`"
+    if tok.type == "STRING":
+        return f"string {value[:40]}"
+    if tok.type == "NAME":
+        return f"name `{value}`"
+    return f"`{value}`"
+
+
+def _token_help(tok, expected: list[str]) -> str:
+    if tok.type == "$END" and "RBRACE" in expected:
+        return "a block is missing its closing `}`"
+    if tok.type == "RBRACE" and "RBRACE" not in expected:
+        return "this `}` has no matching `{`, or the line before it is incomplete"
+    if "EQUAL" in expected and tok.type in ("NUMBER", "STRING"):
+        return "attributes are written `name = value`"
+    return ""
+
+
+def _tok_span(path: str, tok) -> Span:
+    return Span(path, tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + len(str(tok)))
+
+
+class _TooDeep(Exception):
+    def __init__(self, span: Span):
+        self.span = span
+
+
+class _Lowering:
+    """Turns the lark tree into `ast` nodes, checking literals as it goes."""
+
+    def __init__(self, source: SourceFile, diags: Collector):
+        self.path = source.path
+        self.diags = diags
+
+    def span(self, node) -> Span:
+        m = node.meta
+        return Span(self.path, m.line, m.column, m.end_line, m.end_column)
+
+    def tspan(self, tok) -> Span:
+        return _tok_span(self.path, tok)
+
+    def file(self, tree, comments: list[ast.Comment]) -> ast.File:
+        statements = [self.statement(child) for child in tree.children]
+        self.one_per_line(statements)
+        for i, st in enumerate(statements):
+            if isinstance(st, ast.Extends) and i != 0:
+                self.diags.error(
+                    "E212",
+                    st.span,
+                    "`extends` must be the first statement of the file",
+                    help="move it to the top, before any `let`, block or profile",
+                )
+        return ast.File(self.path, statements, comments)
+
+    def one_per_line(self, items: list) -> None:
+        for prev, cur in zip(items, items[1:]):
+            if cur.span.line == prev.span.end_line:
+                self.diags.error(
+                    "E103",
+                    _head_span(cur),
+                    "expected a new line before this statement",
+                    label="starts on the same line as the previous one",
+                    help="put each attribute and block on a line of its own",
+                )
+
+    def statement(self, node):
+        kind = node.data
+        if kind == "extends":
+            return ast.Extends(self.string(node.children[0]), self.span(node))
+        if kind == "let":
+            name, value = node.children
+            return ast.Let(str(name), self.expr(value), self.span(node), self.tspan(name))
+        if kind == "profile":
+            name, *overrides = node.children
+            attrs = [self.attribute(o) for o in overrides]
+            self.one_per_line(attrs)
+            return ast.Profile(str(name), attrs, self.span(node), self.tspan(name), self.close_span(node))
+        if kind == "block":
+            return self.block(node)
+        return self.attribute(node)
+
+    def close_span(self, node) -> Span:
+        m = node.meta
+        return Span(self.path, m.end_line, max(1, m.end_column - 1), m.end_line, m.end_column)
+
+    def block(self, node) -> ast.Block:
+        name, *rest = node.children
+        label = label_span = None
+        quoted = False
+        if rest and getattr(rest[0], "data", None) == "label":
+            tok = rest.pop(0).children[0]
+            label_span = self.tspan(tok)
+            if tok.type == "STRING":
+                label, quoted = self.string(tok).value, True
+            else:
+                label = str(tok)
+        items = [self.block(c) if c.data == "block" else self.attribute(c) for c in rest]
+        self.one_per_line(items)
+        return ast.Block(str(name), label, items, self.span(node), self.tspan(name), label_span, quoted, self.close_span(node))
+
+    def attribute(self, node) -> ast.Attribute:
+        dotted, value = node.children
+        return ast.Attribute(self.names(dotted), self.expr(value), self.span(node), self.span(dotted))
+
+    def names(self, dotted) -> tuple[str, ...]:
+        return tuple(str(t) for t in dotted.children)
+
+    # --- expressions ---
+
+    def expr(self, node, depth: int = 0) -> ast.Expr:
+        if depth > MAX_DEPTH:
+            raise _TooDeep(self.span(node))
+        return self._expr(node, depth + 1)
+
+    def _expr(self, node, depth: int) -> ast.Expr:
+        kind = node.data
+        if kind == "number":
+            return self.number(node.children[0])
+        if kind == "string":
+            return self.string(node.children[0])
+        if kind in ("true", "false"):
+            return ast.Bool(kind == "true", self.span(node))
+        if kind == "list":
+            return ast.ListExpr(tuple(self.expr(c, depth) for c in node.children), self.span(node))
+        if kind == "call":
+            name, *args = node.children
+            return ast.Call(str(name), tuple(self.expr(a, depth) for a in args), self.span(node), self.tspan(name))
+        if kind == "ref":
+            return ast.Ref(self.names(node.children[0]), self.span(node))
+        if kind == "neg":
+            return ast.Unary("-", self.expr(node.children[0], depth), self.span(node))
+        left, right = node.children
+        op = _BINARY_OPS[kind]
+        lhs, rhs = self.expr(left, depth), self.expr(right, depth)
+        op_span = Span(self.path, lhs.span.end_line, lhs.span.end_col, rhs.span.line, rhs.span.col)
+        return ast.Binary(op, lhs, rhs, self.span(node), op_span)
+
+    def number(self, tok) -> ast.Number | ast.Quantity:
+        text = str(tok)
+        span = self.tspan(tok)
+        m = _NUMBER_RE.match(text)
+        num, unit = (m.group("num"), m.group("unit")) if m else (text, None)
+        problem = _underscore_problem(num)
+        if problem:
+            self.diags.error("E105", span, f"malformed number `{text}`", label=problem, help="write digits grouped like `1_000`")
+            return ast.Number(0, text, span)
+        clean = num.replace("_", "")
+        try:
+            exact = Decimal(clean)
+        except InvalidOperation:  # pragma: no cover - the regex admits only valid decimals
+            exact = Decimal(0)
+        is_int = not any(c in clean for c in ".eE")
+        if unit is None:
+            value = self.checked(exact, is_int, text, span)
+            return ast.Number(value, text, span)
+        if unit not in UNITS:
+            self.diags.error(
+                "E104",
+                span,
+                f"unknown unit `{unit}`",
+                label=f"`{unit}` is not a unit",
+                help=_unit_help(unit),
+            )
+            return ast.Number(0, text, span)
+        kind, factor = UNITS[unit]
+        scaled = exact * factor
+        if kind == "size":
+            if scaled != scaled.to_integral_value():
+                self.diags.error("E105", span, f"`{text}` is not a whole number of bytes", help="sizes are counted in whole bytes")
+                return ast.Quantity(0, kind, unit, text, span)
+            value = self.checked(scaled, True, text, span)
+        else:
+            value = self.checked(scaled, False, text, span)
+        return ast.Quantity(value, kind, unit, text, span)
+
+    def checked(self, exact: Decimal, is_int: bool, text: str, span: Span) -> int | float:
+        if abs(exact) > (MAX_INT if is_int else Decimal(MAX_FLOAT)):
+            self.diags.error("E105", span, f"number `{text[:30]}` is too large", label="out of the range a spec can use")
+            return 0
+        return int(exact) if is_int else float(exact)
+
+    def string(self, tok) -> ast.String:
+        raw = str(tok)
+        span = self.tspan(tok)
+        body = raw[1:-1]
+        out: list[str] = []
+        i = 0
+        while i < len(body):
+            ch = body[i]
+            if ch != "\\":
+                out.append(ch)
+                i += 1
+                continue
+            nxt = body[i + 1] if i + 1 < len(body) else ""
+            if nxt in _ESCAPES:
+                out.append(_ESCAPES[nxt])
+                i += 2
+                continue
+            m = _UNICODE_ESCAPE.match(body, i + 1)
+            if m and int(m.group(1), 16) <= 0x10FFFF and not 0xD800 <= int(m.group(1), 16) <= 0xDFFF:
+                out.append(chr(int(m.group(1), 16)))
+                i = m.end()
+                continue
+            col = span.col + 1 + i
+            width = (m.end() - i) if m else 2
+            self.diags.error(
+                "E107",
+                Span(self.path, span.line, col, span.line, col + width),
+                f"invalid escape `{body[i:i + width]}` in string",
+                label="not an escape the language knows",
+                help='escapes are \\" \\\\ \\n \\t and \\u{1F600} (a Unicode scalar value)',
+            )
+            i += width
+        return ast.String("".join(out), raw, span)
+
+
+_BINARY_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%"}
+
+
+def _head_span(node) -> Span:
+    if isinstance(node, ast.Attribute):
+        return node.key_span
+    if isinstance(node, ast.Block):
+        return node.name_span
+    return node.span
+
+
+def _underscore_problem(num: str) -> str:
+    if "__" in num:
+        return "two underscores in a row"
+    for i, ch in enumerate(num):
+        if ch == "_" and (i + 1 == len(num) or not num[i + 1].isdigit() or not num[i - 1].isdigit()):
+            return "an underscore must sit between two digits"
+    return ""
+
+
+def _unit_help(unit: str) -> str:
+    from .suggest import closest
+
+    known = ", ".join(UNITS)
+    guess = closest(unit, UNITS)
+    lead = f"did you mean `{guess}`? " if guess else ""
+    return f"{lead}units are {known}"

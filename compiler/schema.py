@@ -1,0 +1,396 @@
+"""The typed IR: one pydantic model per block of LANGUAGE.md §4, with its defaults.
+
+These models are the single source of truth for what a spec may say: the type
+checker (`typecheck.py`) walks them to report E201-E209 at the right spans,
+`llmc schema` prints their JSON Schema, and checks and targets read the validated
+instance. Quantity fields carry a `Kind` marker so that a duration field rejects a
+bare number (E207). Derived defaults (d_ff = 4 * d_model, data parallelism filling
+the cluster, ...) are filled in by `complete()` after validation.
+"""
+
+
+
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Marks a float/int field as a quantity of one unit kind (LANGUAGE.md §1)."""
+
+    name: str  # "duration" | "size" | "fraction" | "rate" | "metric-bound"
+
+
+@dataclass(frozen=True)
+class PathLike:
+    """Marks a string field as a file path, resolved relative to the spec that sets it."""
+
+
+Duration = Annotated[float, Kind("duration")]
+Size = Annotated[int, Kind("size")]
+Fraction = Annotated[float, Kind("fraction")]
+Rate = Annotated[float, Kind("rate")]
+# A metric bound's kind depends on the metric (BLEU a number, latency a duration): see checks/metrics.py.
+MetricBound = Annotated[float, Kind("metric-bound")]
+FilePath = Annotated[str, PathLike()]
+
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, lt=1)]
+
+Task = Literal["translation", "summarization", "classification", "language-modeling"]
+Framework = Literal["torch", "tensorflow"]
+Precision = Literal["fp32", "fp16", "bf16"]
+
+
+class Block(BaseModel):
+    """A block of the language. Subclasses say how their label is used."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    # The field a block's label fills (`model translator` -> name); None: no label allowed.
+    label_field: ClassVar[Optional[str]] = None
+    label_required: ClassVar[bool] = False
+    # Pairs of fields of which exactly one must be given (E209).
+    one_of: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    doc: ClassVar[str] = ""
+
+
+# --- model -------------------------------------------------------------------------
+
+
+class Transformer(Block):
+    doc: ClassVar[str] = "A Transformer: encoder-decoder, encoder-only or decoder-only."
+    layers: PosInt = Field(description="layers per stack")
+    d_model: PosInt
+    heads: PosInt
+    vocab: PosInt
+    d_ff: Optional[PosInt] = Field(None, description="default 4 * d_model")
+    max_len: PosInt = 512
+    dropout: Probability = 0.1
+    kind: Optional[Literal["encoder-decoder", "encoder", "decoder"]] = Field(None, description="default by task")
+    classes: Optional[PosInt] = Field(None, description="classification only")
+
+
+class Mlp(Block):
+    doc: ClassVar[str] = "A multi-layer perceptron classifier."
+    inputs: PosInt
+    hidden: list[PosInt]
+    classes: PosInt
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+    dropout: Probability = 0.0
+
+
+class Data(Block):
+    doc: ClassVar[str] = "Where the data lives and how to read it."
+    train: FilePath
+    valid: FilePath
+    test: FilePath
+    format: Optional[Literal["tsv", "jsonl", "csv"]] = Field(None, description="default by extension")
+    source: Optional[str] = Field(None, description="source column (translation, summarization); default 'source'")
+    target: Optional[str] = Field(None, description="target column; default 'target'")
+    text: Optional[str] = Field(None, description="text column (classification, language modeling); default 'text'")
+    label: Optional[str] = Field(None, description="label column (classification); default 'label'")
+    tokenizer: str = Field("bytes", description='"bytes" or a path to a tokenizer file')
+
+
+class Model(Block):
+    doc: ClassVar[str] = "The model: task, framework, architecture and data."
+    label_field: ClassVar[Optional[str]] = "name"
+    label_required: ClassVar[bool] = True
+    one_of: ClassVar[tuple[tuple[str, ...], ...]] = (("transformer", "mlp"),)
+    name: str
+    task: Task
+    framework: Framework = "torch"
+    transformer: Optional[Transformer] = None
+    mlp: Optional[Mlp] = None
+    data: Data
+
+
+# --- train -------------------------------------------------------------------------
+
+
+class Cluster(Block):
+    hosts: PosInt = 1
+    slots_per_host: PosInt = 1
+    device: str
+
+
+class Parallel(Block):
+    data: Optional[PosInt] = Field(None, description="default: fills the cluster")
+    tensor: PosInt = 1
+    pipeline: PosInt = 1
+
+
+class Optimizer(Block):
+    label_field: ClassVar[Optional[str]] = "name"
+    label_required: ClassVar[bool] = True
+    name: Literal["adam", "adamw", "sgd"]
+    lr: PosFloat
+    weight_decay: NonNegFloat = 0.0
+    betas: Annotated[list[Probability], Field(min_length=2, max_length=2)] = [0.9, 0.999]
+    momentum: Probability = 0.0
+
+
+class Schedule(Block):
+    label_field: ClassVar[Optional[str]] = "name"
+    label_required: ClassVar[bool] = True
+    name: Literal["constant", "linear", "cosine", "inverse-sqrt"]
+    warmup: NonNegInt = Field(0, description="steps")
+    min_lr: NonNegFloat = 0.0
+
+
+class Checkpoint(Block):
+    every: Union[Duration, PosInt] = Field(1800.0, description="a duration, or an int number of steps")
+    keep: PosInt = 3
+    dir: FilePath = "checkpoints"
+
+
+class Train(Block):
+    doc: ClassVar[str] = "Distributed training: cluster, layout, precision, optimizer."
+    one_of: ClassVar[tuple[tuple[str, ...], ...]] = (("epochs", "steps"),)
+    backend: Literal["horovod"] = "horovod"
+    cluster: Cluster
+    parallel: Parallel = Field(default_factory=lambda: Parallel.model_construct())
+    precision: Precision = "fp32"
+    batch_size: PosInt = Field(description="global batch size")
+    micro_batch: Optional[PosInt] = Field(None, description="per data-parallel replica per step")
+    epochs: Optional[PosInt] = None
+    steps: Optional[PosInt] = None
+    optimizer: Optimizer
+    schedule: Schedule = Field(default_factory=lambda: Schedule.model_construct(name="constant"))
+    gradient_compression: Literal["none", "fp16"] = "none"
+    activation_checkpointing: bool = False
+    checkpoint: Checkpoint = Field(default_factory=lambda: Checkpoint.model_construct())
+    seed: NonNegInt = 0
+
+
+# --- compress ----------------------------------------------------------------------
+
+
+class Student(Block):
+    doc: ClassVar[str] = "Architecture fields of the distilled student; the rest come from the teacher."
+    layers: Optional[PosInt] = None
+    d_model: Optional[PosInt] = None
+    heads: Optional[PosInt] = None
+    d_ff: Optional[PosInt] = None
+    hidden: Optional[list[PosInt]] = None
+
+
+class Distill(Block):
+    student: Student
+    temperature: PosFloat = 2.0
+    alpha: Annotated[Fraction, Field(ge=0, le=1)] = 0.5
+    epochs: PosInt = 1
+
+
+class Prune(Block):
+    method: Literal["magnitude", "structured"] = "magnitude"
+    # (0, 1) is checked as E404, not here, so the message can say what sparsity means.
+    sparsity: Fraction
+    finetune_epochs: NonNegInt = 0
+
+
+class Quantize(Block):
+    precision: Literal["int8", "fp16"] = "int8"
+    method: Literal["static", "dynamic"] = "static"
+    calibration: Optional[FilePath] = None
+    samples: PosInt = 512
+
+
+class Compress(Block):
+    doc: ClassVar[str] = "Compression stages, run in the order distill, prune, quantize."
+    distill: Optional[Distill] = None
+    prune: Optional[Prune] = None
+    quantize: Optional[Quantize] = None
+    engine: Literal["tensorrt", "onnxruntime"] = "tensorrt"
+
+
+# --- evaluate ----------------------------------------------------------------------
+
+MetricName = Literal[
+    "bleu", "chrf", "ter", "rouge1", "rouge2", "rougeL", "accuracy", "f1",
+    "perplexity", "latency_p50", "latency_p99", "model_size",
+]
+
+
+class Metric(Block):
+    label_field: ClassVar[Optional[str]] = "name"
+    label_required: ClassVar[bool] = True
+    name: MetricName
+    min: Optional[MetricBound] = None
+    max: Optional[MetricBound] = None
+    max_drop: Optional[MetricBound] = Field(None, description="largest loss of the compressed model against the uncompressed one")
+
+
+class Evaluate(Block):
+    doc: ClassVar[str] = "Metrics and the gates the model must pass."
+    split: Literal["train", "valid", "test"] = "test"
+    metric: dict[str, Metric] = Field(default_factory=dict, description="repeatable: metric NAME { ... }")
+
+
+# --- search ------------------------------------------------------------------------
+
+
+class Distribution(BaseModel):
+    """A search distribution as written: `loguniform(1e-5, 1e-3)`. Bounds are values, not logs."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+    kind: Literal["uniform", "loguniform", "quniform", "randint", "normal", "choice"]
+    args: list[Union[bool, int, float, str]]
+
+
+DISTRIBUTION_ARITY = {"uniform": 2, "loguniform": 2, "quniform": 3, "randint": 2, "normal": 2, "choice": None}
+
+
+class Search(Block):
+    doc: ClassVar[str] = "Hyperparameter search with Hyperopt."
+    algorithm: Literal["tpe", "random", "anneal"] = "tpe"
+    max_evals: PosInt = 20
+    parallel: PosInt = 1
+    objective: str = "valid_loss"
+    direction: Literal["minimize", "maximize"] = "minimize"
+    backend: Literal["local", "mongo", "spark"] = "local"
+    early_stop: Optional[PosInt] = Field(None, description="stop after N evaluations without improvement")
+    space: dict[str, Distribution] = Field(default_factory=dict, description="field path = distribution")
+
+
+# --- serve and deploy --------------------------------------------------------------
+
+
+class Sla(Block):
+    p99_latency: Annotated[Duration, Field(gt=0)]
+    throughput: Annotated[Rate, Field(gt=0)]
+    availability: Annotated[Fraction, Field(gt=0, lt=1)] = 0.999
+    error_rate: Optional[Annotated[Fraction, Field(ge=0, lt=1)]] = Field(None, description="default 1 - availability")
+
+
+class Batching(Block):
+    max_batch_size: PosInt = 8
+    timeout: Annotated[Duration, Field(ge=0)] = 0.002
+
+
+class Replicas(Block):
+    min: Optional[PosInt] = Field(None, description="default derived from the SLA")
+    max: Optional[PosInt] = Field(None, description="default derived from the SLA")
+
+
+class Resources(Block):
+    cpu: Optional[PosFloat] = Field(None, description="cores; default derived")
+    memory: Optional[Annotated[Size, Field(gt=0)]] = Field(None, description="default derived")
+
+
+class Serve(Block):
+    doc: ClassVar[str] = "Serving platform, device, SLA, batching and replicas."
+    platform: Optional[Literal["tf-serving", "triton"]] = Field(None, description="default by framework")
+    device: str
+    sla: Sla
+    batching: Batching = Field(default_factory=lambda: Batching.model_construct())
+    replicas: Replicas = Field(default_factory=lambda: Replicas.model_construct())
+    resources: Resources = Field(default_factory=lambda: Resources.model_construct())
+
+
+class Deploy(Block):
+    doc: ClassVar[str] = "Where and how the workloads run on Kubernetes."
+    namespace: str = "default"
+    image: Optional[str] = Field(None, description="default: named after the model")
+    service_account: Optional[str] = None
+    labels: dict[str, str] = Field(default_factory=dict, description="free-form: name = \"value\"")
+
+
+class Spec(Block):
+    doc: ClassVar[str] = "A whole .llm spec."
+    model: Model
+    train: Optional[Train] = None
+    compress: Optional[Compress] = None
+    evaluate: Optional[Evaluate] = None
+    search: Optional[Search] = None
+    serve: Optional[Serve] = None
+    deploy: Optional[Deploy] = None
+
+
+def construct(model: type[BaseModel], data: dict) -> BaseModel:
+    """Build a model instance from checked data without validating it again."""
+    from .fields import fields_of
+
+    values = {}
+    for name, value in data.items():
+        ft = fields_of(model).get(name)
+        if ft is not None and ft.kind == "block" and isinstance(value, dict):
+            value = construct(ft.model, value)
+        elif ft is not None and ft.kind == "blocks":
+            value = {label: construct(ft.model, block) for label, block in value.items()}
+        elif ft is not None and ft.kind == "space":
+            value = {path: Distribution.model_construct(**dist) for path, dist in value.items()}
+        values[name] = value
+    return model.model_construct(**values)
+
+
+def json_schema() -> dict:
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "llmc spec (.llm), version 1"
+    return schema
+
+
+_KIND_BY_TASK = {
+    "translation": "encoder-decoder",
+    "summarization": "encoder-decoder",
+    "classification": "encoder",
+    "language-modeling": "decoder",
+}
+COLUMNS_BY_TASK = {
+    "translation": ("source", "target"),
+    "summarization": ("source", "target"),
+    "classification": ("text", "label"),
+    "language-modeling": ("text",),
+}
+FORMAT_BY_EXTENSION = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}
+
+
+def derive_defaults(data: dict) -> dict:
+    """Fill the defaults LANGUAGE.md derives from other fields, in a checked spec's data.
+
+    A default that cannot be derived (the data parallelism of a cluster that the
+    tensor size does not divide) is left unset for the checks to report.
+    """
+    model = data.get("model", {})
+    task = model.get("task")
+    arch = model.get("transformer")
+    if arch is not None:
+        arch.setdefault("d_ff", 4 * arch["d_model"])
+        arch.setdefault("kind", _KIND_BY_TASK.get(task, "encoder"))
+    files = model.get("data", {})
+    if files and "format" not in files:
+        ext = "." + files.get("train", "").rpartition(".")[2].lower()
+        if ext in FORMAT_BY_EXTENSION:
+            files["format"] = FORMAT_BY_EXTENSION[ext]
+    if files is not None:
+        for column in COLUMNS_BY_TASK.get(task, ()):
+            files.setdefault(column, column)
+    train = data.get("train")
+    if train is not None:
+        cluster = train.get("cluster", {})
+        parallel = train.setdefault("parallel", {})
+        slots = cluster.get("hosts", 1) * cluster.get("slots_per_host", 1)
+        model_parallel = parallel.get("tensor", 1) * parallel.get("pipeline", 1)
+        if "data" not in parallel and slots % model_parallel == 0:
+            parallel["data"] = slots // model_parallel
+        dp = parallel.get("data")
+        if "micro_batch" not in train and dp and train["batch_size"] % dp == 0:
+            train["micro_batch"] = train["batch_size"] // dp
+    serve = data.get("serve")
+    if serve is not None:
+        serve.setdefault("platform", "tf-serving" if model.get("framework") == "tensorflow" else "triton")
+        sla = serve.get("sla", {})
+        if "error_rate" not in sla:
+            availability = sla.get("availability", Sla.model_fields["availability"].default)
+            sla["error_rate"] = round(1 - availability, 12)
+    deploy = data.get("deploy")
+    if deploy is not None and model.get("name"):
+        deploy.setdefault("image", f"{model['name']}:latest")
+    return data

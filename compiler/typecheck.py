@@ -1,0 +1,420 @@
+"""Schema checking: the composed tree against the pydantic models (E201-E209).
+
+Walks the tree and the schema together, evaluating each attribute, and reports
+unknown blocks and fields (with "did you mean"), missing required fields, wrong
+types and units, values out of range, unknown enum values and one-of conflicts,
+all at the span where they were written. What passes becomes a plain dict that the
+pydantic models then validate into the typed IR, and a `SpanIndex` that lets later
+phases point back at the source.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import schema
+from .compose import Composed, Entry, Node
+from .diagnostics import Collector
+from .evaluate import QUANTITY_KINDS, Evaluator, Value
+from .fields import FieldType, fields_of, label_type
+from .source import Span
+from .suggest import closest
+
+_URI_SCHEMES = ("s3://", "gs://", "hdfs://", "http://", "https://", "file://", "abfs://", "az://")
+
+
+@dataclass
+class SpanIndex:
+    """Where each part of the IR was written, by canonical path (`train.parallel.data`)."""
+
+    values: dict[str, Span] = field(default_factory=dict)  # the value expression
+    keys: dict[str, Span] = field(default_factory=dict)  # the attribute name, or a block's name
+    kinds: dict[str, str] = field(default_factory=dict)  # the value's kind (for metric bounds)
+    default: Span | None = None
+
+    def value(self, path: str) -> Span:
+        """The span of a field's value, or of the nearest enclosing thing written."""
+        p = path
+        while p:
+            if p in self.values:
+                return self.values[p]
+            if p in self.keys:
+                return self.keys[p]
+            p = p.rpartition(".")[0]
+        assert self.default is not None
+        return self.default
+
+    def key(self, path: str) -> Span:
+        return self.keys.get(path) or self.value(path)
+
+    def attribute(self, path: str) -> Span:
+        """From the attribute name to the end of its value (`data = 4`)."""
+        if path in self.keys and path in self.values:
+            k, v = self.keys[path], self.values[path]
+            if k.file == v.file:
+                return k.to(v)
+        return self.value(path)
+
+    def has(self, path: str) -> bool:
+        return path in self.values
+
+
+class TypeChecker:
+    def __init__(self, composed: Composed, diags: Collector, main_dir: str):
+        self.composed = composed
+        self.diags = diags
+        self.eval = Evaluator(composed, diags)
+        self.spans = SpanIndex(default=composed.root.span)
+        self.main_dir = main_dir
+        # search.space entries as evaluated, with the spans of their arguments (checks/search.py)
+        self.distributions: dict[str, Value] = {}
+
+    def run(self) -> dict[str, Any]:
+        root = self.composed.root
+        # Top-level `let` bindings are evaluated even when unused, so their errors show.
+        for name, let in self.composed.lets.items():
+            self.eval.entry(let.value, name)
+        return self.block(root, schema.Spec, "")
+
+    # --- blocks ---
+
+    def block(self, node: Node, model: type, path: str) -> dict[str, Any]:
+        known = fields_of(model)
+        data: dict[str, Any] = {}
+        if path:
+            self.spans.keys[path] = node.name_span
+        self.label(node, model, path, data)
+        for key, entry in node.entries.items():
+            ft = known.get(key)
+            sub = _join(path, key)
+            if "." in key:
+                self.diags.error("E202", entry.key_span, f"dotted name `{key}` in a block",
+                                 label="dotted paths are only for `search.space` and profiles",
+                                 help=f"write the field inside its block: `{key.split('.')[0]} {{ ... }}`")
+                continue
+            if ft is None:
+                self.unknown(entry.key_span, key, path, known, block=False)
+                continue
+            if ft.is_block:
+                self.diags.error("E204", entry.key_span, f"`{key}` is a block, not a field",
+                                 help=f"write `{key} {{ ... }}`")
+                continue
+            self.spans.keys[sub] = entry.key_span
+            value = self.eval.entry(entry.expr, sub)
+            if value is None:
+                continue
+            self.spans.values[sub] = value.span
+            self.spans.kinds[sub] = value.kind
+            checked = self.value(value, ft, sub, entry)
+            if checked is not _BAD:
+                data[key] = checked
+        for child in node.child_nodes():
+            ft = known.get(child.name)
+            if ft is None or not ft.is_block:
+                if ft is not None:
+                    self.diags.error("E204", child.name_span, f"`{child.name}` is a field, not a block",
+                                     help=f"write `{child.name} = value`")
+                else:
+                    self.unknown(child.name_span, child.name, path, known, block=True)
+                continue
+            self.child(child, ft, path, data)
+        self.one_of_and_required(node, model, path, data, known)
+        return data
+
+    def label(self, node: Node, model: type, path: str, data: dict) -> None:
+        label_field = model.label_field
+        if label_field is None:
+            if node.label is not None and node.label_span is not None:
+                self.diags.error("E202", node.label_span, f"block `{node.name}` takes no label",
+                                 label="unexpected label", help=f"write `{node.name} {{ ... }}`")
+            return
+        if node.label is None:
+            if model.label_required:
+                ft = model.model_fields[label_field]
+                example = _label_example(ft.annotation)
+                self.diags.error("E203", node.name_span, f"block `{node.name}` needs a label",
+                                 label=f"write `{node.name} {example} {{`",
+                                 help=f"the label names the {node.name}")
+            return
+        ft = label_type(model)
+        span = node.label_span or node.name_span
+        if ft.kind == "enum" and node.label not in ft.enum:
+            self.bad_enum(span, node.name, node.label, ft, message=f'unknown {node.name} "{node.label}"')
+            return
+        data[label_field] = node.label
+        self.spans.values[_join(path, label_field)] = span
+
+    def child(self, child: Node, ft: FieldType, path: str, data: dict) -> None:
+        name = child.name
+        sub = _join(path, name)
+        if ft.kind == "block":
+            data[name] = self.block(child, ft.model, sub)
+        elif ft.kind == "blocks":
+            group = data.setdefault(name, {})
+            label = child.label
+            if label is None:
+                self.diags.error("E203", child.name_span, f"block `{name}` needs a label",
+                                 label=f'write `{name} "NAME" {{`', help=f"`{name}` may repeat; the label tells them apart")
+                return
+            group[label] = self.block(child, ft.model, _join(sub, label))
+        elif ft.kind == "map":
+            self.spans.keys[sub] = child.name_span
+            data[name] = self.map_block(child, sub)
+        else:  # space
+            self.spans.keys[sub] = child.name_span
+            data[name] = self.space_block(child, sub)
+
+    def map_block(self, node: Node, path: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for child in node.child_nodes():
+            self.diags.error("E201", child.name_span, f"`{node.name}` holds only `name = \"value\"` pairs",
+                             label="a block is not allowed here")
+        for key, entry in node.entries.items():
+            value = self.eval.entry(entry.expr, _join(path, key))
+            if value is None:
+                continue
+            if value.kind != "str":
+                self.wrong_type(value, "a string", _join(path, key))
+                continue
+            out[key] = value.value
+            self.spans.values[_join(path, key)] = value.span
+            self.spans.keys[_join(path, key)] = entry.key_span
+        return out
+
+    def space_block(self, node: Node, path: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for child in node.child_nodes():
+            self.diags.error("E201", child.name_span, "`space` holds only `path = distribution` lines",
+                             label="a block is not allowed here")
+        for key, entry in node.entries.items():
+            sub = _join(path, key)
+            value = self.eval.entry(entry.expr, sub)
+            if value is None:
+                continue
+            self.spans.keys[sub] = entry.key_span
+            self.spans.values[sub] = value.span
+            if value.kind != "dist":
+                self.diags.error("E602", value.span, f"`{key}` in `space` needs a distribution",
+                                 label=f"this is {value.describe()}",
+                                 help="write e.g. `uniform(0.0, 0.3)`, `loguniform(1e-5, 1e-3)` or `choice(256, 512)`")
+                continue
+            name, args = value.value
+            out[key] = {"kind": name, "args": [_plain(a) for a in args]}
+            self.distributions[key] = value
+        return out
+
+    # --- values ---
+
+    def value(self, v: Value, ft: FieldType, path: str, entry: Entry) -> Any:
+        kind = ft.kind
+        if kind == "union":
+            for option in ft.options:
+                if _fits_kind(v, option):
+                    return self.value(v, _bounded(option, ft), path, entry)
+            self.wrong_type(v, ft.describe(), path)
+            return _BAD
+        if kind == "quantity":
+            return self.quantity(v, ft, path)
+        if kind == "enum":
+            if v.kind != "str":
+                self.wrong_type(v, ft.describe(), path)
+                return _BAD
+            if v.value not in ft.enum:
+                self.bad_enum(v.span, path, v.value, ft)
+                return _BAD
+            return v.value
+        if kind == "str":
+            if v.kind != "str":
+                self.wrong_type(v, "a string", path)
+                return _BAD
+            return self.resolve_path(v) if ft.path_like else v.value
+        if kind == "bool":
+            if v.kind != "bool":
+                self.wrong_type(v, "true or false", path)
+                return _BAD
+            return v.value
+        if kind == "list":
+            if v.kind != "list":
+                self.wrong_type(v, ft.describe(), path)
+                return _BAD
+            n = len(v.value)
+            if ft.min_items is not None and n < ft.min_items or ft.max_items is not None and n > ft.max_items:
+                want = f"exactly {ft.min_items}" if ft.min_items == ft.max_items else f"at least {ft.min_items}"
+                self.diags.error("E205", v.span, f"`{path}` needs {want} items, found {n}", label=f"{n} items")
+                return _BAD
+            items = [self.value(item, ft.item, f"{path}[{i}]", entry) for i, item in enumerate(v.value)]
+            return _BAD if any(i is _BAD for i in items) else items
+        if kind in ("int", "float"):
+            return self.number(v, ft, path)
+        raise AssertionError(f"unhandled field kind {kind}")  # pragma: no cover
+
+    def number(self, v: Value, ft: FieldType, path: str) -> Any:
+        if v.kind in QUANTITY_KINDS and v.kind != "fraction" or v.kind == "fraction" and ft.kind == "int":
+            self.diags.error("E207", v.span, f"`{_last(path)}` takes a plain number, not {v.describe()}",
+                             label=f"{v.show()} is {v.describe()}", help=f"write {ft.describe()} without a unit")
+            return _BAD
+        if v.kind not in ("number", "fraction"):
+            self.wrong_type(v, ft.describe(), path)
+            return _BAD
+        x = v.value
+        if ft.kind == "int" and not isinstance(x, int):
+            self.diags.error("E204", v.span, f"`{_last(path)}` must be an integer, found {v.show()}",
+                             label="not a whole number",
+                             help="use `//` for integer division" if isinstance(x, float) and not x.is_integer() else f"write {int(x)}")
+            return _BAD
+        return self.in_range(v, ft, path, x if ft.kind == "int" else float(x))
+
+    def quantity(self, v: Value, ft: FieldType, path: str) -> Any:
+        want = ft.quantity
+        if want == "metric-bound":
+            if v.kind not in ("number", "fraction", "duration", "size"):
+                self.wrong_type(v, ft.describe(), path)
+                return _BAD
+            return float(v.value)
+        if want == "fraction":
+            if v.kind not in ("number", "fraction"):
+                if v.kind in QUANTITY_KINDS:
+                    self.diags.error("E207", v.span, f"`{_last(path)}` expects {ft.describe()}, found {v.describe()}",
+                                     label=f"{v.show()} is {v.describe()}")
+                else:
+                    self.wrong_type(v, ft.describe(), path)
+                return _BAD
+            return self.in_range(v, ft, path, float(v.value))
+        if v.kind != want:
+            if v.kind == "number":
+                unit = {"duration": "ms", "size": "GB", "rate": "rps"}[want]
+                self.diags.error("E207", v.span, f"expected {want}, found a bare number",
+                                 label=f"expected {ft.describe()}",
+                                 help=f"add a unit: `{v.show()}{unit}`")
+            elif v.kind in QUANTITY_KINDS:
+                self.diags.error("E207", v.span, f"expected {want}, found {v.describe()}",
+                                 label=f"{v.show()} is {v.describe()}", help=f"write {ft.describe()}")
+            else:
+                self.wrong_type(v, ft.describe(), path)
+            return _BAD
+        x = v.value if want == "size" else float(v.value)
+        return self.in_range(v, ft, path, x)
+
+    def in_range(self, v: Value, ft: FieldType, path: str, x: Any) -> Any:
+        if not ft.admits(x):
+            shown = v.show()
+            self.diags.error("E205", v.span, f"`{_last(path)}` must be {ft.range_text()}, found {shown}",
+                             label="out of range")
+            return _BAD
+        return x
+
+    def resolve_path(self, v: Value) -> str:
+        """Relative paths are relative to the spec file that wrote them (LANGUAGE.md §2)."""
+        p = v.value
+        if not p or p.startswith(_URI_SCHEMES) or os.path.isabs(p):
+            return p
+        written_in = os.path.dirname(v.span.file)
+        rel = os.path.relpath(written_in or ".", self.main_dir or ".")
+        return os.path.normpath(os.path.join(rel, p)).replace(os.sep, "/")
+
+    # --- reports ---
+
+    def wrong_type(self, v: Value, expected: str, path: str) -> None:
+        self.diags.error("E204", v.span, f"`{_last(path)}` expects {expected}, found {v.describe()}",
+                         label=f"this is {v.describe()}")
+
+    def bad_enum(self, span: Span, path: str, value: str, ft: FieldType, message: str = "") -> None:
+        guess = closest(value, ft.enum)
+        options = ", ".join(f'"{o}"' for o in ft.enum)
+        self.diags.error("E206", span, message or f'unknown value "{value}" for `{_last(path)}`',
+                         label=f"expected one of {options}",
+                         help=f'did you mean "{guess}"?' if guess else f"choose one of {options}")
+
+    def unknown(self, span: Span, name: str, path: str, known: dict[str, FieldType], block: bool) -> None:
+        pool = [k for k, f in known.items() if f.is_block == block] or list(known)
+        guess = closest(name, pool) or closest(name, list(known))
+        where = f"`{path}`" if path else "the top level"
+        if block:
+            msg, code = f"unknown block `{name}` in {where}", "E201"
+        else:
+            msg, code = f"unknown field `{name}` in {where}", "E202"
+        choices = ", ".join(f"`{k}`" for k in pool)
+        self.diags.error(code, span, msg, label=f"did you mean `{guess}`?" if guess else "not known here",
+                         help=f"{where} accepts {choices}" if pool else "")
+
+    def one_of_and_required(self, node: Node, model: type, path: str, data: dict, known: dict[str, FieldType]) -> None:
+        grouped: set[str] = set()
+        for group in model.one_of:
+            grouped.update(group)
+            given = [name for name in group if name in node.entries or name in node.children]
+            if len(given) > 1:
+                second = given[-1]
+                span = node.entries[second].key_span if second in node.entries else node.children[second].name_span
+                self.diags.error("E209", span, f"`{given[0]}` and `{second}` are both given in `{path or node.name}`",
+                                 label="exactly one of these may be set",
+                                 help=f"remove `{second}` or `{given[0]}`")
+            elif not given:
+                names = " or ".join(f"`{n}`" for n in group)
+                self.diags.error("E203", node.name_span, f"`{path}` needs {names}",
+                                 label="exactly one of these is required", help=_example_for(group))
+        for name, ft in known.items():
+            if not ft.required or name in grouped:
+                continue
+            if name in node.entries or name in node.children or name in data:
+                continue
+            what = "block" if ft.is_block else "field"
+            if not path:
+                self.diags.error("E203", node.name_span, f"the spec has no `{name}` block",
+                                 label="a spec declares exactly one model",
+                                 help='add `model NAME { task = "..." ... }`')
+                continue
+            self.diags.error("E203", node.name_span, f"`{path}` is missing required {what} `{name}`",
+                             label=f"`{name}` is required here",
+                             help=f"add `{name} {{ ... }}`" if ft.is_block else f"add `{name} = ...` ({ft.describe()})")
+
+
+_BAD = object()
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _last(path: str) -> str:
+    return path.rpartition(".")[2]
+
+
+def _plain(v: Value) -> Any:
+    if v.kind == "list":
+        return [_plain(i) for i in v.value]
+    return v.value
+
+
+def _fits_kind(v: Value, option: FieldType) -> bool:
+    if option.kind == "quantity":
+        return v.kind == option.quantity
+    if option.kind == "int":
+        return v.kind == "number" and isinstance(v.value, int)
+    if option.kind == "float":
+        return v.kind == "number"
+    return False
+
+
+def _bounded(option: FieldType, outer: FieldType) -> FieldType:
+    from dataclasses import replace
+
+    if any(getattr(outer, b) is not None for b in ("ge", "gt", "le", "lt")):
+        return replace(option, ge=outer.ge, gt=outer.gt, le=outer.le, lt=outer.lt)
+    return option
+
+
+def _label_example(annotation) -> str:
+    import typing
+
+    args = typing.get_args(annotation)
+    return f'"{args[0]}"' if args and isinstance(args[0], str) else "NAME"
+
+
+def _example_for(group: tuple[str, ...]) -> str:
+    if "transformer" in group:
+        return "add `transformer { layers = ... }` or `mlp { inputs = ... }`"
+    if "epochs" in group:
+        return "add `epochs = N` or `steps = N`"
+    return ""

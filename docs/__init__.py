@@ -1,0 +1,1 @@
+"""Package data: the documentation shipped with llmc (error explanations for `llmc explain`)."""

@@ -53,7 +53,7 @@ _TABLE = [
     # compression
     ("E401", "error", "static int8 quantization without calibration data"),
     ("E402", "error", "student is not smaller than the teacher"),
-    ("E403", "error", "engine unavailable for the serve device"),
+    ("E403", "error", "engine unavailable for the serve device or quantization method"),
     ("E404", "error", "sparsity outside (0, 1)"),
     # evaluation
     ("E501", "error", "metric not defined for the task"),

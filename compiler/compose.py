@@ -143,15 +143,18 @@ def _load_base(ext: ast.Extends, diags: Collector, loader: Loader, stack: list[s
     ident = _identity(str(target))
     shown = os.path.normpath(str(target))
     if ident in stack:
-        diags.error("E212", ext.path.span, f"`extends` cycle: {ext.path.value} is already being loaded",
+        chain = " -> ".join(os.path.relpath(p) for p in stack[stack.index(ident):] + [ident])
+        diags.error("E212", ext.path.span, f"`extends` cycle: {chain}",
                     label="this file extends itself through this chain",
                     help="remove one of the `extends` so the chain ends")
         return None
     try:
         tree = loader.load(shown)
     except SourceError as exc:
+        relative = not os.path.isabs(ext.path.value)
         diags.error("E212", ext.path.span, f"cannot extend {ext.path.value}: {exc}",
-                    label="the path is relative to this file", help=f"looked for {shown}")
+                    label="the path is relative to this file" if relative else "no such file",
+                    help=f"looked for {shown}")
         return None
     if tree is None:
         diags.error("E212", ext.path.span, f"the base spec {ext.path.value} has errors", label="extended here")
@@ -215,13 +218,20 @@ def _check_duplicate_overrides(prof: ast.Profile, diags: Collector) -> None:
         seen[attr.key] = attr
 
 
-def _merge(base: Node, own: Node) -> None:
-    """Deep-merge `own` over `base`, in place: attributes replace, blocks merge."""
+def _merge(base: Node, own: Node, model: type | None = Spec) -> None:
+    """Deep-merge `own` over `base`, in place: attributes replace, blocks merge.
+
+    Setting one field of a one-of pair (`steps` over a base's `epochs`, `mlp` over a
+    base's `transformer`) replaces the other.
+    """
+    for name in list(own.entries) + list(own.children):
+        _drop_alternatives(base, name, model)
     base.entries.update(own.entries)
+    known = fields_of(model) if model is not None else {}
     for name, child in own.children.items():
         old = base.children.get(name)
         if old is not None and old.label == child.label:
-            _merge(old, child)
+            _merge(old, child, _model_of(known, name))
             old.span, old.name_span, old.label_span = child.span, child.name_span, child.label_span
         else:
             # A different label (`optimizer "sgd"` over `optimizer "adam"`) is a different block.
@@ -230,9 +240,24 @@ def _merge(base: Node, own: Node) -> None:
         target = base.groups.setdefault(name, {})
         for label, child in group.items():
             if label in target:
-                _merge(target[label], child)
+                _merge(target[label], child, _model_of(known, name))
             else:
                 target[label] = child
+
+
+def _model_of(known: dict, name: str) -> type | None:
+    ft = known.get(name)
+    return ft.model if ft is not None else None
+
+
+def _drop_alternatives(node: Node, name: str, model: type | None) -> None:
+    """Remove the other members of `name`'s one-of group from `node`."""
+    for group in getattr(model, "one_of", ()):
+        if name in group:
+            for other in group:
+                if other != name:
+                    node.entries.pop(other, None)
+                    node.children.pop(other, None)
 
 
 def apply_override(root: Node, attr: ast.Attribute, diags: Collector) -> None:
@@ -241,19 +266,27 @@ def apply_override(root: Node, attr: ast.Attribute, diags: Collector) -> None:
     ft, consumed, problem = walk_schema(path)
     if problem or ft is None:
         diags.error("E213", attr.key_span, f"profile path `{attr.key}` names no field of the spec",
-                    label=problem, help=_profile_help(path))
+                    label=problem, help=_profile_help(consumed))
         return
     if ft.kind in ("block", "blocks", "map", "space"):
         diags.error("E213", attr.key_span, f"profile path `{attr.key}` names a block, not a field",
                     label="a profile sets one field at a time", help=f"write `{attr.key}.FIELD = value`")
         return
-    node = _locate(root, consumed, create_at=attr)
+    node, model = _locate(root, consumed, create_at=attr)
     key = consumed[-1]
+    _drop_alternatives(node, key, model)
     node.entries[key] = Entry(key, attr.value, attr.span, attr.key_span)
 
 
-def _profile_help(path: tuple[str, ...]) -> str:
-    return "paths skip the label of a block that appears once (`train.optimizer.lr`) and keep it for `metric` (`evaluate.metric.bleu.min`)"
+def _profile_help(consumed: list[str]) -> str:
+    """What the block reached before the unknown segment accepts."""
+    ft, _, _ = walk_schema(tuple(consumed)) if consumed else (None, None, "")
+    model = ft.model if ft is not None and ft.kind in ("block", "blocks") else (Spec if not consumed else None)
+    skip = "paths skip the label of a block that appears once (`train.optimizer.lr`) and keep it for `metric` (`evaluate.metric.bleu.min`)"
+    if model is None:
+        return skip
+    where = "`" + ".".join(consumed) + "`" if consumed else "the top level"
+    return f"{where} has " + ", ".join(f"`{n}`" for n in fields_of(model)) + "; " + skip
 
 
 def lookup_entry(root: Node, path: tuple[str, ...]) -> Entry | None:
@@ -261,15 +294,16 @@ def lookup_entry(root: Node, path: tuple[str, ...]) -> Entry | None:
     ft, consumed, problem = walk_schema(path)
     if problem or ft is None:
         return None
-    node = _locate(root, consumed)
+    node, _ = _locate(root, consumed)
     return node.entries.get(consumed[-1]) if node is not None else None
 
 
-def _locate(root: Node, consumed: list[str], create_at: ast.Attribute | None = None) -> Node | None:
-    """The node holding the last segment of a schema-checked path.
+def _locate(root: Node, consumed: list[str], create_at: ast.Attribute | None = None) -> tuple[Node | None, type | None]:
+    """The node holding the last segment of a schema-checked path, and its model.
 
     With `create_at`, missing blocks on the way are created (a profile may set a
-    field of a block the spec leaves out); without it, a missing block is None.
+    field of a block the spec leaves out, and a one-of alternative is replaced);
+    without it, a missing block is (None, None).
     """
     node = root
     model: type | None = Spec
@@ -290,10 +324,11 @@ def _locate(root: Node, consumed: list[str], create_at: ast.Attribute | None = N
         else:
             nxt = node.children.get(seg)
             if nxt is None and create_at is not None:
+                _drop_alternatives(node, seg, model)
                 nxt = node.children[seg] = Node(seg, None, create_at.span, create_at.key_span)
             i += 1
         if nxt is None:
-            return None
+            return None, None
         node = nxt
         model = ft.model if ft is not None else None
-    return node
+    return node, model

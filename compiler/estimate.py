@@ -10,7 +10,9 @@ source for platform engineers; this docstring is the contract for code.
 The Transformer (the runtime's model zoo, torch and TensorFlow, is built to match this
 exactly; `transformer_params` counts it):
 
-* Pre-LN blocks: x + Attn(LN(x)), then x + FFN(LN(x)); one final LayerNorm per stack.
+* Pre-LN blocks: x + SelfAttn(LN(x)), [decoder of encoder-decoder: x + CrossAttn(LN(x),
+  encoder output)], then x + FFN(LN(x)); one final LayerNorm per stack. The decoder's
+  self-attention is causal (masking adds no parameters).
 * ONE token embedding, vocab x d_model, shared by the encoder, the decoder and the
   output projection (tied: logits = h @ E^T, no output bias).
 * Learned positional embeddings, max_len x d_model, one table per stack (the encoder
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from collections.abc import Callable
 
 KINDS = ("encoder-decoder", "encoder", "decoder")
 
@@ -179,7 +181,7 @@ class ParamCount:
     d_ff: int
     vocab: int
     max_len: int
-    classes: Optional[int]
+    classes: int | None
     token_embedding: int       # vocab x d_model, shared and tied
     positional: int            # max_len x d_model per stack, all stacks
     encoder_layer: int         # one encoder layer; 0 if there is no encoder
@@ -359,7 +361,8 @@ class MemoryEstimate:
     def explain(self) -> str:
         w, g, o = self.bytes_per_param
         lines = [
-            f"{_count(self.params)} parameters / {self.shards} model-parallel shards, "
+            f"{_count(self.params)} parameters / {self.shards} model-parallel "
+            f"{'shard' if self.shards == 1 else 'shards'}, "
             f"{self.precision} with {self.optimizer_name}: {w:g} + {g:g} + {o:g} = {w + g + o:g} bytes per parameter",
         ]
         if self.activation_checkpointing:
@@ -668,6 +671,8 @@ def erlang_c(servers, offered_load) -> float:
         c = float(math.floor(c))
     if c <= 0 or a >= c:
         return 1.0
+    if math.isinf(c):
+        return 0.0
     if a > EXACT_ERLANG_LOAD:
         beta = _div(c - a, math.sqrt(a))
         if beta >= 38.0:
@@ -684,61 +689,72 @@ def erlang_c(servers, offered_load) -> float:
 
 @dataclass(frozen=True)
 class Sizing:
-    """Replicas needed to serve `arrival_rps` with the target percentile latency."""
+    """Replicas needed to serve `arrival_rps` within the target percentile latency."""
 
     replicas: float            # an int when feasible; math.inf when no replica count meets the target
     feasible: bool
     arrival_rps: float
     target_s: float
     percentile: float
-    batch_size: float          # the batch that forms at this replica count
-    batch_service_s: float     # S(B)
-    replica_capacity_rps: float  # mu = B / S(B), requests per second per replica
+    batch_size: float          # the batch a request rides in at this load and replica count
+    batch_service_s: float     # S(batch_size)
+    replica_capacity_rps: float  # mu = max_batch_size / S(max_batch_size): a backlogged replica's rate
     utilisation: float         # lambda / (c mu)
-    erlang_c: float            # probability a request waits for a free replica
-    wait_percentile_s: float   # the percentile of the queueing wait
-    predicted_s: float         # predicted percentile latency: wait + batch timeout + S(B)
-    mean_response_s: float     # C / (c mu - lambda) + timeout + S(B)
+    erlang_c: float            # probability a request finds every replica backlogged and queues
+    wait_percentile_s: float   # the percentile of that queueing wait
+    predicted_s: float         # predicted percentile latency: wait + batch timeout + S(batch_size)
+    mean_response_s: float     # C / (c mu - lambda) + timeout + S(batch_size)
     in_system: float           # Little's law: L = lambda x mean response
     model: str
 
     def explain(self) -> str:
         q = f"p{self.percentile * 100:g}"
         if not self.feasible:
-            return (f"infeasible: even unloaded, one request takes {format_seconds(self.batch_service_s)} "
-                    f"+ batching wait, above the {q} target {format_seconds(self.target_s)}")
+            return (f"infeasible: even unloaded a request takes {format_seconds(self.predicted_s)} "
+                    f"(service {format_seconds(self.batch_service_s)} + batching window), "
+                    f"above the {q} target {format_seconds(self.target_s)}")
         noun = "replica" if self.replicas == 1 else "replicas"
-        return (f"{self.replicas} {noun}: batches of {self.batch_size:g} in {format_seconds(self.batch_service_s)} "
-                f"({self.replica_capacity_rps:.4g} req/s per replica), utilisation {self.utilisation:.1%}, "
-                f"P(wait) {self.erlang_c:.3f}, predicted {q} {format_seconds(self.predicted_s)} "
-                f"<= {format_seconds(self.target_s)}; {self.in_system:.3g} requests in the system on average")
+        return (f"{self.replicas} {noun} of {self.replica_capacity_rps:.4g} req/s each (full batches): "
+                f"utilisation {self.utilisation:.1%}, P(queue) {self.erlang_c:.3f}, {q} queueing "
+                f"{format_seconds(self.wait_percentile_s)} + batching window + batch of {self.batch_size:g} in "
+                f"{format_seconds(self.batch_service_s)} = {q} {format_seconds(self.predicted_s)} <= "
+                f"{format_seconds(self.target_s)}; {self.in_system:.3g} requests in the system on average")
 
 
 def replicas_needed(arrival_rps, service_time_s, p99_s, max_batch_size, batch_timeout_s, *,
-                    batch_service_time: Optional[Callable[[int], float]] = None,
+                    batch_service_time: Callable[[int], float] | None = None,
                     marginal_batch_cost=MARGINAL_BATCH_COST, percentile=0.99, shared_queue=True) -> Sizing:
     """Smallest replica count c whose predicted `percentile` latency is within `p99_s`.
 
-    Model (docs/estimates.md, "Replicas"): each replica is one server of an M/M/c queue
-    (Poisson arrivals at `arrival_rps`, requests spread evenly). A replica's dynamic
-    batcher forms batches of the requests that arrive during one batching window plus
-    one batch service time, B = min(max_batch_size, max(1, ceil(lambda/c (timeout +
-    S(B))))) (least fixed point), so a replica serves mu = B / S(B) requests per second.
-    S(B) is `batch_service_time(B)` when given (e.g. the roofline `request_latency(...,
-    batch=B).total_s`), else S(1) (1 + (B - 1) marginal_batch_cost). The queueing wait
-    follows Erlang C: P(W > t) = C(c, a) exp(-(c mu - lambda) t), a = lambda / mu, so
-    its percentile is ln(C / (1 - q)) / (c mu - lambda) (0 when C <= 1 - q). Predicted
-    latency = that wait + the batch timeout (a request may wait for its batch to fill)
-    + S(B). Little's law gives the mean number of requests in the system.
-    Infeasible (replicas = inf) when S(1) + timeout already exceeds the target.
+    Model (docs/estimates.md, "Replicas"). S(B), the time to serve a batch of B, is
+    `batch_service_time(B)` when given (e.g. the roofline `request_latency(...,
+    batch=B).total_s`), else S(1) (1 + (B - 1) marginal_batch_cost), with S(1) =
+    `service_time_s`.
+
+    * Capacity: a backlogged replica's dynamic batcher takes full batches, so it serves
+      mu = max_batch_size / S(max_batch_size) requests per second.
+    * Queueing: the replicas are the c servers of an M/M/c queue (Poisson arrivals at
+      lambda = `arrival_rps`, offered load a = lambda / mu). Erlang C gives the
+      probability C(c, a) of having to queue, and P(W > t) = C exp(-(c mu - lambda) t),
+      so the wait's percentile q is ln(C / (1 - q)) / (c mu - lambda) (0 when C <= 1 - q).
+    * A request also waits up to the batching timeout for its batch to fill and then
+      rides in a batch of B = min(max_batch_size, max(1, ceil(lambda / c (timeout +
+      S(B))))) requests (those arriving within one window plus one batch service;
+      the least fixed point), taking S(B).
+    * Predicted latency = queueing wait percentile + timeout + S(B); Little's law gives
+      the mean number of requests in the system, L = lambda x mean response.
+
+    The prediction rises with lambda and falls with c, so the smallest c is found by
+    bisection and replicas never fall as throughput grows. Infeasible (replicas = inf)
+    when S(1) + timeout already exceeds the target: no number of replicas helps.
 
     M/M/c assumes one shared queue: a request goes to whichever replica frees up first
     (least-outstanding-requests load balancing approximates it). `shared_queue=False`
     models independent per-replica queues (random or round-robin routing, e.g. a plain
-    Kubernetes Service): c separate M/M/1 queues at lambda / c, where C = rho and the
-    decay rate is mu - lambda / c; it needs more replicas at high utilisation.
+    Kubernetes Service): c separate M/M/1 queues at lambda / c, where C = lambda / (c mu)
+    and the decay rate is mu - lambda / c; it needs more replicas at high utilisation.
     """
-    lam = _num(arrival_rps)
+    lam = max(0.0, _num(arrival_rps))
     s1 = _num(service_time_s)
     target = _num(p99_s)
     max_b = max(1.0, _num(max_batch_size))
@@ -756,102 +772,98 @@ def replicas_needed(arrival_rps, service_time_s, p99_s, max_batch_size, batch_ti
         return _INF if v != v else max(v, 0.0)
 
     queue = "M/M/c (Erlang C, one shared queue)" if shared_queue else "c x M/M/1 (independent per-replica queues)"
-    model = (f"{queue}: each replica a server taking batches of up to {max_b:g} requests that "
-             f"arrive within the {format_seconds(T)} batching window plus one batch service time; "
-             f"predicted latency = p{q * 100:g} queueing wait + batch timeout + batch service time; "
-             f"L = lambda W (Little's law)")
+    model = (f"{queue}; a backlogged replica serves full batches of {max_b:g}; a request waits "
+             f"p{q * 100:g} of the Erlang C queueing wait + the {format_seconds(T)} batching window + "
+             f"its batch's service time, its batch holding the requests that arrive within one window "
+             f"plus one batch service; L = lambda W (Little's law)")
 
-    def evaluate(c: float) -> dict:
+    s_full = S(max_b)
+    mu = _div(max_b, s_full)
+
+    def own_batch(c: float) -> float:
         lam_r = _div(lam, c)
         bs = 1.0
         for _ in range(64):
             nb = _ceil_clamp(lam_r * (T + S(bs)), 1, max_b)
             if nb <= bs:
-                break
+                return bs
             bs = nb
-        else:
-            # Not settled after 64 rounds: the least fixed point lies above bs; bisect for a B with g(B) <= B.
-            lo, hi = bs, max_b
-            while hi - lo > 1 and not math.isinf(hi):
-                mid = math.floor((lo + hi) / 2)
-                if _ceil_clamp(lam_r * (T + S(mid)), 1, max_b) <= mid:
-                    hi = mid
-                else:
-                    lo = mid
-            bs = hi
+        # Not settled after 64 rounds: bisect for the least B with g(B) <= B (g(max_b) <= max_b always).
+        lo, hi = int(bs), (int(max_b) if not math.isinf(max_b) else 2 ** 62)
+        for _ in range(200):
+            if hi - lo <= 1:
+                break
+            mid = (lo + hi) // 2
+            if _ceil_clamp(lam_r * (T + S(mid)), 1, max_b) <= mid:
+                hi = mid
+            else:
+                lo = mid
+        return float(hi)
+
+    def evaluate(c: float) -> dict:
+        bs = own_batch(c)
         sb = S(bs)
-        mu = _div(bs, sb)
         a = _div(lam, mu)
         util = _div(a, c)
         if lam == 0:
-            return dict(c=c, bs=bs, sb=sb, mu=mu, util=0.0, C=0.0, w=0.0, pred=_clean(T + sb),
-                        mean=_clean(T + sb), L=0.0)
+            base = _clean(T + sb)
+            return dict(c=c, bs=bs, sb=sb, util=0.0, C=0.0, w=0.0, pred=base, mean=base, L=0.0)
         if not (a < c) or math.isinf(sb):
-            return dict(c=c, bs=bs, sb=sb, mu=mu, util=util, C=1.0, w=_INF, pred=_INF, mean=_INF, L=_INF)
+            return dict(c=c, bs=bs, sb=sb, util=util, C=1.0, w=_INF, pred=_INF, mean=_INF, L=_INF)
         if shared_queue:
             C = erlang_c(c, a)
             gap = _clean(c * mu - lam)
         else:
             C = min(1.0, util)
-            gap = _clean(mu - lam_r)
+            gap = _clean(mu - _div(lam, c))
         if gap <= 0:
-            w = _INF
-            mean_w = _INF
+            w = mean_w = _INF
         else:
-            w = math.log(C / (1 - q)) / gap if C > (1 - q) else 0.0
+            w = _clean(math.log(C / (1 - q)) / gap) if C > (1 - q) else 0.0
             mean_w = _div(C, gap)
         pred = _clean(w + T + sb)
         mean = _clean(mean_w + T + sb)
-        return dict(c=c, bs=bs, sb=sb, mu=mu, util=util, C=C, w=w, pred=pred, mean=mean,
-                    L=_prod(lam, mean))
+        return dict(c=c, bs=bs, sb=sb, util=util, C=C, w=w, pred=pred, mean=mean, L=_prod(lam, mean))
 
     def result(ev: dict, feasible: bool) -> Sizing:
         c = ev["c"]
         return Sizing(
             replicas=(int(c) if feasible and not math.isinf(c) else _INF), feasible=feasible,
             arrival_rps=lam, target_s=target, percentile=q, batch_size=ev["bs"],
-            batch_service_s=ev["sb"], replica_capacity_rps=ev["mu"], utilisation=ev["util"],
+            batch_service_s=ev["sb"], replica_capacity_rps=mu, utilisation=ev["util"],
             erlang_c=ev["C"], wait_percentile_s=ev["w"], predicted_s=ev["pred"],
             mean_response_s=ev["mean"], in_system=ev["L"], model=model)
 
-    def ok(ev: dict) -> bool:
-        return ev["pred"] <= target
+    # The floor: with enough replicas, batches shrink to 1 and nobody queues.
+    floor = _clean(S(1.0) + T)
+    if not (floor <= target):
+        return result(dict(c=_INF, bs=1.0, sb=S(1.0), util=0.0, C=0.0, w=0.0, pred=floor, mean=floor,
+                           L=_prod(lam, floor)), False)
 
-    # The unloaded floor: with enough replicas, batches shrink to 1 and nobody queues.
-    if not (S(1.0) + T <= target):
-        floor = _clean(S(1.0) + T)
-        return result(dict(c=_INF, bs=1.0, sb=S(1.0), mu=_div(1.0, S(1.0)), util=0.0, C=0.0, w=0.0,
-                           pred=floor, mean=floor, L=_prod(lam, floor)), False)
-
-    # Lower bound: fewer replicas than lambda / mu_max cannot even keep up with full batches.
-    mu_max = _div(max_b, S(max_b))
-    c_lo = _ceil_clamp(_div(lam, mu_max), 1, _INF)
-    cap = 2.0 ** 62
-    if c_lo >= cap:
-        return result(dict(c=_INF, bs=max_b, sb=S(max_b), mu=mu_max, util=1.0, C=1.0, w=_INF, pred=_INF,
-                           mean=_INF, L=_INF), False)
-
-    # Exact linear scan near the lower bound (where practical answers are), then doubling + bisection.
-    c = c_lo
-    for _ in range(64):
-        ev = evaluate(c)
-        if ok(ev):
-            return result(ev, True)
-        c += 1
-    prev = c - 1
-    while True:
-        if c >= cap:
-            return result(evaluate(c), False)
-        ev = evaluate(c)
-        if ok(ev):
+    # Stability needs c > a = lambda / mu; then double until the target holds, then bisect
+    # (the prediction falls monotonically as c grows).
+    cap = 2 ** 62
+    a = _div(lam, mu)
+    if not (a < cap):
+        return result(evaluate(_INF), False)
+    lo = int(math.floor(a))            # lo replicas do not meet the target (unstable, or lo = 0)
+    hi = max(1, lo + 1)
+    ev = evaluate(hi)
+    step = 1
+    while not (ev["pred"] <= target):
+        if hi >= cap:
+            return result(ev, False)
+        lo = hi
+        hi = min(cap, hi + step)
+        step *= 2
+        ev = evaluate(hi)
+    best = ev
+    for _ in range(200):
+        if hi - lo <= 1:
             break
-        prev = c
-        c = min(cap, c * 2)
-    lo, hi, best = prev, c, ev
-    while hi - lo > 1:
-        mid = math.floor((lo + hi) / 2)
+        mid = (lo + hi) // 2
         e = evaluate(mid)
-        if ok(e):
+        if e["pred"] <= target:
             hi, best = mid, e
         else:
             lo = mid

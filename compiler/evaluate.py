@@ -42,8 +42,12 @@ class Value:
     def describe(self) -> str:
         return _KIND_NAMES[self.kind]
 
-    def show(self) -> str:
-        """The value as a message quotes it."""
+    def show(self, limit: int = 60) -> str:
+        """The value as a message quotes it (long ones shortened with `…`)."""
+        text = self._show()
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    def _show(self) -> str:
         if self.kind == "str":
             return f'"{self.value}"'
         if self.kind == "bool":
@@ -64,14 +68,16 @@ def format_quantity(kind: str, x: float | int) -> str:
         return _short(round(x * 100, 10)) + "%"
     if kind == "rate":
         return _short(x) + "rps"
+    if x == 0:
+        return {"duration": "0s", "size": "0B"}.get(kind, "0")
     if kind == "duration":
         for unit, f in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1), ("ms", 1e-3), ("us", 1e-6)):
             if abs(x) >= f or unit == "us":
-                return _short(round(x / f, 6)) + unit
+                return _short(float(f"{x / f:.4g}")) + unit
     if kind == "size":
         for unit, f in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)):
             if abs(x) >= f or unit == "B":
-                return _short(round(x / f, 3)) + unit
+                return _short(float(f"{x / f:.4g}")) + unit
     return _short(x)
 
 
@@ -193,7 +199,7 @@ class Evaluator:
             return None
         kind = _result_kind(e.op, a.kind, b.kind)
         if kind is None:
-            self.diags.error("E204", e.op_span if e.op_span.line == e.op_span.end_line else e.span,
+            self.diags.error("E204", e.span,
                              f"cannot apply `{e.op}` to {a.describe()} and {b.describe()}",
                              label=f"{a.show()} {e.op} {b.show()}",
                              help=_mix_help(e.op, a.kind, b.kind))

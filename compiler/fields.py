@@ -61,9 +61,18 @@ class FieldType:
         return {"int": "integers", "float": "numbers", "str": "strings", "bool": "booleans"}.get(self.kind, self.describe())
 
     def range_text(self) -> str:
-        lo = f">= {_num(self.ge)}" if self.ge is not None else (f"> {_num(self.gt)}" if self.gt is not None else "")
-        hi = f"<= {_num(self.le)}" if self.le is not None else (f"< {_num(self.lt)}" if self.lt is not None else "")
-        return " and ".join(p for p in (lo, hi) if p)
+        """`in [0, 1)`, `>= 1` or `> 0`: what the field's bounds admit."""
+        lo_v = self.ge if self.ge is not None else self.gt
+        hi_v = self.le if self.le is not None else self.lt
+        if lo_v is not None and hi_v is not None:
+            left = "[" if self.ge is not None else "("
+            right = "]" if self.le is not None else ")"
+            return f"in {left}{_num(lo_v)}, {_num(hi_v)}{right}"
+        if lo_v is not None:
+            return f"{'>=' if self.ge is not None else '>'} {_num(lo_v)}"
+        if hi_v is not None:
+            return f"{'<=' if self.le is not None else '<'} {_num(hi_v)}"
+        return ""
 
     def admits(self, x: float) -> bool:
         if self.ge is not None and x < self.ge:

@@ -220,6 +220,14 @@ def _report_unexpected_token(source: SourceFile, exc, diags: Collector) -> None:
     expected = sorted(exc.expected or (), key=lambda t: (t.startswith("__"), t))
     words = [w for w in dict.fromkeys(_TOKEN_WORDS.get(t, _word_for_anonymous(t)) for t in expected) if w]
     if tok.type == "$END":
+        opened = _unclosed_brace(source.text)
+        if opened is not None:
+            offset, header = opened
+            line, col = _line_col(source.text, offset)
+            diags.error("E103", Span(source.path, line, col, line, col + 1),
+                        f"unexpected end of file: {header} is never closed",
+                        label="this `{` has no matching `}`", help="add `}` where the block ends")
+            return
         line, col = _line_col(source.text, len(source.text))
         span = Span(source.path, line, col, line, col + 1)
         found = "end of file"
@@ -229,6 +237,33 @@ def _report_unexpected_token(source: SourceFile, exc, diags: Collector) -> None:
     label = "expected " + _one_of(words) if words else ""
     help = _token_help(tok, expected)
     diags.error("E103", span, f"unexpected {found}", label=label, help=help)
+
+
+def _unclosed_brace(text: str) -> tuple[int, str] | None:
+    """The offset of the innermost `{` left open at the end of the text, and what it opens."""
+    stack: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            nl = text.find("\n", i)
+            i = n if nl < 0 else nl
+        elif ch == '"':
+            i += 1
+            while i < n and text[i] not in '"\n':
+                i += 2 if text[i] == "\\" else 1
+        elif ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            stack.pop()
+        i += 1
+    if not stack:
+        return None
+    at = stack[-1]
+    start = text.rfind("\n", 0, at) + 1
+    header = text[start:at].strip()
+    words = header.split()
+    return at, f"block `{' '.join(words[:2])}`" if words else "a block"
 
 
 def _word_for_anonymous(name: str) -> str:
@@ -484,10 +519,22 @@ def _underscore_problem(num: str) -> str:
     return ""
 
 
+# Spellings people reach for, and the unit they mean (only for the "did you mean").
+_UNIT_ALIASES = {
+    "sec": "s", "secs": "s", "second": "s", "seconds": "s",
+    "min": "m", "mins": "m", "minute": "m", "minutes": "m",
+    "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+    "day": "d", "days": "d",
+    "msec": "ms", "msecs": "ms", "millis": "ms", "usec": "us", "µs": "us",
+    "b": "B", "kb": "KB", "mb": "MB", "gb": "GB", "tb": "TB", "kib": "KiB", "mib": "MiB", "gib": "GiB", "tib": "TiB",
+    "qps": "rps", "rs": "rps", "req": "rps", "percent": "%", "pct": "%",
+}
+
+
 def _unit_help(unit: str) -> str:
     from .suggest import closest
 
     known = ", ".join(UNITS)
-    guess = closest(unit, UNITS)
+    guess = _UNIT_ALIASES.get(unit) or _UNIT_ALIASES.get(unit.lower()) or closest(unit, UNITS)
     lead = f"did you mean `{guess}`? " if guess else ""
     return f"{lead}units are {known}"

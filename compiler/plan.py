@@ -1,19 +1,163 @@
-"""Derived facts: computed once from the IR, shown by `llmc check`, used by checks and targets."""
+"""Derived facts: computed once from the IR, shown by `llmc check` and `report.md`,
+used by the checks (E306, E402, E701, E702) and by the targets.
+
+The formulas live in estimate.py (pure functions of numbers, documented in
+docs/estimates.md); this module decides which numbers of the spec feed them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from . import catalog, estimate
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """The model the serving stage runs: the student when distilled, at the quantized precision."""
+
+    what: str  # "teacher" | "student"
+    params: int
+    precision: str  # fp32 | fp16 | int8
+    arch: Any  # schema.Transformer | schema.Mlp, with the student's fields applied
+
 
 @dataclass(frozen=True)
 class Facts:
     params: int | None = None
+    param_count: Any = None  # estimate.ParamCount | estimate.MlpParamCount
     student_params: int | None = None
-    memory: Any = None
-    latency: Any = None
-    sizing: Any = None
+    layout: str | None = None
+    memory: Any = None  # estimate.MemoryEstimate
+    served: ServedModel | None = None
+    latency: Any = None  # estimate.LatencyEstimate
+    sizing: Any = None  # estimate.Sizing
 
 
 def derive_facts(ir) -> Facts:
-    return Facts()
+    model = ir.model
+    count = _count(model.transformer, model.mlp)
+    student_arch = _student_arch(ir)
+    student_count = _count(*student_arch) if student_arch is not None else None
+    memory = _memory(ir, count)
+    served = _served(ir, count, student_arch, student_count)
+    latency, sizing = _serving(ir, served)
+    return Facts(
+        params=count.total,
+        param_count=count,
+        student_params=student_count.total if student_count is not None else None,
+        layout=_layout(ir),
+        memory=memory,
+        served=served,
+        latency=latency,
+        sizing=sizing,
+    )
+
+
+def _count(arch, mlp):
+    if arch is not None:
+        return estimate.transformer_params(arch.kind, arch.layers, arch.d_model, arch.heads, arch.d_ff,
+                                           arch.vocab, arch.max_len, arch.classes or _classes_default(arch))
+    return estimate.mlp_params(mlp.inputs, mlp.hidden, mlp.classes)
+
+
+def _classes_default(arch) -> int | None:
+    # A classifier without `classes` is binary; only encoders carry a head.
+    return 2 if arch.kind == "encoder" else None
+
+
+def _student_arch(ir):
+    """(transformer, mlp) of the distilled student, or None without distillation."""
+    comp = ir.compress
+    if comp is None or comp.distill is None:
+        return None
+    student = comp.distill.student
+    arch, mlp = ir.model.transformer, ir.model.mlp
+    if arch is not None:
+        changes = {k: getattr(student, k) for k in ("layers", "d_model", "heads", "d_ff") if getattr(student, k) is not None}
+        if "d_model" in changes and "d_ff" not in changes:
+            changes["d_ff"] = 4 * changes["d_model"]
+        return arch.model_copy(update=changes), None
+    if student.hidden is not None:
+        return None, mlp.model_copy(update={"hidden": student.hidden})
+    return None, mlp
+
+
+def _layout(ir) -> str | None:
+    train = ir.train
+    if train is None:
+        return None
+    c, p = train.cluster, train.parallel
+    slots = c.hosts * c.slots_per_host
+    data = p.data if p.data is not None else "?"
+    return (f"{c.hosts} host{'s' if c.hosts != 1 else ''} × {c.slots_per_host} slot{'s' if c.slots_per_host != 1 else ''}"
+            f" = {slots} × {c.device}: data {data} × tensor {p.tensor} × pipeline {p.pipeline}")
+
+
+def _memory(ir, count):
+    train = ir.train
+    if train is None:
+        return None
+    device = catalog.get(train.cluster.device)
+    if device is None:
+        return None
+    arch = ir.model.transformer
+    micro = train.micro_batch or 1
+    opt = train.optimizer
+    if arch is None:
+        return estimate.training_memory(count.total, 0, max(ir.model.mlp.hidden or [1]), 1, 1, micro, train.precision,
+                                        opt.name, opt.momentum, 1, 1, train.activation_checkpointing,
+                                        device.memory_bytes)
+    generates = arch.kind in ("encoder-decoder", "decoder")
+    return estimate.training_memory(
+        count.total, count.transformer_layers, arch.d_model, arch.heads, arch.max_len, micro, train.precision,
+        opt.name, opt.momentum, train.parallel.tensor, train.parallel.pipeline, train.activation_checkpointing,
+        device.memory_bytes, cross_attention_layers=count.cross_attention_layers,
+        vocab=arch.vocab if generates else 0, d_ff=arch.d_ff)
+
+
+def _served(ir, count, student_arch, student_count) -> ServedModel | None:
+    serve = ir.serve
+    if serve is None:
+        return None
+    comp = ir.compress
+    if comp is not None and comp.quantize is not None:
+        precision = comp.quantize.precision
+    elif serve.device != "cpu" and ir.train is not None and ir.train.precision in ("fp16", "bf16"):
+        precision = "fp16"
+    else:
+        precision = "fp32"
+    if student_arch is not None:
+        arch = student_arch[0] or student_arch[1]
+        return ServedModel("student", student_count.total, precision, arch)
+    return ServedModel("teacher", count.total, precision, ir.model.transformer or ir.model.mlp)
+
+
+def _peak(device, precision: str) -> float:
+    return {"fp32": device.fp32_flops, "fp16": device.fp16_flops, "bf16": device.bf16_flops,
+            "int8": device.int8_ops}[precision] or device.fp32_flops
+
+
+def _serving(ir, served: ServedModel | None):
+    if served is None:
+        return None, None
+    serve = ir.serve
+    device = catalog.get(serve.device)
+    if device is None:
+        return None, None
+    peak, bandwidth = _peak(device, served.precision), device.bandwidth_bytes_per_s
+    arch = served.arch
+
+    def latency(batch: int):
+        if hasattr(arch, "kind"):
+            src, out = estimate.request_lengths(arch.kind, arch.max_len)
+            return estimate.request_latency(arch.kind, arch.layers, arch.d_model, arch.d_ff, arch.vocab, src, out,
+                                            served.precision, peak, bandwidth, classes=arch.classes, batch=batch)
+        return estimate.mlp_latency(arch.inputs, arch.hidden, arch.classes, served.precision, peak, bandwidth, batch=batch)
+
+    one = latency(1)
+    sizing = estimate.replicas_needed(serve.sla.throughput, one.total_s, serve.sla.p99_latency,
+                                      serve.batching.max_batch_size, serve.batching.timeout,
+                                      batch_service_time=lambda b: latency(max(1, int(b))).total_s)
+    return one, sizing

@@ -1,7 +1,64 @@
-"""The derived facts as `llmc check` prints them."""
+"""The derived facts as `llmc check` prints them (and `report.md` will show them)."""
 
 from __future__ import annotations
 
+from .evaluate import format_quantity
+
+
+def fact_lines(result) -> list[tuple[str, str]]:
+    """(name, text) pairs: model, parameters, layout, memory, serving, replicas."""
+    ir, facts = result.ir, result.facts
+    model = ir.model
+    lines: list[tuple[str, str]] = []
+    if model.transformer is not None:
+        t = model.transformer
+        arch = f"Transformer {t.kind}, {t.layers} layers, d_model {t.d_model}, {t.heads} heads, d_ff {t.d_ff}, vocab {t.vocab}"
+    else:
+        arch = f"MLP {model.mlp.inputs} → {' → '.join(map(str, model.mlp.hidden))} → {model.mlp.classes}"
+    lines.append(("model", f"{model.name}: {model.task}, {model.framework}, {arch}"))
+    if facts is None:
+        return lines
+    lines.append(("parameters", f"{_millions(facts.params)} ({facts.param_count.explain()})"))
+    if facts.student_params is not None:
+        ratio = facts.student_params / facts.params if facts.params else 0
+        lines.append(("student", f"{_millions(facts.student_params)} parameters ({ratio:.0%} of the teacher)"))
+    if facts.layout is not None:
+        lines.append(("layout", facts.layout))
+    if facts.memory is not None:
+        m = facts.memory
+        lines.append(("memory", f"{m.breakdown()} per device ({m.headroom:.0%} free)"))
+    if facts.served is not None and facts.latency is not None:
+        s = facts.served
+        lines.append(("serving", f"{s.what} ({_millions(s.params)}, {s.precision}) on {ir.serve.device}: "
+                                 f"one request ≈ {format_quantity('duration', facts.latency.total_s)}"))
+        lines.append(("latency", facts.latency.explain()))
+    if facts.sizing is not None:
+        sizing = facts.sizing
+        if sizing.feasible:
+            lines.append(("replicas", f"{int(sizing.replicas)} for {format_quantity('rate', ir.serve.sla.throughput)} at p99 "
+                                      f"{format_quantity('duration', ir.serve.sla.p99_latency)}: {sizing.explain()}"))
+        else:
+            lines.append(("replicas", f"none suffice: {sizing.explain()}"))
+    return lines
+
 
 def facts_text(result) -> str:
-    return f"{result.path}: ok\n"
+    profile = f" (profile {result.profile})" if result.profile else ""
+    warnings = sum(d.severity == "warning" for d in result.diagnostics)
+    status = "ok" + (f", {warnings} warning{'s' if warnings != 1 else ''}" if warnings else "")
+    out = [f"{result.path}{profile}: {status}"]
+    for name, text in fact_lines(result):
+        out.append(f"  {name:<11}{text}")
+    return "\n".join(out) + "\n"
+
+
+def _millions(n: int | None) -> str:
+    if n is None:
+        return "?"
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}K"
+    return str(n)

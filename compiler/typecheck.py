@@ -301,7 +301,7 @@ class TypeChecker:
         if not ft.admits(x):
             shown = v.show()
             self.diags.error("E205", v.span, f"`{_last(path)}` must be {ft.range_text()}, found {shown}",
-                             label="out of range")
+                             label="out of range", help=f"choose a value {ft.range_text()}")
             return _BAD
         return x
 
@@ -317,8 +317,13 @@ class TypeChecker:
     # --- reports ---
 
     def wrong_type(self, v: Value, expected: str, path: str) -> None:
+        help = ""
+        if v.kind == "str" and _looks_numeric(v.value):
+            help = f"write `{v.value.strip()}` without quotes"
+        elif v.kind == "number" and "string" in expected:
+            help = f'write it in double quotes: "{v.show()}"'
         self.diags.error("E204", v.span, f"`{_last(path)}` expects {expected}, found {v.describe()}",
-                         label=f"this is {v.describe()}")
+                         label=f"this is {v.describe()}", help=help)
 
     def bad_enum(self, span: Span, path: str, value: str, ft: FieldType, message: str = "") -> None:
         guess = closest(value, ft.enum)
@@ -354,20 +359,31 @@ class TypeChecker:
                 names = " or ".join(f"`{n}`" for n in group)
                 self.diags.error("E203", node.name_span, f"`{path}` needs {names}",
                                  label="exactly one of these is required", help=_example_for(group))
-        for name, ft in known.items():
-            if not ft.required or name in grouped:
-                continue
-            if name in node.entries or name in node.children or name in data:
-                continue
-            what = "block" if ft.is_block else "field"
-            if not path:
-                self.diags.error("E203", node.name_span, f"the spec has no `{name}` block",
-                                 label="a spec declares exactly one model",
-                                 help='add `model NAME { task = "..." ... }`')
-                continue
-            self.diags.error("E203", node.name_span, f"`{path}` is missing required {what} `{name}`",
-                             label=f"`{name}` is required here",
-                             help=f"add `{name} {{ ... }}`" if ft.is_block else f"add `{name} = ...` ({ft.describe()})")
+        missing = [name for name, ft in known.items()
+                   if ft.required and name not in grouped
+                   and name not in node.entries and name not in node.children and name not in data]
+        if not missing:
+            return
+        if not path:
+            self.diags.error("E203", node.name_span, "the spec has no `model` block",
+                             label="a spec declares exactly one model",
+                             help='add `model NAME { task = "..." ... }`')
+            return
+        names = _and([f"`{n}`" for n in missing])
+        plural = "s" if len(missing) > 1 else ""
+        adds = "; ".join(f"`{n} {{ ... }}`" if known[n].is_block else f"`{n} = ...` ({known[n].describe()})" for n in missing)
+        self.diags.error("E203", node.name_span, f"`{path}` is missing required field{plural} {names}",
+                         label=f"{names} {'are' if plural else 'is'} required here", help=f"add {adds}")
+
+
+def _looks_numeric(text: str) -> bool:
+    from .parse import _NUMBER_RE
+
+    return bool(_NUMBER_RE.match(text.strip().replace("_", ""))) if text.strip() else False
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 _BAD = object()

@@ -38,19 +38,27 @@ def _student(ctx: CheckContext) -> None:
     arch, mlp, facts = ctx.ir.model.transformer, ctx.ir.model.mlp, ctx.facts
     span = ctx.spans.key("compress.distill.student")
     if arch is not None and student.hidden is not None:
-        ctx.diags.error("E402", ctx.spans.attribute("compress.distill.student.hidden"), "`hidden` is an mlp field",
-                        label="the teacher is a Transformer", help="set layers, d_model, heads or d_ff")
+        ctx.diags.error("E202", ctx.spans.key("compress.distill.student.hidden"), "`hidden` is an mlp field, but the teacher is a Transformer",
+                        label="not a field of a Transformer student", help="set layers, d_model, heads or d_ff")
         return
-    if mlp is not None and any(v is not None for v in (student.layers, student.d_model, student.heads, student.d_ff)):
-        ctx.diags.error("E402", span, "the student of an mlp can only change `hidden`",
-                        label="layers, d_model, heads and d_ff are Transformer fields")
-        return
+    if mlp is not None:
+        for name in ("layers", "d_model", "heads", "d_ff"):
+            if getattr(student, name) is not None:
+                ctx.diags.error("E202", ctx.spans.key(f"compress.distill.student.{name}"),
+                                f"`{name}` is a Transformer field, but the teacher is an mlp",
+                                label="not a field of an mlp student", help="the student of an mlp sets `hidden`")
+        if any(getattr(student, n) is not None for n in ("layers", "d_model", "heads", "d_ff")):
+            return
+        if student.hidden is None:
+            ctx.diags.error("E402", span, "the student changes nothing", label="no `hidden` given",
+                            help="set a smaller `hidden`, e.g. half the teacher's widths")
+            return
     if facts.student_params is None or facts.params is None:
         return
     if facts.student_params >= facts.params:
         ctx.diags.error("E402", span, "the student is not smaller than the teacher",
                         label=f"student {_millions(facts.student_params)} parameters ≥ teacher {_millions(facts.params)}",
-                        help="shrink layers, d_model or d_ff of the student")
+                        help="shrink the student's " + ("layers, d_model or d_ff" if arch is not None else "hidden widths"))
     if arch is not None:
         d = student.d_model or arch.d_model
         h = student.heads or arch.heads

@@ -8,6 +8,7 @@ from . import CheckContext
 def check(ctx: CheckContext) -> None:
     if ctx.ir.deploy is None and ctx.ir.serve is not None:
         name = ctx.ir.model.name
-        ctx.diags.warning("W801", ctx.spans.key("serve"), "no deploy block: manifests use namespace `default`",
-                          label=f'and the image "{name}:latest"',
-                          help=f'add `deploy {{ namespace = "..." image = "registry/{name}:TAG" }}`')
+        ctx.diags.warning("W801", ctx.spans.key("serve"),
+                          f"no deploy block: manifests use namespace `default` and image `{name}:latest`",
+                          label="served without a deploy block",
+                          help=f'add a `deploy` block with `namespace = "..."` and `image = "registry/{name}:TAG"`, each on its own line')

@@ -7,9 +7,14 @@ from . import CheckContext
 
 def check(ctx: CheckContext) -> None:
     train, model = ctx.ir.train, ctx.ir.model
+    spans, diags = ctx.spans, ctx.diags
+    arch = model.transformer
+    if arch is not None and arch.d_model % arch.heads:
+        diags.error("E304", spans.attribute("model.transformer.heads"), "d_model not divisible by heads",
+                    label=f"d_model = {arch.d_model} is not a multiple of heads = {arch.heads}",
+                    help=f"heads must divide d_model: {_divisors(arch.d_model, limit=64)}")
     if train is None:
         return
-    spans, diags = ctx.spans, ctx.diags
     cluster, par = train.cluster, train.parallel
     slots = cluster.hosts * cluster.slots_per_host
     tensor, pipeline = par.tensor, par.pipeline
@@ -19,15 +24,14 @@ def check(ctx: CheckContext) -> None:
         # `data` was left to fill the cluster, but tensor x pipeline does not divide it.
         diags.error("E301", spans.attribute("train.parallel.tensor"), "parallel layout does not cover the cluster",
                     label=f"tensor × pipeline = {tensor} × {pipeline} = {tensor * pipeline} does not divide "
-                          f"the cluster's {cluster.hosts} hosts × {cluster.slots_per_host} slots = {slots}",
+                          f"the cluster's {_count(cluster.hosts, 'host')} × {_count(cluster.slots_per_host, 'slot')} = {slots}",
                     help=_fits_help(slots, tensor, pipeline))
     elif data * tensor * pipeline != slots:
         diags.error("E301", spans.attribute("train.parallel.data"), "parallel layout does not cover the cluster",
                     label=f"data × tensor × pipeline = {data} × {tensor} × {pipeline} = {data * tensor * pipeline}, "
-                          f"but the cluster has {cluster.hosts} hosts × {cluster.slots_per_host} slots = {slots}",
+                          f"but the cluster has {_count(cluster.hosts, 'host')} × {_count(cluster.slots_per_host, 'slot')} = {slots}",
                     help=_cover_help(slots, data, tensor, pipeline))
 
-    arch = model.transformer
     if arch is not None:
         if arch.heads % tensor:
             diags.error("E302", spans.attribute("train.parallel.tensor"), "heads not divisible by tensor parallelism",
@@ -37,10 +41,6 @@ def check(ctx: CheckContext) -> None:
             diags.error("E303", spans.attribute("train.parallel.pipeline"), "layers not divisible by pipeline parallelism",
                         label=f"{arch.layers} layers cannot be split evenly into {pipeline} pipeline stages",
                         help=f"set pipeline to a divisor of {arch.layers}: {_divisors(arch.layers)}")
-        if arch.d_model % arch.heads:
-            diags.error("E304", spans.attribute("model.transformer.heads"), "d_model not divisible by heads",
-                        label=f"d_model = {arch.d_model} is not a multiple of heads = {arch.heads}",
-                        help=f"heads must divide d_model: {_divisors(arch.d_model, limit=64)}")
         if arch.d_ff % tensor and arch.heads % tensor == 0:
             diags.error("E302", spans.attribute("model.transformer.d_ff"), "d_ff not divisible by tensor parallelism",
                         label=f"the feed-forward width {arch.d_ff} cannot be split evenly over tensor = {tensor}",
@@ -60,13 +60,26 @@ def check(ctx: CheckContext) -> None:
                     "batch size not divisible by data parallelism times micro-batch",
                     label=f"batch_size = {train.batch_size} is not a multiple of data × micro_batch = "
                           f"{data} × {train.micro_batch} = {step}",
-                    help=f"use batch_size = {_round_to(train.batch_size, step)}, or a micro_batch that divides "
-                         f"{train.batch_size // data if train.batch_size % data == 0 else 'batch_size / data'}")
+                    help=_batch_help(train.batch_size, data, train.micro_batch))
 
     if pipeline > 1:
         diags.error("E308", spans.attribute("train.parallel.pipeline"), "pipeline parallelism is not available on horovod",
                     label=f"pipeline = {pipeline}",
                     help="Horovod has no pipeline schedule: use pipeline = 1 and raise tensor or data parallelism")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _batch_help(batch: int, data: int, micro: int) -> str:
+    step = data * micro
+    text = f"use batch_size = {_round_to(batch, step)}"
+    if batch % data == 0:
+        per_replica = batch // data
+        fits = [m for m in range(min(micro, per_replica), 0, -1) if per_replica % m == 0]
+        text += f", or micro_batch = {fits[0]} (it must divide batch_size / data = {per_replica})"
+    return text
 
 
 def _divisors(n: int, limit: int = 1 << 30) -> str:

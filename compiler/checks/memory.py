@@ -18,10 +18,10 @@ def check(ctx: CheckContext) -> None:
         return
     device = train.cluster.device
     span = ctx.spans.attribute("train.cluster.device")
-    need, have = format_quantity("size", mem.total_bytes), format_quantity("size", mem.device_bytes)
+    need, have = _size(mem.total), _size(mem.device_memory)
     if not mem.fits:
         ctx.diags.error("E306", span, "training does not fit in device memory",
-                        label=f"needs {need} per device, a {device} has {have}",
+                        label=f"needs {need} per device; each {device} has {have}",
                         notes=(mem.breakdown(),),
                         help=_help(ctx))
     elif mem.headroom < HEADROOM_WARNING:
@@ -29,6 +29,10 @@ def check(ctx: CheckContext) -> None:
                           label=f"{need} of {have} per device ({mem.headroom:.1%} free)",
                           notes=(mem.breakdown(),),
                           help="allocator fragmentation and framework buffers need room: " + _help(ctx))
+
+
+def _size(n: float) -> str:
+    return format_quantity("size", n) if n < 1e300 else "unboundedly much"
 
 
 def _help(ctx: CheckContext) -> str:

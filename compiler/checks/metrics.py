@@ -3,6 +3,7 @@ and each bound in the metric's own scale and unit (E205, E207)."""
 
 from __future__ import annotations
 
+from ..evaluate import format_quantity
 from . import CheckContext
 
 GENERATION = ("bleu", "chrf", "ter", "rouge1", "rouge2", "rougeL", "perplexity")
@@ -54,15 +55,18 @@ def check(ctx: CheckContext) -> None:
                 ctx.diags.error("E207", ctx.spans.value(path), f"`{name}` bounds are {_SCALE_WORDS[kind]}",
                                 label=f"this is {_a(written)}", help=_scale_help(name, kind))
                 continue
-            upper = hi if bound != "max_drop" else (hi if hi is not None else None)
-            if value < lo or (upper is not None and value > upper):
-                ctx.diags.error("E205", ctx.spans.value(path), f"`{name}` {bound} {value:g} is outside its scale",
+            if value < lo or (hi is not None and value > hi):
+                ctx.diags.error("E205", ctx.spans.value(path), f"`{name}` {bound} {_show(kind, value)} is outside its scale",
                                 label=f"{name} ranges over {lo}..{hi if hi is not None else '∞'}",
                                 help=_scale_help(name, kind))
         if metric.min is not None and metric.max is not None and metric.min > metric.max:
             ctx.diags.error("E502", ctx.spans.attribute(f"{base}.min"), f"`{name}` min is above its max",
-                            label=f"min {metric.min:g} > max {metric.max:g} (line {ctx.spans.value(base + '.max').line})",
+                            label=f"min {_show(kind, metric.min)} > max {_show(kind, metric.max)} (line {ctx.spans.value(base + '.max').line})",
                             help="no model can pass this gate: lower min or raise max")
+
+
+def _show(kind: str, value: float) -> str:
+    return format_quantity(kind if kind in ("duration", "size") else "number", value)
 
 
 def _kind_fits(kind: str, written: str) -> bool:

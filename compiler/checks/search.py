@@ -48,20 +48,26 @@ def _one(ctx: CheckContext, key: str, dist: Value) -> None:
     if problem or ft is None or not numeric:
         names = [".".join(p) for p, f in iter_scalar_paths() if f.kind in ("int", "float", "quantity", "union")]
         guess = closest(key, names)
+        if guess:
+            help = f"did you mean `{guess}`?"
+        elif ft is not None:
+            help = "only numeric fields (and enum fields, with `choice`) can be searched"
+        else:
+            help = "search paths are absolute field paths such as `train.optimizer.lr`"
         ctx.diags.error("E601", key_span, f"search path `{key}` does not name a numeric field",
-                        label=problem or (f"`{key}` is {ft.describe()}" if ft is not None else "unknown"),
-                        help=f"did you mean `{guess}`?" if guess else "search paths are absolute field paths such as `train.optimizer.lr`")
+                        label=problem or (f"`{key}` is {ft.describe()}" if ft is not None else "unknown"), help=help)
         return
-    block = key.rpartition(".")[0]
-    if not _block_present(ctx, block):
+    missing = _missing_block(ctx, key.rpartition(".")[0])
+    if missing:
         ctx.diags.error("E601", key_span, f"search path `{key}` names a field of a block this spec leaves out",
-                        label=f"there is no `{block}` here", help=f"add the `{block}` block or drop this line")
+                        label=f"there is no `{missing}` block", help=f"add the `{missing}` block or drop this line")
         return
     name, args = dist.value
     expected = ARITY.get(name)
     if expected is not None and len(args) != expected or name == "choice" and not args:
         want = f"{expected} arguments" if expected else "at least one value"
-        ctx.diags.error("E602", dist.span, f"`{name}` takes {want}, found {len(args)}", label=_signature(name))
+        ctx.diags.error("E602", dist.span, f"`{name}` takes {want}, found {len(args)}", label=_signature(name),
+                        help=f"write {_signature(name).split(',  ')[0]}")
         return
     if ft.kind == "enum":
         if name != "choice":
@@ -70,6 +76,8 @@ def _one(ctx: CheckContext, key: str, dist: Value) -> None:
         for a in args:
             if a.kind != "str" or a.value not in ft.enum:
                 ctx.diags.error("E603", a.span, f"`{key}` cannot be {a.show()}", label=f"expected {ft.describe()}")
+            elif len(args) <= MAX_RECHECK:
+                _recheck(ctx, key, a.value, a.span, a.show())
         return
     field = _numeric_option(ft, args)
     if field is None:
@@ -85,13 +93,15 @@ def _one(ctx: CheckContext, key: str, dist: Value) -> None:
         _continuous(ctx, key, field, dist, name, args)
 
 
-def _block_present(ctx: CheckContext, block: str) -> bool:
+def _missing_block(ctx: CheckContext, block: str) -> str:
+    """The outermost block on the path that the spec leaves out, or ""."""
     obj = ctx.ir
-    for part in block.split("."):
+    parts = block.split(".")
+    for i, part in enumerate(parts):
         obj = getattr(obj, part, None) if not isinstance(obj, dict) else obj.get(part)
         if obj is None:
-            return False
-    return True
+            return ".".join(parts[: i + 1])
+    return ""
 
 
 def _numeric_option(ft: FieldType, args: tuple[Value, ...]) -> FieldType | None:
@@ -200,7 +210,7 @@ def _continuous(ctx: CheckContext, key: str, ft: FieldType, dist: Value, name: s
         if not math.isfinite(x) or not ft.admits(x):
             ctx.diags.error("E603", dist.span,
                             f"`{key}` must be {ft.range_text()}, but {name} can produce {_fmt(x)}",
-                            label=f"its {bound} end is out of range", help=f"keep the distribution within {ft.range_text()}")
+                            label=f"its {bound} end is out of range", help=f"keep the distribution's values {ft.range_text()}")
             return
 
 

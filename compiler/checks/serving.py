@@ -54,8 +54,15 @@ def _feasibility(ctx: CheckContext) -> None:
                     notes=(lat.explain(),),
                     help="serve on a faster device, compress the model (distill, int8), shorten max_len, or relax p99_latency")
         return
-    needed = sizing.replicas
     rmax = serve.replicas.max
+    if not sizing.feasible:
+        diags.error("E702", spans.attribute("serve.sla.throughput"), "no number of replicas holds the SLA",
+                    label=f"{format_quantity('rate', serve.sla.throughput)} at p99 {format_quantity('duration', p99)} "
+                          f"cannot be met on {serve.device} even without queueing",
+                    notes=(sizing.explain(),),
+                    help="raise max_batch_size or lower batching.timeout, serve on a faster device, or relax p99_latency")
+        return
+    needed = int(sizing.replicas)
     if rmax is not None and needed > rmax:
         diags.error("E702", spans.attribute("serve.replicas.max"), "the SLA needs more replicas than replicas.max allows",
                     label=f"{needed} replicas needed for {format_quantity('rate', serve.sla.throughput)} at p99 "

@@ -1,28 +1,26 @@
 """The typed syntax tree of a .llm file. Every node keeps its span.
 
+Nodes are NamedTuples: immutable, and the cheapest objects Python makes (a spec
+has hundreds of them).
+
 Expressions are kept unevaluated here; `compose` merges files and profiles and
 `evaluate` turns expressions into values.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass, field
-from typing import Union
+from typing import NamedTuple, Union
 
 from .source import Span
 
 # --- expressions ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Number:
+class Number(NamedTuple):
     value: int | float
     text: str  # as written (`1_000`, `3e-4`), so `fmt` keeps the author's form
     span: Span
 
 
-@dataclass(frozen=True)
-class Quantity:
+class Quantity(NamedTuple):
     value: int | float  # in the unit's normal form (seconds, bytes, 0..1, rps)
     kind: str  # "duration" | "size" | "fraction" | "rate"
     unit: str  # as written, for messages and for `fmt`
@@ -30,35 +28,30 @@ class Quantity:
     span: Span
 
 
-@dataclass(frozen=True)
-class String:
+class String(NamedTuple):
     value: str
     raw: str  # with quotes and escapes, as written (fmt keeps it)
     span: Span
 
 
-@dataclass(frozen=True)
-class Bool:
+class Bool(NamedTuple):
     value: bool
     span: Span
 
 
-@dataclass(frozen=True)
-class ListExpr:
+class ListExpr(NamedTuple):
     items: tuple["Expr", ...]
     span: Span
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(NamedTuple):
     name: str
     args: tuple["Expr", ...]
     span: Span
     name_span: Span
 
 
-@dataclass(frozen=True)
-class Ref:
+class Ref(NamedTuple):
     path: tuple[str, ...]
     span: Span
 
@@ -67,15 +60,13 @@ class Ref:
         return ".".join(self.path)
 
 
-@dataclass(frozen=True)
-class Unary:
+class Unary(NamedTuple):
     op: str  # "-"
     operand: "Expr"
     span: Span
 
 
-@dataclass(frozen=True)
-class Binary:
+class Binary(NamedTuple):
     op: str  # + - * / // %
     left: "Expr"
     right: "Expr"
@@ -88,8 +79,7 @@ Expr = Union[Number, Quantity, String, Bool, ListExpr, Call, Ref, Unary, Binary]
 # --- statements ------------------------------------------------------------------
 
 
-@dataclass
-class Attribute:
+class Attribute(NamedTuple):
     path: tuple[str, ...]  # one name, or a dotted path in `space` and `profile`
     value: Expr
     span: Span  # the whole `key = value`
@@ -100,8 +90,7 @@ class Attribute:
         return ".".join(self.path)
 
 
-@dataclass
-class Block:
+class Block(NamedTuple):
     name: str
     label: str | None
     items: list["Attribute | Block"]
@@ -112,22 +101,19 @@ class Block:
     close_span: Span | None = None  # the closing brace, for comments before it
 
 
-@dataclass
-class Let:
+class Let(NamedTuple):
     name: str
     value: Expr
     span: Span
     name_span: Span
 
 
-@dataclass
-class Extends:
+class Extends(NamedTuple):
     path: String
     span: Span
 
 
-@dataclass
-class Profile:
+class Profile(NamedTuple):
     name: str
     overrides: list[Attribute]
     span: Span
@@ -138,14 +124,12 @@ class Profile:
 Statement = Union[Extends, Let, Block, Attribute, Profile]
 
 
-@dataclass(frozen=True)
-class Comment:
+class Comment(NamedTuple):
     text: str  # including the leading '#'
     span: Span
 
 
-@dataclass
-class File:
+class File(NamedTuple):
     path: str
     statements: list[Statement]
-    comments: list[Comment] = field(default_factory=list)
+    comments: list[Comment]

@@ -38,13 +38,11 @@ spelling silently.
 The `cpu` entry is a generic 16-core x86-64 server slice, documented on the entry.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Device:
+
+class Device(NamedTuple):
     """One accelerator (or the generic CPU). Rates are per second, dense, peak."""
 
     name: str

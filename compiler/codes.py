@@ -5,13 +5,11 @@ title. Each code has a page in docs/errors/<CODE>.md (shown by `llmc explain`) a
 at least one diagnostics test in tests/diagnostics/; a meta-test enforces both.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Code:
+
+class Code(NamedTuple):
     code: str
     severity: str  # "error" or "warning"
     title: str

@@ -6,10 +6,9 @@ label of a block that appears once is skipped (`train.optimizer.lr`); a repeatab
 block keeps its label (`evaluate.metric.bleu.min`).
 """
 
-from __future__ import annotations
-
 import os
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 from . import ast
@@ -20,8 +19,7 @@ from .schema import Spec
 from .source import SourceError, SourceFile, Span, read_source
 
 
-@dataclass
-class Entry:
+class Entry(NamedTuple):
     """An attribute after composition: its expression and where it was written."""
 
     key: str
@@ -50,8 +48,7 @@ class Node:
         return out
 
 
-@dataclass
-class Composed:
+class Composed(NamedTuple):
     root: Node
     lets: dict[str, ast.Let]
     profiles: dict[str, list[ast.Attribute]]

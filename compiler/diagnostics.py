@@ -5,16 +5,14 @@ so that one run reports every problem. The driver stops between phases when the
 collector holds errors.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .codes import CODES
 from .source import Span
 
 
-@dataclass(frozen=True)
-class Diagnostic:
+class Diagnostic(NamedTuple):
     code: str
     severity: str
     message: str

@@ -6,7 +6,6 @@ repeat them), and returns everything the CLI and the targets need.
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,13 +59,10 @@ def check_spec(path: str, profile: str | None = None, text: str | None = None) -
 
     result.facts = derive_facts(ir)
 
-    baseline: list[set] = []
-
     def variant(key: str, value: object) -> list[Diagnostic]:
-        """The errors that setting `key = value` would add to the spec's own."""
-        if not baseline:
-            baseline.append({(d.code, d.message) for d in _variant_errors(data, None, None, checker.spans)})
-        return [d for d in _variant_errors(data, key, value, checker.spans) if (d.code, d.message) not in baseline[0]]
+        """The errors that setting `key = value` would add to the spec's own (found before search runs)."""
+        own = {(d.code, d.message) for d in diags.diagnostics if d.severity == "error"}
+        return [d for d in _variant_errors(data, key, value, checker.spans) if (d.code, d.message) not in own]
 
     run_all(CheckContext(ir, checker.spans, result.facts, diags, checker.distributions, variant))
     return _finish(result, diags, composed)
@@ -90,21 +86,29 @@ def _validate(data: dict, diags: Collector, spans) -> Any:
     """
     from .schema import Spec, construct, derive_defaults
 
-    return construct(Spec, derive_defaults(copy.deepcopy(data)))
+    return construct(Spec, derive_defaults(_copy(data)))
 
 
-def _variant_errors(data: dict, key: str | None, value: object, spans) -> list[Diagnostic]:
+def _copy(data: Any) -> Any:
+    """A deep copy of checked data (dicts, lists and immutable leaves), much cheaper than copy.deepcopy."""
+    if isinstance(data, dict):
+        return {k: _copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_copy(v) for v in data]
+    return data
+
+
+def _variant_errors(data: dict, key: str, value: object, spans) -> list[Diagnostic]:
     """The errors the spec has with one field set to `value` (all checks but search)."""
     from .checks import CheckContext, run_all
     from .plan import derive_facts
 
-    changed = copy.deepcopy(data)
-    if key is not None:
-        node = changed
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+    changed = _copy(data)
+    node = changed
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
     diags = Collector()
     ir = _validate(changed, diags, spans)
     if ir is None:

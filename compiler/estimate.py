@@ -32,11 +32,9 @@ exactly; `transformer_params` counts it):
   + final LayerNorm + tied output projection (no extra parameters, no output bias).
 """
 
-from __future__ import annotations
-
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from typing import NamedTuple
 
 KINDS = ("encoder-decoder", "encoder", "decoder")
 
@@ -171,8 +169,7 @@ def decoder_layer_params(d_model, d_ff):
     return 2 * attention_params(d_model) + ffn_params(d_model, d_ff) + 3 * layernorm_params(d_model)
 
 
-@dataclass(frozen=True)
-class ParamCount:
+class ParamCount(NamedTuple):
     """A Transformer's parameters, by part. All counts are numbers of parameters."""
 
     kind: str
@@ -264,8 +261,7 @@ def transformer_params(kind, layers, d_model, heads, d_ff, vocab, max_len, class
                       final_norms=norms, head=head, total=total)
 
 
-@dataclass(frozen=True)
-class MlpParamCount:
+class MlpParamCount(NamedTuple):
     widths: tuple          # inputs, hidden..., classes
     per_layer: tuple       # (in x out + out) for each dense layer
     total: int
@@ -331,8 +327,7 @@ def activation_bytes_per_layer(seq_len, micro_batch, d_model, heads, tensor=1, *
     return per
 
 
-@dataclass(frozen=True)
-class MemoryEstimate:
+class MemoryEstimate(NamedTuple):
     """Training memory of the most loaded device, in bytes."""
 
     params: float
@@ -477,8 +472,7 @@ def _roofline(flops, nbytes, ops_per_s, bytes_per_s, launch_s) -> tuple[float, s
     return tm, "memory"
 
 
-@dataclass(frozen=True)
-class LatencyEstimate:
+class LatencyEstimate(NamedTuple):
     """Service time of one request (or one batch of `batch` requests) on one device."""
 
     total_s: float
@@ -687,8 +681,7 @@ def erlang_c(servers, offered_load) -> float:
     return min(1.0, max(0.0, c * b / (c - a * (1 - b))))
 
 
-@dataclass(frozen=True)
-class Sizing:
+class Sizing(NamedTuple):
     """Replicas needed to serve `arrival_rps` within the target percentile latency."""
 
     replicas: float            # an int when feasible; math.inf when no replica count meets the target

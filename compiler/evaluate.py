@@ -5,10 +5,7 @@ found later points at the use. A failed evaluation reports once and yields None;
 whatever depends on it stays quiet instead of cascading.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import ast
 from .compose import Composed, lookup_entry
@@ -33,8 +30,7 @@ _KIND_NAMES = {
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "randint", "normal", "choice")
 
 
-@dataclass(frozen=True)
-class Value:
+class Value(NamedTuple):
     kind: str  # number | bool | str | list | dist | duration | size | fraction | rate
     value: Any  # int/float; bool; str; tuple[Value, ...] for list; (name, tuple[Value, ...]) for dist
     span: Span

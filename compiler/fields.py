@@ -5,13 +5,10 @@ against it, `checks/search.py` asks what a search path's field accepts. It reads
 the models' annotations once and caches the answer.
 """
 
-from __future__ import annotations
-
 import types
 import typing
-from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any, Literal, Union
+from typing import Any, Literal, NamedTuple, Union
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
@@ -19,8 +16,7 @@ from pydantic_core import PydanticUndefined
 from . import schema
 
 
-@dataclass(frozen=True)
-class FieldType:
+class FieldType(NamedTuple):
     # "block" | "blocks" (repeatable, keyed by label) | "map" (free-form name = string)
     # | "space" (path = distribution) | "int" | "float" | "bool" | "str" | "enum" | "list"
     # | "quantity" | "union"
@@ -177,7 +173,7 @@ def _bounds(meta: list) -> dict:
 
 
 def _with(ft: FieldType, **changes) -> FieldType:
-    return replace(ft, **changes)
+    return ft._replace(**changes)
 
 
 def walk_schema(path: tuple[str, ...]) -> tuple[FieldType | None, list[str], str]:

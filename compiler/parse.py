@@ -18,6 +18,7 @@ from .source import SourceFile, Span
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
 _parser = None
+Token = None  # lark.Token, bound when the parser is built (lark is imported lazily)
 
 # The unit fixes the type; values are scaled to the normal form of LANGUAGE.md §1.
 UNITS: dict[str, tuple[str, Decimal]] = {
@@ -58,6 +59,8 @@ _TOKEN_WORDS = {
     "NUMBER": "a number",
     "NAME": "a name",
     "STRING": "a string",
+    "ADDOP": "`+` or `-`",
+    "MULOP": "an operator",
     "LBRACE": "`{`",
     "RBRACE": "`}`",
     "LSQB": "`[`",
@@ -82,33 +85,49 @@ _TOKEN_WORDS = {
 }
 
 
-def _get_parser():
-    global _parser
-    if _parser is None:
-        from lark import Lark
+def _import_lark():
+    """Import lark without the third-party `regex` module.
 
+    lark prefers `regex` when it is installed (the runtime's NLP packages bring it),
+    which costs ~15 ms of start-up that our grammar does not need; the stdlib `re`
+    handles it. `regex` stays importable for everyone else afterwards.
+    """
+    import sys
+
+    blocked = "regex" not in sys.modules
+    if blocked:
+        sys.modules["regex"] = None  # makes `import regex` raise ImportError inside lark
+    try:
+        import lark
+    finally:
+        if blocked:
+            del sys.modules["regex"]
+    return lark
+
+
+def _get_parser():
+    global _parser, Token
+    if _parser is None:
+        lark = _import_lark()
+        from .lexer import SpecLexer
+
+        Lark, Token = lark.Lark, lark.Token
         _parser = Lark(
             _GRAMMAR.read_text(),
             parser="lalr",
-            propagate_positions=True,
+            lexer=SpecLexer,
             maybe_placeholders=False,
-            cache=True,
-            lexer_callbacks={"COMMENT": _keep_comment},
+            cache=True,  # the LALR tables, in the temp folder, keyed by grammar and lark version
         )
     return _parser
 
 
-# lark reports ignored COMMENT tokens through a callback fixed when the parser is
-# built; the parse in progress points it at its own list (parsing is not reentrant).
-_comment_sink: list = []
 
-
-def _keep_comment(tok) -> None:
-    _comment_sink.append(tok)
 
 
 def parse(source: SourceFile, diags: Collector) -> ast.File | None:
     """Parse one file. Returns None when a syntax error stops the parse."""
+    _get_parser()
     from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
     text = source.text
@@ -158,12 +177,14 @@ def parse(source: SourceFile, diags: Collector) -> ast.File | None:
 
 def _parse_with_comments(text: str, comments: list) -> object:
     parser = _get_parser()
-    _comment_sink.clear()
+    from .lexer import comment_sink
+
+    comment_sink.clear()
     try:
         return parser.parse(text)
     finally:
-        comments.extend(_comment_sink)
-        _comment_sink.clear()
+        comments.extend(comment_sink)
+        comment_sink.clear()
 
 
 def _comment(path: str, tok) -> ast.Comment:
@@ -311,15 +332,23 @@ class _TooDeep(Exception):
 
 
 class _Lowering:
-    """Turns the lark tree into `ast` nodes, checking literals as it goes."""
+    """Turns the lark tree into `ast` nodes, checking literals as it goes.
+
+    Spans come from the tokens at a node's two ends (the grammar keeps braces,
+    brackets, keywords and operators as named tokens for this).
+    """
 
     def __init__(self, source: SourceFile, diags: Collector):
         self.path = source.path
         self.diags = diags
 
     def span(self, node) -> Span:
-        m = node.meta
-        return Span(self.path, m.line, m.column, m.end_line, m.end_column)
+        first, last = node, node
+        while not isinstance(first, Token):
+            first = first.children[0]
+        while not isinstance(last, Token):
+            last = last.children[-1]
+        return Span(self.path, first.line, first.column, last.end_line, last.end_column)
 
     def tspan(self, tok) -> Span:
         return _tok_span(self.path, tok)
@@ -351,37 +380,35 @@ class _Lowering:
     def statement(self, node):
         kind = node.data
         if kind == "extends":
-            return ast.Extends(self.string(node.children[0]), self.span(node))
+            return ast.Extends(self.string(node.children[1]), self.span(node))
         if kind == "let":
-            name, value = node.children
+            _, name, value = node.children
             return ast.Let(str(name), self.expr(value), self.span(node), self.tspan(name))
         if kind == "profile":
-            name, *overrides = node.children
+            _, name, _, *overrides, close = node.children
             attrs = [self.attribute(o) for o in overrides]
             self.one_per_line(attrs)
-            return ast.Profile(str(name), attrs, self.span(node), self.tspan(name), self.close_span(node))
+            return ast.Profile(str(name), attrs, self.span(node), self.tspan(name), self.tspan(close))
         if kind == "block":
             return self.block(node)
         return self.attribute(node)
 
-    def close_span(self, node) -> Span:
-        m = node.meta
-        return Span(self.path, m.end_line, max(1, m.end_column - 1), m.end_line, m.end_column)
-
     def block(self, node) -> ast.Block:
         name, *rest = node.children
+        close = rest.pop()
         label = label_span = None
         quoted = False
-        if rest and getattr(rest[0], "data", None) == "label":
+        if getattr(rest[0], "data", None) == "label":
             tok = rest.pop(0).children[0]
             label_span = self.tspan(tok)
             if tok.type == "STRING":
                 label, quoted = self.string(tok).value, True
             else:
                 label = str(tok)
+        rest.pop(0)  # the opening brace
         items = [self.block(c) if c.data == "block" else self.attribute(c) for c in rest]
         self.one_per_line(items)
-        return ast.Block(str(name), label, items, self.span(node), self.tspan(name), label_span, quoted, self.close_span(node))
+        return ast.Block(str(name), label, items, self.span(node), self.tspan(name), label_span, quoted, self.tspan(close))
 
     def attribute(self, node) -> ast.Attribute:
         dotted, value = node.children
@@ -398,34 +425,44 @@ class _Lowering:
         return self._expr(node, depth + 1)
 
     def _expr(self, node, depth: int) -> ast.Expr:
+        if isinstance(node, Token):  # literals are bare tokens (see grammar.lark)
+            if node.type == "NUMBER":
+                return self.number(node)
+            if node.type == "STRING":
+                return self.string(node)
+            return ast.Bool(node.type == "TRUE", self.tspan(node))
         kind = node.data
-        if kind == "number":
-            return self.number(node.children[0])
-        if kind == "string":
-            return self.string(node.children[0])
-        if kind in ("true", "false"):
-            return ast.Bool(kind == "true", self.span(node))
+        children = node.children
         if kind == "list":
-            return ast.ListExpr(tuple(self.expr(c, depth) for c in node.children), self.span(node))
+            return ast.ListExpr(tuple(self.expr(c, depth) for c in children[1:-1]), self.span(node))
         if kind == "call":
-            name, *args = node.children
-            return ast.Call(str(name), tuple(self.expr(a, depth) for a in args), self.span(node), self.tspan(name))
-        if kind == "ref":
-            return ast.Ref(self.names(node.children[0]), self.span(node))
+            name = children[0]
+            args = tuple(self.expr(a, depth) for a in children[2:-1])
+            return ast.Call(str(name), args, self.span(node), self.tspan(name))
+        if kind == "dotted":
+            return ast.Ref(self.names(node), self.span(node))
+        if kind == "paren":
+            return self.expr(children[1], depth)._replace(span=self.span(node))
         if kind == "neg":
-            return ast.Unary("-", self.expr(node.children[0], depth), self.span(node))
-        left, right = node.children
-        op = _BINARY_OPS[kind]
+            sign, operand = children
+            if str(sign) == "+":
+                self.diags.error("E103", self.tspan(sign), "unexpected `+`", label="there is no unary plus",
+                                 help="write the number without `+`")
+            inner = self.expr(operand, depth)
+            return inner if str(sign) == "+" else ast.Unary("-", inner, self.span(node))
+        left, op, right = children
         lhs, rhs = self.expr(left, depth), self.expr(right, depth)
-        op_span = Span(self.path, lhs.span.end_line, lhs.span.end_col, rhs.span.line, rhs.span.col)
-        return ast.Binary(op, lhs, rhs, self.span(node), op_span)
+        return ast.Binary(str(op), lhs, rhs, self.span(node), self.tspan(op))
 
     def number(self, tok) -> ast.Number | ast.Quantity:
         text = str(tok)
         span = self.tspan(tok)
+        if text.isdigit():  # the common case: a plain integer
+            if len(text) <= 18:
+                return ast.Number(int(text), text, span)
         m = _NUMBER_RE.match(text)
         num, unit = (m.group("num"), m.group("unit")) if m else (text, None)
-        problem = _underscore_problem(num)
+        problem = _underscore_problem(num) if "_" in num else ""
         if problem:
             self.diags.error("E105", span, f"malformed number `{text}`", label=problem, help="write digits grouped like `1_000`")
             return ast.Number(0, text, span)
@@ -497,9 +534,6 @@ class _Lowering:
             )
             i += width
         return ast.String("".join(out), raw, span)
-
-
-_BINARY_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%"}
 
 
 def _head_span(node) -> Span:

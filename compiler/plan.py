@@ -5,16 +5,13 @@ The formulas live in estimate.py (pure functions of numbers, documented in
 docs/estimates.md); this module decides which numbers of the spec feed them.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from . import catalog, estimate
 
 
-@dataclass(frozen=True)
-class ServedModel:
+class ServedModel(NamedTuple):
     """The model the serving stage runs: the student when distilled, at the quantized precision."""
 
     what: str  # "teacher" | "student"
@@ -23,8 +20,7 @@ class ServedModel:
     arch: Any  # schema.Transformer | schema.Mlp, with the student's fields applied
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(NamedTuple):
     params: int | None = None
     param_count: Any = None  # estimate.ParamCount | estimate.MlpParamCount
     student_params: int | None = None
@@ -105,16 +101,24 @@ def _memory(ir, count):
     arch = ir.model.transformer
     micro = train.micro_batch or 1
     opt = train.optimizer
+    common = (train.precision, opt.name, opt.momentum)
     if arch is None:
-        return estimate.training_memory(count.total, 0, max(ir.model.mlp.hidden or [1]), 1, 1, micro, train.precision,
-                                        opt.name, opt.momentum, 1, 1, train.activation_checkpointing,
-                                        device.memory_bytes)
+        return _training_memory(count.total, 0, max(ir.model.mlp.hidden or [1]), 1, 1, micro, *common, 1, 1,
+                                train.activation_checkpointing, device.memory_bytes, 0, 0, None)
     generates = arch.kind in ("encoder-decoder", "decoder")
-    return estimate.training_memory(
-        count.total, count.transformer_layers, arch.d_model, arch.heads, arch.max_len, micro, train.precision,
-        opt.name, opt.momentum, train.parallel.tensor, train.parallel.pipeline, train.activation_checkpointing,
-        device.memory_bytes, cross_attention_layers=count.cross_attention_layers,
-        vocab=arch.vocab if generates else 0, d_ff=arch.d_ff)
+    return _training_memory(count.total, count.transformer_layers, arch.d_model, arch.heads, arch.max_len, micro,
+                            *common, train.parallel.tensor, train.parallel.pipeline, train.activation_checkpointing,
+                            device.memory_bytes, count.cross_attention_layers, arch.vocab if generates else 0, arch.d_ff)
+
+
+# The estimates are pure functions of numbers; the search checks ask for the same
+# ones again and again (one variant per `choice` value), so they are memoised.
+@lru_cache(maxsize=256)
+def _training_memory(params, layers, d_model, heads, seq_len, micro, precision, optimizer, momentum, tensor, pipeline,
+                     checkpointing, device_bytes, cross, vocab, d_ff):
+    return estimate.training_memory(params, layers, d_model, heads, seq_len, micro, precision, optimizer, momentum,
+                                    tensor, pipeline, checkpointing, device_bytes, cross_attention_layers=cross,
+                                    vocab=vocab, d_ff=d_ff)
 
 
 def _served(ir, count, student_arch, student_count) -> ServedModel | None:
@@ -143,21 +147,34 @@ def _serving(ir, served: ServedModel | None):
     if served is None:
         return None, None
     serve = ir.serve
-    device = catalog.get(serve.device)
+    arch = served.arch
+    if hasattr(arch, "kind"):
+        shape = ("transformer", arch.kind, arch.layers, arch.d_model, arch.d_ff, arch.vocab, arch.max_len, arch.classes)
+    else:
+        shape = ("mlp", arch.inputs, tuple(arch.hidden), arch.classes)
+    return _serving_estimate(shape, served.precision, serve.device, serve.sla.throughput, serve.sla.p99_latency,
+                             serve.batching.max_batch_size, serve.batching.timeout)
+
+
+@lru_cache(maxsize=256)
+def _serving_estimate(shape: tuple, precision: str, device_name: str, throughput: float, p99: float,
+                      max_batch: int, timeout: float):
+    device = catalog.get(device_name)
     if device is None:
         return None, None
-    peak, bandwidth = _peak(device, served.precision), device.bandwidth_bytes_per_s
-    arch = served.arch
+    peak, bandwidth = _peak(device, precision), device.bandwidth_bytes_per_s
 
+    @lru_cache(maxsize=None)
     def latency(batch: int):
-        if hasattr(arch, "kind"):
-            src, out = estimate.request_lengths(arch.kind, arch.max_len)
-            return estimate.request_latency(arch.kind, arch.layers, arch.d_model, arch.d_ff, arch.vocab, src, out,
-                                            served.precision, peak, bandwidth, classes=arch.classes, batch=batch)
-        return estimate.mlp_latency(arch.inputs, arch.hidden, arch.classes, served.precision, peak, bandwidth, batch=batch)
+        if shape[0] == "transformer":
+            _, kind, layers, d_model, d_ff, vocab, max_len, classes = shape
+            src, out = estimate.request_lengths(kind, max_len)
+            return estimate.request_latency(kind, layers, d_model, d_ff, vocab, src, out, precision, peak, bandwidth,
+                                            classes=classes, batch=batch)
+        _, inputs, hidden, classes = shape
+        return estimate.mlp_latency(inputs, list(hidden), classes, precision, peak, bandwidth, batch=batch)
 
     one = latency(1)
-    sizing = estimate.replicas_needed(serve.sla.throughput, one.total_s, serve.sla.p99_latency,
-                                      serve.batching.max_batch_size, serve.batching.timeout,
+    sizing = estimate.replicas_needed(throughput, one.total_s, p99, max_batch, timeout,
                                       batch_service_time=lambda b: latency(max(1, int(b))).total_s)
     return one, sizing

@@ -10,22 +10,27 @@ the cluster, ...) are filled in by `complete()` after validation.
 
 
 
-from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
-@dataclass(frozen=True)
 class Kind:
     """Marks a float/int field as a quantity of one unit kind (LANGUAGE.md §1)."""
 
-    name: str  # "duration" | "size" | "fraction" | "rate" | "metric-bound"
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name  # "duration" | "size" | "fraction" | "rate" | "metric-bound"
+
+    def __repr__(self) -> str:
+        return f"Kind({self.name!r})"
 
 
-@dataclass(frozen=True)
 class PathLike:
     """Marks a string field as a file path, resolved relative to the spec that sets it."""
+
+    __slots__ = ()
 
 
 Duration = Annotated[float, Kind("duration")]

@@ -414,10 +414,8 @@ def _fits_kind(v: Value, option: FieldType) -> bool:
 
 
 def _bounded(option: FieldType, outer: FieldType) -> FieldType:
-    from dataclasses import replace
-
     if any(getattr(outer, b) is not None for b in ("ge", "gt", "le", "lt")):
-        return replace(option, ge=outer.ge, gt=outer.gt, le=outer.le, lt=outer.lt)
+        return option._replace(ge=outer.ge, gt=outer.gt, le=outer.le, lt=outer.lt)
     return option
 
 

@@ -4,10 +4,7 @@ Each module has `check(ctx)` and reports to `ctx.diags`; none raises on a user's
 mistake and none stops at the first problem.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..diagnostics import Collector, Diagnostic
@@ -17,8 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..typecheck import SpanIndex
 
 
-@dataclass
-class CheckContext:
+class CheckContext(NamedTuple):
     ir: "Spec"
     spans: "SpanIndex"
     facts: "Facts"
@@ -31,5 +27,6 @@ class CheckContext:
 def run_all(ctx: CheckContext) -> None:
     from . import compression, deploy, devices, layout, memory, metrics, search, serving
 
-    for module in (layout, devices, memory, compression, metrics, search, serving, deploy):
+    # search runs last: its E603 reports only what a value adds to the other checks' findings.
+    for module in (layout, devices, memory, compression, metrics, serving, deploy, search):
         module.check(ctx)

@@ -114,10 +114,8 @@ def _numeric_option(ft: FieldType, args: tuple[Value, ...]) -> FieldType | None:
 
 
 def _with_bounds(opt: FieldType, outer: FieldType) -> FieldType:
-    from dataclasses import replace
-
     if any(getattr(outer, b) is not None for b in ("ge", "gt", "le", "lt")):
-        return replace(opt, ge=outer.ge, gt=outer.gt, le=outer.le, lt=outer.lt)
+        return opt._replace(ge=outer.ge, gt=outer.gt, le=outer.le, lt=outer.lt)
     return opt
 
 

@@ -1,7 +1,6 @@
 """The device catalog: names, dense (not sparse) datasheet figures, decimal memory."""
 
 import ast
-import dataclasses
 import pathlib
 import sys
 
@@ -108,7 +107,7 @@ def test_cpu_entry_is_a_modest_server():
 
 
 def test_devices_are_frozen():
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         catalog.get("T4").memory_bytes = 1
 
 

@@ -1,0 +1,45 @@
+"""The compiler imports no ML framework and no Kubernetes client: statically (no
+import statement names them) and at run time (a full `llmc check` loads none)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+from helpers import ROOT
+
+FORBIDDEN = ("torch", "tensorflow", "tensorrt", "horovod", "hyperopt", "kubernetes", "onnx", "onnxruntime", "jax")
+
+
+def _imported_roots(path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_no_compiler_module_imports_a_framework():
+    offenders = {}
+    for path in sorted((ROOT / "compiler").rglob("*.py")):
+        bad = _imported_roots(path) & set(FORBIDDEN)
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = sorted(bad)
+    assert not offenders, offenders
+
+
+def test_check_loads_no_framework_at_run_time():
+    code = (
+        "import sys\n"
+        "from llmc.compiler.cli import main\n"
+        "status = main(['check', '--quiet', 'specs/translator.llm', 'specs/classifier.llm'])\n"
+        f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
+        "print(status, loaded)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0 []"

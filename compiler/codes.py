@@ -67,6 +67,8 @@ _TABLE = [
     ("E703", "error", "high availability needs at least two replicas"),
     ("E704", "error", "serving platform cannot serve the framework"),
     ("E705", "error", "batching timeout not well below the p99 latency"),
+    # deployment
+    ("E801", "error", "a deploy value Kubernetes would reject"),
     # warnings
     ("W301", "warning", "memory headroom under 10%"),
     ("W701", "warning", "replicas.min far above what the SLA needs"),

@@ -127,7 +127,7 @@ def format_seconds(s: float) -> str:
     return f"{s * 1e6:.0f} µs"
 
 
-def _count(n: float) -> str:
+def format_count(n: float) -> str:
     n = _num(n)
     if math.isinf(n) or n != n:
         return "inf"
@@ -211,17 +211,17 @@ class ParamCount(NamedTuple):
         return self.decoder_layers if self.kind == "encoder-decoder" else 0
 
     def explain(self) -> str:
-        parts = [f"token embedding {_count(self.token_embedding)} (shared, tied)",
-                 f"positional {_count(self.positional)}"]
+        parts = [f"token embedding {format_count(self.token_embedding)} (shared, tied)",
+                 f"positional {format_count(self.positional)}"]
         if self.encoder_layers:
-            parts.append(f"encoder {self.encoder_layers} x {_count(self.encoder_layer)}")
+            parts.append(f"encoder {self.encoder_layers} x {format_count(self.encoder_layer)}")
         if self.decoder_layers:
             cross = " with cross-attention" if self.kind == "encoder-decoder" else ""
-            parts.append(f"decoder {self.decoder_layers} x {_count(self.decoder_layer)}{cross}")
-        parts.append(f"final LayerNorms {_count(self.final_norms)}")
+            parts.append(f"decoder {self.decoder_layers} x {format_count(self.decoder_layer)}{cross}")
+        parts.append(f"final LayerNorms {format_count(self.final_norms)}")
         if self.head:
-            parts.append(f"classifier {_count(self.head)}")
-        return " + ".join(parts) + f" = {_count(self.total)} parameters"
+            parts.append(f"classifier {format_count(self.head)}")
+        return " + ".join(parts) + f" = {format_count(self.total)} parameters"
 
 
 def transformer_params(kind, layers, d_model, heads, d_ff, vocab, max_len, classes=None) -> ParamCount:
@@ -268,7 +268,7 @@ class MlpParamCount(NamedTuple):
 
     def explain(self) -> str:
         dims = " -> ".join(str(w) for w in self.widths)
-        return f"dense layers {dims}: " + " + ".join(_count(p) for p in self.per_layer) + f" = {_count(self.total)} parameters"
+        return f"dense layers {dims}: " + " + ".join(format_count(p) for p in self.per_layer) + f" = {format_count(self.total)} parameters"
 
 
 def mlp_params(inputs, hidden, classes) -> MlpParamCount:
@@ -356,7 +356,7 @@ class MemoryEstimate(NamedTuple):
     def explain(self) -> str:
         w, g, o = self.bytes_per_param
         lines = [
-            f"{_count(self.params)} parameters / {self.shards} model-parallel "
+            f"{format_count(self.params)} parameters / {self.shards} model-parallel "
             f"{'shard' if self.shards == 1 else 'shards'}, "
             f"{self.precision} with {self.optimizer_name}: {w:g} + {g:g} + {o:g} = {w + g + o:g} bytes per parameter",
         ]

@@ -256,13 +256,11 @@ def _result_kind(op: str, a: str, b: str) -> str | None:
     a_num, b_num = a in _NUMERIC, b in _NUMERIC
     a_q, b_q = a in QUANTITY_KINDS and a != "fraction", b in QUANTITY_KINDS and b != "fraction"
     if a_num and b_num:
-        if op in ("*",) and "fraction" in (a, b):
-            return "fraction" if a == b or "number" in (a, b) else "number"
-        if op in ("+", "-", "%", "//"):
-            return "fraction" if "fraction" in (a, b) else "number"
+        # A fraction is a number that remembers its `%`: it survives + - * // %, and
+        # dividing by a plain number; fraction / fraction is a plain ratio.
         if op == "/":
-            return "number" if a == b else ("fraction" if a == "fraction" else "number")
-        return "number"
+            return "fraction" if a == "fraction" and b == "number" else "number"
+        return "fraction" if "fraction" in (a, b) else "number"
     if op in ("+", "-", "%"):
         return a if a_q and a == b else None
     if op == "*":

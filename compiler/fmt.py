@@ -260,7 +260,7 @@ def spec_files(paths: list[str]) -> list[str]:
 
 
 def run_fmt(args) -> int:
-    from .render import render_human
+    from .diagnostic_output import render_human
 
     files = spec_files(args.specs)
     if not files:

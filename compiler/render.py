@@ -1,93 +1,153 @@
-"""Diagnostics rendered for people (rustc style) and for tools (JSON)."""
+"""Rendering artifacts from templates, with an escaping filter per target language.
 
-from __future__ import annotations
+Templates only loop and fill in. Every value from a spec reaches an artifact
+through one of these filters, never by pasting text:
+
+    {{ value | py }}     a Python literal (repr of str/int/float/bool/None/list/dict)
+    {{ value | yaml }}   a YAML scalar or flow collection (JSON is valid YAML)
+    {{ value | json }}   JSON
+    {{ value | sh }}     one shell word (single-quoted when needed)
+    {{ value | proto }}  a protobuf text-format string literal, "..." with C escapes
+    {{ value | md }}     Markdown inline text with its specials escaped
+
+A string holding quotes, newlines, `{{ }}`, `#` or YAML specials stays data in every
+artifact. Jinja runs with StrictUndefined, so a missing context field is an error in
+the compiler, never an empty string in an artifact.
+"""
 
 import json
-import unicodedata
-
-from .diagnostics import Diagnostic
-from .source import SourceFile
-
-
-MAX_LINE = 160  # longer source lines are cut to a window around the span
+import math
+import shlex
+from functools import lru_cache
+from pathlib import Path
 
 
-def render_human(diags: list[Diagnostic], sources: dict[str, SourceFile], color: bool = False) -> str:
-    return "".join(render_one(d, sources.get(d.span.file), color) for d in diags)
+
+def templates_dir() -> Path:
+    """templates/, shipped as the package data `llmc.templates`."""
+    from importlib import resources
+
+    return Path(str(resources.files("llmc.templates")))
 
 
-def _paint(text: str, code: str, color: bool) -> str:
-    return f"\x1b[{code}m{text}\x1b[0m" if color else text
+class TemplateError(Exception):
+    """A template failed to render: a compiler bug, reported with the template's name."""
 
 
-def render_one(d: Diagnostic, source: SourceFile | None, color: bool = False) -> str:
-    sev_color = "1;31" if d.severity == "error" else "1;33"
-    head = _paint(f"{d.severity}[{d.code}]", sev_color, color) + _paint(f": {_safe(d.message)}", "1", color)
-    span = d.span
-    gutter = len(str(span.end_line if span.end_line >= span.line else span.line))
-    pad = " " * gutter
-    bar = _paint("|", "1;34", color)
-    out = [head, f"{pad}{_paint('-->', '1;34', color)} {span.file}:{span.line}:{span.col}"]
-    text = source.line_text(span.line) if source else ""
-    if source is not None and 1 <= span.line <= len(source.lines):
-        first, last = span.col - 1, (span.end_col - 1 if span.end_line == span.line else len(text.rstrip()))
-        first = min(first, len(text))
-        last = max(last, first + 1)
-        # A very long line is shown as a window around the span.
-        lo = 0 if len(text) <= MAX_LINE else max(0, first - 40)
-        hi = len(text) if len(text) <= MAX_LINE else min(len(text), lo + MAX_LINE)
-        prefix, suffix = ("…" if lo > 0 else ""), ("…" if hi < len(text) else "")
-        window = text[lo:hi]
-        shown = prefix + _printable(window) + suffix
-        start = len(prefix) + _display_width(text[lo:first])
-        stop = len(prefix) + _display_width(text[lo:min(last, hi)])
-        carets = "^" * max(1, stop - start)
-        out.append(f"{pad} {bar}")
-        out.append(f"{_paint(str(span.line).rjust(gutter), '1;34', color)} {bar} {shown}")
-        mark = " " * start + _paint(carets, sev_color, color)
-        out.append(f"{pad} {bar} {mark}" + (f" {_safe(d.label)}" if d.label else ""))
-        out.append(f"{pad} {bar}")
-    for note in d.notes:
-        out.append(f"{pad} = note: {_safe(note)}")
-    if d.help:
-        out.append(f"{pad} = help: {_safe(d.help)}")
-    return "\n".join(out) + "\n\n"
+def py_literal(value) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float({str(value)!r})"
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, (list, dict, str, int, float, bool)) or value is None:
+        _check_plain(value)
+        return repr(value)
+    raise TemplateError(f"cannot write {type(value).__name__} as a Python literal")
 
 
-def _safe(text: str) -> str:
-    """Messages quote user strings: control characters are shown escaped, never sent to the terminal."""
-    return "".join(f"\\u{{{ord(ch):X}}}" if (ord(ch) < 32 and ch != "\n") or 127 <= ord(ch) < 160 or ch in _BIDI else ch for ch in text)
+def _check_plain(value) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_plain(k)
+            _check_plain(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_plain(v)
+    elif not (isinstance(value, (str, int, float, bool)) or value is None):
+        raise TemplateError(f"cannot write {type(value).__name__} as a literal")
 
 
-def _printable(text: str) -> str:
-    # Tabs become one space (so carets line up) and control characters become U+FFFD,
-    # so a hostile spec cannot drive the terminal.
-    return "".join(" " if ch == "\t" else ("\ufffd" if ord(ch) < 32 or 127 <= ord(ch) < 160 or ch in _BIDI else ch) for ch in text)
+def json_literal(value) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=isinstance(value, dict))
 
 
-# Bidirectional overrides would reorder what the terminal shows (CVE-2021-42574).
-_BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+def yaml_literal(value) -> str:
+    # JSON is a subset of YAML 1.2 (and of what PyYAML and Kubernetes read): a
+    # double-quoted JSON string escapes quotes, backslashes, newlines and control
+    # characters, and no YAML special (`#`, `: `, `{`, `*`, `&`, `!`, `%`) is active
+    # inside quotes.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TemplateError("YAML artifacts take finite numbers only")
+    text = json.dumps(value, ensure_ascii=False)
+    # Characters YAML does not allow raw, or reads as line breaks (NEL, LS, PS) that a
+    # double-quoted scalar would fold, are written as YAML escapes instead.
+    return "".join(_yaml_escape(ch) if _yaml_unsafe(ch) else ch for ch in text)
 
 
-def _display_width(text: str) -> int:
-    width = 0
-    for ch in text:
-        if unicodedata.combining(ch):
-            continue
-        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-    return width
+def _yaml_unsafe(ch: str) -> bool:
+    o = ord(ch)
+    return o == 0x7F or 0x80 <= o <= 0x9F or o in (0x2028, 0x2029, 0xFEFF, 0xFFFE, 0xFFFF)
 
 
-def summary_line(diags: list[Diagnostic]) -> str:
-    errors = sum(d.severity == "error" for d in diags)
-    warnings = len(diags) - errors
-    parts = []
-    if errors:
-        parts.append(f"{errors} error{'s' if errors != 1 else ''}")
-    if warnings:
-        parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
-    return ", ".join(parts)
+def _yaml_escape(ch: str) -> str:
+    return f"\\u{ord(ch):04X}"
 
 
-def render_json(diags: list[Diagnostic]) -> str:
-    return json.dumps([d.to_json() for d in diags], indent=2, ensure_ascii=False) + "\n"
+def sh_word(value) -> str:
+    return shlex.quote(str(value))
+
+
+def proto_string(value) -> str:
+    """A text-format string literal: printable ASCII as is, the rest as octal escapes."""
+    out = ['"']
+    for byte in str(value).encode("utf-8"):
+        ch = chr(byte)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 32 <= byte < 127:
+            out.append(ch)
+        else:
+            out.append(f"\\{byte:03o}")
+    out.append('"')
+    return "".join(out)
+
+
+def md_text(value) -> str:
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    for ch in "\\`*_[]<>|":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+@lru_cache(maxsize=1)
+def environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+        bytecode_cache=_bytecode_cache(jinja2),
+    )
+    env.filters.update(py=py_literal, yaml=yaml_literal, json=json_literal, sh=sh_word, proto=proto_string, md=md_text)
+    return env
+
+
+def _bytecode_cache(jinja2):
+    """Compiled templates cached on disk (Jinja checks each template's source hash)."""
+    import os
+    import tempfile
+
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    directory = os.path.join(root, "llmc", "jinja")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError:
+        directory = tempfile.gettempdir()
+    return jinja2.FileSystemBytecodeCache(directory)
+
+
+def render(template: str, context) -> str:
+    import jinja2
+
+    try:
+        text = environment().get_template(template).render(ctx=context)
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"template {template}: {exc}") from exc
+    except TemplateError as exc:
+        raise TemplateError(f"template {template}: {exc}") from exc
+    return text if text.endswith("\n") else text + "\n"

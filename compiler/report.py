@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .estimate import format_count
 from .evaluate import format_quantity
 
 
@@ -18,10 +19,10 @@ def fact_lines(result) -> list[tuple[str, str]]:
     lines.append(("model", f"{model.name}: {model.task}, {model.framework}, {arch}"))
     if facts is None:
         return lines
-    lines.append(("parameters", f"{_millions(facts.params)} ({facts.param_count.explain()})"))
+    lines.append(("parameters", f"{format_count(facts.params)} ({facts.param_count.explain()})"))
     if facts.student_params is not None:
         ratio = facts.student_params / facts.params if facts.params else 0
-        lines.append(("student", f"{_millions(facts.student_params)} parameters ({ratio:.0%} of the teacher)"))
+        lines.append(("student", f"{format_count(facts.student_params)} parameters ({ratio:.0%} of the teacher)"))
     if facts.layout is not None:
         lines.append(("layout", facts.layout))
     if facts.memory is not None:
@@ -29,7 +30,7 @@ def fact_lines(result) -> list[tuple[str, str]]:
         lines.append(("memory", f"{m.breakdown()} per device ({m.headroom:.0%} free)"))
     if facts.served is not None and facts.latency is not None:
         s = facts.served
-        lines.append(("serving", f"{s.what} ({_millions(s.params)}, {s.precision}) on {ir.serve.device}: "
+        lines.append(("serving", f"{s.what} ({format_count(s.params)}, {s.precision}) on {ir.serve.device}: "
                                  f"one request ≈ {format_quantity('duration', facts.latency.total_s)}"))
         lines.append(("latency", facts.latency.explain()))
     if facts.sizing is not None:
@@ -50,15 +51,3 @@ def facts_text(result) -> str:
     for name, text in fact_lines(result):
         out.append(f"  {name:<11}{text}")
     return "\n".join(out) + "\n"
-
-
-def _millions(n: int | None) -> str:
-    if n is None:
-        return "?"
-    if n >= 1e9:
-        return f"{n / 1e9:.2f}B"
-    if n >= 1e6:
-        return f"{n / 1e6:.1f}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f}K"
-    return str(n)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..estimate import format_count
 from . import CheckContext
 
 
@@ -57,7 +58,7 @@ def _student(ctx: CheckContext) -> None:
         return
     if facts.student_params >= facts.params:
         ctx.diags.error("E402", span, "the student is not smaller than the teacher",
-                        label=f"student {_millions(facts.student_params)} parameters ≥ teacher {_millions(facts.params)}",
+                        label=f"student {format_count(facts.student_params)} parameters ≥ teacher {format_count(facts.params)}",
                         help="shrink the student's " + ("layers, d_model or d_ff" if arch is not None else "hidden widths"))
     if arch is not None:
         d = student.d_model or arch.d_model
@@ -66,7 +67,3 @@ def _student(ctx: CheckContext) -> None:
             ctx.diags.error("E304", ctx.spans.key("compress.distill.student"), "student d_model not divisible by heads",
                             label=f"student d_model = {d} is not a multiple of heads = {h}",
                             help="heads must divide d_model")
-
-
-def _millions(n: int) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"

@@ -30,7 +30,11 @@ def check(ctx: CheckContext) -> None:
                     label=f"waiting up to {format_quantity('duration', timeout)} for a batch leaves "
                           f"{format_quantity('duration', max(0.0, p99 - timeout))} of the {format_quantity('duration', p99)} p99",
                     help=f"keep timeout at or below a quarter of p99_latency: {format_quantity('duration', TIMEOUT_SHARE * p99)}")
-    replicas_min = serve.replicas.min
+    replicas_min, replicas_max = serve.replicas.min, serve.replicas.max
+    if sla.availability >= 0.999 and replicas_max is not None and replicas_max < 2 and replicas_min is None:
+        diags.error("E703", spans.attribute("serve.replicas.max"), f"availability {format_quantity('fraction', sla.availability)} needs at least two replicas",
+                    label=f"max = {replicas_max} allows only one",
+                    help="set replicas.max = 2 or more")
     if sla.availability >= 0.999 and replicas_min is not None and replicas_min < 2:
         diags.error("E703", spans.attribute("serve.replicas.min"), f"availability {format_quantity('fraction', sla.availability)} needs at least two replicas",
                     label=f"min = {replicas_min}: one pod restart is an outage",

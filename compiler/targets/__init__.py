@@ -1,0 +1,52 @@
+"""Code generation targets: one module here and one template folder each.
+
+A target looks at the checked IR and the derived facts and returns the artifacts it
+generates: each an output path, a template under templates/<target>/, and a small
+typed context that the template only loops over and fills in. All the thinking
+(naming, sizing, escaping decisions) happens in the target's context builder.
+
+To add a target: write `compiler/targets/<name>.py` with
+`def artifacts(ctx: BuildContext) -> list[Artifact]`, put its templates in
+`templates/<name>/`, and add the module name to TARGETS below.
+"""
+
+import importlib
+from typing import Any, NamedTuple
+
+# In the order their artifacts are listed in the lock file and report.
+TARGETS = ("horovod", "compress", "evaluate", "hyperopt", "tfserving", "triton", "k8s", "monitoring", "report")
+
+
+class BuildContext(NamedTuple):
+    """What every target may read: the IR, its facts, and where it came from."""
+
+    ir: Any  # schema.Spec
+    facts: Any  # plan.Facts
+    spec_path: str  # the spec as given on the command line
+    spec_name: str  # file stem: `translator`
+    profile: str | None
+    spec_sha256: str  # of the spec file and every file it extends, in order
+    compiler_version: str
+
+
+class Artifact(NamedTuple):
+    path: str  # relative to the bundle's root, with forward slashes
+    template: str  # relative to templates/, e.g. "k8s/deployment.yaml.j2"
+    context: Any  # a NamedTuple/dataclass or mapping the template reads
+    executable: bool = False
+
+
+def target_modules():
+    return [importlib.import_module(f"{__name__}.{name}") for name in TARGETS]
+
+
+def collect(ctx: BuildContext) -> list[Artifact]:
+    """Every artifact of every target, in a fixed order."""
+    out: list[Artifact] = []
+    for module in target_modules():
+        out.extend(module.artifacts(ctx))
+    paths = [a.path for a in out]
+    duplicates = sorted({p for p in paths if paths.count(p) > 1})
+    if duplicates:
+        raise AssertionError(f"two targets generate the same file: {duplicates}")
+    return out

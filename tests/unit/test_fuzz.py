@@ -17,7 +17,7 @@ from helpers import ROOT
 from llmc.compiler.diagnostics import Collector
 from llmc.compiler.driver import check_spec
 from llmc.compiler.fmt import FormatError, format_text
-from llmc.compiler.render import render_human, render_json
+from llmc.compiler.diagnostic_output import render_human, render_json
 from llmc.compiler.source import decode_source
 
 SEEDS = [(ROOT / "specs" / name).read_bytes() for name in ("translator.llm", "classifier.llm")]

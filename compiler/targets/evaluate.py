@@ -1,0 +1,103 @@
+"""evaluate target: evaluate/evaluate.py, the spec's metrics and quality gates.
+
+    python evaluate/evaluate.py --model DIR [--baseline DIR] [--json FILE]
+                                [--data-root DIR] [--split S] [--limit N] [--latency]
+
+The script runs any model the bundle produces (a torch model.pt, a TensorFlow
+SavedModel, the compress stage's ONNX or TensorFlow Lite model) on one split, scores
+it (runtime/metrics.py), checks the gates and exits 0 when all pass, 1 when one
+fails, 2 on a missing model or data file. `--json` gets `{"metrics", "gates",
+"passed", ...}`; the search target reads `metrics[objective]` from it.
+
+Decided here, filled in by the template:
+
+* the metrics computed: every quality metric of the task (compiler/checks/metrics.py
+  METRICS_BY_TASK, so a search objective the spec does not gate is still there),
+  perplexity for generating and language models, model_size always, and the
+  latencies only when the spec gates one (they cost one single-example call per
+  example; `--latency` asks for them anyway);
+* the gates, in spec order, with the spec's bounds in the metric's own scale;
+* the split paths as the IR holds them (relative to the main spec's folder), which
+  the script resolves against --data-root, as docs/bundle.md says.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..checks.metrics import HIGHER_IS_BETTER, METRICS_BY_TASK
+from ..evaluate import format_quantity
+from . import Artifact, BuildContext
+from .compress import doc_text
+
+LATENCY = ("latency_p50", "latency_p99")
+UNIT_KIND = {"latency_p50": "duration", "latency_p99": "duration", "model_size": "size"}
+
+
+class Gate(NamedTuple):
+    metric: str
+    min: float | None
+    max: float | None
+    max_drop: float | None
+    text: str  # for the script's docstring: `bleu >= 26, fall <= 1 vs the baseline`
+
+
+class EvaluateScript(NamedTuple):
+    model_name: str
+    model_doc: str  # the name, spec and profile made docstring-safe (compress.doc_text)
+    spec: str
+    profile: str | None
+    task: str
+    framework: str
+    splits: dict  # "train" | "valid" | "test" -> path as the IR holds it
+    default_split: str
+    metrics: list[str]
+    gates: list[Gate]
+
+
+def artifacts(ctx: BuildContext) -> list[Artifact]:
+    if ctx.ir.evaluate is None:
+        return []
+    return [Artifact("evaluate/evaluate.py", "evaluate/evaluate.py.j2", evaluate_script(ctx), executable=True)]
+
+
+def evaluate_script(ctx: BuildContext) -> EvaluateScript:
+    ir = ctx.ir
+    ev = ir.evaluate
+    task = ir.model.task
+    data = ir.model.data
+    gates = [gate(name, m) for name, m in ev.metric.items()]
+    return EvaluateScript(
+        model_name=ir.model.name,
+        model_doc=doc_text(ir.model.name),
+        spec=doc_text(ctx.spec_path.replace("\\", "/").rsplit("/", 1)[-1]),
+        profile=doc_text(ctx.profile) if ctx.profile else None,
+        task=task,
+        framework=ir.model.framework,
+        splits={"train": data.train, "valid": data.valid, "test": data.test},
+        default_split=ev.split,
+        metrics=computed_metrics(task, [g.metric for g in gates]),
+        gates=gates,
+    )
+
+
+def computed_metrics(task: str, gated: list[str]) -> list[str]:
+    allowed = METRICS_BY_TASK[task]
+    return [m for m in allowed if m not in LATENCY or m in gated]
+
+
+def _show(metric: str, value: float) -> str:
+    return format_quantity(UNIT_KIND.get(metric, "number"), value)
+
+
+def gate(name: str, metric) -> Gate:
+    """A metric's bounds, and how they read (`bleu >= 26, bleu fall <= 1 vs the baseline`)."""
+    parts = []
+    if metric.min is not None:
+        parts.append(f"{name} >= {_show(name, metric.min)}")
+    if metric.max is not None:
+        parts.append(f"{name} <= {_show(name, metric.max)}")
+    if metric.max_drop is not None:
+        direction = "fall" if name in HIGHER_IS_BETTER else "rise"
+        parts.append(f"{name} {direction} <= {_show(name, metric.max_drop)} vs the baseline")
+    return Gate(name, metric.min, metric.max, metric.max_drop, ", ".join(parts) or f"{name} (reported, no bound)")

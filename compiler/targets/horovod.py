@@ -1,0 +1,148 @@
+"""horovod target: model.json, train/train.py and train/launch.sh (docs/bundle.md).
+
+Division of labour:
+
+* model.json carries every setting a run may override (`--set`, the search's trials):
+  the spec's `model` and `train` blocks, `framework` and `parallel`. The training
+  script reads it at run time, so one reviewed file holds the numbers.
+* train.py is the training loop for the spec's framework (torch or TensorFlow). The
+  template fills in only what a run cannot change without relaunching: the tensor
+  parallelism (it decides the process sets), whether the cluster has GPUs, and names
+  for logs. Everything else is read from model.json.
+* launch.sh runs `horovodrun` for the spec's cluster: -np hosts x slots, -H from the
+  hosts the environment names, `--gloo` on CPU.
+
+All decisions are made here and handed to the templates as small typed tuples; the
+templates only loop and fill in, every value through an escaping filter.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .. import catalog
+from . import Artifact, BuildContext
+
+
+class JsonLine(NamedTuple):
+    """One line of an indented JSON document (dicts are expanded, other values inline)."""
+
+    indent: str
+    key: str | None  # None for the document's own braces
+    value: Any  # a leaf value (written with |json) when opens/closes are empty
+    opens: str  # "{" when this line opens an object
+    closes: str  # "}" when this line closes one
+    comma: bool
+
+
+class ModelJson(NamedTuple):
+    lines: list[JsonLine]
+
+
+class TrainScript(NamedTuple):
+    model_name: str
+    spec: str  # the spec's file name, for logs
+    profile: str | None
+    architecture: str  # "encoder-decoder" | "encoder" | "decoder" | "mlp": what the final metrics report
+    tensor: int  # tensor-parallel group size: decides the process sets (1 for an MLP)
+    gpu: bool  # the spec's cluster device is a GPU: use CUDA and the spec's precision when present
+
+
+class LaunchScript(NamedTuple):
+    model_name: str
+    spec: str
+    hosts: int
+    slots_per_host: int
+    processes: int
+    gloo: bool  # --gloo: CPU clusters have no MPI/NCCL path worth using
+    layout: str  # the layout as `llmc check` prints it, for the script's header
+
+
+def artifacts(ctx: BuildContext) -> list[Artifact]:
+    ir = ctx.ir
+    if ir.train is None:
+        return []
+    framework = ir.model.framework
+    template = "horovod/train_torch.py.j2" if framework == "torch" else "horovod/train_tf.py.j2"
+    return [
+        Artifact("model.json", "horovod/model.json.j2", ModelJson(json_lines(model_document(ctx)))),
+        Artifact("train/train.py", template, train_script(ctx)),
+        Artifact("train/launch.sh", "horovod/launch.sh.j2", launch_script(ctx), executable=True),
+    ]
+
+
+# --- model.json --------------------------------------------------------------------------
+
+
+def model_document(ctx: BuildContext) -> dict:
+    """model.json: the IR's model and train blocks, with data paths made relative to the
+    bundle and the defaults the compiler derived written out."""
+    ir = ctx.ir
+    model = ir.model.model_dump(mode="json")
+    train = ir.train.model_dump(mode="json")
+    arch = model.get("transformer")
+    if arch is not None and arch.get("kind") == "encoder" and arch.get("classes") is None:
+        arch["classes"] = 2  # the language's default for a classifier (plan.py counts it so)
+    # Data paths stay as the IR holds them (relative to the spec's folder); scripts
+    # resolve them against --data-root (docs/bundle.md).
+    return {
+        "framework": ir.model.framework,
+        "parallel": train["parallel"],
+        "model": model,
+        "train": train,
+    }
+
+
+def json_lines(document: dict) -> list[JsonLine]:
+    lines: list[JsonLine] = []
+
+    def emit(key, value, depth, comma):
+        indent = "  " * depth
+        if isinstance(value, dict) and value:
+            lines.append(JsonLine(indent, key, None, "{", "", False))
+            items = list(value.items())
+            for i, (k, v) in enumerate(items):
+                emit(k, v, depth + 1, i < len(items) - 1)
+            lines.append(JsonLine(indent, None, None, "", "}", comma))
+        else:
+            lines.append(JsonLine(indent, key, value, "", "", comma))
+
+    emit(None, document, 0, False)
+    return lines
+
+
+# --- train.py and launch.sh ------------------------------------------------------------------
+
+
+def _gpu(device: str) -> bool:
+    d = catalog.get(device)
+    return d is not None and d.name != "cpu"
+
+
+def train_script(ctx: BuildContext) -> TrainScript:
+    ir = ctx.ir
+    t = ir.train
+    arch = ir.model.transformer
+    return TrainScript(
+        model_name=ir.model.name,
+        spec=_spec_file(ctx),
+        profile=ctx.profile,
+        architecture=arch.kind if arch is not None else "mlp",
+        tensor=t.parallel.tensor if arch is not None else 1,
+        gpu=_gpu(t.cluster.device),
+    )
+
+
+def launch_script(ctx: BuildContext) -> LaunchScript:
+    ir = ctx.ir
+    t = ir.train
+    c, p = t.cluster, t.parallel
+    processes = c.hosts * c.slots_per_host
+    layout = (f"{c.hosts} x {c.slots_per_host} = {processes} processes on {c.device}: "
+              f"data {p.data} x tensor {p.tensor} x pipeline {p.pipeline}")
+    return LaunchScript(ir.model.name, _spec_file(ctx), c.hosts, c.slots_per_host, processes,
+                        not _gpu(c.device), layout)
+
+
+def _spec_file(ctx: BuildContext) -> str:
+    return ctx.spec_path.replace("\\", "/").rsplit("/", 1)[-1]

@@ -1,0 +1,449 @@
+"""monitoring/: SLO recording and alerting rules, their promtool tests, a Grafana dashboard.
+
+Generated only when the spec has a `serve` block. `rule_groups(plan)` is the one
+source of the rules: monitoring/alerts.yaml and k8s/prometheusrule.yaml render the
+same groups.
+
+The server's own metrics (checked against a running Triton 2.51 and TF Serving's
+source, tensorflow_serving/servables/tensorflow/util.cc):
+
+* Triton: counters `nv_inference_request_success{model,version}` and
+  `nv_inference_request_failure{model,version,reason}` (reason REJECTED, CANCELED,
+  BACKEND, OTHER; created at 0 when the model loads). Triton 2.51 has no request
+  latency histogram (its only histogram is the first-response one of decoupled
+  models), so the p99 is the summary `nv_inference_request_summary_us{quantile="0.99"}`
+  that `--metrics-config=summary_latencies=true` turns on (the Deployment passes it);
+  a summary cannot be aggregated across pods, so the slowest pod's p99 is taken (an
+  upper bound of the service's p99).
+* TF Serving: counter `:tensorflow:serving:request_count{model_name,status}` (status
+  is the canonical code name, "OK" on success) and histogram
+  `:tensorflow:serving:request_latency_bucket{model_name,API,entrypoint,le}` in
+  microseconds, both on the REST port at /monitoring/prometheus/metrics when
+  monitoring.config enables Prometheus.
+
+What counts as an error: server-side failures only. Triton: every failure reason but
+CANCELED (the client gave up); TF Serving: UNKNOWN, DEADLINE_EXCEEDED,
+RESOURCE_EXHAUSTED, ABORTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS (the
+codes gRPC maps from 5xx); INVALID_ARGUMENT, NOT_FOUND and the like are the client's.
+Requests every server rejects before they reach the model (malformed input) are
+counted by neither server.
+
+Alerts follow the multiwindow, multi-burn-rate recipe of the Google SRE workbook
+("Alerting on SLOs", table 5-8), with error budget B = serve.sla.error_rate (the
+IR defaults it to 1 - availability): page when the error ratio exceeds 14.4 B over
+1h and 5m or 6 B over 6h and 30m; ticket when it exceeds 3 B over 1d and 2h or B
+over 3d and 6h. A burn rate whose threshold is 1 or more (B >= 1/14.4, ...) cannot
+fire: such a loose SLO has no fast-burn page. The p99 latency alert fires when the
+p99 stays above serve.sla.p99_latency for 10 minutes.
+
+Spec strings reach PromQL only as string literals (Go-escaped, built here), never in
+alert labels or annotations: Prometheus expands `{{ }}` there as Go templates, so
+annotations name the namespace and model through `$labels`.
+"""
+
+import hashlib
+import math
+import re
+from typing import NamedTuple
+
+from . import Artifact, BuildContext
+from .k8s import KV, ServingPlan, serving_plan
+
+WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+# (severity, alert name, [(burn rate, long window, short window)]): SRE workbook table 5-8.
+BURN_ALERTS = (
+    ("page", "LlmcErrorBudgetFastBurn", ((14.4, "1h", "5m"), (6.0, "6h", "30m"))),
+    ("ticket", "LlmcErrorBudgetSlowBurn", ((3.0, "1d", "2h"), (1.0, "3d", "6h"))),
+)
+LATENCY_ALERT = "LlmcLatencyP99AboveSla"
+LATENCY_FOR = "10m"
+TFS_SERVER_ERRORS = "UNKNOWN|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED|ABORTED|UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS"
+
+REQUESTS = "namespace_model:llmc_requests:rate{w}"
+ERRORS = "namespace_model:llmc_request_errors:rate{w}"
+ERROR_RATIO = "namespace_model:llmc_request_errors:ratio_rate{w}"
+P99 = "namespace_model:llmc_request_latency_seconds:p99"
+
+
+# --- context types -----------------------------------------------------------------
+
+
+class Rule(NamedTuple):
+    record: str | None
+    alert: str | None
+    expr: str
+    for_: str | None
+    labels: list[KV]
+    annotations: list[KV]
+
+
+class Group(NamedTuple):
+    name: str
+    interval: str
+    rules: list[Rule]
+
+
+class RulesContext(NamedTuple):
+    groups: list[Group]
+
+
+class Series(NamedTuple):
+    series: str
+    values: str
+
+
+class ExpectedAlert(NamedTuple):
+    labels: list[KV]
+    annotations: list[KV]
+
+
+class AlertCheck(NamedTuple):
+    eval_time: str
+    alertname: str
+    expected: list[ExpectedAlert]
+
+
+class SampleCheck(NamedTuple):
+    eval_time: str
+    expr: str
+    labels: str
+    value: float
+
+
+class TestCase(NamedTuple):
+    name: str
+    series: list[Series]
+    alerts: list[AlertCheck]
+    samples: list[SampleCheck]
+
+
+class RuleTestsContext(NamedTuple):
+    rule_file: str
+    tests: list[TestCase]
+
+
+class Target(NamedTuple):
+    expr: str
+    legend: str
+
+
+class Panel(NamedTuple):
+    id: int
+    title: str
+    description: str
+    unit: str
+    targets: list[Target]
+    threshold: float | None
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class DashboardContext(NamedTuple):
+    uid: str
+    title: str
+    tags: list[str]
+    panels: list[Panel]
+
+
+# --- PromQL ------------------------------------------------------------------------
+
+
+_PROMQL_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def promql_string(value: str) -> str:
+    """A single-quoted PromQL string literal (Go escapes), so that rules embedded in
+    YAML double-quoted scalars read without backslashes."""
+    out = ["'"]
+    for ch in value:
+        if ch in _PROMQL_ESCAPES:
+            out.append(_PROMQL_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    out.append("'")
+    return "".join(out)
+
+
+def matchers(pairs) -> str:
+    return "{" + ", ".join(f"{name}{op}{promql_string(value)}" for name, op, value in pairs) + "}"
+
+
+def number(value: float) -> str:
+    return repr(round(float(value), 12))
+
+
+def percent(value: float) -> str:
+    return f"{value * 100:.4g}%"
+
+
+def duration(seconds: float) -> str:
+    ms = seconds * 1000
+    return f"{ms:g}ms" if ms < 1000 else f"{seconds:g}s"
+
+
+class Source(NamedTuple):
+    """The server's metrics for one platform: PromQL builders over a window."""
+
+    platform: str
+    namespace: str
+    model: str
+
+    def _own(self, extra=()) -> str:
+        label = "model_name" if self.platform == "tf-serving" else "model"
+        return matchers([("namespace", "=", self.namespace), (label, "=", self.model)] + list(extra))
+
+    def _sum_rate(self, metric: str, window: str, extra=()) -> str:
+        return f"sum by (namespace) (rate({metric}{self._own(extra)}[{window}]))"
+
+    def requests(self, window: str) -> str:
+        if self.platform == "tf-serving":
+            return self._sum_rate(":tensorflow:serving:request_count", window)
+        success = self._sum_rate("nv_inference_request_success", window)
+        failures = self._sum_rate("nv_inference_request_failure", window)
+        return f"{success} + ({failures} or ({success} * 0))"
+
+    def errors(self, window: str) -> str:
+        """Server-side failures, or 0 while requests flow without any failure series."""
+        if self.platform == "tf-serving":
+            failed = self._sum_rate(":tensorflow:serving:request_count", window, [("status", "=~", TFS_SERVER_ERRORS)])
+            return f"{failed} or ({self.requests(window)} * 0)"
+        failed = self._sum_rate("nv_inference_request_failure", window, [("reason", "!=", "CANCELED")])
+        return f"{failed} or ({self._sum_rate('nv_inference_request_success', window)} * 0)"
+
+    def p99_seconds(self) -> str:
+        if self.platform == "tf-serving":
+            return ("histogram_quantile(0.99, sum by (namespace, le) "
+                    f"(rate(:tensorflow:serving:request_latency_bucket{self._own()}[5m]))) / 1e6")
+        return f"max by (namespace) (nv_inference_request_summary_us{self._own([('quantile', '=', '0.99')])}) / 1e6"
+
+
+def _source(plan: ServingPlan) -> Source:
+    return Source(plan.platform, plan.namespace, plan.model)
+
+
+def _own(plan: ServingPlan) -> str:
+    return matchers([("namespace", "=", plan.namespace), ("model", "=", plan.model)])
+
+
+_LABEL_REF = re.compile(r"\{\{ \$labels\.(namespace|model) \}\}")
+
+
+class AlertText(NamedTuple):
+    """An annotation as a Prometheus template (only $labels) and as promtool expands it."""
+
+    template: str
+
+    def expand(self, namespace: str, model: str) -> str:
+        values = {"namespace": namespace, "model": model}
+        return _LABEL_REF.sub(lambda m: values[m.group(1)], self.template)
+
+
+def _burn_text(plan: ServingPlan, severity: str, pairs) -> tuple[AlertText, AlertText]:
+    budget = plan.error_budget
+    windows = " or ".join(f"{rate:g}x over {long} and {short}" for rate, long, short in pairs)
+    fastest = max(rate for rate, _, _ in pairs)
+    days = 30 / fastest
+    summary = AlertText(f"{{{{ $labels.model }}}} in {{{{ $labels.namespace }}}} is burning its error budget "
+                        f"({windows})")
+    thresholds = " / ".join(percent(rate * budget) for rate, _, _ in pairs)
+    detail = AlertText(f"The server-side error ratio is above {thresholds}"
+                       f" ({windows} the {percent(budget)} error budget, availability SLO "
+                       f"{percent(plan.availability)}): at {fastest:g}x a 30-day budget lasts {days:.3g} days. "
+                       f"Severity {severity}.")
+    return summary, detail
+
+
+def _latency_text(plan: ServingPlan) -> tuple[AlertText, AlertText]:
+    summary = AlertText(f"{{{{ $labels.model }}}} in {{{{ $labels.namespace }}}} has a p99 latency above its "
+                        f"{duration(plan.p99_s)} SLA")
+    detail = AlertText(f"The p99 request latency has stayed above {duration(plan.p99_s)} for {LATENCY_FOR} "
+                       f"(SLA: {plan.throughput_rps:g} req/s at p99 {duration(plan.p99_s)}; the plan needs "
+                       f"{plan.replicas.needed} replicas, the HPA runs {plan.replicas.min}-{plan.replicas.max}).")
+    return summary, detail
+
+
+def rule_groups(plan: ServingPlan) -> list[Group]:
+    src = _source(plan)
+    own = _own(plan)
+    model = [KV("model", plan.model)]
+    recording: list[Rule] = []
+    for w in WINDOWS:
+        recording.append(Rule(REQUESTS.format(w=w), None, src.requests(w), None, model, []))
+        recording.append(Rule(ERRORS.format(w=w), None, src.errors(w), None, model, []))
+        recording.append(Rule(ERROR_RATIO.format(w=w), None,
+                              f"{ERRORS.format(w=w)}{own} / {REQUESTS.format(w=w)}{own}", None, model, []))
+    recording.append(Rule(P99, None, src.p99_seconds(), None, model, []))
+    alerts: list[Rule] = []
+    for severity, name, pairs in BURN_ALERTS:
+        terms = []
+        for rate, long, short in pairs:
+            threshold = number(rate * plan.error_budget)
+            terms.append(f"({ERROR_RATIO.format(w=long)}{own} > {threshold}"
+                         f" and {ERROR_RATIO.format(w=short)}{own} > {threshold})")
+        summary, detail = _burn_text(plan, severity, pairs)
+        alerts.append(Rule(None, name, " or ".join(terms), None,
+                           [KV("severity", severity), KV("slo", "availability")],
+                           [KV("summary", summary.template), KV("description", detail.template)]))
+    summary, detail = _latency_text(plan)
+    alerts.append(Rule(None, LATENCY_ALERT, f"{P99}{own} > {number(plan.p99_s)}", LATENCY_FOR,
+                       [KV("severity", "page"), KV("slo", "latency")],
+                       [KV("summary", summary.template), KV("description", detail.template)]))
+    prefix = f"llmc.{plan.name}"
+    return [Group(f"{prefix}.recording", "30s", recording), Group(f"{prefix}.alerts", "30s", alerts)]
+
+
+# --- promtool tests ----------------------------------------------------------------
+
+PER_MINUTE = 6000  # requests per minute in the test series (100 req/s), at least
+
+
+def _series_name(metric: str, labels: list[tuple[str, str]]) -> str:
+    return metric + matchers([(k, "=", v) for k, v in labels])
+
+
+def _counter(per_minute: int, minutes: int) -> str:
+    return f"0+{per_minute}x{minutes}"
+
+
+def _traffic(plan: ServingPlan, total: int, errors: int, client_errors: int, minutes: int) -> list[Series]:
+    """Counters for `total` requests a minute, `errors` of them failing on the server
+    and `client_errors` failing through the client (which must not count)."""
+    ok = total - errors - client_errors
+    ns = ("namespace", plan.namespace)
+    if plan.platform == "tf-serving":
+        labels = [("model_name", plan.model), ns]
+        return [Series(_series_name(":tensorflow:serving:request_count", labels + [("status", status)]),
+                       _counter(count, minutes))
+                for status, count in (("OK", ok), ("UNAVAILABLE", errors), ("INVALID_ARGUMENT", client_errors))]
+    labels = [("model", plan.model), ns, ("version", "1")]
+    out = [Series(_series_name("nv_inference_request_success", labels), _counter(ok, minutes))]
+    for reason, count in (("BACKEND", errors), ("CANCELED", client_errors), ("REJECTED", 0), ("OTHER", 0)):
+        out.append(Series(_series_name("nv_inference_request_failure", labels + [("reason", reason)]),
+                          _counter(count, minutes)))
+    return out
+
+
+def _latency(plan: ServingPlan, factor: float, minutes: int) -> list[Series]:
+    """Latency series whose p99 is `factor`-ish times the SLA (below 1: within it)."""
+    sla_us = plan.p99_s * 1e6
+    ns = ("namespace", plan.namespace)
+    if plan.platform == "tf-serving":
+        # Two finite buckets around the SLA: every request in the first gives a p99 of
+        # 0.99 x 0.5 SLA; every request in the second 0.5 SLA + 0.99 x 1.5 SLA.
+        labels = [("API", "predict"), ("entrypoint", "REST"), ("model_name", plan.model), ns]
+        low, high = number(0.5 * sla_us), number(2 * sla_us)
+        slow = factor > 1
+        return [Series(_series_name(":tensorflow:serving:request_latency_bucket", labels + [("le", le)]),
+                       _counter(count, minutes))
+                for le, count in ((low, 0 if slow else PER_MINUTE), (high, PER_MINUTE), ("+Inf", PER_MINUTE))]
+    labels = [("model", plan.model), ns, ("quantile", "0.99"), ("version", "1")]
+    return [Series(_series_name("nv_inference_request_summary_us", labels), f"{number(factor * sla_us)}x{minutes}")]
+
+
+def _expected(plan: ServingPlan, severity: str, slo: str, texts: tuple[AlertText, AlertText]) -> ExpectedAlert:
+    summary, detail = texts
+    return ExpectedAlert(
+        [KV("model", plan.model), KV("namespace", plan.namespace), KV("severity", severity), KV("slo", slo)],
+        [KV("description", detail.expand(plan.namespace, plan.model)),
+         KV("summary", summary.expand(plan.namespace, plan.model))])
+
+
+def _burn_fires(ratio: float, budget: float, pairs) -> bool:
+    return any(ratio > rate * budget for rate, _, _ in pairs)
+
+
+def _checks(plan: ServingPlan, at: str, ratio: float, latency_fires: bool) -> list[AlertCheck]:
+    out = []
+    for severity, name, pairs in BURN_ALERTS:
+        fires = _burn_fires(ratio, plan.error_budget, pairs)
+        expected = [_expected(plan, severity, "availability", _burn_text(plan, severity, pairs))] if fires else []
+        out.append(AlertCheck(at, name, expected))
+    expected = [_expected(plan, "page", "latency", _latency_text(plan))] if latency_fires else []
+    out.append(AlertCheck(at, LATENCY_ALERT, expected))
+    return out
+
+
+def _errors_for(ratio: float, total: int) -> int:
+    return max(1, min(total, round(ratio * total)))
+
+
+def rule_tests(plan: ServingPlan) -> RuleTestsContext:
+    budget = plan.error_budget
+    minutes = 15  # promtool evaluates every rule every minute up to the last eval_time: keep it short
+    own_labels = matchers([("model", "=", plan.model), ("namespace", "=", plan.namespace)])
+    # Enough requests a minute that 4.5x a tight budget (99.999%) is still a whole number.
+    total = max(PER_MINUTE, 10 ** math.ceil(math.log10(1000 / budget)))
+    client = total // 100  # 1% client errors in every case: never an SLO error
+    tests = []
+    # Healthy: no server errors, p99 at half the SLA. Nothing fires; the error ratio is 0.
+    ratio_5m = ERROR_RATIO.format(w="5m")
+    tests.append(TestCase("healthy traffic: nothing fires",
+                          _traffic(plan, total, 0, client, minutes) + _latency(plan, 0.5, minutes),
+                          _checks(plan, "5m", 0.0, False),
+                          [SampleCheck("5m", ratio_5m, ratio_5m + own_labels, 0.0)]))
+    # Fast burn: half the requests fail (all of them when the budget is that loose).
+    fast = 0.5 if 14.4 * budget < 0.5 else 1.0
+    errors = _errors_for(fast, total)
+    ratio = errors / total
+    tests.append(TestCase("fast burn: page (and ticket) fire",
+                          _traffic(plan, total, errors, 0, minutes) + _latency(plan, 0.5, minutes),
+                          _checks(plan, "5m", ratio, False), []))
+    # Slow burn: 4.5x the budget, above the ticket's 3x, below the page's 6x.
+    errors = _errors_for(4.5 * budget, total)
+    ratio = errors / total
+    tests.append(TestCase("slow burn: ticket fires, page does not",
+                          _traffic(plan, total, errors, 0, minutes) + _latency(plan, 0.5, minutes),
+                          _checks(plan, "5m", ratio, False), []))
+    # Slow responses: p99 at twice the SLA, no errors. Pending for 10 minutes, then firing.
+    slow_series = _traffic(plan, total, 0, 0, minutes) + _latency(plan, 2.0, minutes)
+    tests.append(TestCase("p99 above the SLA: latency alert fires after 10 minutes", slow_series,
+                          _checks(plan, "5m", 0.0, False) + _checks(plan, "12m", 0.0, True), []))
+    return RuleTestsContext("alerts.yaml", tests)
+
+
+# --- dashboard ---------------------------------------------------------------------
+
+
+def dashboard(plan: ServingPlan) -> DashboardContext:
+    own = _own(plan)
+    ns = ("namespace", "=", plan.namespace)
+    deployment = matchers([ns, ("deployment", "=", plan.name)])
+    hpa = matchers([ns, ("horizontalpodautoscaler", "=", plan.name)])
+    panels = [
+        Panel(1, "Request rate", "Requests per second (5m rate), successes and failures.", "reqps",
+              [Target(f"{REQUESTS.format(w='5m')}{own}", "requests/s")], None, 0, 0, 12, 8),
+        Panel(2, "Error ratio", f"Server-side error ratio; the line is the {percent(plan.error_budget)} error budget.",
+              "percentunit",
+              [Target(f"{ERROR_RATIO.format(w='5m')}{own}", "5m"), Target(f"{ERROR_RATIO.format(w='1h')}{own}", "1h")],
+              plan.error_budget, 12, 0, 12, 8),
+        Panel(3, "p99 latency", f"p99 request latency; the line is the {duration(plan.p99_s)} SLA.", "s",
+              [Target(f"{P99}{own}", "p99")], plan.p99_s, 0, 8, 12, 8),
+        Panel(4, "Replicas",
+              f"Available and desired replicas; the HPA runs {plan.replicas.min} to {plan.replicas.max}.", "short",
+              [Target(f"kube_deployment_status_replicas_available{deployment}", "available"),
+               Target(f"kube_horizontalpodautoscaler_status_desired_replicas{hpa}", "desired"),
+               Target(f"kube_horizontalpodautoscaler_spec_min_replicas{hpa}", "min"),
+               Target(f"kube_horizontalpodautoscaler_spec_max_replicas{hpa}", "max")],
+              None, 12, 8, 12, 8),
+    ]
+    digest = hashlib.sha256(plan.namespace.encode()).hexdigest()[:8]
+    uid = f"llmc-{plan.name[:26]}-{digest}"
+    return DashboardContext(uid, f"{plan.model} ({plan.namespace}) - llmc", ["llmc", plan.platform], panels)
+
+
+# --- artifacts ---------------------------------------------------------------------
+
+
+def artifacts(ctx: BuildContext) -> list[Artifact]:
+    plan = serving_plan(ctx)
+    if plan is None:
+        return []
+    return [
+        Artifact("monitoring/alerts.yaml", "monitoring/alerts.yaml.j2", RulesContext(rule_groups(plan))),
+        Artifact("monitoring/alerts.test.yaml", "monitoring/alerts.test.yaml.j2", rule_tests(plan)),
+        Artifact("monitoring/dashboard.json", "monitoring/dashboard.json.j2", dashboard(plan)),
+    ]

@@ -1,0 +1,116 @@
+"""serve/models.config and serve/batching.config for TF Serving (platform "tf-serving").
+
+    tensorflow_model_server --model_config_file=serve/models.config \\
+        --enable_batching --batching_parameters_file=serve/batching.config
+
+models.config is a ModelServerConfig text proto: one model, named by
+`serving_names.serving_name`, loaded from `/models/<name>` (the runtime or the pod
+puts the exported SavedModel at `/models/<name>/<version>/`), platform "tensorflow",
+serving the newest version only.
+
+batching.config is a BatchingParameters text proto (tensorflow_serving/servables/
+tensorflow/session_bundle_config.proto; each field an Int64Value wrapper, written
+`field { value: N }`):
+
+* max_batch_size: serve.batching.max_batch_size.
+* batch_timeout_micros: serve.batching.timeout in microseconds.
+* num_batch_threads: batches processed at once. TF Serving's batching guide sets
+  it to the CPU cores of the server; that is serve.resources.cpu (whole cores,
+  at least 1) when the spec gives it. Otherwise it is what the load needs: by
+  Little's law a replica has lambda_r * S(b) / b batches in service, lambda_r =
+  throughput / replicas, b the batch a request rides in and S(b) its service time
+  (the plan's sizing, docs/estimates.md "Replicas"), rounded up, plus one thread
+  so the next batch starts while one finishes (the scheduler forms a batch only
+  when a thread is free).
+* max_enqueued_batches: ceil(lambda_r * p99 / b), at least num_batch_threads.
+  lambda_r * p99 requests reach a replica within one p99 window (throughput x p99,
+  Little's law), and at the planned load they ride in batches of b. A request that
+  finds more than that queued would wait past the p99 anyway: TF Serving turns it
+  away at once (UNAVAILABLE) so the client can retry another replica, instead of
+  building a backlog. The guide's floor for online serving is num_batch_threads.
+* allowed_batch_sizes, only when the served model is TF-TRT (compress.engine =
+  "tensorrt"): the powers of two up to max_batch_size, and max_batch_size. Batches
+  are padded up to the next allowed size, so TF-TRT sees a handful of batch
+  shapes and builds that many engines instead of one per batch size met in
+  production (an engine build at serving time is a latency spike).
+
+Without the plan's sizing (a device the catalog lacks) lambda_r is the whole
+throughput and b = max_batch_size, S(b) unknown: two threads.
+"""
+
+import math
+from typing import NamedTuple
+
+from . import Artifact, BuildContext
+from .serving_names import microseconds, power_of_two_sizes, serving_name
+
+
+class ModelsContext(NamedTuple):
+    name: str
+    base_path: str
+    platform: str  # model_platform
+    versions: int  # model_version_policy: latest { num_versions }
+
+
+class BatchingContext(NamedTuple):
+    max_batch_size: int
+    batch_timeout_micros: int
+    num_batch_threads: int
+    max_enqueued_batches: int
+    allowed_batch_sizes: list[int]  # empty: any size up to max_batch_size
+    # What the numbers were derived from, for the file's comment.
+    per_replica_rps: float
+    p99_ms: float
+    planned_batch: float
+    threads_from: str
+
+
+def artifacts(ctx: BuildContext) -> list[Artifact]:
+    ir = ctx.ir
+    if ir.serve is None or ir.serve.platform != "tf-serving":
+        return []
+    return [
+        Artifact("serve/models.config", "tfserving/models.config.j2", models_context(ctx)),
+        Artifact("serve/batching.config", "tfserving/batching.config.j2", batching_context(ctx)),
+    ]
+
+
+def models_context(ctx: BuildContext) -> ModelsContext:
+    name = serving_name(ctx.ir.model.name)
+    return ModelsContext(name=name, base_path=f"/models/{name}", platform="tensorflow", versions=1)
+
+
+def batching_context(ctx: BuildContext) -> BatchingContext:
+    ir, sizing = ctx.ir, ctx.facts.sizing
+    serve = ir.serve
+    max_batch = serve.batching.max_batch_size
+    p99 = serve.sla.p99_latency
+    if sizing is not None and sizing.feasible:
+        replicas = max(1, int(sizing.replicas))
+        batch = max(1.0, min(float(max_batch), float(sizing.batch_size)))
+        service = sizing.batch_service_s
+    else:
+        replicas, batch, service = 1, float(max_batch), None
+    rate = serve.sla.throughput / replicas
+    if serve.resources.cpu is not None:
+        threads = max(1, int(serve.resources.cpu))
+        threads_from = "serve.resources.cpu"
+    elif service is not None:
+        threads = math.ceil(rate * service / batch - 1e-9) + 1
+        threads_from = "batches in service by Little's law, plus one"
+    else:
+        threads = 2
+        threads_from = "no sizing for this device: two"
+    enqueued = max(threads, math.ceil(rate * p99 / batch - 1e-9))
+    tf_trt = ir.compress is not None and ir.compress.engine == "tensorrt"
+    return BatchingContext(
+        max_batch_size=max_batch,
+        batch_timeout_micros=microseconds(serve.batching.timeout),
+        num_batch_threads=threads,
+        max_enqueued_batches=enqueued,
+        allowed_batch_sizes=power_of_two_sizes(max_batch, smallest=1) if tf_trt else [],
+        per_replica_rps=round(rate, 6),
+        p99_ms=round(p99 * 1e3, 6),
+        planned_batch=round(batch, 6),
+        threads_from=threads_from,
+    )

@@ -1,0 +1,86 @@
+"""Progress of a running stage: steps, loss, throughput and ETA from its metrics file.
+
+The training script appends JSON lines to its metrics file (docs/bundle.md); a
+watcher thread follows that file and shows the newest step. On a terminal this is
+a rich progress bar under the streamed output; elsewhere, a plain line every few
+seconds.
+"""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+
+class MetricsWatcher:
+    def __init__(self, path: Path, console, interactive: bool):
+        self.path = path
+        self.console = console
+        self.interactive = interactive
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._progress = None
+        self._task = None
+        self.last: dict = {}
+        self.total: int | None = None
+
+    def __enter__(self):
+        if self.interactive:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.description}"),
+                                      TimeRemainingColumn(), console=self.console, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task("starting", total=None)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=2)
+        if self._progress is not None:
+            self._progress.stop()
+        return False
+
+    def log(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False)
+
+    def _follow(self) -> None:
+        offset = 0
+        last_plain = 0.0
+        while not self._stop.is_set():
+            if self.path.is_file():
+                with open(self.path, encoding="utf-8") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                    offset = f.tell()
+                for line in chunk.splitlines():
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue
+                    if "total_steps" in record:
+                        self.total = int(record["total_steps"])
+                    if "step" in record:
+                        self.last = record
+                if self.last:
+                    self._show(last_plain)
+                    if not self.interactive and time.monotonic() - last_plain > 10:
+                        last_plain = time.monotonic()
+            self._stop.wait(0.5)
+
+    def describe(self) -> str:
+        r = self.last
+        parts = [f"step {r.get('step')}" + (f"/{self.total}" if self.total else "")]
+        if "loss" in r:
+            parts.append(f"loss {float(r['loss']):.4f}")
+        if "throughput" in r:
+            parts.append(f"{float(r['throughput']):.0f} samples/s")
+        return "  ".join(parts)
+
+    def _show(self, last_plain: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=self.describe(), total=self.total,
+                                  completed=int(self.last.get("step", 0)))
+        elif time.monotonic() - last_plain > 10:
+            self.log(f"    progress: {self.describe()}")

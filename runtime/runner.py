@@ -1,0 +1,211 @@
+"""Run a built bundle's stages: train, compress, evaluate (and search on request).
+
+The runtime reads only the bundle directory and its lock file; it never imports the
+compiler. Each stage is a command from the bundle (docs/bundle.md), run locally
+(Horovod over Gloo for training) with its output streamed; a stage whose inputs
+(its artifacts' hashes, the data files, the stages before it) match its last
+success is skipped. Every run leaves a record under runs/ (see records.py).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ORDER = ("train", "compress", "evaluate", "search")
+_URI = ("s3://", "gs://", "hdfs://", "http://", "https://", "abfs://", "az://")
+
+
+class RunError(Exception):
+    """A run cannot start or a stage failed; the message says which and why."""
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
+
+
+class Stage(NamedTuple):
+    name: str
+    commands: list[list[str]]  # run in order; each must exit 0
+    folder: str  # the bundle folder whose artifacts key the stage (plus model.json)
+    outputs: str  # the work folder the stage writes
+
+
+class StageResult(NamedTuple):
+    name: str
+    status: str  # "ok" | "skipped" | "failed" | "interrupted"
+    seconds: float
+    exit_code: int
+
+
+class Bundle:
+    def __init__(self, root: str):
+        self.root = Path(root)
+        lock_path = self.root / "llmc.lock.json"
+        if not lock_path.is_file():
+            raise RunError(f"{root} is not an llmc bundle (no llmc.lock.json); run `llmc build` first", status=2)
+        self.lock = json.loads(lock_path.read_text())
+        model_path = self.root / "model.json"
+        self.model = json.loads(model_path.read_text()) if model_path.is_file() else {}
+
+    def has(self, rel: str) -> bool:
+        return (self.root / rel).is_file()
+
+    def artifact_hashes(self, folder: str) -> dict[str, str]:
+        return {p: h for p, h in self.lock["artifacts"].items() if p.startswith(folder + "/") or p == "model.json"}
+
+    def world_size(self) -> int:
+        par = self.model.get("parallel") or {}
+        size = 1
+        for key in ("data", "tensor", "pipeline"):
+            size *= int(par.get(key) or 1)
+        return max(1, size)
+
+
+def data_files(bundle: Bundle, data_root: Path) -> list[Path]:
+    """The local files the stages read (URIs are the cluster's business)."""
+    model = bundle.model.get("model", {})
+    paths = [model.get("data", {}).get(split) for split in ("train", "valid", "test")]
+    quantize = ((bundle.model.get("compress") or {}).get("quantize") or {})
+    paths.append(quantize.get("calibration"))
+    out = []
+    for p in paths:
+        if not p or p.startswith(_URI):
+            continue
+        path = Path(p)
+        out.append(path if path.is_absolute() else data_root / path)
+    return out
+
+
+def preflight(bundle: Bundle, data_root: Path) -> None:
+    """Fail before any work starts when a data file is missing."""
+    missing = [str(p) for p in data_files(bundle, data_root) if not p.is_file()]
+    if missing:
+        raise RunError("data file not found: " + ", ".join(missing) + " (relative paths are relative to the spec's folder)")
+
+
+def plan_stages(bundle: Bundle, work: Path, data_root: Path, np: int | None, with_search: bool) -> list[Stage]:
+    py = sys.executable
+    root = bundle.root
+    common = ["--data-root", str(data_root)]
+    stages = []
+    if bundle.has("train/train.py"):
+        n = np or bundle.world_size()
+        horovodrun = shutil.which("horovodrun") or str(Path(sys.executable).parent / "horovodrun")
+        launch = [horovodrun, "--gloo", "-np", str(n), "-H", f"localhost:{n}"]
+        stages.append(Stage("train", [launch + [py, str(root / "train/train.py"), "--output", str(work / "train"), *common]],
+                            "train", str(work / "train")))
+    steps = [s for s in ("distill", "prune", "export", "quantize", "build_engine") if bundle.has(f"compress/{s}.py")]
+    if steps:
+        cmds = [[py, str(root / f"compress/{s}.py"), "--model", str(work / "train" / "model"),
+                 "--output", str(work / "compress"), *common] for s in steps]
+        stages.append(Stage("compress", cmds, "compress", str(work / "compress")))
+    if bundle.has("evaluate/evaluate.py"):
+        model = work / ("compress" if steps else "train") / "model"
+        cmd = [py, str(root / "evaluate/evaluate.py"), "--model", str(model), "--baseline", str(work / "train" / "model"),
+               "--json", str(work / "evaluate" / "metrics.json"), *common]
+        stages.append(Stage("evaluate", [cmd], "evaluate", str(work / "evaluate")))
+    if with_search and bundle.has("search/search.py"):
+        cmd = [py, str(root / "search/search.py"), "--local", "--output", str(work / "search"), *common]
+        stages.append(Stage("search", [cmd], "search", str(work / "search")))
+    return stages
+
+
+def stage_key(bundle: Bundle, stage: Stage, data_root: Path, upstream: str) -> str:
+    h = hashlib.sha256(upstream.encode())
+    h.update(json.dumps(bundle.artifact_hashes(stage.folder), sort_keys=True).encode())
+    for path in data_files(bundle, data_root):
+        h.update(str(path).encode())
+        if path.is_file():
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def run_stages(bundle: Bundle, stages: list[Stage], work: Path, data_root: Path, force: bool,
+               only: str | None, log=print) -> list[StageResult]:
+    """Run (or skip) each stage in order; stop at the first failure."""
+    work.mkdir(parents=True, exist_ok=True)
+    state_path = work / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    results: list[StageResult] = []
+    upstream = ""
+    for stage in stages:
+        key = stage_key(bundle, stage, data_root, upstream)
+        upstream = key
+        if only is not None and stage.name != only:
+            continue
+        last = state.get(stage.name, {})
+        if not force and last.get("key") == key and last.get("status") == "ok" and Path(stage.outputs).exists():
+            log(f"==> {stage.name}: up to date (inputs unchanged since its last success); --force reruns it")
+            results.append(StageResult(stage.name, "skipped", 0.0, 0))
+            continue
+        log(f"==> {stage.name}")
+        started = time.monotonic()
+        code = 0
+        for command in stage.commands:
+            code = run_command(command, cwd=bundle.root, log=log)
+            if code != 0:
+                break
+        seconds = time.monotonic() - started
+        status = "ok" if code == 0 else ("interrupted" if code == 130 else "failed")
+        results.append(StageResult(stage.name, status, seconds, code))
+        state[stage.name] = {"key": key, "status": status}
+        _write_json(state_path, state)
+        if code != 0:
+            log(f"==> {stage.name} {status} (exit {code}) after {seconds:.1f}s")
+            break
+        log(f"==> {stage.name} ok in {seconds:.1f}s")
+    return results
+
+
+def run_command(command: list[str], cwd: Path, log=print) -> int:
+    """Run one command in its own process group, streaming its output; Ctrl-C or a
+    failure stops every process it started."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, start_new_session=True, env=env)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log(rank_prefixed(line.rstrip("\n")))
+        return proc.wait()
+    except KeyboardInterrupt:
+        stop_group(proc)
+        return 130
+    finally:
+        if proc.poll() is None:
+            stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def rank_prefixed(line: str) -> str:
+    """horovodrun tags lines `[1,0]<stdout>:text` (or `[0]<stdout>:`); show `[rank 0] text`."""
+    if line.startswith("[") and "]<std" in line[:24]:
+        tag, _, rest = line.partition(">:")
+        rank = tag[1:tag.index("]")].split(",")[-1]
+        return f"[rank {rank}] {rest}"
+    return line
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

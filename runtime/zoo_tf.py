@@ -1,0 +1,403 @@
+"""The TensorFlow model zoo (Keras 3 layers and Models, TensorFlow backend).
+
+The same architectures as zoo_torch.py, to the letter of compiler/estimate.py's
+docstring (pre-LN, one tied token embedding, a learned positional table per stack,
+biases everywhere, a final LayerNorm per stack; kinds encoder-decoder, encoder with a
+classification head on the masked mean of the encoder output, and decoder; and the
+MLP), so `model.count_params()` equals `transformer_params(...)` / `mlp_params(...)`
+(tests/unit/test_zoo.py). Tensor parallelism is torch-only: TensorFlow models train
+data-parallel with `hvd.DistributedGradientTape`.
+
+Inputs are dicts of int32/float32 tensors named as data.py names its arrays:
+{"source", "target"} (target = BOS + ... : the decoder input), {"text"}, {"tokens"},
+{"features"}. `build_model` calls the model once so every weight exists (Keras
+creates weights lazily) before broadcasting or restoring them.
+
+The exported SavedModel (`save_model`) has a `serving_default` signature that TF
+Serving and the evaluate stage call:
+
+    mlp          features float32 [batch, inputs]  -> logits, probabilities [batch, classes]
+    encoder      text int32 [batch, length]         -> logits, probabilities [batch, classes]
+    enc-decoder  source int32 [batch, length]       -> tokens int32 [batch, max_len] (greedy, PAD after EOS)
+    decoder      tokens int32 [batch, length]       -> tokens int32 [batch, max_len] (the prompt's continuation)
+
+next to `model.weights.h5` (Keras weights, for `load_model`: pruning and distillation
+need the Keras model, not the SavedModel) and `llmc.json` (the model block and label
+names).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from .tokenizer import BOS, EOS, PAD
+
+INIT_STD = 0.02
+NEG_INF = -1e9  # masked attention scores (softmax runs in float32)
+
+
+def _normal(std):
+    return keras.initializers.RandomNormal(0.0, std)
+
+
+class Attention(layers.Layer):
+    """Q, K, V, O projections with biases (4 (d^2 + d) parameters)."""
+
+    def __init__(self, d_model, heads, dropout, out_std=INIT_STD, **kw):
+        super().__init__(**kw)
+        if d_model % heads:
+            raise ValueError(f"d_model = {d_model} is not a multiple of heads = {heads}")
+        self.heads, self.head_dim = heads, d_model // heads
+        self.q = layers.Dense(d_model, kernel_initializer=_normal(INIT_STD), name="q")
+        self.k = layers.Dense(d_model, kernel_initializer=_normal(INIT_STD), name="k")
+        self.v = layers.Dense(d_model, kernel_initializer=_normal(INIT_STD), name="v")
+        self.o = layers.Dense(d_model, kernel_initializer=_normal(out_std), name="o")
+        self.drop = layers.Dropout(dropout)
+
+    def build(self, input_shape):
+        # Explicit builds: without them Keras traces every call symbolically to find the
+        # sublayers' shapes, which costs seconds per model.
+        d = input_shape[-1]
+        for dense in (self.q, self.k, self.v, self.o):
+            dense.build((None, d))
+        super().build(input_shape)
+
+    def _split(self, x):
+        b, t = tf.shape(x)[0], tf.shape(x)[1]
+        return tf.transpose(tf.reshape(x, (b, t, self.heads, self.head_dim)), (0, 2, 1, 3))
+
+    def call(self, x, memory=None, key_mask=None, causal=False, training=None):
+        kv = x if memory is None else memory
+        q, k, v = self._split(self.q(x)), self._split(self.k(kv)), self._split(self.v(kv))
+        scores = tf.matmul(tf.cast(q, tf.float32), tf.cast(k, tf.float32), transpose_b=True) / math.sqrt(self.head_dim)
+        if key_mask is not None:
+            scores = tf.where(key_mask[:, None, None, :], scores, NEG_INF)
+        if causal:
+            t = tf.shape(scores)[-1]
+            allowed = tf.cast(tf.linalg.band_part(tf.ones((t, t)), -1, 0), tf.bool)
+            scores = tf.where(allowed[None, None], scores, NEG_INF)
+        p = self.drop(tf.nn.softmax(scores, axis=-1), training=training)
+        out = tf.matmul(tf.cast(p, v.dtype), v)
+        b, t = tf.shape(out)[0], tf.shape(out)[2]
+        return self.o(tf.reshape(tf.transpose(out, (0, 2, 1, 3)), (b, t, self.heads * self.head_dim)))
+
+
+class Layer(layers.Layer):
+    """Pre-LN: x + SelfAttn(LN x) [+ CrossAttn(LN x, memory)] + FFN(LN x)."""
+
+    def __init__(self, d_model, heads, d_ff, dropout, cross, out_std, **kw):
+        super().__init__(**kw)
+        self.cross = cross
+        self.ln1 = layers.LayerNormalization(epsilon=1e-5, name="ln1")
+        self.self_attn = Attention(d_model, heads, dropout, out_std, name="self_attn")
+        if cross:
+            self.ln_cross = layers.LayerNormalization(epsilon=1e-5, name="ln_cross")
+            self.cross_attn = Attention(d_model, heads, dropout, out_std, name="cross_attn")
+        self.ln2 = layers.LayerNormalization(epsilon=1e-5, name="ln2")
+        self.fc1 = layers.Dense(d_ff, kernel_initializer=_normal(INIT_STD), name="fc1")
+        self.fc2 = layers.Dense(d_model, kernel_initializer=_normal(out_std), name="fc2")
+        self.drop = layers.Dropout(dropout)
+        self.ffn_drop = layers.Dropout(dropout)
+
+    def build(self, input_shape):
+        d = input_shape[-1]
+        norms = [self.ln1, self.ln2] + ([self.ln_cross] if self.cross else [])
+        for part in norms + [self.self_attn] + ([self.cross_attn] if self.cross else []):
+            part.build((None, None, d))
+        self.fc1.build((None, d))
+        self.fc2.build((None, self.fc1.units))
+        super().build(input_shape)
+
+    def call(self, x, key_mask=None, causal=False, memory=None, memory_mask=None, training=None):
+        x = x + self.drop(self.self_attn(self.ln1(x), key_mask=key_mask, causal=causal, training=training),
+                          training=training)
+        if self.cross:
+            x = x + self.drop(self.cross_attn(self.ln_cross(x), memory=memory, key_mask=memory_mask,
+                                              training=training), training=training)
+        h = self.ffn_drop(tf.nn.gelu(self.fc1(self.ln2(x)), approximate=False), training=training)
+        return x + self.drop(self.fc2(h), training=training)
+
+
+class Stack(layers.Layer):
+    """A learned positional table, the layers and a final LayerNorm."""
+
+    def __init__(self, layers_, d_model, heads, d_ff, max_len, dropout, cross, causal, **kw):
+        super().__init__(**kw)
+        out_std = INIT_STD / math.sqrt(2 * layers_)
+        self.max_len, self.d_model, self.causal = max_len, d_model, causal
+        self.blocks = [Layer(d_model, heads, d_ff, dropout, cross, out_std, name=f"layer_{i}") for i in range(layers_)]
+        self.norm = layers.LayerNormalization(epsilon=1e-5, name="norm")
+        self.drop = layers.Dropout(dropout)
+
+    def build(self, input_shape):
+        self.pos = self.add_weight(shape=(self.max_len, self.d_model), initializer=_normal(INIT_STD), name="pos")
+        for block in self.blocks:
+            block.build((None, None, self.d_model))
+        self.norm.build((None, None, self.d_model))
+        super().build(input_shape)
+
+    def call(self, x, key_mask=None, memory=None, memory_mask=None, training=None):
+        t = tf.shape(x)[1]
+        h = self.drop(x + self.pos[:t][None], training=training)
+        for block in self.blocks:
+            h = block(h, key_mask=key_mask, causal=self.causal, memory=memory, memory_mask=memory_mask,
+                      training=training)
+        return self.norm(h)
+
+
+class Transformer(keras.Model):
+    def __init__(self, kind, layers, d_model, heads, vocab, d_ff=None, max_len=512, dropout=0.1, classes=None,
+                 **kw):
+        super().__init__(**kw)
+        if kind not in ("encoder-decoder", "encoder", "decoder"):
+            raise ValueError(f"unknown transformer kind {kind!r}")
+        d_ff = 4 * d_model if d_ff is None else d_ff
+        self.kind, self.vocab, self.max_len = kind, vocab, max_len
+        self.tok = keras.layers.Embedding(vocab, d_model, embeddings_initializer=_normal(INIT_STD), name="tok")
+        args = (layers, d_model, heads, d_ff, max_len, dropout)
+        if kind in ("encoder-decoder", "encoder"):
+            self.encoder = Stack(*args, cross=False, causal=False, name="encoder")
+        if kind in ("encoder-decoder", "decoder"):
+            self.decoder = Stack(*args, cross=kind == "encoder-decoder", causal=True, name="decoder")
+        if kind == "encoder":
+            self.head = keras.layers.Dense(classes or 2, kernel_initializer=_normal(INIT_STD), name="head")
+
+    def build(self, input_shape=None):
+        self.tok.build((None, None))
+        d = self.tok.output_dim
+        for stack in (getattr(self, "encoder", None), getattr(self, "decoder", None)):
+            if stack is not None:
+                stack.build((None, None, d))
+        if self.kind == "encoder":
+            self.head.build((None, d))
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        if self.kind == "encoder-decoder":
+            memory, mask = self.encode(inputs["source"], training)
+            return self.decode(inputs["target"], memory, mask, training)
+        if self.kind == "encoder":
+            memory, mask = self.encode(inputs["text"], training)
+            m = tf.cast(mask, memory.dtype)[..., None]
+            pooled = tf.reduce_sum(memory * m, 1) / tf.maximum(tf.reduce_sum(m, 1), 1.0)
+            return self.head(pooled)
+        return self.decode(inputs["tokens"], training=training)
+
+    def encode(self, ids, training=None):
+        mask = tf.not_equal(ids, PAD)
+        first = tf.one_hot(tf.zeros(tf.shape(ids)[0], tf.int32), tf.shape(ids)[1], on_value=True, off_value=False)
+        mask = tf.logical_or(mask, first)  # an empty input keeps one key (no all -inf row)
+        return self.encoder(self.tok(ids), key_mask=mask, training=training), mask
+
+    def decode(self, ids, memory=None, memory_mask=None, training=None):
+        h = self.decoder(self.tok(ids), memory=memory, memory_mask=memory_mask, training=training)
+        return tf.matmul(h, tf.cast(self.tok.embeddings, h.dtype), transpose_b=True)  # tied, no bias
+
+    def generate(self, ids, max_new_tokens=None):
+        """Greedy decoding, batched, stopping at EOS; same contract as the torch zoo.
+
+        A fixed [batch, max_len] buffer is decoded in full at every step (the causal
+        mask keeps later PADs from changing earlier positions), so the loop has static
+        shapes and traces into a SavedModel signature. Returns [batch, max_len] ids of
+        the generated continuation (EOS included, PAD after it).
+        """
+        if self.kind == "encoder":
+            raise ValueError("an encoder (classification) model does not generate")
+        # One traced function (autograph turns the loop into a while_loop), whether called
+        # eagerly or while another function is traced (a SavedModel signature).
+        fn = self.__dict__.get("_greedy_fn")
+        if fn is None:
+            fn = tf.function(self._greedy, input_signature=[tf.TensorSpec((None, None), tf.int32),
+                                                            tf.TensorSpec((), tf.int32)])
+            self.__dict__["_greedy_fn"] = fn
+        steps = self.max_len if max_new_tokens is None else max_new_tokens
+        return fn(tf.cast(ids, tf.int32), tf.cast(steps, tf.int32))
+
+    def _greedy(self, ids, max_new_tokens):
+        b = tf.shape(ids)[0]
+        L = self.max_len
+        if self.kind == "encoder-decoder":
+            memory, mask = self.encode(ids, False)
+            start = tf.ones((b,), tf.int32)
+            buf = tf.concat([tf.fill((b, 1), BOS), tf.fill((b, L - 1), PAD)], 1)
+        else:
+            memory = mask = None
+            ids = ids[:, :L]
+            start = tf.maximum(tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD), tf.int32), 1), 1)
+            ids = tf.where(tf.logical_and(tf.equal(tf.range(tf.shape(ids)[1])[None], 0), tf.equal(ids, PAD)),
+                           BOS, ids)
+            buf = tf.concat([ids, tf.fill((b, L - tf.shape(ids)[1]), PAD)], 1)
+        steps = tf.minimum(L - tf.reduce_max(start) + 1, max_new_tokens)
+        out = tf.fill((b, L), PAD)
+        lengths = start
+        done = tf.zeros((b,), tf.bool)
+        rows = tf.range(b)
+        for i in tf.range(steps):
+            logits = self.decode(buf, memory, mask, False)
+            nxt = tf.argmax(tf.gather_nd(logits, tf.stack([rows, lengths - 1], 1)), -1, output_type=tf.int32)
+            nxt = tf.where(done, PAD, nxt)
+            write = tf.logical_not(done)
+            # Write the token at each unfinished row's next position (the last one is never fed back).
+            at = tf.stack([rows, tf.minimum(lengths, L - 1)], 1)
+            buf = tf.tensor_scatter_nd_update(buf, at, tf.where(tf.logical_and(write, lengths < L), nxt,
+                                                                tf.gather_nd(buf, at)))
+            out = tf.tensor_scatter_nd_update(out, tf.stack([rows, tf.fill((b,), i)], 1), nxt)
+            lengths = lengths + tf.cast(write, tf.int32)
+            done = tf.logical_or(done, tf.equal(nxt, EOS))
+            if tf.reduce_all(done):
+                break
+        return out
+
+
+class MLP(keras.Model):
+    """inputs -> hidden... -> classes: Dense, activation, dropout; logits out."""
+
+    def __init__(self, inputs, hidden, classes, activation="relu", dropout=0.0, **kw):
+        super().__init__(**kw)
+        if activation not in ("relu", "gelu", "tanh"):
+            raise ValueError(f"unknown activation {activation!r}")
+        self.inputs_, self.activation = inputs, activation
+        self.hidden = [keras.layers.Dense(w, name=f"dense_{i}") for i, w in enumerate(hidden)]
+        self.drops = [keras.layers.Dropout(dropout) for _ in hidden]
+        self.out = keras.layers.Dense(classes, name="logits")
+
+    def build(self, input_shape=None):
+        width = self.inputs_
+        for dense in self.hidden:
+            dense.build((None, width))
+            width = dense.units
+        self.out.build((None, width))
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        x = inputs["features"] if isinstance(inputs, dict) else inputs
+        act = {"relu": tf.nn.relu, "gelu": lambda v: tf.nn.gelu(v, approximate=False), "tanh": tf.tanh}[self.activation]
+        for dense, drop in zip(self.hidden, self.drops):
+            x = drop(act(dense(x)), training=training)
+        return self.out(x)
+
+
+def build_model(model_cfg: dict, seed: int | None = 0):
+    """The model of a model.json "model" block, built (weights created) from `seed`."""
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    if model_cfg.get("mlp") is not None:
+        m = model_cfg["mlp"]
+        model = MLP(m["inputs"], list(m["hidden"]), m["classes"], m.get("activation", "relu"), m.get("dropout", 0.0))
+        model({"features": tf.zeros((1, m["inputs"]))})
+        return model
+    a = model_cfg["transformer"]
+    model = Transformer(a["kind"], a["layers"], a["d_model"], a["heads"], a["vocab"], a.get("d_ff"),
+                        a.get("max_len", 512), a.get("dropout", 0.1), a.get("classes"))
+    model(example_inputs(model))
+    return model
+
+
+def example_inputs(model) -> dict:
+    ids = tf.fill((1, 2), BOS)
+    return {"encoder-decoder": {"source": ids, "target": ids}, "encoder": {"text": ids},
+            "decoder": {"tokens": ids}}[model.kind]
+
+
+def count_params(model) -> int:
+    return int(sum(int(np.prod(v.shape)) for v in model.weights))
+
+
+def to_inputs(batch: dict) -> dict:
+    """data.py arrays -> model inputs (int32 ids: TF's fast path for gathers)."""
+    out = {}
+    for k, v in batch.items():
+        v = np.asarray(v) if not isinstance(v, tf.Tensor) else v
+        out[k] = tf.cast(v, tf.int32) if k in ("source", "target", "text", "tokens", "label") else tf.cast(v, tf.float32)
+    return out
+
+
+def batch_loss(model, batch: dict, training: bool = False):
+    """(sum of the losses, number of predictions, number correct or None), as zoo_torch."""
+    if "label" in batch:
+        x = {"features": batch["features"]} if "features" in batch else {"text": batch["text"]}
+        logits = tf.cast(model(x, training=training), tf.float32)
+        y = batch["label"]
+        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
+        return loss, tf.cast(tf.shape(y)[0], tf.float32), correct
+    if "source" in batch:
+        tgt = batch["target"]
+        logits = tf.cast(model({"source": batch["source"], "target": tgt[:, :-1]}, training=training), tf.float32)
+        labels = tgt[:, 1:]
+        mask = tf.cast(tf.not_equal(labels, PAD), tf.float32)
+    else:
+        tokens = batch["tokens"]
+        logits = tf.cast(model({"tokens": tokens[:, :-1]}, training=training), tf.float32)
+        labels, mask = tokens[:, 1:], batch["loss_mask"]
+    per = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    return tf.reduce_sum(per * mask), tf.reduce_sum(mask), None
+
+
+def make_optimizer(opt: dict):
+    """adam / adamw / sgd from a model.json optimizer block (the rate is set every step)."""
+    lr = float(opt["lr"])
+    b1, b2 = (opt.get("betas") or (0.9, 0.999))
+    name = opt["name"]
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=lr, beta_1=b1, beta_2=b2)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, beta_1=b1, beta_2=b2,
+                                      weight_decay=float(opt.get("weight_decay", 0.0)))
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=lr, momentum=float(opt.get("momentum", 0.0)))
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+# --- export and reload ---------------------------------------------------------------------
+
+MODEL_FORMAT = "llmc-tensorflow-1"
+
+
+def serving_signature(model_cfg: dict) -> tuple[str, tf.TensorSpec]:
+    if model_cfg.get("mlp") is not None:
+        return "features", tf.TensorSpec((None, model_cfg["mlp"]["inputs"]), tf.float32, name="features")
+    kind = model_cfg["transformer"]["kind"]
+    name = {"encoder-decoder": "source", "encoder": "text", "decoder": "tokens"}[kind]
+    return name, tf.TensorSpec((None, None), tf.int32, name=name)
+
+
+def save_model(directory, model, model_cfg: dict, label_names=None, **extra) -> None:
+    """SavedModel + Keras weights + llmc.json in `directory` (see the module docstring)."""
+    name, spec = serving_signature(model_cfg)
+    classify = model_cfg.get("mlp") is not None or model_cfg["transformer"]["kind"] == "encoder"
+
+    def serve(x):
+        if classify:
+            logits = tf.cast(model({name: x}, training=False), tf.float32)
+            return {"logits": logits, "probabilities": tf.nn.softmax(logits, -1)}
+        return {"tokens": model.generate(x)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serving_default", fn=serve, input_signature=[spec])
+    archive.write_out(str(directory), verbose=False)
+    model.save_weights(os.path.join(directory, "model.weights.h5"))
+    meta = {"format": MODEL_FORMAT, "model": model_cfg, "label_names": label_names,
+            "signature": {"input": name, "outputs": ["logits", "probabilities"] if classify else ["tokens"]}, **extra}
+    with open(os.path.join(directory, "llmc.json"), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def load_model(directory):
+    """(Keras model, llmc.json) from a directory written by save_model."""
+    with open(os.path.join(directory, "llmc.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    if meta.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{directory}: not an llmc TensorFlow model (format {meta.get('format')!r})")
+    model = build_model(meta["model"], seed=None)
+    model.load_weights(os.path.join(directory, "model.weights.h5"))
+    return model, meta

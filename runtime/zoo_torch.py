@@ -1,0 +1,632 @@
+"""The torch model zoo: the Transformer and the MLP of compiler/estimate.py, exactly.
+
+The architecture is the one estimate.py's docstring defines, so the parameter count
+the compiler prints (and sizes memory with) is the count of the model that trains;
+tests/unit/test_zoo.py asserts it for several configurations:
+
+* pre-LN blocks x + SelfAttn(LN(x)) [+ CrossAttn(LN(x), memory)] + FFN(LN(x)), a final
+  LayerNorm per stack; the decoder's self-attention is causal;
+* ONE token embedding shared by the encoder, the decoder and the output projection
+  (logits = h E^T, no output bias);
+* learned positional embeddings, one max_len x d_model table per stack;
+* Q, K, V, O projections and both FFN layers with biases; GELU in the FFN;
+* kinds: "encoder-decoder" (translation, summarization), "encoder" (classification:
+  a head d_model x classes on the mean of the encoder output over real tokens),
+  "decoder" (causal language model, no cross-attention).
+
+Tensor parallelism (Megatron-LM, Shoeybi et al. 2019) through Horovod process sets:
+with `tp = TensorParallel(size, rank, process_set)` each attention block splits its
+heads and each FFN its hidden width over the `size` ranks of one tensor-parallel
+group. Q, K, V and the first FFN layer are column-parallel (each rank holds rows of
+W: its heads / its slice of d_ff), O and the second FFN layer are row-parallel (each
+rank holds columns of W, and the partial products are summed). Megatron's two
+conjugate operators join the replicated and the split regions:
+
+    f = copy_to_tensor_parallel:     identity forward, all-reduce(sum) backward
+    g = reduce_from_tensor_parallel: all-reduce(sum) forward, identity backward
+
+They are custom autograd Functions because `hvd.allreduce`'s own backward all-reduces
+the gradient again (a Sum would double it with tensor = 2). Embeddings, LayerNorms,
+the row-parallel biases and the classifier head are replicated; their gradients are
+identical on every rank of a group (f's backward makes the activations' gradients
+whole before they reach them), so data-parallel averaging alone keeps them in step.
+With tp.size == 1 every projection is a plain nn.Linear and f, g vanish: the same
+state_dict keys either way, and `full_state_dict` / `load_full_state_dict` convert
+between the sharded and the whole model (checkpoints and the exported model are
+always whole, so a resume or an evaluation may use another tensor size).
+
+Dropout in the replicated regions must draw the same mask on every rank of a
+tensor-parallel group, so training seeds torch with seed + data-parallel rank (the
+same within a group); shards have equal shapes, so the generators stay in step.
+
+Horovod is imported only when tp.size > 1: the zoo runs (and is tested) without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tokenizer import BOS, EOS, PAD
+
+INIT_STD = 0.02  # GPT-2's initialisation; residual projections are scaled by 1/sqrt(2 x layers)
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+class TensorParallel(NamedTuple):
+    """This rank's place in its tensor-parallel group: size, rank in the group, and the
+    Horovod ProcessSet holding exactly the group's ranks (None when size is 1)."""
+
+    size: int = 1
+    rank: int = 0
+    process_set: Any = None
+
+
+NO_TP = TensorParallel()
+
+
+# --- Megatron's f and g --------------------------------------------------------------
+
+
+def _allreduce_sum(x: torch.Tensor, tp: TensorParallel, name: str) -> torch.Tensor:
+    import horovod.torch as hvd
+
+    # Horovod rejects non-contiguous tensors (an expanded gradient, a transposed view).
+    return hvd.allreduce(x.contiguous(), op=hvd.Sum, name=name, process_set=tp.process_set)
+
+
+class _CopyToTensorParallel(torch.autograd.Function):
+    """f: the input of a column-parallel region. Every rank's slice of the next layer
+    contributes a partial gradient of the (replicated) input; sum them going back."""
+
+    @staticmethod
+    def forward(ctx, x, tp, name):
+        ctx.tp, ctx.name = tp, name
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _allreduce_sum(grad, ctx.tp, ctx.name + ".f"), None, None
+
+
+class _ReduceFromTensorParallel(torch.autograd.Function):
+    """g: the output of a row-parallel region: sum the partial products going forward;
+    the gradient of a sum is the same for every addend, so it passes back unchanged."""
+
+    @staticmethod
+    def forward(ctx, x, tp, name):
+        return _allreduce_sum(x, tp, name + ".g")
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None, None
+
+
+def copy_to_tensor_parallel(x, tp: TensorParallel, name: str):
+    return x if tp.size == 1 else _CopyToTensorParallel.apply(x, tp, name)
+
+
+def reduce_from_tensor_parallel(x, tp: TensorParallel, name: str):
+    return x if tp.size == 1 else _ReduceFromTensorParallel.apply(x, tp, name)
+
+
+class ColumnParallelLinear(nn.Module):
+    """y_r = x W_r^T + b_r: this rank's rows of W (output features), input replicated."""
+
+    shard_dims = {"weight": 0, "bias": 0}
+
+    def __init__(self, in_features: int, out_features: int, tp: TensorParallel):
+        super().__init__()
+        if out_features % tp.size:
+            raise ValueError(f"{out_features} output features cannot be split over tensor = {tp.size}")
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features // tp.size, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features // tp.size))
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+
+class RowParallelLinear(nn.Module):
+    """y = g(x_r W_r^T) + b: this rank's columns of W (input features); the partial
+    products are summed over the group, then the replicated bias is added once."""
+
+    shard_dims = {"weight": 1}
+
+    def __init__(self, in_features: int, out_features: int, tp: TensorParallel):
+        super().__init__()
+        if in_features % tp.size:
+            raise ValueError(f"{in_features} input features cannot be split over tensor = {tp.size}")
+        self.in_features, self.out_features, self.tp = in_features, out_features, tp
+        self.weight = nn.Parameter(torch.empty(out_features, in_features // tp.size))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.tp_name = "row"
+
+    def forward(self, x):
+        return reduce_from_tensor_parallel(F.linear(x, self.weight), self.tp, self.tp_name) + self.bias
+
+
+def column_linear(in_features: int, out_features: int, tp: TensorParallel) -> nn.Module:
+    return nn.Linear(in_features, out_features) if tp.size == 1 else ColumnParallelLinear(in_features, out_features, tp)
+
+
+def row_linear(in_features: int, out_features: int, tp: TensorParallel) -> nn.Module:
+    return nn.Linear(in_features, out_features) if tp.size == 1 else RowParallelLinear(in_features, out_features, tp)
+
+
+# --- the Transformer ---------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Multi-head attention, self or cross: 4 (d^2 + d) parameters, heads split over tp."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float, tp: TensorParallel):
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model = {d_model} is not a multiple of heads = {heads}")
+        if heads % tp.size:
+            raise ValueError(f"{heads} heads cannot be split over tensor = {tp.size}")
+        self.tp, self.dropout = tp, dropout
+        self.local_heads, self.head_dim = heads // tp.size, d_model // heads
+        self.q = column_linear(d_model, d_model, tp)
+        self.k = column_linear(d_model, d_model, tp)
+        self.v = column_linear(d_model, d_model, tp)
+        self.o = row_linear(d_model, d_model, tp)
+        self.tp_name = "attn"
+
+    def _split(self, x):
+        b, s, _ = x.shape
+        return x.view(b, s, self.local_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x, memory=None, key_mask=None, causal=False):
+        """x [B, T, d]; memory [B, S, d] for cross-attention; key_mask [B, S] True where
+        a key is a real token (None: every key is)."""
+        x = copy_to_tensor_parallel(x, self.tp, self.tp_name + ".x")
+        kv = x if memory is None else copy_to_tensor_parallel(memory, self.tp, self.tp_name + ".memory")
+        q, k, v = self._split(self.q(x)), self._split(self.k(kv)), self._split(self.v(kv))
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        b, _, t, _ = out.shape
+        return self.o(out.transpose(1, 2).reshape(b, t, self.local_heads * self.head_dim))
+
+
+class FeedForward(nn.Module):
+    """d -> d_ff -> d with biases and GELU; d_ff split over tp."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float, tp: TensorParallel):
+        super().__init__()
+        self.tp = tp
+        self.fc1 = column_linear(d_model, d_ff, tp)
+        self.fc2 = row_linear(d_ff, d_model, tp)
+        self.drop = nn.Dropout(dropout)
+        self.tp_name = "ffn"
+
+    def forward(self, x):
+        x = copy_to_tensor_parallel(x, self.tp, self.tp_name + ".x")
+        return self.fc2(self.drop(F.gelu(self.fc1(x))))
+
+
+class Layer(nn.Module):
+    """One pre-LN layer: self-attention [+ cross-attention] + FFN, each on LN(x), residual."""
+
+    def __init__(self, d_model, heads, d_ff, dropout, tp, cross: bool):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.self_attn = Attention(d_model, heads, dropout, tp)
+        if cross:
+            self.ln_cross = nn.LayerNorm(d_model)
+            self.cross_attn = Attention(d_model, heads, dropout, tp)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, d_ff, dropout, tp)
+        self.drop = nn.Dropout(dropout)
+        self.cross = cross
+
+    def forward(self, x, key_mask=None, causal=False, memory=None, memory_mask=None):
+        x = x + self.drop(self.self_attn(self.ln1(x), key_mask=key_mask, causal=causal))
+        if self.cross:
+            x = x + self.drop(self.cross_attn(self.ln_cross(x), memory=memory, key_mask=memory_mask))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class Stack(nn.Module):
+    """Positional table + layers + final LayerNorm; the token embedding is the model's."""
+
+    def __init__(self, layers, d_model, heads, d_ff, max_len, dropout, tp, cross: bool, causal: bool):
+        super().__init__()
+        self.pos = nn.Embedding(max_len, d_model)
+        self.layers = nn.ModuleList(Layer(d_model, heads, d_ff, dropout, tp, cross) for _ in range(layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+        self.causal, self.max_len = causal, max_len
+        self.checkpoint_activations = False
+
+    def forward(self, x, key_mask=None, memory=None, memory_mask=None):
+        t = x.shape[1]
+        if t > self.max_len:
+            raise ValueError(f"sequence of {t} tokens is longer than max_len = {self.max_len}")
+        h = self.drop(x + self.pos.weight[:t])
+        for layer in self.layers:
+            if self.checkpoint_activations and self.training:
+                # Recompute the layer in backward instead of keeping its activations
+                # (train.activation_checkpointing); dropout masks are replayed exactly.
+                h = torch.utils.checkpoint.checkpoint(layer, h, key_mask, self.causal, memory, memory_mask,
+                                                      use_reentrant=False)
+            else:
+                h = layer(h, key_mask, self.causal, memory, memory_mask)
+        return self.norm(h)
+
+
+class Transformer(nn.Module):
+    def __init__(self, kind: str, layers: int, d_model: int, heads: int, vocab: int, d_ff: int | None = None,
+                 max_len: int = 512, dropout: float = 0.1, classes: int | None = None,
+                 tp: TensorParallel = NO_TP):
+        super().__init__()
+        if kind not in ("encoder-decoder", "encoder", "decoder"):
+            raise ValueError(f"unknown transformer kind {kind!r}")
+        d_ff = 4 * d_model if d_ff is None else d_ff
+        if d_ff % tp.size:
+            raise ValueError(f"d_ff = {d_ff} cannot be split over tensor = {tp.size}")
+        self.kind, self.vocab, self.max_len, self.tp = kind, vocab, max_len, tp
+        self.tok = nn.Embedding(vocab, d_model)
+        args = (layers, d_model, heads, d_ff, max_len, dropout, tp)
+        if kind in ("encoder-decoder", "encoder"):
+            self.encoder = Stack(*args, cross=False, causal=False)
+        if kind in ("encoder-decoder", "decoder"):
+            self.decoder = Stack(*args, cross=kind == "encoder-decoder", causal=True)
+        if kind == "encoder":
+            self.head = nn.Linear(d_model, classes or 2)
+        _name_tensor_parallel_ops(self)
+
+    # Encoder-decoder: forward(source, target_in); encoder: forward(text); decoder: forward(tokens_in).
+    def forward(self, ids, target_in=None):
+        if self.kind == "encoder-decoder":
+            memory, mask = self.encode(ids)
+            return self.decode(target_in, memory, mask)
+        if self.kind == "encoder":
+            memory, mask = self.encode(ids)
+            m = mask.unsqueeze(-1).to(memory.dtype)
+            pooled = (memory * m).sum(1) / m.sum(1).clamp_min(1.0)  # the mean over real tokens
+            return self.head(pooled)
+        return self.decode(ids)
+
+    def encode(self, ids):
+        mask = ids != PAD
+        mask[:, 0] = True  # an empty input still has one key to attend to (no all -inf row)
+        return self.encoder(self.tok(ids), key_mask=mask), mask
+
+    def decode(self, ids, memory=None, memory_mask=None):
+        h = self.decoder(self.tok(ids), memory=memory, memory_mask=memory_mask)
+        return F.linear(h, self.tok.weight)  # tied output projection, no bias
+
+    @torch.no_grad()
+    def generate(self, ids, max_new_tokens: int | None = None) -> torch.Tensor:
+        """Greedy decoding, batched; stops when every row has produced EOS.
+
+        encoder-decoder: `ids` are source ids [B, S]; decoding starts from BOS.
+        decoder: `ids` are prompts [B, P], PAD on the right (e.g. BOS + source + SEP); each
+        row continues from its own last token.
+        Returns the generated ids [B, n] (EOS included, PAD after it).
+        """
+        if self.kind == "encoder":
+            raise ValueError("an encoder (classification) model does not generate")
+        was_training = self.training
+        self.eval()
+        try:
+            return self._greedy(ids, max_new_tokens)
+        finally:
+            self.train(was_training)
+
+    def _greedy(self, ids, max_new_tokens):
+        b = ids.shape[0]
+        device = ids.device
+        if self.kind == "encoder-decoder":
+            memory, mask = self.encode(ids)
+            buf = torch.full((b, 1), BOS, dtype=torch.long, device=device)
+            lengths = torch.ones(b, dtype=torch.long, device=device)
+        else:
+            buf = ids.clone()
+            buf[(ids != PAD).sum(1) == 0, 0] = BOS  # an empty prompt starts from BOS
+            lengths = (buf != PAD).sum(1)
+            memory = mask = None
+        start = lengths.clone()
+        limit = self.max_len - int(lengths.max()) + 1  # inputs stay within the positional table
+        steps = limit if max_new_tokens is None else min(limit, max_new_tokens)
+        done = torch.zeros(b, dtype=torch.bool, device=device)
+        rows = torch.arange(b, device=device)
+        for _ in range(max(0, steps)):
+            width = int(lengths.max())
+            logits = self.decode(buf[:, :width], memory, mask)
+            nxt = logits[rows, lengths - 1].argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
+            if buf.shape[1] <= width:
+                buf = torch.cat([buf, torch.full((b, 1), PAD, dtype=torch.long, device=device)], 1)
+            buf[rows, lengths] = nxt
+            lengths = lengths + (~done).long()
+            done = done | (nxt == EOS)
+            if bool(done.all()):
+                break
+        n = int((lengths - start).max()) if b else 0
+        out = torch.full((b, n), PAD, dtype=torch.long, device=device)
+        for i in range(b):
+            k = int(lengths[i] - start[i])
+            out[i, :k] = buf[i, int(start[i]):int(lengths[i])]
+        return out
+
+
+def _name_tensor_parallel_ops(model: nn.Module) -> None:
+    """Unique, rank-independent Horovod names for the f/g all-reduces (module paths)."""
+    for name, module in model.named_modules():
+        if hasattr(module, "tp_name"):
+            module.tp_name = f"tp.{name}"
+
+
+# --- the MLP --------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    """inputs -> hidden... -> classes: Linear, activation, dropout; logits out."""
+
+    def __init__(self, inputs: int, hidden: list[int], classes: int, activation: str = "relu",
+                 dropout: float = 0.0):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}")
+        widths = [inputs, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(widths, widths[1:]):
+            layers += [nn.Linear(a, b), ACTIVATIONS[activation](), nn.Dropout(dropout)]
+        layers.append(nn.Linear(widths[-1], classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+# --- building, initialising, loss -----------------------------------------------------------
+
+
+def build_model(model_cfg: dict, tp: TensorParallel = NO_TP, seed: int | None = 0) -> nn.Module:
+    """The model of a model.json "model" block, initialised from `seed`.
+
+    With tensor parallelism the whole model is initialised first and this rank takes
+    its shards, so the weights do not depend on the tensor size (and a tensor = 2 run
+    starts exactly where a tensor = 1 run with the same seed does).
+    """
+    if model_cfg.get("mlp") is not None:
+        m = model_cfg["mlp"]
+        model = MLP(m["inputs"], list(m["hidden"]), m["classes"], m.get("activation", "relu"), m.get("dropout", 0.0))
+        if seed is not None:
+            init_weights(model, seed)
+        return model
+    a = model_cfg["transformer"]
+    kwargs = dict(kind=a["kind"], layers=a["layers"], d_model=a["d_model"], heads=a["heads"], vocab=a["vocab"],
+                  d_ff=a.get("d_ff"), max_len=a.get("max_len", 512), dropout=a.get("dropout", 0.1),
+                  classes=a.get("classes"))
+    if tp.size == 1:
+        model = Transformer(**kwargs)
+        if seed is not None:
+            init_weights(model, seed)
+        return model
+    whole = Transformer(**kwargs)
+    init_weights(whole, seed or 0)
+    model = Transformer(**kwargs, tp=tp)
+    load_full_state_dict(model, whole.state_dict())
+    return model
+
+
+def init_weights(model: nn.Module, seed: int) -> None:
+    """Deterministic initialisation from `seed`, in module order.
+
+    Transformer (GPT-2): weights and embeddings N(0, 0.02), the residual output
+    projections (attention O, FFN fc2) N(0, 0.02 / sqrt(2 x layers)) so the residual
+    stream does not grow with depth, zero biases, unit LayerNorms. MLP: nn.Linear's own
+    uniform(+-1/sqrt(fan_in)) weights, which suit a shallow ReLU/tanh net, zero biases.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    layers = max(1, sum(1 for m in model.modules() if isinstance(m, Layer)))
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+            elif isinstance(module, nn.Embedding):
+                module.weight.normal_(0.0, INIT_STD, generator=g)
+            elif isinstance(module, (nn.Linear, ColumnParallelLinear, RowParallelLinear)):
+                if isinstance(model, MLP):
+                    bound = 1.0 / math.sqrt(module.weight.shape[1])
+                    module.weight.uniform_(-bound, bound, generator=g)
+                else:
+                    residual = name.endswith((".o", ".fc2"))
+                    std = INIT_STD / math.sqrt(2 * layers) if residual else INIT_STD
+                    module.weight.normal_(0.0, std, generator=g)
+                module.bias.zero_()
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def to_tensors(batch: dict, device="cpu") -> dict:
+    return {k: torch.as_tensor(v, device=device) if isinstance(v, np.ndarray) else v.to(device)
+            for k, v in batch.items()}
+
+
+def batch_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(sum of the losses, number of predictions, number correct or None) for a batch of
+    data.py arrays. Sums, not means, so that evaluation over shards and ranks is exact."""
+    if "features" in batch or "label" in batch:
+        x = batch["features"] if "features" in batch else batch["text"]
+        logits = model(x)
+        y = batch["label"]
+        loss = F.cross_entropy(logits.float(), y, reduction="sum")
+        return loss, torch.tensor(float(y.shape[0])), (logits.argmax(-1) == y).sum()
+    if "source" in batch:
+        tgt = batch["target"]
+        logits = model(batch["source"], tgt[:, :-1])
+        labels = tgt[:, 1:]
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                               ignore_index=PAD, reduction="sum")
+        return loss, (labels != PAD).sum().float(), None
+    tokens, mask = batch["tokens"], batch["loss_mask"]
+    logits = model(tokens[:, :-1])
+    per = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
+                          reduction="none")
+    return (per * mask.reshape(-1)).sum(), mask.sum(), None
+
+
+def prompts(batch: dict) -> torch.Tensor:
+    """Decoder-only generation: each row's BOS + source + SEP, PAD on the right."""
+    tokens, mask = batch["tokens"], batch["loss_mask"]
+    starts = (mask > 0).float().argmax(1)  # the SEP position predicts the first target token
+    width = int(starts.max()) + 1
+    out = torch.full((tokens.shape[0], width), PAD, dtype=torch.long, device=tokens.device)
+    for i, s in enumerate(starts.tolist()):
+        out[i, :s + 1] = tokens[i, :s + 1]
+    return out
+
+
+def make_optimizer(model: nn.Module, opt: dict) -> torch.optim.Optimizer:
+    """adam / adamw / sgd from a model.json optimizer block. Weight decay applies to
+    matrices and embeddings only, not to biases and LayerNorms (their decay only
+    fights the normalisation)."""
+    decay = [p for _, p in model.named_parameters() if p.dim() >= 2]
+    rest = [p for _, p in model.named_parameters() if p.dim() < 2]
+    wd = float(opt.get("weight_decay", 0.0))
+    groups = [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
+    lr = float(opt["lr"])
+    name = opt["name"]
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=tuple(opt.get("betas", (0.9, 0.999))))
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(opt.get("betas", (0.9, 0.999))))
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=float(opt.get("momentum", 0.0)))
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+# --- whole <-> sharded state -----------------------------------------------------------------
+
+
+def shard_dims(model: nn.Module) -> dict[str, int]:
+    """state_dict key -> the dimension it is split along across the tensor-parallel group."""
+    dims = {}
+    for mname, module in model.named_modules():
+        for pname, dim in getattr(module, "shard_dims", {}).items():
+            dims[f"{mname}.{pname}" if mname else pname] = dim
+    return dims
+
+
+def gather_shards(items: list[tuple[torch.Tensor, int]], tp: TensorParallel, name: str) -> list[torch.Tensor]:
+    """Whole tensors from this group's shards: (shard, dim) pairs in, one collective.
+
+    Horovod's allgather concatenates along dim 0, in rank order within the process set,
+    so a shard split along another dim is moved to the front and back.
+    """
+    import horovod.torch as hvd
+
+    if not items:
+        return []
+    moved = [t.detach().transpose(0, dim).contiguous() for t, dim in items]
+    whole = hvd.grouped_allgather(moved, name=name, process_set=tp.process_set)
+    return [w.transpose(0, dim).contiguous() for w, (_, dim) in zip(whole, items)]
+
+
+def _slice(t: torch.Tensor, dim: int, tp: TensorParallel) -> torch.Tensor:
+    return t.chunk(tp.size, dim=dim)[tp.rank].clone()
+
+
+def full_state_dict(model: nn.Module) -> dict:
+    """The whole model's state_dict (a collective on the tensor-parallel group)."""
+    tp = getattr(model, "tp", NO_TP)
+    state = model.state_dict()
+    if tp.size == 1:
+        return {k: v.detach().clone() for k, v in state.items()}
+    dims = shard_dims(model)
+    split = [k for k in state if k in dims]
+    whole = dict(zip(split, gather_shards([(state[k], dims[k]) for k in split], tp, "tp.gather.model")))
+    return {k: whole[k] if k in whole else v.detach().clone() for k, v in state.items()}
+
+
+def load_full_state_dict(model: nn.Module, state: dict) -> None:
+    """Load a whole state_dict into a (possibly sharded) model: each rank keeps its slice."""
+    tp = getattr(model, "tp", NO_TP)
+    dims = shard_dims(model) if tp.size > 1 else {}
+    model.load_state_dict({k: _slice(v, dims[k], tp) if k in dims else v for k, v in state.items()})
+
+
+def _optimizer_keys(model: nn.Module, optimizer) -> list[str]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+def full_optimizer_state(model: nn.Module, optimizer) -> dict:
+    """The optimizer's state_dict with sharded moments gathered (a collective when tp > 1)."""
+    tp = getattr(model, "tp", NO_TP)
+    state = optimizer.state_dict()
+    if tp.size == 1:
+        return state
+    dims, keys = shard_dims(model), _optimizer_keys(model, optimizer)
+    params = dict(model.named_parameters())
+    split = [(idx, name) for idx in sorted(state["state"]) for name, value in sorted(state["state"][idx].items())
+             if keys[idx] in dims and torch.is_tensor(value) and value.shape == params[keys[idx]].shape]
+    whole = gather_shards([(state["state"][idx][name], dims[keys[idx]]) for idx, name in split], tp,
+                          "tp.gather.optimizer")
+    out = {"param_groups": state["param_groups"],
+           "state": {idx: dict(entry) for idx, entry in state["state"].items()}}
+    for (idx, name), value in zip(split, whole):
+        out["state"][idx][name] = value
+    return out
+
+
+def load_full_optimizer_state(model: nn.Module, optimizer, state: dict) -> None:
+    tp = getattr(model, "tp", NO_TP)
+    if tp.size > 1:
+        dims, keys = shard_dims(model), _optimizer_keys(model, optimizer)
+        state = {"param_groups": state["param_groups"],
+                 "state": {idx: {name: _slice(v, dims[keys[idx]], tp)
+                                 if keys[idx] in dims and torch.is_tensor(v) and v.dim() > 0 else v
+                                 for name, v in entry.items()}
+                           for idx, entry in state["state"].items()}}
+    optimizer.load_state_dict(state)
+
+
+# --- the exported model -------------------------------------------------------------------
+
+MODEL_FORMAT = "llmc-torch-1"
+
+
+def save_model(directory, model: nn.Module, model_cfg: dict, label_names: list | None = None, **extra) -> None:
+    """Write the whole model to `directory`: model.pt (weights and what rebuilds them)
+    and llmc.json (the same metadata, readable without torch). Call it on every rank of
+    a tensor-parallel group (gathering the shards is a collective); the rank that
+    writes passes the directory, the others None."""
+    state = full_state_dict(model)
+    if directory is None:
+        return
+    os.makedirs(directory, exist_ok=True)
+    meta = {"format": MODEL_FORMAT, "model": model_cfg, "label_names": label_names, **extra}
+    torch.save({**meta, "state_dict": state}, os.path.join(directory, "model.pt"))
+    with open(os.path.join(directory, "llmc.json"), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def load_model(path, map_location="cpu", tp: TensorParallel = NO_TP) -> tuple[nn.Module, dict]:
+    """(model in eval mode, its metadata) from a model.pt or the directory holding it."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.pt")
+    saved = torch.load(path, map_location=map_location, weights_only=True)
+    if saved.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}: not an llmc torch model (format {saved.get('format')!r})")
+    model = build_model(saved["model"], tp=tp, seed=None)
+    load_full_state_dict(model, saved["state_dict"])
+    model.eval()
+    return model, {k: v for k, v in saved.items() if k != "state_dict"}

@@ -1,0 +1,168 @@
+"""The bundle as a whole: deterministic, atomic, locked, planned, and hostile strings stay data."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import ROOT, run_cli
+from llmc.compiler import bundle as bundle_mod
+from llmc.compiler.bundle import build_files, write_bundle
+from llmc.compiler.driver import check_spec
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _build_cmd(spec: str, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "llmc.compiler.cli", "build", spec, "-o", str(out), "-q", *extra]
+
+
+@pytest.mark.parametrize("spec,profile", [("specs/translator.llm", None), ("specs/classifier.llm", "local")])
+def test_builds_are_byte_identical_whatever_the_hash_seed(tmp_path, spec, profile):
+    trees = []
+    for seed, sub in (("1", "a"), ("12345", "b")):
+        out = tmp_path / sub / "bundle"
+        env = {**os.environ, "PYTHONHASHSEED": seed, "TZ": "UTC" if seed == "1" else "Asia/Tokyo"}
+        args = _build_cmd(spec, out) + (["--profile", profile] if profile else [])
+        proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        trees.append(_tree(out))
+    assert trees[0] == trees[1]
+    text = b"".join(trees[0].values()).decode()
+    for leak in (str(tmp_path), str(ROOT), os.path.expanduser("~")):
+        assert leak not in text, f"an absolute path leaked into the bundle: {leak}"
+
+
+def test_lock_file_records_every_artifact(tmp_path):
+    out = tmp_path / "b"
+    code, _, err = run_cli("build", "specs/translator.llm", "-o", str(out), "-q", cwd=ROOT)
+    assert code == 0, err
+    lock = json.loads((out / "llmc.lock.json").read_text())
+    assert lock["profile"] is None and lock["spec"] == "translator.llm"
+    assert lock["spec_sha256"] == hashlib.sha256((ROOT / "specs/translator.llm").read_bytes()).hexdigest()
+    files = _tree(out)
+    assert set(lock["artifacts"]) == set(files) - {"llmc.lock.json"}
+    for rel, digest in lock["artifacts"].items():
+        assert hashlib.sha256(files[rel]).hexdigest() == digest
+
+
+def test_plan_is_silent_on_an_unchanged_bundle_and_shows_a_change(tmp_path):
+    out = tmp_path / "b"
+    assert run_cli("build", "specs/translator.llm", "-o", str(out), "-q", cwd=ROOT)[0] == 0
+    code, stdout, _ = run_cli("plan", "specs/translator.llm", "-o", str(out), "-q", cwd=ROOT)
+    assert code == 0
+    assert "---" not in stdout and "no changes" in stdout
+    (out / "report.md").write_text("edited by hand\n")
+    code, stdout, _ = run_cli("plan", "specs/translator.llm", "-o", str(out), "-q", cwd=ROOT)
+    assert code == 3
+    assert "--- a/report.md" in stdout and "-edited by hand" in stdout
+
+
+def test_a_failed_build_leaves_the_previous_bundle(tmp_path, monkeypatch):
+    out = tmp_path / "b"
+    monkeypatch.chdir(ROOT)
+    result = check_spec("specs/translator.llm")
+    write_bundle(build_files(result), str(out))
+    before = _tree(out)
+
+    def broken(template, context):
+        raise bundle_mod.TemplateError("boom")
+
+    monkeypatch.setattr(bundle_mod, "render", broken)
+    with pytest.raises(bundle_mod.InternalError, match="template"):
+        write_bundle(build_files(result), str(out))
+    assert _tree(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no staging directory left behind
+
+
+def test_internal_errors_are_reported_without_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.setattr(bundle_mod, "render", lambda t, c: (_ for _ in ()).throw(bundle_mod.TemplateError("boom")))
+    code, _, err = run_cli("build", "specs/translator.llm", "-o", str(tmp_path / "b"), cwd=ROOT)
+    assert code == 2
+    assert "internal compiler error" in err and "Traceback" not in err
+
+
+def test_killing_a_build_midway_never_leaves_a_partial_bundle(tmp_path):
+    out = tmp_path / "b"
+    subprocess.run(_build_cmd("specs/translator.llm", out), cwd=ROOT, check=True)
+    old = _tree(out)
+    spec = tmp_path / "translator.llm"
+    spec.write_text((ROOT / "specs/translator.llm").read_text().replace("epochs      = 20", "epochs      = 21"))
+    subprocess.run(_build_cmd(str(spec), tmp_path / "expected"), cwd=ROOT, check=True)
+    new = _tree(tmp_path / "expected")
+    assert new != old
+    for delay in (0.05, 0.15, 0.3, 0.45, 0.6, 0.8):
+        proc = subprocess.Popen(_build_cmd(str(spec), out), cwd=ROOT)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        now = _tree(out)
+        assert now in (old, new), f"a partial bundle after a kill at {delay}s"
+        assert _complete(now)
+        if now == new:  # start over from the old bundle, to catch the swap itself
+            subprocess.run(_build_cmd("specs/translator.llm", out), cwd=ROOT, check=True)
+
+
+def _complete(tree: dict[str, bytes]) -> bool:
+    lock = json.loads(tree["llmc.lock.json"])
+    return set(lock["artifacts"]) == set(tree) - {"llmc.lock.json"} and all(
+        hashlib.sha256(tree[p]).hexdigest() == d for p, d in lock["artifacts"].items())
+
+
+HOSTILE = 'x"\'\\n\n{{ y }} # z: &a *b !t %p {% if %}\t\u202e'
+
+
+def test_hostile_strings_stay_data(tmp_path):
+    text = (ROOT / "specs/translator.llm").read_text()
+    escaped = HOSTILE.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    text = text.replace('"s3://llmc-data/en-de/train.tsv"', f'"{escaped}train.tsv"')
+    text = text.replace('"s3://llmc-data/en-de/test.tsv"', f'"{escaped}"')
+    spec = tmp_path / "hostile.llm"
+    spec.write_text(text)
+    result = check_spec(str(spec))
+    assert result.ok, result.diagnostics
+    files = build_files(result).files
+    found = 0
+    for rel, content in files.items():
+        strings = _strings_in(rel, content)
+        found += sum(1 for s in strings if HOSTILE in s)
+    assert found >= 1, "the hostile string did not reach any artifact intact"
+
+
+def _strings_in(rel: str, content: str) -> list[str]:
+    if rel.endswith(".py"):
+        return [n.value for n in ast.walk(ast.parse(content)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    if rel.endswith((".yaml", ".yml")):
+        out: list[str] = []
+        for doc in yaml.safe_load_all(content):
+            _walk(doc, out)
+        return out
+    if rel.endswith(".json"):
+        out = []
+        _walk(json.loads(content), out)
+        return out
+    return []
+
+
+def _walk(node, out: list[str]) -> None:
+    if isinstance(node, str):
+        out.append(node)
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            _walk(k, out)
+            _walk(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            _walk(v, out)

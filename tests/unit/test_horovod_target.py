@@ -1,0 +1,117 @@
+"""The horovod target: model.json, train/train.py and train/launch.sh as generated.
+
+Fast checks of what the templates fill in (the e2e tests run the scripts for real):
+model.json holds the IR with bundle-relative data paths and derived defaults written
+out; train.py carries the layout decisions as literals; launch.sh builds the
+horovodrun command from the spec's cluster and the environment's hosts.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+
+import pytest
+
+from helpers import ROOT
+from llmc.compiler.bundle import build_files
+from llmc.compiler.driver import check_spec
+
+
+def bundle(spec: str, profile: str | None = None) -> dict[str, str]:
+    old = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        result = check_spec(f"specs/{spec}.llm", profile=profile)
+        assert result.ok, result.diagnostics
+        return build_files(result).files
+    finally:
+        os.chdir(old)
+
+
+def literals(source: str) -> dict:
+    """Module-level NAME = literal assignments of a generated script."""
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return out
+
+
+def test_model_json_is_the_ir_with_spec_relative_paths():
+    doc = json.loads(bundle("translator", "local")["model.json"])
+    assert set(doc) == {"framework", "parallel", "model", "train"}
+    assert doc["framework"] == "torch" and doc["parallel"] == {"data": 2, "tensor": 1, "pipeline": 1}
+    data = doc["model"]["data"]
+    # As the IR holds it: relative to the spec's folder, whatever the output directory.
+    assert data["train"] == "../examples/data/dates/train.tsv"
+    assert (ROOT / "specs" / data["train"]).resolve() == ROOT / "examples/data/dates/train.tsv"
+    assert doc["model"]["transformer"]["d_ff"] == 256 and doc["model"]["transformer"]["kind"] == "encoder-decoder"
+    assert doc["train"]["micro_batch"] == 32 and doc["train"]["checkpoint"]["every"] == 1800.0
+    full = json.loads(bundle("translator")["model.json"])
+    assert full["model"]["data"]["train"] == "s3://llmc-data/en-de/train.tsv"  # URIs pass through
+
+
+def test_train_scripts_carry_the_layout_decisions():
+    torch_script = bundle("translator")["train/train.py"]
+    values = literals(torch_script)
+    assert values["TENSOR_PARALLEL"] == 2 and values["GPU_CLUSTER"] is True
+    assert values["ARCHITECTURE"] == "encoder-decoder" and values["MODEL_NAME"] == "translator"
+    assert "hvd.init(process_sets=" in torch_script and "process_set=dp_set" in torch_script
+    local = bundle("translator", "local")["train/train.py"]
+    assert literals(local)["GPU_CLUSTER"] is False and "hvd.broadcast_parameters" in local
+    assert "ProcessSet" not in local  # no tensor parallelism, no process sets
+    tf_script = bundle("classifier", "local")["train/train.py"]
+    assert literals(tf_script)["ARCHITECTURE"] == "mlp"
+    assert "hvd.DistributedGradientTape" in tf_script and "horovod.tensorflow.keras" not in tf_script.split('"""', 2)[2]
+
+
+def launch(text: str, tmp_path, **env) -> subprocess.CompletedProcess:
+    script = tmp_path / "launch.sh"
+    script.write_text(text)
+    script.chmod(0o755)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "LLMC_"))}
+    return subprocess.run([str(script), "--max-steps", "5"], capture_output=True, text=True,
+                          env={**clean, "HOROVODRUN": "echo", "PYTHON": "py", **env})
+
+
+def test_launch_sh_for_a_two_host_gpu_cluster(tmp_path):
+    text = bundle("translator")["train/launch.sh"]
+    proc = launch(text, tmp_path)
+    assert proc.returncode == 2 and "LLMC_HOSTS" in proc.stderr  # two hosts, none named
+    proc = launch(text, tmp_path, LLMC_HOSTS="node-a node-b")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["-np", "8", "-H", "node-a:4,node-b:4", "py", str(tmp_path / "train.py"),
+                                   "--max-steps", "5"]  # no --gloo on GPUs
+    assert launch(text, tmp_path, LLMC_HOSTS="node-a").returncode == 2
+    proc = launch(text, tmp_path, HOROVOD_HOSTFILE="/etc/mpi/hostfile")
+    assert "--hostfile /etc/mpi/hostfile" in proc.stdout
+
+
+def test_launch_sh_locally_on_cpu(tmp_path):
+    text = bundle("classifier", "local")["train/launch.sh"]
+    proc = launch(text, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[:6] == ["-np", "2", "-H", "localhost:2", "--gloo", "py"]
+    proc = launch(text, tmp_path, HOROVOD_NP="1")
+    assert proc.stdout.split()[:4] == ["-np", "1", "-H", "localhost:1"]
+    proc = launch(text, tmp_path, HOROVOD_HOSTS="h1:2,h2:2", HOROVOD_NP="4")
+    assert proc.stdout.split()[:4] == ["-np", "4", "-H", "h1:2,h2:2"]
+
+
+@pytest.mark.parametrize("name", ["model\"; rm -rf / #", "a\nb", "{{ x }}", "it's"])
+def test_values_stay_data(name):
+    """A hostile model name is a string literal in Python and one word in the shell."""
+    from llmc.compiler.render import render
+    from llmc.compiler.targets.horovod import LaunchScript, TrainScript
+
+    py = render("horovod/train_torch.py.j2", TrainScript(name, "s.llm", None, "mlp", 1, False))
+    assert literals(py)["MODEL_NAME"] == name
+    sh = render("horovod/launch.sh.j2", LaunchScript(name, name, 1, 2, 2, True, name))
+    assert subprocess.run(["bash", "-n"], input=sh, text=True).returncode == 0
+    assert f"SPEC={name}" not in sh or name.isidentifier()

@@ -167,7 +167,8 @@ class _Formatter:
 
     def _items(self, items: list, depth: int, top: bool = False) -> None:
         pad = INDENT * depth
-        runs = _attribute_runs(items, self)
+        # At the top level a blank line separates statements, so no run forms there.
+        runs = [] if top else _attribute_runs(items, self)
         width = {id(a): w for run in runs for a, w in run}
         prev = None
         for item in items:

@@ -5,6 +5,7 @@ Exit status: 0 every stage passed or was up to date, 1 a stage failed (its own e
 status is shown), 2 the run could not start (no bundle, no cluster), 130 Ctrl-C.
 """
 
+import signal
 import sys
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def run(bundle_dir: str, *, name: str, data_root: Path, runs_root: Path, stage: 
         return 2
     record = records.new_record(runs_root, name)
     interactive = console.is_terminal
+    # SIGTERM (a CI job cancelled, `kill`) stops the stage's processes as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     with MetricsWatcher(work / "train" / "metrics.jsonl", console, interactive) as watcher:
         try:
             results = run_stages(bundle, stages, work, data_root, force, stage, log=watcher.log)
@@ -47,3 +50,7 @@ def run(bundle_dir: str, *, name: str, data_root: Path, runs_root: Path, stage: 
         return 130
     failed = [r for r in results if r.status == "failed"]
     return 1 if failed else 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -48,13 +48,15 @@ class MetricsWatcher:
     def _follow(self) -> None:
         offset = 0
         last_plain = 0.0
+        shown_step = None  # a plain line is printed only when training has moved on
         while not self._stop.is_set():
             if self.path.is_file():
-                with open(self.path, encoding="utf-8") as f:
+                with open(self.path, "rb") as f:
                     f.seek(offset)
                     chunk = f.read()
-                    offset = f.tell()
-                for line in chunk.splitlines():
+                complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits
+                offset += len(complete)
+                for line in complete.decode("utf-8", errors="replace").splitlines():
                     try:
                         record = json.loads(line)
                     except ValueError:
@@ -63,9 +65,10 @@ class MetricsWatcher:
                         self.total = int(record["total_steps"])
                     if "step" in record:
                         self.last = record
-                if self.last:
-                    self._show(last_plain)
-                    if not self.interactive and time.monotonic() - last_plain > 10:
+                if self.last and self.last.get("step") != shown_step:
+                    if self.interactive or time.monotonic() - last_plain > 10:
+                        self._show()
+                        shown_step = self.last.get("step")
                         last_plain = time.monotonic()
             self._stop.wait(0.5)
 
@@ -78,9 +81,9 @@ class MetricsWatcher:
             parts.append(f"{float(r['throughput']):.0f} samples/s")
         return "  ".join(parts)
 
-    def _show(self, last_plain: float) -> None:
+    def _show(self) -> None:
         if self._progress is not None:
             self._progress.update(self._task, description=self.describe(), total=self.total,
                                   completed=int(self.last.get("step", 0)))
-        elif time.monotonic() - last_plain > 10:
+        else:
             self.log(f"    progress: {self.describe()}")

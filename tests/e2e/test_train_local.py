@@ -56,10 +56,13 @@ def build(tmp_path: Path, spec: Path, name: str) -> Path:
     return bundle
 
 
-def launch(bundle: Path, *args: str, np: int | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
+def launch(bundle: Path, *args: str, np: int | None = None, timeout: int = 240,
+           data_root: Path | None = None) -> subprocess.CompletedProcess:
     e = env()
     if np is not None:
         e["HOROVOD_NP"] = str(np)
+    if data_root is not None:  # a spec outside specs/: its relative paths are relative to its own folder
+        e["LLMC_DATA_ROOT"] = str(data_root)
     proc = subprocess.run([str(bundle / "train" / "launch.sh"), *args], capture_output=True, text=True,
                           timeout=timeout, env=e, stdin=subprocess.DEVNULL, cwd=bundle)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -254,7 +257,7 @@ def test_generated_training_is_the_same_at_every_layout(tmp_path):
     # sums taken in a different order), so the runs compute the same numbers.
     same = [*FAST, "--set", "model.transformer.dropout=0.0", "--set", "train.gradient_compression=\"none\"",
             "--max-steps", "3", "--log-every", "1"]
-    proc = launch(tp_bundle, *same, "--output", str(tmp_path / "tp"))
+    proc = launch(tp_bundle, *same, "--output", str(tmp_path / "tp"), data_root=tmp_path)
     assert "data 2 x tensor 2" in proc.stderr
     launch(dp_bundle, *same, "--output", str(tmp_path / "dp"))
     proc = launch(dp_bundle, *same, "--output", str(tmp_path / "one"), np=1)

@@ -70,6 +70,12 @@ class FieldType(NamedTuple):
             return f"{'<=' if self.le is not None else '<'} {_num(hi_v)}"
         return ""
 
+    def bounded_by(self, outer: "FieldType") -> "FieldType":
+        """This option of a union field, with the union's own bounds (`every` >= 1)."""
+        if any(getattr(outer, b) is not None for b in ("ge", "gt", "le", "lt")):
+            return self._replace(ge=outer.ge, gt=outer.gt, le=outer.le, lt=outer.lt)
+        return self
+
     def admits(self, x: float) -> bool:
         if self.ge is not None and x < self.ge:
             return False

@@ -212,7 +212,7 @@ class TypeChecker:
         if kind == "union":
             for option in ft.options:
                 if _fits_kind(v, option):
-                    return self.value(v, _bounded(option, ft), path, entry)
+                    return self.value(v, option.bounded_by(ft), path, entry)
             self.wrong_type(v, ft.describe(), path)
             return _BAD
         if kind == "quantity":
@@ -411,12 +411,6 @@ def _fits_kind(v: Value, option: FieldType) -> bool:
     if option.kind == "float":
         return v.kind == "number"
     return False
-
-
-def _bounded(option: FieldType, outer: FieldType) -> FieldType:
-    if any(getattr(outer, b) is not None for b in ("ge", "gt", "le", "lt")):
-        return option._replace(ge=outer.ge, gt=outer.gt, le=outer.le, lt=outer.lt)
-    return option
 
 
 def _label_example(annotation) -> str:

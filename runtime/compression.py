@@ -488,14 +488,20 @@ def validate_torch(model, split, batch_size: int = 64) -> dict:
     from .zoo_torch import batch_loss, to_tensors
 
     model.eval()
+    with torch.no_grad():
+        return _validate(split, batch_size, lambda batch: batch_loss(model, to_tensors(batch)))
+
+
+def _validate(split, batch_size: int, loss_of) -> dict:
+    """Sum `loss_of(batch) -> (loss sum, count, correct or None)` over a split, for
+    either framework."""
     loss = count = correct = 0.0
     classify = False
-    with torch.no_grad():
-        for batch in batches(split, np.arange(len(split)), batch_size, drop_last=False):
-            s, c, k = batch_loss(model, to_tensors(batch))
-            loss, count = loss + float(s), count + float(c)
-            if k is not None:
-                classify, correct = True, correct + float(k)
+    for batch in batches(split, np.arange(len(split)), batch_size, drop_last=False):
+        s, c, k = loss_of(batch)
+        loss, count = loss + float(s), count + float(c)
+        if k is not None:
+            classify, correct = True, correct + float(k)
     out = {"valid_loss": round(loss / max(count, 1.0), 6)}
     if classify:
         out["valid_accuracy"] = round(correct / max(count, 1.0), 6)
@@ -727,17 +733,7 @@ def train_tf(model, split, settings: TrainSettings, epochs: int, loss_fn, max_st
 def validate_tf(model, split, batch_size: int = 64) -> dict:
     from .zoo_tf import batch_loss, to_inputs
 
-    loss = count = correct = 0.0
-    classify = False
-    for batch in batches(split, np.arange(len(split)), batch_size, drop_last=False):
-        s, c, k = batch_loss(model, to_inputs(batch))
-        loss, count = loss + float(s), count + float(c)
-        if k is not None:
-            classify, correct = True, correct + float(k)
-    out = {"valid_loss": round(loss / max(count, 1.0), 6)}
-    if classify:
-        out["valid_accuracy"] = round(correct / max(count, 1.0), 6)
-    return out
+    return _validate(split, batch_size, lambda batch: batch_loss(model, to_inputs(batch)))
 
 
 def _distill_tf(step, student, temperature, alpha, epochs, settings, train_path, valid_path) -> dict:

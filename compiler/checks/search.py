@@ -109,14 +109,8 @@ def _numeric_option(ft: FieldType, args: tuple[Value, ...]) -> FieldType | None:
     options = ft.options if ft.kind == "union" else (ft,)
     for opt in options:
         if all(_arg_fits(a, opt) for a in args):
-            return opt if ft.kind != "union" else _with_bounds(opt, ft)
+            return opt if ft.kind != "union" else opt.bounded_by(ft)
     return None
-
-
-def _with_bounds(opt: FieldType, outer: FieldType) -> FieldType:
-    if any(getattr(outer, b) is not None for b in ("ge", "gt", "le", "lt")):
-        return opt._replace(ge=outer.ge, gt=outer.gt, le=outer.le, lt=outer.lt)
-    return opt
 
 
 def _arg_fits(a: Value, ft: FieldType) -> bool:

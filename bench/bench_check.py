@@ -112,10 +112,12 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def report(name: str, value: float, bound: float, detail: str) -> bool:
-    verdict = "ok" if value <= bound else "OVER"
-    print(f"{verdict:4} {name}: {value:.2f} (bound {bound:g}) — {detail}")
-    return value <= bound
+def report(name: str, value: float, bound: float, detail: str, at_least: bool = False) -> bool:
+    """One line per figure; `at_least` for figures that must reach the bound (ratios of speed)."""
+    ok = value >= bound if at_least else value <= bound
+    verdict = "ok" if ok else ("UNDER" if at_least else "OVER")
+    print(f"{verdict:5} {name}: {value:.2f} ({'at least' if at_least else 'bound'} {bound:g}) — {detail}")
+    return ok
 
 
 if __name__ == "__main__":

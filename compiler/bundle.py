@@ -80,8 +80,20 @@ def lock_text(ctx: BuildContext, files: dict[str, str]) -> str:
         "profile": ctx.profile,
         "compiler": f"llmc {ctx.compiler_version}",
         "artifacts": {p: hashlib.sha256(t.encode()).hexdigest() for p, t in sorted(files.items())},
+        "inputs": data_inputs(ctx.ir),
     }
     return json.dumps(lock, indent=2, sort_keys=True) + "\n"
+
+
+def data_inputs(ir) -> dict[str, str]:
+    """The data files the bundle's stages read, as the spec gives them (relative to its
+    folder): the runtime checks they exist before any stage starts."""
+    data = ir.model.data
+    inputs = {"train": data.train, "valid": data.valid, "test": data.test}
+    quantize = ir.compress.quantize if ir.compress is not None else None
+    if quantize is not None and quantize.calibration:
+        inputs["calibration"] = quantize.calibration
+    return inputs
 
 
 def default_output(spec_path: str, profile: str | None) -> str:

@@ -1,46 +1,334 @@
-"""`llmc run --target k8s`: apply the bundle's manifests in the current kube context.
+"""`llmc run --target k8s`: run the bundle's stages in the current kube context.
 
-Without a reachable cluster it fails at once (exit 2) and touches nothing: the
-connection is checked before anything is applied.
+The bundle's k8s/ folder holds the manifests `kubectl apply -k` would apply (each
+file already carries its namespace and labels). The stage workloads (the training
+MPIJob, the compress, evaluate and search Jobs) are created suspended, so that
+applying the folder never starts or repeats training by itself. This module:
+
+1. checks the cluster before touching anything: a kube context, a reachable API
+   server, the namespace, and every kind the bundle needs being served (the MPI
+   Operator's MPIJob; the Prometheus Operator's kinds are optional and skipped with
+   a warning);
+2. applies the supporting objects (ServiceAccount, PVC, ConfigMap, Service,
+   NetworkPolicy, PDB, monitoring) with server-side apply;
+3. for each stage in order, creates its workload (a finished one from an earlier
+   run with the same inputs is kept and the stage skipped; otherwise it is deleted
+   and created afresh: Jobs are immutable), resumes it, and follows it to success
+   or failure, printing state changes; on failure, the tail of its pods' logs;
+4. after evaluate passes, applies the serving Deployment and its autoscaler, so a
+   model that failed its gates is never rolled out.
+
+No API server can run on the machines that build llmc: the orchestration is tested
+against an in-memory stand-in of the few calls below (tests/unit/test_cluster.py),
+the manifests against the real schemas; the calls themselves are the kubernetes
+client's dynamic API.
 """
 
-import sys
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from .runner import ORDER, StageResult
+
+INPUTS_ANNOTATION = "llmc.dev/inputs"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+# Rolled out only after evaluate passes.
+ROLLOUT_KINDS = ("Deployment", "HorizontalPodAutoscaler")
+# Served by an operator the cluster may lack; without it the objects are skipped.
+OPTIONAL_KINDS = ("PrometheusRule", "ServiceMonitor")
+LOG_TAIL_LINES = 40
 
 
-def submit(bundle, console) -> int:
+class ClusterError(Exception):
+    """The run cannot start on this cluster (exit 2) or was refused midway."""
+
+
+class Workload(NamedTuple):
+    stage: str
+    doc: dict
+
+
+class Submission(NamedTuple):
+    setup: list[dict]  # applied first
+    stages: list[Workload]  # created, resumed and followed one after another
+    rollout: list[dict]  # applied once evaluate has passed
+
+
+def read_manifests(k8s_dir: Path) -> list[dict]:
+    """Every object of the folder, in kustomization.yaml's resource order."""
+    import yaml
+
+    kustomization = yaml.safe_load((k8s_dir / "kustomization.yaml").read_text())
+    docs = []
+    for name in kustomization.get("resources", []):
+        docs.extend(d for d in yaml.safe_load_all((k8s_dir / name).read_text()) if d)
+    return docs
+
+
+def plan_submission(docs: list[dict], only: str | None = None, with_search: bool = False) -> Submission:
+    setup, workloads, rollout = [], [], []
+    for doc in docs:
+        stage = stage_of(doc)
+        if stage is not None:
+            workloads.append(Workload(stage, doc))
+        elif doc["kind"] in ROLLOUT_KINDS:
+            rollout.append(doc)
+        else:
+            setup.append(doc)
+    wanted = [s for s in ORDER if s != "search" or with_search or only == "search"]
+    if only is not None:
+        wanted = [only]
+    stages = sorted((w for w in workloads if w.stage in wanted), key=lambda w: ORDER.index(w.stage))
+    # The server is rolled out after a whole pipeline, not after a lone stage.
+    return Submission(setup, stages, rollout if only is None and any(w.stage == "evaluate" for w in stages) else [])
+
+
+def stage_of(doc: dict) -> str | None:
+    if (doc["apiVersion"], doc["kind"]) in (("kubeflow.org/v2beta1", "MPIJob"), ("batch/v1", "Job")):
+        stage = doc["metadata"].get("labels", {}).get(COMPONENT_LABEL)
+        return stage if stage in ORDER else None
+    return None
+
+
+def describe(doc: dict) -> str:
+    return f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+def workload_state(obj: dict) -> tuple[str, str]:
+    """("suspended" | "pending" | "running" | "succeeded" | "failed", detail) of a Job or
+    an MPIJob as the API server returns it."""
+    status = obj.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    detail = ""
+    for kind in ("Failed", "FailureTarget"):
+        if kind in conditions:
+            c = conditions[kind]
+            return "failed", ": ".join(x for x in (c.get("reason"), c.get("message")) if x)
+    if conditions.keys() & {"Complete", "Succeeded", "SuccessCriteriaMet"}:
+        return "succeeded", ""
+    if obj["kind"] == "MPIJob":
+        suspended = (obj.get("spec", {}).get("runPolicy") or {}).get("suspend")
+        replicas = status.get("replicaStatuses") or {}
+        detail = ", ".join(f"{role.lower()} {n} {what}" for role, counts in sorted(replicas.items())
+                           for what, n in sorted(counts.items()) if isinstance(n, int) and n and what != "selector")
+    else:
+        suspended = obj.get("spec", {}).get("suspend")
+        counts = [f"{status[k]} {k}" for k in ("active", "ready", "failed") if status.get(k)]
+        detail = ", ".join(counts)
+    if suspended or "Suspended" in conditions:
+        return "suspended", detail
+    if "Running" in conditions or status.get("active"):
+        return "running", detail
+    return "pending", detail
+
+
+def pod_selector(doc: dict) -> str:
+    """The label selector of the pods a workload runs (the MPIJob's launcher first)."""
+    name = doc["metadata"]["name"]
+    if doc["kind"] == "MPIJob":
+        return f"training.kubeflow.org/job-name={name}"
+    return f"job-name={name}"
+
+
+def resume_patch(doc: dict) -> dict:
+    if doc["kind"] == "MPIJob":
+        return {"spec": {"runPolicy": {"suspend": False}}}
+    return {"spec": {"suspend": False}}
+
+
+def with_inputs(doc: dict, key: str) -> dict:
+    """The workload annotated with the hash of its inputs, to recognise it next run."""
+    out = json.loads(json.dumps(doc))
+    out["metadata"].setdefault("annotations", {})[INPUTS_ANNOTATION] = key
+    return out
+
+
+def stage_keys(bundle, stages: list[Workload]) -> dict[str, str]:
+    """A stage's key: its bundle folder's artifact hashes and the keys of every stage
+    before it (the data lives in the cluster's storage; its paths are in model.json)."""
+    keys, upstream = {}, ""
+    for stage in ORDER:
+        h = hashlib.sha256(upstream.encode())
+        h.update(json.dumps(bundle.artifact_hashes(stage), sort_keys=True).encode())
+        upstream = keys[stage] = h.hexdigest()[:32]
+    return {w.stage: keys[w.stage] for w in stages}
+
+
+class KubeApi:
+    """The calls the runtime makes, through the kubernetes client's dynamic API."""
+
+    def __init__(self):
+        from kubernetes import client, config, dynamic
+
+        try:
+            config.load_kube_config()
+        except Exception as exc:  # no kubeconfig, no current context, a bad file
+            raise ClusterError(f"no Kubernetes cluster configured: {exc}") from None
+        try:
+            client.VersionApi().get_code(_request_timeout=5)
+        except Exception as exc:  # unreachable API server, TLS or auth failure
+            raise ClusterError(f"the Kubernetes API server is not reachable: {exc}") from None
+        self._client = dynamic.DynamicClient(client.ApiClient())
+        self._core = client.CoreV1Api()
+
+    def _resource(self, doc: dict):
+        return self._client.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        try:
+            self._client.resources.get(api_version=api_version, kind=kind)
+            return True
+        except ResourceNotFoundError:
+            return False
+
+    def namespace_exists(self, name: str) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._core.read_namespace(name)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def get(self, doc: dict) -> dict | None:
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        try:
+            return self._resource(doc).get(name=doc["metadata"]["name"],
+                                           namespace=doc["metadata"].get("namespace")).to_dict()
+        except NotFoundError:
+            return None
+
+    def apply(self, doc: dict) -> None:
+        self._client.server_side_apply(self._resource(doc), body=doc, namespace=doc["metadata"].get("namespace"),
+                                       field_manager="llmc", force_conflicts=True)
+
+    def patch(self, doc: dict, patch: dict) -> None:
+        self._client.patch(self._resource(doc), body=patch, name=doc["metadata"]["name"],
+                           namespace=doc["metadata"].get("namespace"), content_type="application/merge-patch+json")
+
+    def delete(self, doc: dict) -> None:
+        self._resource(doc).delete(name=doc["metadata"]["name"], namespace=doc["metadata"].get("namespace"),
+                                   body={"propagationPolicy": "Foreground"})
+
+    def logs(self, namespace: str, selector: str, tail: int) -> list[tuple[str, str]]:
+        pods = self._core.list_namespaced_pod(namespace, label_selector=selector).items
+        out = []
+        for pod in sorted(pods, key=lambda p: p.metadata.name):
+            try:
+                text = self._core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=tail)
+            except Exception as exc:  # a pod that never started has no log
+                text = f"(no log: {exc})"
+            out.append((pod.metadata.name, text))
+        return out
+
+
+def submit(bundle, console, *, only: str | None = None, with_search: bool = False, force: bool = False,
+           api=None, poll_seconds: float = 5.0, clock=time.monotonic, sleep=time.sleep) -> list[StageResult]:
+    """Run the stages on the cluster; raises ClusterError when it cannot start."""
+    k8s_dir = bundle.root / "k8s"
+    if not (k8s_dir / "kustomization.yaml").is_file():
+        raise ClusterError(f"{bundle.root} has no k8s/ manifests; the spec needs a deploy block")
+    plan = plan_submission(read_manifests(k8s_dir), only, with_search)
+    if not plan.stages:
+        raise ClusterError(f"the bundle has no {only or ''} workload to run".replace("  ", " "))
+    if api is None:
+        try:
+            api = KubeApi()
+        except ImportError:
+            raise ClusterError("the kubernetes client is not installed (pip install kubernetes)") from None
+    setup = preflight(api, plan, console)
+    say = lambda text: console.print(text, markup=False, highlight=False)  # noqa: E731
+
+    for doc in setup:
+        api.apply(doc)
+    say(f"applied {len(setup)} objects to namespace {plan.stages[0].doc['metadata'].get('namespace')}")
+    keys = stage_keys(bundle, plan.stages)
+    results: list[StageResult] = []
+    for workload in plan.stages:
+        result = run_workload(api, workload, keys[workload.stage], force, say, poll_seconds, clock, sleep)
+        results.append(result)
+        if result.status not in ("ok", "skipped"):
+            return results
+    for doc in plan.rollout:
+        api.apply(doc)
+    if plan.rollout:
+        say("evaluate passed: rolled out " + ", ".join(describe(d) for d in plan.rollout))
+    return results
+
+
+def preflight(api, plan: Submission, console) -> list[dict]:
+    """Fail before touching anything; returns the setup objects the cluster can take."""
+    namespace = plan.stages[0].doc["metadata"].get("namespace")
+    if namespace and not api.namespace_exists(namespace):
+        raise ClusterError(f"namespace {namespace!r} does not exist; create it first: kubectl create namespace {namespace}")
+    kinds = {(d["apiVersion"], d["kind"]) for d in plan.setup + plan.rollout + [w.doc for w in plan.stages]}
+    missing = {k for k in kinds if not api.serves(*k)}
+    required = sorted(k for k in missing if k[1] not in OPTIONAL_KINDS)
+    if required:
+        hint = " (install the MPI Operator, kubeflow/mpi-operator v0.4 or later)" if any(
+            k[1] == "MPIJob" for k in required) else ""
+        raise ClusterError("the cluster does not serve " + ", ".join(f"{v} {k}" for v, k in required) + hint)
+    setup = [d for d in plan.setup if (d["apiVersion"], d["kind"]) not in missing]
+    for version, kind in sorted(missing):
+        console.print(f"warning: the cluster does not serve {version} {kind} (the Prometheus Operator's); "
+                      f"skipping {sum(1 for d in plan.setup if d['kind'] == kind)} object(s)", markup=False,
+                      highlight=False)
+    return setup
+
+
+def run_workload(api, workload: Workload, key: str, force: bool, say, poll_seconds: float, clock,
+                 sleep) -> StageResult:
+    doc = with_inputs(workload.doc, key)
+    name = describe(doc)
+    started = clock()
+    existing = api.get(doc)
+    if existing is not None:
+        same = (existing["metadata"].get("annotations") or {}).get(INPUTS_ANNOTATION) == key
+        if same and not force and workload_state(existing)[0] == "succeeded":
+            say(f"==> {workload.stage}: {name} up to date (succeeded with these inputs); --force reruns it")
+            return StageResult(workload.stage, "skipped", 0.0, 0)
+        say(f"==> {workload.stage}: deleting the earlier {name}")
+        api.delete(doc)
+        while api.get(doc) is not None:  # foreground deletion: gone once its pods are
+            sleep(poll_seconds)
+    say(f"==> {workload.stage}: {name}")
+    api.apply(doc)
+    api.patch(doc, resume_patch(doc))
+    shown = None
     try:
-        from kubernetes import client, config
-    except ImportError:
-        sys.stderr.write("error: the kubernetes client is not installed (pip install kubernetes)\n")
-        return 2
-    try:
-        config.load_kube_config()
-    except Exception as exc:  # no kubeconfig, no current context, a bad file
-        sys.stderr.write(f"error: no Kubernetes cluster configured: {exc}\n")
-        return 2
-    try:
-        client.VersionApi().get_code(_request_timeout=5)
-    except Exception as exc:  # unreachable API server, TLS or auth failure
-        sys.stderr.write(f"error: the Kubernetes API server is not reachable: {exc}\n")
-        return 2
-    manifests = bundle.root / "k8s"
-    if not manifests.is_dir():
-        sys.stderr.write("error: the bundle has no k8s/ manifests\n")
-        return 2
-    from kubernetes import utils
-
-    api = client.ApiClient()
-    applied = 0
-    for path in sorted(manifests.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        utils.create_from_yaml(api, str(path), apply=True) if _supports_apply(utils) else utils.create_from_yaml(api, str(path))
-        applied += 1
-    console.print(f"applied {applied} manifests from {manifests}")
-    return 0
-
-
-def _supports_apply(utils) -> bool:
-    import inspect
-
-    return "apply" in inspect.signature(utils.create_from_yaml).parameters
+        while True:
+            obj = api.get(doc)
+            state, detail = workload_state(obj) if obj is not None else ("failed", "deleted by someone else")
+            if (state, detail) != shown:
+                say(f"    {name}: {state}" + (f" ({detail})" if detail else ""))
+                shown = (state, detail)
+            if state in ("succeeded", "failed"):
+                break
+            sleep(poll_seconds)
+    except KeyboardInterrupt:
+        say(f"==> {workload.stage} interrupted: {name} keeps running in the cluster; "
+            f"stop it with kubectl -n {doc['metadata'].get('namespace')} delete {doc['kind'].lower()} "
+            f"{doc['metadata']['name']}")
+        return StageResult(workload.stage, "interrupted", clock() - started, 130)
+    seconds = clock() - started
+    namespace = doc["metadata"].get("namespace")
+    if state == "failed" or workload.stage == "evaluate":
+        # A failure's cause, or evaluate's metrics table, is in the pods' logs.
+        for pod, text in api.logs(namespace, pod_selector(doc), LOG_TAIL_LINES):
+            say(f"--- {pod} (last {LOG_TAIL_LINES} lines) ---")
+            for line in text.rstrip("\n").splitlines():
+                say(line)
+    if state == "failed":
+        say(f"==> {workload.stage} failed after {seconds:.0f}s: {detail}")
+        return StageResult(workload.stage, "failed", seconds, 1)
+    say(f"==> {workload.stage} ok in {seconds:.0f}s")
+    return StageResult(workload.stage, "ok", seconds, 0)

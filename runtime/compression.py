@@ -1118,7 +1118,7 @@ def _export_torch_step(step: Step, valid_path) -> dict:
     if valid_path:
         split = load_rows(cfg, step.data(valid_path), meta.get("label_names"), limit=min(step.limit or 32, 32))
         report["check"] = compare_backends(open_model(step.input), open_model(step.work), split)
-        step.say(f"ONNX vs torch on {len(split)} valid examples: {report['check']}")
+        step.say(f"ONNX vs torch on {len(split)} valid examples: {agreement_text(report['check'])}")
     return report
 
 
@@ -1135,7 +1135,7 @@ def _export_tf_step(step: Step, valid_path) -> dict:
     if valid_path:
         split = load_rows(meta["model"], step.data(valid_path), meta.get("label_names"), limit=min(step.limit or 32, 32))
         report["check"] = compare_backends(open_model(step.input, prefer="keras"), open_model(step.work), split)
-        step.say(f"SavedModel vs Keras on {len(split)} valid examples: {report['check']}")
+        step.say(f"SavedModel vs Keras on {len(split)} valid examples: {agreement_text(report['check'])}")
     return report
 
 
@@ -1345,6 +1345,19 @@ def _quantize_onnx(step: Step, precision, method, calibration, samples, valid_pa
     step.say(f"{precision} {report['method'] or ''}: {before:,} -> {after:,} bytes")
     report["check"] = _check_against_input(step, meta, valid_path)
     return report
+
+
+def agreement_text(check: dict) -> str:
+    """compare_backends' report in a line: how far apart the two models are, and their times."""
+    parts = [f"max |logit difference| {check['max_abs_logit_diff']:.2g}"]
+    for key, name in (("top1_agreement", "top-1"), ("greedy_agreement", "greedy decoding")):
+        if key in check:
+            parts.append(f"{name} agreement {check[key]:.0%}")
+    seconds = check.get("seconds") or {}
+    if seconds:
+        parts.append(" vs ".join(f"{check[role]} {seconds[role] * 1e3:.1f} ms" for role in ("reference", "candidate")
+                                 if role in seconds))
+    return ", ".join(parts)
 
 
 def _check_against_input(step: Step, meta: dict, valid_path: str | None) -> dict | None:

@@ -13,23 +13,25 @@ from rich.console import Console
 
 from . import records
 from .progress import MetricsWatcher
-from .runner import Bundle, RunError, plan_stages, preflight, run_stages
+from .runner import Bundle, RunError, StageResult, plan_stages, preflight, run_stages
 
 
 def run(bundle_dir: str, *, name: str, data_root: Path, runs_root: Path, stage: str | None, target: str,
         np: int | None, force: bool, profile: str | None) -> int:
     console = Console(stderr=False, highlight=False)
+    # Stages run in the bundle's folder: every path handed to them must be absolute.
+    data_root, runs_root = data_root.resolve(), runs_root.resolve()
     try:
         bundle = Bundle(bundle_dir)
-        if target == "k8s":
-            from .cluster import submit
-
-            return submit(bundle, console)
-        preflight(bundle, data_root)
+        if target != "k8s":
+            preflight(bundle, data_root)
     except RunError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return exc.status
     work = runs_root / name / "work"
+    if target == "k8s":
+        return _on_cluster(bundle, console, name=name, runs_root=runs_root, work=work, stage=stage, force=force,
+                           profile=profile)
     stages = plan_stages(bundle, work, data_root, np, with_search=stage == "search")
     if not stages:
         sys.stderr.write("error: the bundle has no stage to run\n")
@@ -42,14 +44,29 @@ def run(bundle_dir: str, *, name: str, data_root: Path, runs_root: Path, stage: 
         try:
             results = run_stages(bundle, stages, work, data_root, force, stage, log=watcher.log)
         except KeyboardInterrupt:
-            results = []
-    info = {"spec": name, "profile": profile, "target": target, "bundle": str(bundle.root)}
-    records.finish_record(record, bundle.root, work, info, results)
+            results = [StageResult("run", "interrupted", 0.0, 130)]
+    return _finish(console, record, bundle, work, {"spec": name, "profile": profile, "target": target}, results)
+
+
+def _on_cluster(bundle, console, *, name, runs_root, work, stage, force, profile) -> int:
+    from .cluster import ClusterError, submit
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        results = submit(bundle, console, only=stage, with_search=stage == "search", force=force)
+    except ClusterError as exc:  # nothing was touched, or the cluster refused midway
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    record = records.new_record(runs_root, name)
+    return _finish(console, record, bundle, work, {"spec": name, "profile": profile, "target": "k8s"}, results)
+
+
+def _finish(console, record: Path, bundle, work: Path, info: dict, results: list) -> int:
+    records.finish_record(record, bundle.root, work, {**info, "bundle": str(bundle.root)}, results)
     console.print(f"run recorded in {record}", highlight=False)
     if any(r.status == "interrupted" for r in results):
         return 130
-    failed = [r for r in results if r.status == "failed"]
-    return 1 if failed else 0
+    return 1 if any(r.status == "failed" for r in results) else 0
 
 
 def _interrupt(signum, frame):

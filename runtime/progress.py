@@ -3,7 +3,8 @@
 The training script appends JSON lines to its metrics file (docs/bundle.md); a
 watcher thread follows that file and shows the newest step. On a terminal this is
 a rich progress bar under the streamed output; elsewhere, a plain line every few
-seconds.
+seconds. The ETA is the steps left at the rate measured since this run's first step
+(a resumed run starts late: its earlier steps took no time in this run).
 """
 
 import json
@@ -23,6 +24,8 @@ class MetricsWatcher:
         self._task = None
         self.last: dict = {}
         self.total: int | None = None
+        self.finished = False
+        self._first: tuple[int, float] | None = None  # (step, monotonic time) this run first saw
 
     def __enter__(self):
         if self.interactive:
@@ -61,16 +64,33 @@ class MetricsWatcher:
                         record = json.loads(line)
                     except ValueError:
                         continue
-                    if "total_steps" in record:
-                        self.total = int(record["total_steps"])
-                    if "step" in record:
-                        self.last = record
-                if self.last and self.last.get("step") != shown_step:
+                    self._read(record)
+                if self.last and not self.finished and self.last.get("step") != shown_step:
                     if self.interactive or time.monotonic() - last_plain > 10:
                         self._show()
                         shown_step = self.last.get("step")
                         last_plain = time.monotonic()
             self._stop.wait(0.5)
+
+    def _read(self, record: dict) -> None:
+        if record.get("start"):
+            self.total = int(record["total_steps"])
+            self.finished, self._first = False, None
+        elif record.get("final"):
+            self.finished = True
+        elif "step" in record:
+            self.last = record
+            if self._first is None:
+                self._first = (int(record["step"]), time.monotonic())
+
+    def eta_seconds(self) -> float | None:
+        if not self.total or self._first is None or "step" not in self.last:
+            return None
+        first_step, first_time = self._first
+        done = int(self.last["step"]) - first_step
+        if done <= 0:
+            return None
+        return (self.total - int(self.last["step"])) * (time.monotonic() - first_time) / done
 
     def describe(self) -> str:
         r = self.last
@@ -79,6 +99,9 @@ class MetricsWatcher:
             parts.append(f"loss {float(r['loss']):.4f}")
         if "throughput" in r:
             parts.append(f"{float(r['throughput']):.0f} samples/s")
+        eta = self.eta_seconds()
+        if eta is not None and self._progress is None:  # rich's bar shows its own ETA
+            parts.append(f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
         return "  ".join(parts)
 
     def _show(self) -> None:

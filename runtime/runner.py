@@ -10,6 +10,7 @@ success is skipped. Every run leaves a record under runs/ (see records.py).
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,7 +47,8 @@ class StageResult(NamedTuple):
 
 class Bundle:
     def __init__(self, root: str):
-        self.root = Path(root)
+        # Absolute: stages run with the bundle as their working directory.
+        self.root = Path(root).resolve()
         lock_path = self.root / "llmc.lock.json"
         if not lock_path.is_file():
             raise RunError(f"{root} is not an llmc bundle (no llmc.lock.json); run `llmc build` first", status=2)
@@ -69,13 +71,10 @@ class Bundle:
 
 
 def data_files(bundle: Bundle, data_root: Path) -> list[Path]:
-    """The local files the stages read (URIs are the cluster's business)."""
-    model = bundle.model.get("model", {})
-    paths = [model.get("data", {}).get(split) for split in ("train", "valid", "test")]
-    quantize = ((bundle.model.get("compress") or {}).get("quantize") or {})
-    paths.append(quantize.get("calibration"))
+    """The local files the stages read, from the lock file's `inputs` (URIs are the
+    cluster's business)."""
     out = []
-    for p in paths:
+    for p in dict.fromkeys((bundle.lock.get("inputs") or {}).values()):
         if not p or p.startswith(_URI):
             continue
         path = Path(p)
@@ -107,9 +106,10 @@ def plan_stages(bundle: Bundle, work: Path, data_root: Path, np: int | None, wit
                  "--output", str(work / "compress"), *common] for s in steps]
         stages.append(Stage("compress", cmds, "compress", str(work / "compress")))
     if bundle.has("evaluate/evaluate.py"):
+        # --latency: the run's table shows p50/p99 even when no gate asks for them.
         model = work / ("compress" if steps else "train") / "model"
         cmd = [py, str(root / "evaluate/evaluate.py"), "--model", str(model), "--baseline", str(work / "train" / "model"),
-               "--json", str(work / "evaluate" / "metrics.json"), *common]
+               "--json", str(work / "evaluate" / "metrics.json"), "--latency", *common]
         stages.append(Stage("evaluate", [cmd], "evaluate", str(work / "evaluate")))
     if with_search and bundle.has("search/search.py"):
         cmd = [py, str(root / "search/search.py"), "--local", "--output", str(work / "search"), *common]
@@ -168,12 +168,18 @@ def run_command(command: list[str], cwd: Path, log=print) -> int:
     """Run one command in its own process group, streaming its output; Ctrl-C or a
     failure stops every process it started."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # TensorFlow's start-up banner (oneDNN, CPU features) buries the stage's own output;
+    # a user who wants it sets TF_CPP_MIN_LOG_LEVEL themselves.
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet = env["TF_CPP_MIN_LOG_LEVEL"] not in ("", "0")
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, start_new_session=True, env=env)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            log(rank_prefixed(line.rstrip("\n")))
+            line = rank_prefixed(line.rstrip("\n"))
+            if not (quiet and is_start_up_noise(line)):
+                log(line)
         return proc.wait()
     except KeyboardInterrupt:
         stop_group(proc)
@@ -203,6 +209,18 @@ def rank_prefixed(line: str) -> str:
         rank = tag[1:tag.index("]")].split(",")[-1]
         return f"[rank {rank}] {rest}"
     return line
+
+
+# C++ INFO lines logged before absl::InitializeLog(), which ignore TF_CPP_MIN_LOG_LEVEL
+# (abseil-cpp#1718): the warning about it, glog-style "I0000 00:00:... file.cc:N]"
+# lines, and the CPU-features line's second half.
+_NOISE = re.compile(r"(?:\[rank \d+\] )?(?:WARNING: All log messages before absl::InitializeLog\(\) is called"
+                    r"|I\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+\.cc:\d+\] "
+                    r"|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags)")
+
+
+def is_start_up_noise(line: str) -> bool:
+    return _NOISE.match(line) is not None
 
 
 def _write_json(path: Path, data) -> None:

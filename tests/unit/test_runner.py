@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from llmc.runtime import records
-from llmc.runtime.runner import Bundle, RunError, Stage, preflight, rank_prefixed, run_stages
+from llmc.runtime import progress, records
+from llmc.runtime.runner import (Bundle, RunError, Stage, is_start_up_noise, preflight, rank_prefixed, run_command,
+                                  run_stages)
 
 
 def _bundle(root: Path, evaluate_code: str, data: str = "data/train.tsv") -> Bundle:
@@ -22,7 +23,8 @@ def _bundle(root: Path, evaluate_code: str, data: str = "data/train.tsv") -> Bun
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
-    lock = {"artifacts": {rel: hashlib.sha256(text.encode()).hexdigest() for rel, text in files.items()}}
+    lock = {"artifacts": {rel: hashlib.sha256(text.encode()).hexdigest() for rel, text in files.items()},
+            "inputs": {"train": data, "valid": data, "test": data}}
     (root / "llmc.lock.json").write_text(json.dumps(lock))
     return Bundle(str(root))
 
@@ -101,3 +103,56 @@ def test_records_are_written_and_listed(tmp_path):
     assert (record / "llmc.lock.json").is_file()
     listing = records.format_records(records.list_records(tmp_path / "runs"))
     assert "demo/" in listing and "evaluate ok" in listing
+
+
+def test_a_bundle_named_by_a_relative_path_runs_from_its_own_folder(tmp_path, monkeypatch):
+    # Stages run with the bundle as their working directory: `llmc run` from the
+    # project root with the default build/<spec> must still find the scripts.
+    _bundle(tmp_path / "build" / "demo", SCRIPT)
+    monkeypatch.chdir(tmp_path)
+    bundle = Bundle("build/demo")
+    assert bundle.root == tmp_path / "build" / "demo"
+    work = tmp_path / "work"
+    results = run_stages(bundle, [_stage(bundle, work)], work, tmp_path, force=False, only=None, log=lambda _: None)
+    assert [r.status for r in results] == ["ok"]
+
+
+def test_framework_start_up_lines_are_dropped_and_the_stage_output_kept(tmp_path, monkeypatch):
+    # What TensorFlow 2.21 prints before absl is initialised, whatever TF_CPP_MIN_LOG_LEVEL says.
+    banner = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1795909578.138839    6816 port.cc:153] oneDNN custom operations are on.",
+        "[1,0]<stderr>:I0000 00:00:1795909846.869983    7425 cpu_feature_guard.cc:227] This TensorFlow binary",
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the "
+        "appropriate compiler flags.",
+    ]
+    kept = ["[1,0]<stderr>:train.py: done", "W0000 00:00:1795909578.1 6816 x.cc:1] a real warning", "I said hello"]
+    script = tmp_path / "noisy.py"
+    script.write_text("for line in %r:\n    print(line)\n" % (banner + kept))
+    import sys
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    lines: list[str] = []
+    assert run_command([sys.executable, str(script)], cwd=tmp_path, log=lines.append) == 0
+    assert lines == ["[rank 0] train.py: done", kept[1], kept[2]]
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user asked for everything
+    lines.clear()
+    run_command([sys.executable, str(script)], cwd=tmp_path, log=lines.append)
+    assert len(lines) == len(banner + kept)
+    assert not is_start_up_noise("train.py: I0000 is not at the start")
+
+
+def test_progress_shows_steps_of_the_total_and_an_eta_from_this_runs_rate(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    watcher = progress.MetricsWatcher(Path("unused"), console=None, interactive=False)
+    # A resumed run: steps before 40 were done by an earlier run and took no time in this one.
+    watcher._read({"start": True, "from_step": 40, "total_steps": 100})
+    watcher._read({"step": 50, "loss": 1.25, "throughput": 300.0})
+    assert watcher.eta_seconds() is None  # one point is no rate yet
+    clock[0] = 120.0
+    watcher._read({"step": 60, "loss": 1.0, "throughput": 310.0})
+    assert watcher.eta_seconds() == pytest.approx(80.0)  # 40 steps left at 2 s per step
+    assert watcher.describe() == "step 60/100  loss 1.0000  310 samples/s  ETA 1:20"
+    watcher._read({"final": True, "steps": 100})
+    assert watcher.finished

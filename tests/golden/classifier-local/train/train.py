@@ -215,6 +215,9 @@ def main(argv=None) -> int:
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
 
+    # Where this run starts and ends, for progress and ETA (a resumed run starts late).
+    log({"start": True, "from_step": progress["step"], "total_steps": last_step})
+
     policy = ck.Policy(train["checkpoint"]["every"])
 
     def save_checkpoint(step: int, epoch: int, micro: int) -> None:

@@ -64,7 +64,7 @@ DIRECTION = 'minimize'
 MAXIMIZE = False
 SEED = 0
 MONGO_URL_ENV = 'LLMC_MONGO_URL'
-EXP_KEY = 'translator-local-891a0c6af169'
+EXP_KEY = 'translator-local-f636cdfa46ea'
 # The type train.py expects for each searched field.
 CASTS = {'model.transformer.dropout': 'float', 'train.batch_size': 'int', 'train.optimizer.lr': 'float'}
 

@@ -198,6 +198,9 @@ def main(argv=None) -> int:
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
 
+    # Where this run starts and ends, for progress and ETA (a resumed run starts late).
+    log({"start": True, "from_step": progress["step"], "total_steps": last_step})
+
     policy = ck.Policy(train["checkpoint"]["every"])
     # A time-based decision is rank 0's when saving is collective (shards are gathered).
     agree = None if TENSOR_PARALLEL == 1 else (

@@ -1,0 +1,249 @@
+"""`llmc run --target k8s`.
+
+Without a cluster (always, here) it fails at once, exit 2, touching nothing. No
+Kubernetes API server can run on these machines (../shared/ENVIRONMENT.md), so the
+orchestration (what is applied when, resuming the suspended stages in order,
+following them, logs on failure, rollout only after evaluate) runs against
+`FakeCluster`, an in-memory stand-in for the six calls runtime/cluster.py makes,
+with the real bundles' manifests and status objects shaped as the API returns them.
+The manifests themselves are checked against the real schemas in test_target_k8s.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, run_cli
+from llmc.runtime.cluster import (INPUTS_ANNOTATION, ClusterError, plan_submission, pod_selector, read_manifests,
+                                  submit, workload_state)
+from llmc.runtime.runner import Bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Bundle:
+    out = tmp_path_factory.mktemp("k8s") / "bundle"
+    code, _, err = run_cli("build", str(ROOT / "specs" / "translator.llm"), "-o", str(out), "-q")
+    assert code == 0, err
+    return Bundle(str(out))
+
+
+class Console:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def print(self, text, **_):
+        self.lines.extend(str(text).splitlines())
+
+
+def succeeded(obj: dict) -> dict:
+    kind = "Succeeded" if obj["kind"] == "MPIJob" else "Complete"
+    return {"conditions": [{"type": "Running" if kind == "Succeeded" else "SuccessCriteriaMet", "status": "True"},
+                           {"type": kind, "status": "True"}]}
+
+
+def failed(obj: dict) -> dict:
+    return {"failed": 3, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                         "message": "Job has reached the specified backoff limit"}]}
+
+
+class FakeCluster:
+    """Objects by (kind, name). A resumed workload is running on the next read and
+    then finishes as `outcomes` says (default: succeeds)."""
+
+    def __init__(self, served=None, namespaces=("ml-translation",), outcomes=None):
+        self.objects: dict[tuple[str, str], dict] = {}
+        self.calls: list[str] = []
+        self.served = served
+        self.namespaces = set(namespaces)
+        self.outcomes = outcomes or {}
+        self._reads: dict[tuple[str, str], int] = {}
+
+    def serves(self, api_version, kind):
+        return self.served is None or kind in self.served
+
+    def namespace_exists(self, name):
+        return name in self.namespaces
+
+    def get(self, doc):
+        key = (doc["kind"], doc["metadata"]["name"])
+        obj = self.objects.get(key)
+        if obj is None:
+            return None
+        if obj.get("_resumed"):
+            n = self._reads[key] = self._reads.get(key, 0) + 1
+            if n == 1:
+                obj["status"] = {"active": 1, "conditions": [{"type": "Running", "status": "True"}]}
+            elif n == 2:
+                obj["status"] = self.outcomes.get(doc["metadata"]["name"], succeeded)(obj)
+        return copy.deepcopy({k: v for k, v in obj.items() if k != "_resumed"})
+
+    def apply(self, doc):
+        self.calls.append(f"apply {doc['kind']}/{doc['metadata']['name']}")
+        key = (doc["kind"], doc["metadata"]["name"])
+        assert key not in self.objects or doc["kind"] not in ("Job", "MPIJob"), "a Job is immutable"
+        self.objects[key] = copy.deepcopy(doc)
+
+    def patch(self, doc, patch):
+        self.calls.append(f"resume {doc['kind']}/{doc['metadata']['name']}")
+        obj = self.objects[(doc["kind"], doc["metadata"]["name"])]
+        spec = obj["spec"]["runPolicy"] if doc["kind"] == "MPIJob" else obj["spec"]
+        patched = patch["spec"]["runPolicy"] if doc["kind"] == "MPIJob" else patch["spec"]
+        spec.update(patched)
+        obj["_resumed"] = True
+
+    def delete(self, doc):
+        self.calls.append(f"delete {doc['kind']}/{doc['metadata']['name']}")
+        key = (doc["kind"], doc["metadata"]["name"])
+        self.objects.pop(key)
+        self._reads.pop(key, None)
+
+    def logs(self, namespace, selector, tail):
+        self.calls.append(f"logs {selector}")
+        return [(selector.split("=")[1] + "-abcde", "metric  value  bound  verdict\nbleu  31.2  >= 26.0  pass\n")]
+
+
+def run(bundle, cluster, **kwargs):
+    console = Console()
+    results = submit(bundle, console, api=cluster, poll_seconds=0, sleep=lambda s: None, **kwargs)
+    return results, console.lines
+
+
+def test_without_a_cluster_llmc_run_fails_at_once_with_exit_2(tmp_path):
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "missing-kubeconfig"), "HOME": str(tmp_path)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    proc = subprocess.run([sys.executable, "-m", "llmc.compiler.cli", "run", str(ROOT / "specs" / "translator.llm"),
+                           "--target", "k8s", "-o", str(tmp_path / "bundle"), "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "error: no Kubernetes cluster configured" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()  # nothing ran, nothing to record
+
+
+def test_the_bundle_splits_into_setup_stages_and_rollout(bundle):
+    plan = plan_submission(read_manifests(bundle.root / "k8s"))
+    assert [(w.stage, w.doc["kind"]) for w in plan.stages] == [("train", "MPIJob"), ("compress", "Job"),
+                                                                ("evaluate", "Job")]
+    assert sorted(d["kind"] for d in plan.rollout) == ["Deployment", "HorizontalPodAutoscaler"]
+    assert {"ServiceAccount", "PersistentVolumeClaim", "ConfigMap", "Service", "PodDisruptionBudget",
+            "NetworkPolicy", "PrometheusRule", "ServiceMonitor"} == {d["kind"] for d in plan.setup}
+    # Every workload arrives suspended: applying never starts training by itself.
+    assert plan.stages[0].doc["spec"]["runPolicy"]["suspend"] is True
+    assert all(w.doc["spec"]["suspend"] is True for w in plan.stages[1:])
+    searched = plan_submission(read_manifests(bundle.root / "k8s"), only="search")
+    assert [w.stage for w in searched.stages] == ["search"] and searched.rollout == []
+
+
+def test_stages_are_resumed_in_order_each_after_the_last_succeeded_then_the_server_rolls_out(bundle):
+    cluster = FakeCluster()
+    results, lines = run(bundle, cluster)
+    assert [(r.name, r.status) for r in results] == [("train", "ok"), ("compress", "ok"), ("evaluate", "ok")]
+    resumes = [c for c in cluster.calls if c.startswith("resume")]
+    assert resumes == ["resume MPIJob/translator-train", "resume Job/translator-compress",
+                       "resume Job/translator-evaluate"]
+    calls = cluster.calls
+    # Each stage is created only after the one before it succeeded; the server last.
+    assert calls.index("apply Job/translator-compress") > calls.index("resume MPIJob/translator-train")
+    assert calls.index("apply Deployment/translator") > calls.index("resume Job/translator-evaluate")
+    assert calls.index("apply ServiceAccount/translator") < calls.index("apply MPIJob/translator-train")
+    assert "    MPIJob/translator-train: running" in lines and "    Job/translator-evaluate: succeeded" in lines
+    # Evaluate's metrics table comes from its pod's log.
+    assert "logs job-name=translator-evaluate" in calls and "bleu  31.2  >= 26.0  pass" in lines
+    annotations = cluster.objects[("MPIJob", "translator-train")]["metadata"]["annotations"]
+    assert len(annotations[INPUTS_ANNOTATION]) == 32
+
+
+def test_a_failed_stage_stops_the_run_shows_its_logs_and_never_rolls_out(bundle):
+    cluster = FakeCluster(outcomes={"translator-compress": failed})
+    results, lines = run(bundle, cluster)
+    assert [(r.name, r.status) for r in results] == [("train", "ok"), ("compress", "failed")]
+    assert ("Job", "translator-evaluate") not in cluster.objects
+    assert ("Deployment", "translator") not in cluster.objects
+    assert "logs job-name=translator-compress" in cluster.calls
+    assert any(line.startswith("--- translator-compress-abcde") for line in lines)
+    assert "==> compress failed after 0s: BackoffLimitExceeded: Job has reached the specified backoff limit" in lines
+
+
+def test_a_rerun_keeps_what_succeeded_with_the_same_inputs_and_recreates_the_rest(bundle):
+    cluster = FakeCluster(outcomes={"translator-evaluate": failed})
+    run(bundle, cluster)
+    cluster.outcomes = {}
+    cluster.calls.clear()
+    results, lines = run(bundle, cluster)
+    assert [(r.name, r.status) for r in results] == [("train", "skipped"), ("compress", "skipped"),
+                                                    ("evaluate", "ok")]
+    assert "delete Job/translator-evaluate" in cluster.calls and "apply MPIJob/translator-train" not in cluster.calls
+    # --force reruns everything: Jobs are immutable, so each is deleted and created again.
+    cluster.calls.clear()
+    results, _ = run(bundle, cluster, force=True)
+    assert [r.status for r in results] == ["ok", "ok", "ok"]
+    assert [c for c in cluster.calls if c.startswith("delete")] == [
+        "delete MPIJob/translator-train", "delete Job/translator-compress", "delete Job/translator-evaluate"]
+
+
+def test_a_changed_bundle_reruns_its_stage(bundle, tmp_path):
+    cluster = FakeCluster()
+    run(bundle, cluster)
+    lock = json.loads((bundle.root / "llmc.lock.json").read_text())
+    changed = copy.deepcopy(lock)
+    changed["artifacts"]["compress/distill.py"] = "0" * 64
+    other = tmp_path / "bundle"
+    (other / "k8s").parent.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    shutil.copytree(bundle.root, other, dirs_exist_ok=True)
+    (other / "llmc.lock.json").write_text(json.dumps(changed))
+    cluster.calls.clear()
+    results, _ = run(Bundle(str(other)), cluster)
+    # compress changed, and evaluate comes after it; training is kept.
+    assert [(r.name, r.status) for r in results] == [("train", "skipped"), ("compress", "ok"), ("evaluate", "ok")]
+
+
+def test_nothing_is_touched_when_the_namespace_or_the_mpi_operator_is_missing(bundle):
+    cluster = FakeCluster(namespaces=())
+    with pytest.raises(ClusterError, match="namespace 'ml-translation' does not exist"):
+        run(bundle, cluster)
+    assert cluster.calls == []
+    served = {"ServiceAccount", "PersistentVolumeClaim", "ConfigMap", "Service", "PodDisruptionBudget",
+              "NetworkPolicy", "Deployment", "HorizontalPodAutoscaler", "Job"}
+    cluster = FakeCluster(served=served | {"PrometheusRule", "ServiceMonitor"})
+    with pytest.raises(ClusterError, match="does not serve kubeflow.org/v2beta1 MPIJob.*MPI Operator"):
+        run(bundle, cluster)
+    assert cluster.calls == []
+
+
+def test_monitoring_kinds_are_optional(bundle):
+    served = {"ServiceAccount", "PersistentVolumeClaim", "ConfigMap", "Service", "PodDisruptionBudget",
+              "NetworkPolicy", "Deployment", "HorizontalPodAutoscaler", "Job", "MPIJob"}
+    cluster = FakeCluster(served=served)
+    results, lines = run(bundle, cluster)
+    assert [r.status for r in results] == ["ok", "ok", "ok"]
+    assert not any("PrometheusRule" in c or "ServiceMonitor" in c for c in cluster.calls)
+    assert any("does not serve monitoring.coreos.com/v1 PrometheusRule" in line for line in lines)
+
+
+def test_workload_states_from_the_api_status():
+    job = {"kind": "Job", "spec": {"suspend": True}}
+    assert workload_state(job) == ("suspended", "")
+    job = {"kind": "Job", "spec": {"suspend": False}, "status": {"active": 2, "ready": 1}}
+    assert workload_state(job) == ("running", "2 active, 1 ready")
+    job["status"] = {"succeeded": 1, "conditions": [{"type": "SuccessCriteriaMet", "status": "True"},
+                                                    {"type": "Complete", "status": "True"}]}
+    assert workload_state(job)[0] == "succeeded"
+    job["status"] = {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}
+    assert workload_state(job) == ("failed", "DeadlineExceeded")
+    mpi = {"kind": "MPIJob", "spec": {"runPolicy": {"suspend": False}},
+           "status": {"conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}],
+                      "replicaStatuses": {"Launcher": {"active": 1}, "Worker": {"active": 2}}}}
+    assert workload_state(mpi) == ("running", "launcher 1 active, worker 2 active")
+    mpi["status"]["conditions"].append({"type": "Running", "status": "False"})
+    mpi["status"]["conditions"].append({"type": "Succeeded", "status": "True"})
+    assert workload_state(mpi)[0] == "succeeded"
+    assert pod_selector({"kind": "MPIJob", "metadata": {"name": "t"}}) == "training.kubeflow.org/job-name=t"
+    assert pod_selector({"kind": "Job", "metadata": {"name": "t"}}) == "job-name=t"

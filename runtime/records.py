@@ -47,15 +47,18 @@ def list_records(runs_root: Path, spec_name: str | None = None) -> list[tuple[st
     if not runs_root.is_dir():
         return out
     for spec_dir in sorted(runs_root.iterdir()):
-        if not spec_dir.is_dir() or (spec_name and spec_dir.name != spec_name):
+        if not spec_dir.is_dir():
             continue
         for record in sorted(spec_dir.iterdir()):
             info_path = record / "run.json"
             if info_path.is_file():
                 try:
-                    out.append((f"{spec_dir.name}/{record.name}", json.loads(info_path.read_text())))
+                    info = json.loads(info_path.read_text())
                 except ValueError:
                     continue
+                # `llmc runs translator` lists translator's runs under every profile.
+                if spec_name is None or spec_dir.name in (spec_name, f"{spec_name}-{info.get('profile')}"):
+                    out.append((f"{spec_dir.name}/{record.name}", info))
     return out
 
 

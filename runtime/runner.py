@@ -74,12 +74,12 @@ def data_files(bundle: Bundle, data_root: Path) -> list[Path]:
     """The local files the stages read, from the lock file's `inputs` (URIs are the
     cluster's business)."""
     out = []
-    for p in dict.fromkeys((bundle.lock.get("inputs") or {}).values()):
+    for p in (bundle.lock.get("inputs") or {}).values():
         if not p or p.startswith(_URI):
             continue
-        path = Path(p)
-        out.append(path if path.is_absolute() else data_root / path)
-    return out
+        # normpath: the same file named through another spec folder is the same input.
+        out.append(Path(os.path.normpath(p if os.path.isabs(p) else data_root / p)))
+    return list(dict.fromkeys(out))
 
 
 def preflight(bundle: Bundle, data_root: Path) -> None:

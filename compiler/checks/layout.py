@@ -45,6 +45,11 @@ def check(ctx: CheckContext) -> None:
             diags.error("E302", spans.attribute("model.transformer.d_ff"), "d_ff not divisible by tensor parallelism",
                         label=f"the feed-forward width {arch.d_ff} cannot be split evenly over tensor = {tensor}",
                         help="make d_ff a multiple of the tensor-parallel size")
+        if tensor > 1 and model.framework == "tensorflow":
+            diags.error("E308", spans.attribute("train.parallel.tensor"),
+                        "tensor parallelism is only implemented for torch models",
+                        label=f"tensor = {tensor} with framework = \"tensorflow\"",
+                        help="set tensor = 1 (TensorFlow models train data-parallel) or use framework = \"torch\"")
     elif tensor > 1 or pipeline > 1:
         diags.error("E308", spans.attribute("train.parallel.tensor" if tensor > 1 else "train.parallel.pipeline"),
                     "model parallelism is only implemented for Transformers",

@@ -96,6 +96,21 @@ def test_classifier_local_pipeline_trains_tensorflow_over_horovod_and_passes_acc
     rows = table_rows(proc.stdout)
     assert rows["accuracy"][2] == "pass" and rows["f1"][2] == "pass"
 
+    # The same models held to a gate they cannot pass (`--stage evaluate` reuses the
+    # trained and compressed models of the run above): the run fails with the table.
+    strict = tmp_path / "strict" / "classifier.llm"
+    strict.parent.mkdir()
+    strict.write_text(f'extends "{ROOT / "specs" / "classifier.llm"}"\n\n'
+                      "profile local {\n  evaluate.metric.accuracy.min = 0.9999\n}\n")
+    failed = run_spec(tmp_path, strict, "--stage", "evaluate")
+    assert failed.returncode == 1, failed.stdout[-4000:]
+    assert "==> train" not in failed.stdout and "==> compress" not in failed.stdout
+    rows = table_rows(failed.stdout)
+    assert rows["accuracy"][1] == ">= 0.9999" and rows["accuracy"][2] == "FAIL", rows
+    assert "==> evaluate failed (exit 1)" in failed.stdout
+    listing = llmc(tmp_path, "runs", "classifier", "--runs-dir", "runs").stdout
+    assert "evaluate failed" in listing and "evaluate ok" in listing
+
 
 def _train_processes(marker: str) -> list[int]:
     pids = []

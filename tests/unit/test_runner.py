@@ -103,6 +103,11 @@ def test_records_are_written_and_listed(tmp_path):
     assert (record / "llmc.lock.json").is_file()
     listing = records.format_records(records.list_records(tmp_path / "runs"))
     assert "demo/" in listing and "evaluate ok" in listing
+    # `llmc runs demo` lists demo's runs under every profile; `llmc runs other` none of them.
+    local = records.new_record(tmp_path / "runs", "demo-local")
+    records.finish_record(local, bundle.root, work, {"spec": "demo-local", "profile": "local"}, results)
+    assert [name.split("/")[0] for name, _ in records.list_records(tmp_path / "runs", "demo")] == ["demo", "demo-local"]
+    assert records.list_records(tmp_path / "runs", "other") == []
 
 
 def test_a_bundle_named_by_a_relative_path_runs_from_its_own_folder(tmp_path, monkeypatch):

@@ -108,7 +108,8 @@ def write_bundle(bundle: Bundle, out: str) -> None:
     parent.mkdir(parents=True, exist_ok=True)
     if out_path.exists() and not out_path.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory")
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.llmc-", dir=parent))
+    _remove_abandoned_staging(parent, out_path.name)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.llmc-{os.getpid()}-", dir=parent))
     try:
         for rel, text in sorted(bundle.files.items()):
             target = staging / rel
@@ -121,6 +122,25 @@ def write_bundle(bundle: Bundle, out: str) -> None:
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_abandoned_staging(parent: Path, name: str) -> None:
+    """A build killed midway leaves its staging folder (the bundle itself is intact):
+    remove those whose build process is gone. A running build's folder is kept."""
+    for path in parent.glob(f".{name}.llmc-*"):
+        pid = path.name[len(name) + 7:].split("-", 1)[0]
+        if path.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:

@@ -1398,7 +1398,10 @@ def _quantize_tflite(step: Step, precision, method, calibration, samples, valid_
 
         converter.representative_dataset = representative
         report["calibration"] = {"path": step.data(calibration), "samples": len(arrays)}
-    with contextlib.redirect_stdout(sys.stderr):
+    # Calibration runs tf.lite.Interpreter, whose deprecation warning (six lines) says
+    # nothing about this model.
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
         blob = converter.convert()
     (step.work / "model.tflite").write_bytes(blob)
     saved = size_of(model_files(step.input))

@@ -166,3 +166,17 @@ def _walk(node, out: list[str]) -> None:
     elif isinstance(node, list):
         for v in node:
             _walk(v, out)
+
+
+def test_a_build_removes_staging_folders_that_killed_builds_left(tmp_path):
+    from llmc.compiler.bundle import Bundle
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid now names no process
+    abandoned = tmp_path / f".b.llmc-{gone.pid}-x1y2"
+    running = tmp_path / f".b.llmc-{os.getpid()}-z3w4"  # a build still under way
+    other = tmp_path / f".c.llmc-{gone.pid}-q5r6"  # another bundle's
+    for folder in (abandoned, running, other):
+        (folder / "train").mkdir(parents=True)
+    write_bundle(Bundle({"a.txt": "a\n"}, frozenset()), str(tmp_path / "b"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["b", running.name, other.name])

@@ -26,6 +26,7 @@ client's dynamic API.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -41,6 +42,7 @@ ROLLOUT_KINDS = ("Deployment", "HorizontalPodAutoscaler")
 # Served by an operator the cluster may lack; without it the objects are skipped.
 OPTIONAL_KINDS = ("PrometheusRule", "ServiceMonitor")
 LOG_TAIL_LINES = 40
+DELETE_TIMEOUT = 300.0  # seconds for an earlier workload and its pods to go
 
 
 class ClusterError(Exception):
@@ -201,23 +203,28 @@ class KubeApi:
     def get(self, doc: dict) -> dict | None:
         from kubernetes.dynamic.exceptions import NotFoundError
 
-        try:
-            return self._resource(doc).get(name=doc["metadata"]["name"],
-                                           namespace=doc["metadata"].get("namespace")).to_dict()
-        except NotFoundError:
-            return None
+        with _refused("read", doc):
+            try:
+                return self._resource(doc).get(name=doc["metadata"]["name"],
+                                               namespace=doc["metadata"].get("namespace")).to_dict()
+            except NotFoundError:
+                return None
 
     def apply(self, doc: dict) -> None:
-        self._client.server_side_apply(self._resource(doc), body=doc, namespace=doc["metadata"].get("namespace"),
-                                       field_manager="llmc", force_conflicts=True)
+        with _refused("apply", doc):
+            self._client.server_side_apply(self._resource(doc), body=doc, namespace=doc["metadata"].get("namespace"),
+                                           field_manager="llmc", force_conflicts=True)
 
     def patch(self, doc: dict, patch: dict) -> None:
-        self._client.patch(self._resource(doc), body=patch, name=doc["metadata"]["name"],
-                           namespace=doc["metadata"].get("namespace"), content_type="application/merge-patch+json")
+        with _refused("resume", doc):
+            self._client.patch(self._resource(doc), body=patch, name=doc["metadata"]["name"],
+                               namespace=doc["metadata"].get("namespace"),
+                               content_type="application/merge-patch+json")
 
     def delete(self, doc: dict) -> None:
-        self._resource(doc).delete(name=doc["metadata"]["name"], namespace=doc["metadata"].get("namespace"),
-                                   body={"propagationPolicy": "Foreground"})
+        with _refused("delete", doc):
+            self._resource(doc).delete(name=doc["metadata"]["name"], namespace=doc["metadata"].get("namespace"),
+                                       body={"propagationPolicy": "Foreground"})
 
     def logs(self, namespace: str, selector: str, tail: int) -> list[tuple[str, str]]:
         pods = self._core.list_namespaced_pod(namespace, label_selector=selector).items
@@ -229,6 +236,29 @@ class KubeApi:
                 text = f"(no log: {exc})"
             out.append((pod.metadata.name, text))
         return out
+
+
+@contextlib.contextmanager
+def _refused(action: str, doc: dict):
+    """The API server's refusal (forbidden, invalid, conflict) as a ClusterError naming
+    the object and the server's own reason."""
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.dynamic.exceptions import DynamicApiError
+
+    try:
+        yield
+    except (ApiException, DynamicApiError) as exc:
+        raise ClusterError(f"the cluster refused to {action} {describe(doc)}: {server_message(exc)}") from None
+
+
+def server_message(exc) -> str:
+    """"403 Forbidden: <the API server's Status message>" from a client exception."""
+    message = None
+    try:
+        message = json.loads(exc.body).get("message")
+    except (TypeError, ValueError, AttributeError):
+        pass
+    return f"{exc.status} {exc.reason}" + (f": {message}" if message else "")
 
 
 def submit(bundle, console, *, only: str | None = None, with_search: bool = False, force: bool = False,
@@ -298,7 +328,11 @@ def run_workload(api, workload: Workload, key: str, force: bool, say, poll_secon
             return StageResult(workload.stage, "skipped", 0.0, 0)
         say(f"==> {workload.stage}: deleting the earlier {name}")
         api.delete(doc)
+        deadline = clock() + DELETE_TIMEOUT
         while api.get(doc) is not None:  # foreground deletion: gone once its pods are
+            if clock() > deadline:
+                raise ClusterError(f"{name} still exists {DELETE_TIMEOUT:.0f}s after it was deleted "
+                                   "(a finalizer holding it?); delete it yourself and run again")
             sleep(poll_seconds)
     say(f"==> {workload.stage}: {name}")
     api.apply(doc)

@@ -57,6 +57,10 @@ def _on_cluster(bundle, console, *, name, runs_root, work, stage, force, profile
     except ClusterError as exc:  # nothing was touched, or the cluster refused midway
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    except KeyboardInterrupt:  # while applying: what was applied stays (server-side apply is idempotent)
+        sys.stderr.write("interrupted; what was applied stays in the cluster, and `llmc run --target k8s` "
+                         "picks up from there\n")
+        return 130
     record = records.new_record(runs_root, name)
     return _finish(console, record, bundle, work, {"spec": name, "profile": profile, "target": "k8s"}, results)
 

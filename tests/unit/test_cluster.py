@@ -247,3 +247,33 @@ def test_workload_states_from_the_api_status():
     assert workload_state(mpi)[0] == "succeeded"
     assert pod_selector({"kind": "MPIJob", "metadata": {"name": "t"}}) == "training.kubeflow.org/job-name=t"
     assert pod_selector({"kind": "Job", "metadata": {"name": "t"}}) == "job-name=t"
+
+
+def test_a_refusal_names_the_object_and_the_servers_reason():
+    from kubernetes.client.exceptions import ApiException
+
+    from llmc.runtime.cluster import _refused
+
+    refusal = ApiException(status=403, reason="Forbidden")
+    refusal.body = json.dumps({"kind": "Status", "message": 'jobs.batch is forbidden: User "ci" cannot create '
+                               'resource "jobs" in API group "batch" in the namespace "ml-translation"'})
+    doc = {"kind": "Job", "metadata": {"name": "translator-compress"}}
+    with pytest.raises(ClusterError) as info:
+        with _refused("apply", doc):
+            raise refusal
+    assert str(info.value) == ('the cluster refused to apply Job/translator-compress: 403 Forbidden: jobs.batch is '
+                               'forbidden: User "ci" cannot create resource "jobs" in API group "batch" in the '
+                               'namespace "ml-translation"')
+
+
+def test_an_earlier_workload_that_will_not_go_stops_the_run(bundle):
+    class Stuck(FakeCluster):
+        def delete(self, doc):  # a finalizer keeps it
+            self.calls.append(f"delete {doc['kind']}/{doc['metadata']['name']}")
+
+    cluster = Stuck()
+    run(bundle, cluster)
+    clock = iter(range(0, 10_000, 60))
+    with pytest.raises(ClusterError, match="MPIJob/translator-train still exists 300s after it was deleted"):
+        submit(bundle, Console(), api=cluster, force=True, poll_seconds=0, sleep=lambda s: None,
+               clock=lambda: next(clock))

@@ -150,7 +150,7 @@ def parse(source: SourceFile, diags: Collector) -> ast.File | None:
     except UnexpectedToken as exc:
         _report_unexpected_token(source, exc, diags)
         return None
-    except UnexpectedInput as exc:  # UnexpectedEOF and anything lark adds later
+    except UnexpectedInput:  # UnexpectedEOF and anything lark adds later
         line, col = _line_col(text, len(text))
         diags.error("E103", Span(source.path, line, col, line, col + 1), "unexpected end of file")
         return None

@@ -3,7 +3,6 @@ diagnostics .stderr files) instead of comparing; review the diff before committi
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

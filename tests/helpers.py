@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 from pathlib import Path
@@ -27,6 +28,42 @@ def run_cli(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
     finally:
         os.chdir(old)
     return code, out.getvalue(), err.getvalue()
+
+
+def build_spec(spec: str | Path, out: Path, profile: str | None = None) -> Path:
+    """`llmc build SPEC -o OUT [--profile P]` in this process; returns OUT."""
+    args = ["build", str(spec), "-o", str(out), "-q"] + (["--profile", profile] if profile else [])
+    code, stdout, stderr = run_cli(*args, cwd=ROOT)
+    assert code == 0, stdout + stderr
+    return Path(out)
+
+
+def checked(spec: str | Path, profile: str | None = None):
+    """The check result of a spec that must be clean (cached: tests only read it)."""
+    return _checked(str(spec), profile)
+
+
+@functools.lru_cache(maxsize=None)
+def _checked(spec: str, profile: str | None):
+    from llmc.compiler.driver import check_spec
+
+    result = check_spec(spec, profile=profile)
+    assert result.ok, [d.message for d in result.diagnostics]
+    return result
+
+
+class BundleCache:
+    """Bundles of the checked-in specs, each built once (a module fixture holds one)."""
+
+    def __init__(self, tmp_path_factory):
+        self._factory = tmp_path_factory
+        self._bundles: dict[tuple[str, str | None], Path] = {}
+
+    def __call__(self, name: str, profile: str | None = None) -> Path:
+        if (name, profile) not in self._bundles:
+            out = self._factory.mktemp(f"{name}-{profile or 'default'}") / "bundle"
+            self._bundles[name, profile] = build_spec(ROOT / "specs" / f"{name}.llm", out, profile)
+        return self._bundles[name, profile]
 
 
 def compare_or_update(path: Path, actual: str, update: bool) -> None:

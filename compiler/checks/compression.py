@@ -7,7 +7,7 @@ from . import CheckContext
 
 
 def check(ctx: CheckContext) -> None:
-    comp, model, spans, diags = ctx.ir.compress, ctx.ir.model, ctx.spans, ctx.diags
+    comp, spans, diags = ctx.ir.compress, ctx.spans, ctx.diags
     if comp is None:
         return
     q = comp.quantize

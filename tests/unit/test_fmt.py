@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, run_cli
-from llmc.compiler import ast
 from llmc.compiler.diagnostics import Collector
 from llmc.compiler.fmt import FormatError, format_text
 from llmc.compiler.parse import parse

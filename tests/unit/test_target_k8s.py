@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, run_cli
+from helpers import ROOT, build_spec as build, checked as check
 
 SHARED = ROOT.parent / "shared"
 CRDS = SHARED / "crds"
@@ -33,24 +33,6 @@ LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 # --- building ----------------------------------------------------------------------
 
 
-def build(spec: Path, out: Path, profile: str | None = None) -> Path:
-    args = ["build", str(spec), "-o", str(out), "-q"] + (["--profile", profile] if profile else [])
-    code, _, err = run_cli(*args)
-    assert code == 0, err
-    return out
-
-
-def check(spec: Path, profile: str | None = None):
-    return _check(str(spec), profile)
-
-
-@functools.lru_cache(maxsize=None)
-def _check(spec: str, profile: str | None):
-    from llmc.compiler.driver import check_spec
-
-    result = check_spec(spec, profile=profile)
-    assert result.ok, [d.message for d in result.diagnostics]
-    return result
 
 
 @pytest.fixture(scope="module", params=BUILDS, ids=lambda b: f"{b[0]}-{b[1] or 'default'}")

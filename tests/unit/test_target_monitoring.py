@@ -3,7 +3,6 @@ real specs and for variants (explicit error budget, hostile namespace)."""
 
 from __future__ import annotations
 
-import functools
 import re
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, run_cli
+from helpers import ROOT, build_spec as build, checked as check
 
 BUILDS = [("translator", None), ("translator", "local"), ("classifier", None), ("classifier", "local")]
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -20,24 +19,6 @@ ALERTS = {"LlmcErrorBudgetFastBurn", "LlmcErrorBudgetSlowBurn", "LlmcLatencyP99A
 PROMTOOL = shutil.which("promtool")
 
 
-def build(spec: Path, out: Path, profile: str | None = None) -> Path:
-    args = ["build", str(spec), "-o", str(out), "-q"] + (["--profile", profile] if profile else [])
-    code, _, err = run_cli(*args)
-    assert code == 0, err
-    return out
-
-
-def check(spec: Path, profile: str | None = None):
-    return _check(str(spec), profile)
-
-
-@functools.lru_cache(maxsize=None)
-def _check(spec: str, profile: str | None):
-    from llmc.compiler.driver import check_spec
-
-    result = check_spec(spec, profile=profile)
-    assert result.ok, [d.message for d in result.diagnostics]
-    return result
 
 
 def load(path: Path):

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import ROOT, run_cli
+from helpers import ROOT, BundleCache, build_spec
 
 hyperopt = pytest.importorskip("hyperopt")
 import numpy as np  # noqa: E402  (hyperopt depends on it)
@@ -81,25 +81,10 @@ sys.exit(1)
 '''
 
 
-def build(spec: str | Path, profile: str | None, out: Path) -> Path:
-    args = ["build", str(spec), "-o", str(out)] + (["--profile", profile] if profile else [])
-    code, stdout, stderr = run_cli(*args, cwd=ROOT)
-    assert code == 0, stdout + stderr
-    return out
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """The bundle of a checked-in spec, built once per module (tests only read it)."""
-    cache: dict = {}
-
-    def get(name: str, profile: str | None = None) -> Path:
-        if (name, profile) not in cache:
-            out = tmp_path_factory.mktemp(f"{name}-{profile or 'default'}") / "bundle"
-            cache[name, profile] = build(spec_path(name), profile, out)
-        return cache[name, profile]
-
-    return get
+    return BundleCache(tmp_path_factory)
 
 
 def load(path: Path, name: str):
@@ -164,7 +149,7 @@ def test_every_distribution_kind(tmp_path):
     text = text.replace('algorithm = "tpe"', 'algorithm = "anneal"\n  early_stop = 3\n  backend = "spark"')
     spec = tmp_path / "all.llm"
     spec.write_text(text, encoding="utf-8")
-    out = build(spec, None, tmp_path / "b")
+    out = build_spec(spec, tmp_path / "b")
     source = (out / "search" / "search.py").read_text(encoding="utf-8")
     # loguniform's bounds are values in the spec: the script takes their logarithms.
     assert "hp.loguniform('train.optimizer.lr', math.log(1e-05), math.log(0.001))" in source
@@ -186,7 +171,7 @@ def test_random_algorithm_and_maximize(tmp_path):
     text = spec_path("classifier").read_text(encoding="utf-8").replace('algorithm = "tpe"', 'algorithm = "random"')
     spec = tmp_path / "c.llm"
     spec.write_text(text, encoding="utf-8")
-    module = load(build(spec, None, tmp_path / "b") / "search" / "search.py", "search_random")
+    module = load(build_spec(spec, tmp_path / "b") / "search" / "search.py", "search_random")
     assert module.SUGGEST is hyperopt.rand.suggest
     assert module.MAXIMIZE is True and module.OBJECTIVE_IS_LOSS is False
 
@@ -275,7 +260,7 @@ def test_strings_with_quotes_and_newlines_stay_data(tmp_path):
     text = spec_path("translator").read_text(encoding="utf-8").replace("model translator {", f'model "{escaped}" {{', 1)
     spec = tmp_path / "odd name.llm"
     spec.write_text(text, encoding="utf-8")
-    module = load(build(spec, None, tmp_path / "b") / "search" / "search.py", "search_injection")
+    module = load(build_spec(spec, tmp_path / "b") / "search" / "search.py", "search_injection")
     assert module.MODEL == name and module.SPEC == "odd name.llm"
 
 

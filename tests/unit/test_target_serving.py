@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, run_cli
+from helpers import ROOT, BundleCache, build_spec
 
 text_format = pytest.importorskip("google.protobuf.text_format")
 model_server_config_pb2 = pytest.importorskip("tensorflow_serving.config.model_server_config_pb2")
@@ -76,25 +76,10 @@ def _batching_parameters_class():
 BatchingParameters = _batching_parameters_class()
 
 
-def build(spec: str | Path, profile: str | None, out: Path) -> Path:
-    args = ["build", str(spec), "-o", str(out)] + (["--profile", profile] if profile else [])
-    code, stdout, stderr = run_cli(*args, cwd=ROOT)
-    assert code == 0, stdout + stderr
-    return out
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """The bundle of a checked-in spec, built once per module (tests only read it)."""
-    cache: dict = {}
-
-    def get(name: str, profile: str | None = None) -> Path:
-        if (name, profile) not in cache:
-            out = tmp_path_factory.mktemp(f"{name}-{profile or 'default'}") / "bundle"
-            cache[name, profile] = build(spec_path(name), profile, out)
-        return cache[name, profile]
-
-    return get
+    return BundleCache(tmp_path_factory)
 
 
 def spec_path(name: str) -> Path:
@@ -171,7 +156,7 @@ def test_tfserving_threads_follow_resources_cpu(tmp_path):
     text = spec_path("classifier").read_text().replace("  replicas {\n    min = 2", "  resources {\n    cpu = 6.5\n  }\n  replicas {\n    min = 2", 1)
     spec = tmp_path / "c.llm"
     spec.write_text(text)
-    out = build(spec, None, tmp_path / "b")
+    out = build_spec(spec, tmp_path / "b")
     batching = parse((out / "serve" / "batching.config").read_text(), BatchingParameters())
     assert batching.num_batch_threads.value == 6
     assert batching.max_enqueued_batches.value == 6
@@ -225,7 +210,7 @@ def test_triton_serves_a_tensorflow_mlp(tmp_path):
     text = spec_path("classifier").read_text().replace('platform = "tf-serving"', 'platform = "triton"')
     spec = tmp_path / "classifier.llm"
     spec.write_text(text)
-    out = build(spec, None, tmp_path / "b")
+    out = build_spec(spec, tmp_path / "b")
     assert "serve/models.config" not in relative_files(out)
     config = parse((out / "serve/model_repository/classifier/config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     # TF-TRT writes a SavedModel: Triton's TensorFlow backend serves it.
@@ -295,7 +280,7 @@ def test_serving_name():
 
 
 def test_hostile_names_stay_data_in_tf_serving_protos(tmp_path):
-    out = build(_hostile_spec(tmp_path, "classifier"), None, tmp_path / "b")
+    out = build_spec(_hostile_spec(tmp_path, "classifier"), tmp_path / "b")
     models = parse((out / "serve" / "models.config").read_text(), model_server_config_pb2.ModelServerConfig())
     (config,) = models.model_config_list.config  # nothing injected a second config
     name = serving_name(HOSTILE)
@@ -305,7 +290,7 @@ def test_hostile_names_stay_data_in_tf_serving_protos(tmp_path):
 
 
 def test_hostile_names_stay_data_in_triton_protos(tmp_path):
-    out = build(_hostile_spec(tmp_path, "translator"), None, tmp_path / "b")
+    out = build_spec(_hostile_spec(tmp_path, "translator"), tmp_path / "b")
     name = serving_name(HOSTILE)
     (path,) = [p for p in relative_files(out) if p.startswith("serve/")]
     assert path == f"serve/model_repository/{name}/config.pbtxt"

@@ -17,6 +17,7 @@ the compiler, never an empty string in an artifact.
 
 import json
 import math
+import re
 import shlex
 from functools import lru_cache
 from pathlib import Path
@@ -71,16 +72,14 @@ def yaml_literal(value) -> str:
     text = json.dumps(value, ensure_ascii=False)
     # Characters YAML does not allow raw, or reads as line breaks (NEL, LS, PS) that a
     # double-quoted scalar would fold, are written as YAML escapes instead.
-    return "".join(_yaml_escape(ch) if _yaml_unsafe(ch) else ch for ch in text)
+    return _YAML_UNSAFE.sub(_yaml_escape, text)
 
 
-def _yaml_unsafe(ch: str) -> bool:
-    o = ord(ch)
-    return o == 0x7F or 0x80 <= o <= 0x9F or o in (0x2028, 0x2029, 0xFEFF, 0xFFFE, 0xFFFF)
+_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
 
 
-def _yaml_escape(ch: str) -> str:
-    return f"\\u{ord(ch):04X}"
+def _yaml_escape(match: re.Match) -> str:
+    return f"\\u{ord(match.group()):04X}"
 
 
 def sh_word(value) -> str:

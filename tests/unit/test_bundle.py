@@ -180,3 +180,13 @@ def test_a_build_removes_staging_folders_that_killed_builds_left(tmp_path):
         (folder / "train").mkdir(parents=True)
     write_bundle(Bundle({"a.txt": "a\n"}, frozenset()), str(tmp_path / "b"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["b", running.name, other.name])
+
+
+def test_yaml_literals_escape_what_yaml_would_fold_or_reject():
+    from llmc.compiler.render import yaml_literal
+
+    for value in ["line\u2028separator", "next\x85line", "para\u2029graph", "del\x7f", "bom\ufeff",
+                  "c1\x9fend", "plain: # {x} *a &b !c %d 'q' \"qq\" \\"]:
+        text = yaml_literal(value)
+        assert yaml.safe_load(text) == value, text
+        assert not any(ch in text for ch in "\u2028\u2029\x85\x7f\x9f\ufeff"), text

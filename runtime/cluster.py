@@ -81,9 +81,7 @@ def plan_submission(docs: list[dict], only: str | None = None, with_search: bool
             rollout.append(doc)
         else:
             setup.append(doc)
-    wanted = [s for s in ORDER if s != "search" or with_search or only == "search"]
-    if only is not None:
-        wanted = [only]
+    wanted = [only] if only is not None else [s for s in ORDER if s != "search" or with_search]
     stages = sorted((w for w in workloads if w.stage in wanted), key=lambda w: ORDER.index(w.stage))
     # The server is rolled out after a whole pipeline, not after a lone stage.
     return Submission(setup, stages, rollout if only is None and any(w.stage == "evaluate" for w in stages) else [])
@@ -105,7 +103,6 @@ def workload_state(obj: dict) -> tuple[str, str]:
     an MPIJob as the API server returns it."""
     status = obj.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
-    detail = ""
     for kind in ("Failed", "FailureTarget"):
         if kind in conditions:
             c = conditions[kind]
@@ -129,7 +126,8 @@ def workload_state(obj: dict) -> tuple[str, str]:
 
 
 def pod_selector(doc: dict) -> str:
-    """The label selector of the pods a workload runs (the MPIJob's launcher first)."""
+    """The label selector of the pods a workload runs (for an MPIJob, the launcher and the
+    workers; sorted by name, the launcher's log comes first)."""
     name = doc["metadata"]["name"]
     if doc["kind"] == "MPIJob":
         return f"training.kubeflow.org/job-name={name}"

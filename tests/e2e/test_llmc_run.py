@@ -81,7 +81,7 @@ def test_translator_local_pipeline_passes_its_bleu_gate(tmp_path):
     listing = llmc(tmp_path, "runs", "--runs-dir", "runs")
     assert listing.returncode == 0 and "translator-local/" in listing.stdout and "evaluate ok" in listing.stdout
 
-    # Nothing changed: every stage is up to date and the run takes seconds, not minutes.
+    # Nothing changed: every stage is up to date, and none runs again.
     again = run_spec(tmp_path, ROOT / "specs" / "translator.llm")
     assert again.returncode == 0, again.stdout[-3000:]
     assert again.stdout.count("up to date") == 3 and "==> train ok" not in again.stdout

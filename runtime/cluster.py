@@ -27,13 +27,12 @@ client's dynamic API.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 from pathlib import Path
 from typing import NamedTuple
 
-from .runner import ORDER, StageResult
+from .runner import ORDER, StageResult, stage_key
 
 INPUTS_ANNOTATION = "llmc.dev/inputs"
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -148,13 +147,11 @@ def with_inputs(doc: dict, key: str) -> dict:
 
 
 def stage_keys(bundle, stages: list[Workload]) -> dict[str, str]:
-    """A stage's key: its bundle folder's artifact hashes and the keys of every stage
-    before it (the data lives in the cluster's storage; its paths are in model.json)."""
+    """Each stage's key as the local runner makes it, without the data: it lives in the
+    cluster's storage (its paths are in model.json)."""
     keys, upstream = {}, ""
     for stage in ORDER:
-        h = hashlib.sha256(upstream.encode())
-        h.update(json.dumps(bundle.artifact_hashes(stage), sort_keys=True).encode())
-        upstream = keys[stage] = h.hexdigest()[:32]
+        upstream = keys[stage] = stage_key(bundle, stage, upstream)[:32]
     return {w.stage: keys[w.stage] for w in stages}
 
 

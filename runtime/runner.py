@@ -117,13 +117,24 @@ def plan_stages(bundle: Bundle, work: Path, data_root: Path, np: int | None, wit
     return stages
 
 
-def stage_key(bundle: Bundle, stage: Stage, data_root: Path, upstream: str) -> str:
-    h = hashlib.sha256(upstream.encode())
-    h.update(json.dumps(bundle.artifact_hashes(stage.folder), sort_keys=True).encode())
+def data_digest(bundle: Bundle, data_root: Path) -> str:
+    """One digest of the local data files the stages read (names and contents), read once
+    per run: every stage's key includes it."""
+    h = hashlib.sha256()
     for path in data_files(bundle, data_root):
         h.update(str(path).encode())
         if path.is_file():
-            h.update(hashlib.sha256(path.read_bytes()).digest())
+            with open(path, "rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()
+
+
+def stage_key(bundle: Bundle, folder: str, upstream: str, data: str = "") -> str:
+    """A stage's key: the hashes of its bundle folder's artifacts (and model.json), the
+    data's digest, and the key of the stage before it, so a change upstream reruns it."""
+    h = hashlib.sha256(upstream.encode())
+    h.update(json.dumps(bundle.artifact_hashes(folder), sort_keys=True).encode())
+    h.update(data.encode())
     return h.hexdigest()
 
 
@@ -134,10 +145,10 @@ def run_stages(bundle: Bundle, stages: list[Stage], work: Path, data_root: Path,
     state_path = work / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     results: list[StageResult] = []
+    data = data_digest(bundle, data_root)
     upstream = ""
     for stage in stages:
-        key = stage_key(bundle, stage, data_root, upstream)
-        upstream = key
+        key = upstream = stage_key(bundle, stage.folder, upstream, data)
         if only is not None and stage.name != only:
             continue
         last = state.get(stage.name, {})

@@ -66,6 +66,44 @@ class BundleCache:
         return self._bundles[name, profile]
 
 
+def spec_variant(tmp_path: Path, name: str, edit) -> Path:
+    """specs/NAME.llm with `edit(text)` applied, written to tmp_path/NAME.llm (the edit
+    must change something)."""
+    text = (ROOT / "specs" / f"{name}.llm").read_text(encoding="utf-8")
+    new = edit(text)
+    assert new != text
+    path = tmp_path / f"{name}.llm"
+    path.write_text(new, encoding="utf-8")
+    return path
+
+
+def train_translator(cfg: dict, steps: int = 40):
+    """The dates translator of `cfg` (a model.json model block) after `steps` Adam steps
+    on one thread (the cores are shared): it writes date-like strings, far from BLEU 40."""
+    import torch
+
+    from llmc.runtime import zoo_torch
+    from llmc.runtime.data import batches, epoch_order, load_split
+
+    train = load_split(cfg, str(ROOT / "examples" / "data" / "dates" / "train.tsv"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = zoo_torch.build_model(cfg, seed=0)
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        for i, batch in enumerate(batches(train, epoch_order(len(train), 0, 0), 32)):
+            loss, count, _ = zoo_torch.batch_loss(model, zoo_torch.to_tensors(batch))
+            (loss / count).backward()
+            opt.step()
+            opt.zero_grad()
+            if i + 1 == steps:
+                break
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
 def compare_or_update(path: Path, actual: str, update: bool) -> None:
     if update:
         path.parent.mkdir(parents=True, exist_ok=True)

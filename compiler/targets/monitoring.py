@@ -151,21 +151,18 @@ class DashboardContext(NamedTuple):
 
 
 _PROMQL_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_PROMQL_SPECIAL = re.compile(r"[\\'\x00-\x1f\x7f]")
 
 
 def promql_string(value: str) -> str:
     """A single-quoted PromQL string literal (Go escapes), so that rules embedded in
     YAML double-quoted scalars read without backslashes."""
-    out = ["'"]
-    for ch in value:
-        if ch in _PROMQL_ESCAPES:
-            out.append(_PROMQL_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    out.append("'")
-    return "".join(out)
+    return "'" + _PROMQL_SPECIAL.sub(_promql_escape, value) + "'"
+
+
+def _promql_escape(match: re.Match) -> str:
+    ch = match.group()
+    return _PROMQL_ESCAPES.get(ch) or f"\\x{ord(ch):02x}"
 
 
 def matchers(pairs) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import ROOT, run_cli
+from helpers import ROOT, run_cli, train_translator
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -59,29 +59,6 @@ def ort_session(path: Path):
     so.log_severity_level = 3
     so.intra_op_num_threads = 1
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def train_translator(cfg: dict, steps: int = 40):
-    from llmc.runtime import zoo_torch
-    from llmc.runtime.data import batches, epoch_order, load_split
-
-    train = load_split(cfg, str(DATA / "dates" / "train.tsv"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        model = zoo_torch.build_model(cfg, seed=0)
-        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-        for i, batch in enumerate(batches(train, epoch_order(len(train), 0, 0), 32)):
-            loss, count, _ = zoo_torch.batch_loss(model, zoo_torch.to_tensors(batch))
-            (loss / count).backward()
-            opt.step()
-            opt.zero_grad()
-            if i + 1 == steps:
-                break
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
 
 
 def valid_rows(cfg: dict, n: int = 12) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, build_spec as build, checked as check
+from helpers import ROOT, build_spec as build, checked as check, spec_variant as variant
 
 SHARED = ROOT.parent / "shared"
 CRDS = SHARED / "crds"
@@ -355,15 +355,6 @@ def test_prometheusrule_carries_the_alerts_yaml_groups(built):
 
 
 # --- variants of the specs ---------------------------------------------------------
-
-
-def variant(tmp_path: Path, name: str, edit) -> Path:
-    text = (ROOT / "specs" / f"{name}.llm").read_text(encoding="utf-8")
-    new = edit(text)
-    assert new != text
-    path = tmp_path / f"{name}.llm"
-    path.write_text(new, encoding="utf-8")
-    return path
 
 
 def drop_block(block: str):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, build_spec as build, checked as check
+from helpers import ROOT, build_spec as build, checked as check, spec_variant as variant
 
 BUILDS = [("translator", None), ("translator", "local"), ("classifier", None), ("classifier", "local")]
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -194,15 +194,6 @@ def test_dashboard(built):
 
 
 # --- variants ----------------------------------------------------------------------
-
-
-def variant(tmp_path: Path, name: str, edit) -> Path:
-    text = (ROOT / "specs" / f"{name}.llm").read_text(encoding="utf-8")
-    new = edit(text)
-    assert new != text
-    path = tmp_path / f"{name}.llm"
-    path.write_text(new, encoding="utf-8")
-    return path
 
 
 def test_explicit_error_rate_is_the_budget(tmp_path):

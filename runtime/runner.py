@@ -182,6 +182,9 @@ def run_command(command: list[str], cwd: Path, log=print) -> int:
     # TensorFlow's start-up banner (oneDNN, CPU features) buries the stage's own output;
     # a user who wants it sets TF_CPP_MIN_LOG_LEVEL themselves.
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Horovod's Gloo gives up on a peer after 30 s; on one CPU machine with more
+    # processes (--np) than cores, a starved rank takes longer than that.
+    env.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", "300")
     quiet = env["TF_CPP_MIN_LOG_LEVEL"] not in ("", "0")
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, start_new_session=True, env=env)

@@ -38,7 +38,10 @@ FAST = ["--set", "train.schedule.warmup=5", "--set", "train.optimizer.lr=0.001"]
 def env() -> dict:
     # The specs' relative data paths are relative to specs/ (docs/bundle.md: --data-root).
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHON": sys.executable,
-            "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore", "LLMC_DATA_ROOT": str(ROOT / "specs")}
+            "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore", "LLMC_DATA_ROOT": str(ROOT / "specs"),
+            # 4 processes share 2 cores here: a rank can wait longer than Gloo's default
+            # 30 s for a peer that has no core, and Gloo then aborts the job.
+            "HOROVOD_GLOO_TIMEOUT_SECONDS": "300"}
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,15 @@ Same spec and profile in, byte-identical files out: no timestamps, absolute path
 or user names; every mapping written in a fixed order.
 """
 
+import atexit
 import difflib
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -79,10 +82,17 @@ def lock_text(ctx: BuildContext, files: dict[str, str]) -> str:
         "spec_sha256": ctx.spec_sha256,
         "profile": ctx.profile,
         "compiler": f"llmc {ctx.compiler_version}",
-        "artifacts": {p: hashlib.sha256(t.encode()).hexdigest() for p, t in sorted(files.items())},
+        "artifacts": {p: _sha256(t) for p, t in sorted(files.items())},
         "inputs": data_inputs(ctx.ir),
     }
     return json.dumps(lock, indent=2, sort_keys=True) + "\n"
+
+
+@lru_cache(maxsize=4096)
+def _sha256(text: str) -> str:
+    # Memoised: an artifact rendered from the memo is the same str object again, whose
+    # hash Python has kept, so a repeated file costs a dict lookup.
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def data_inputs(ir) -> dict[str, str]:
@@ -109,19 +119,145 @@ def write_bundle(bundle: Bundle, out: str) -> None:
     if out_path.exists() and not out_path.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory")
     _remove_abandoned_staging(parent, out_path.name)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.llmc-{os.getpid()}-", dir=parent))
+    staging = _staging_folder(parent, out_path.name)
     try:
-        for rel, text in sorted(bundle.files.items()):
-            target = staging / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-            os.chmod(target, 0o755 if rel in bundle.executable else 0o644)
+        _fill(staging, bundle)
         os.chmod(staging, 0o755)
-        _swap_into_place(staging, out_path)
+        replaced = _swap_into_place(staging, out_path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if replaced is not None:
+        _keep_spare(parent, replaced)
+
+
+# A tree this process swapped out (the bundle a build replaced), kept per parent folder
+# to be the next build's staging there: its folders already exist, and most of its
+# files already hold what the next bundle writes (folders and files are slow to
+# create and delete on many file systems). Removed when the process exits; a killed
+# process's spare is removed by the next build of that bundle (_remove_abandoned_staging).
+_SPARES: dict[Path, Path] = {}
+_release_at_exit = []
+
+
+def _staging_folder(parent: Path, name: str) -> Path:
+    prefix = f".{name}.llmc-{os.getpid()}-"
+    spare = _SPARES.pop(parent, None)
+    if spare is not None:
+        if spare.name.startswith(prefix):
+            return spare
+        staging = parent / f"{prefix}{os.urandom(4).hex()}"
+        try:
+            os.rename(spare, staging)  # named for the bundle it now stages
+            return staging
+        except OSError:
+            shutil.rmtree(spare, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+
+
+def _keep_spare(parent: Path, tree: Path) -> None:
+    if not _release_at_exit:
+        _release_at_exit.append(atexit.register(release_spares))
+    old = _SPARES.get(parent)
+    _SPARES[parent] = tree
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def release_spares() -> None:
+    """Remove the trees kept for later builds (at exit; tests call it to see the folder bare)."""
+    while _SPARES:
+        shutil.rmtree(_SPARES.popitem()[1], ignore_errors=True)
+
+
+def _fill(staging: Path, bundle: Bundle) -> None:
+    """Make `staging` hold exactly the bundle's files. It is empty or a spare tree: a
+    spare's file that already holds the bytes and mode, and has no other link, is
+    kept; any other is replaced, and what the bundle does not have is removed. Files
+    are never changed in place, so no two bundles ever share a file."""
+    needed = {f for rel in bundle.files for f in _folders_of(rel)}
+    contents = _contents(staging)
+    if contents is None or contents[0] & needed or contents[1] & bundle.files.keys():
+        # A link, or a file where a folder goes (or the reverse): start empty instead.
+        shutil.rmtree(staging)
+        os.mkdir(staging, 0o700)
+        contents = set(), set()
+    have_files, have_folders = contents
+    made = set(have_folders)
+    for rel, text in sorted(bundle.files.items()):
+        data = text.encode("utf-8")
+        mode = 0o755 if rel in bundle.executable else 0o644
+        target = staging / rel
+        if rel in have_files:
+            have_files.discard(rel)
+            if _holds(target, data, mode):
+                continue
+            os.unlink(target)
+        folder = os.path.dirname(rel)
+        if folder and folder not in made:
+            os.makedirs(staging / folder, exist_ok=True)
+            while folder and folder not in made:
+                made.add(folder)
+                folder = os.path.dirname(folder)
+        _write_new(target, data, mode)
+    for rel in have_files:
+        os.unlink(staging / rel)
+    for folder in sorted(have_folders - needed, key=len, reverse=True):
+        os.rmdir(staging / folder)
+
+
+def _contents(root: Path) -> tuple[set[str], set[str]] | None:
+    """(files, folders) under root, as relative paths with forward slashes; None when
+    it holds anything else (a symbolic link: files must never be written through one)."""
+    files, folders = set(), set()
+    pending = [("", str(root))]
+    while pending:
+        prefix, path = pending.pop()
+        with os.scandir(path) as entries:
+            for entry in entries:
+                rel = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    folders.add(rel)
+                    pending.append((rel + "/", entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    files.add(rel)
+                else:
+                    return None
+    return files, folders
+
+
+def _folders_of(rel: str):
+    folder = os.path.dirname(rel)
+    while folder:
+        yield folder
+        folder = os.path.dirname(folder)
+
+
+def _holds(path: Path, data: bytes, mode: int) -> bool:
+    """Whether the regular file at `path` holds exactly `data` with `mode`, and is
+    linked nowhere else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        return (stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == mode and st.st_size == len(data)
+                and st.st_nlink == 1 and os.read(fd, len(data) + 1) == data)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        os.close(fd)
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    # Plain os calls: a bundle is some 30 files, and buffered text files cost half again.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        data = memoryview(data)
+        while data:
+            data = data[os.write(fd, data):]
+        os.fchmod(fd, mode)  # whatever the umask
+    finally:
+        os.close(fd)
 
 
 def _remove_abandoned_staging(parent: Path, name: str) -> None:
@@ -143,15 +279,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _swap_into_place(staging: Path, out: Path) -> None:
+def _swap_into_place(staging: Path, out: Path) -> Path | None:
+    """Put staging at `out`; returns where the bundle it replaced now is, if any."""
     if not out.exists():
         os.rename(staging, out)
-        return
+        return None
     if _exchange(staging, out):  # out now holds the new bundle, staging the old one
-        return
+        return staging
     # No atomic exchange on this system: two renames, with the old bundle kept aside
     # until the new one is in place.
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.llmc-{os.getpid()}-old-", dir=out.parent))
     os.rmdir(aside)
     os.rename(out, aside)
     try:
@@ -159,21 +296,27 @@ def _swap_into_place(staging: Path, out: Path) -> None:
     except BaseException:
         os.rename(aside, out)
         raise
-    shutil.rmtree(aside, ignore_errors=True)
+    return aside
 
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
+    renameat2 = _renameat2()
+    if renameat2 is None:
         return False
     at_fdcwd, rename_exchange = -100, 2
     result = renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange)
     return result == 0
+
+
+@lru_cache(maxsize=1)
+def _renameat2():
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
 
 
 def read_existing(out: str) -> dict[str, str]:

@@ -61,8 +61,10 @@ def check_spec(path: str, profile: str | None = None, text: str | None = None) -
 
     def variant(key: str, value: object) -> list[Diagnostic]:
         """The errors that setting `key = value` would add to the spec's own (found before search runs)."""
+        if _same(_lookup(data, key), value):
+            return []  # the spec itself: nothing to add
         own = {(d.code, d.message) for d in diags.diagnostics if d.severity == "error"}
-        return [d for d in _variant_errors(data, key, value, checker.spans) if (d.code, d.message) not in own]
+        return [d for d in _variant_errors(data, key, value, checker.spans, ir) if (d.code, d.message) not in own]
 
     run_all(CheckContext(ir, checker.spans, result.facts, diags, checker.distributions, variant))
     return _finish(result, diags, composed)
@@ -82,7 +84,8 @@ def _validate(data: dict, diags: Collector, spans) -> Any:
     diagnostics at the right spans, so the IR is constructed without validating
     again (building pydantic's validators would triple the cost of `llmc check`).
     tests/unit/test_schema.py proves the two agree: `Spec.model_validate` of every
-    constructed IR returns it unchanged.
+    constructed IR returns it unchanged. Deriving defaults fills the data in, so it
+    works on a copy.
     """
     from .schema import Spec, construct, derive_defaults
 
@@ -98,10 +101,40 @@ def _copy(data: Any) -> Any:
     return data
 
 
-def _variant_errors(data: dict, key: str, value: object, spans) -> list[Diagnostic]:
-    """The errors the spec has with one field set to `value` (all checks but search)."""
+def _lookup(data: dict, key: str) -> object:
+    node: object = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+_MISSING = object()
+
+
+def _same(a: object, b: object) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _variant_errors(data: dict, key: str, value: object, spans, ir) -> list[Diagnostic]:
+    """The errors the spec (checked data -> `ir`) has with one field set to `value`
+    (all checks but search)."""
     from .checks import CheckContext, run_all
     from .plan import derive_facts
+
+    diags = Collector()
+    ir = _variant_ir(data, key, value, ir).model_copy(update={"search": None})  # no recursion into the space
+    run_all(CheckContext(ir, spans, derive_facts(ir), diags, {}, None))
+    return [d for d in diags.sorted() if d.severity == "error"]
+
+
+def _variant_ir(data: dict, key: str, value: object, ir) -> Any:
+    """`ir` with `key = value`: the block holding the key, and the blocks whose derived
+    defaults read it, built again from the data; every other block shared with `ir`
+    (building the whole IR again is most of a variant's cost)."""
+    from .fields import fields_of
+    from .schema import DERIVED_FROM_OTHER_BLOCKS, Spec, construct, derive_defaults
 
     changed = _copy(data)
     node = changed
@@ -109,10 +142,10 @@ def _variant_errors(data: dict, key: str, value: object, spans) -> list[Diagnost
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
-    diags = Collector()
-    ir = _validate(changed, diags, spans)
-    if ir is None:
-        return [d for d in diags.diagnostics if d.severity == "error"]
-    ir = ir.model_copy(update={"search": None})  # no recursion into the search space itself
-    run_all(CheckContext(ir, spans, derive_facts(ir), diags, {}, None))
-    return [d for d in diags.sorted() if d.severity == "error"]
+    derive_defaults(changed)
+    blocks = fields_of(Spec)
+    rebuilt = (parts[0],) + DERIVED_FROM_OTHER_BLOCKS.get(parts[0], ())
+    if any(name not in blocks or blocks[name].kind != "block" for name in rebuilt):
+        return construct(Spec, changed)
+    return ir.model_copy(update={name: construct(blocks[name].model, changed[name]) if name in changed else None
+                                 for name in rebuilt})

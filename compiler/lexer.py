@@ -35,14 +35,24 @@ class SpecLexer(Lexer):
         order += [t for t in terms if t.pattern.type == "str" and t.name not in keyword_names]
         self.regex = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in order))
         self.ignore = frozenset(conf.ignore)
+        # Only strings and comments can hold a brace that is not one: this finds the
+        # braces that are (parse._parse_in_chunks splits a file at the top-level ones).
+        by_name = {t.name: t for t in terms}
+        self.braces = re.compile("|".join(f"(?:{by_name[n].pattern.to_regexp()})" for n in ("STRING", "COMMENT"))
+                                 + "|(?P<brace>[{}])")
 
     def lex(self, state, parser_state):
-        text = state.text.text
+        return self.tokens(state.text.text, parser_state)
+
+    def tokens(self, text: str, parser_state=None, pos: int = 0, end: int | None = None, line: int = 1,
+               line_start: int = 0):
+        """The tokens of text[pos:end], which starts on `line` (whose first character
+        is at offset `line_start`)."""
         match = self.regex.match
         keywords, ignore = self.keywords, self.ignore
-        pos, line, line_start, end = 0, 1, 0, len(text)
+        end = len(text) if end is None else end
         while pos < end:
-            m = match(text, pos)
+            m = match(text, pos, end)
             if m is None:
                 raise UnexpectedCharacters(text, pos, line, pos - line_start + 1, state=parser_state)
             kind, value = m.lastgroup, m.group()

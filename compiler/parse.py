@@ -141,9 +141,13 @@ def parse(source: SourceFile, diags: Collector) -> ast.File | None:
             help="save the spec as UTF-8 text",
         )
         return None
-    comments: list[ast.Comment] = []
+    comments: list = []
     try:
-        tree = _parse_with_comments(text, comments)
+        chunked = _parse_in_chunks(text)
+        if chunked is not None:
+            trees, comments = chunked
+        else:
+            trees = _parse_with_comments(text, comments).children
     except UnexpectedCharacters as exc:
         _report_bad_character(source, exc, diags)
         return None
@@ -163,7 +167,8 @@ def parse(source: SourceFile, diags: Collector) -> ast.File | None:
         )
         return None
     try:
-        return _Lowering(source, diags).file(tree, [_comment(source.path, c) for c in comments])
+        lowering = _Lowering(source, diags)
+        return lowering.file([lowering.statement(t) for t in trees], [_comment(source.path, c) for c in comments])
     except _TooDeep as exc:
         span = exc.span
         diags.error("E103", Span(span.file, span.line, span.col, span.line, span.col + 1),
@@ -173,6 +178,84 @@ def parse(source: SourceFile, diags: Collector) -> ast.File | None:
     except RecursionError:
         diags.error("E103", source.start_span(), "expression nested too deeply", help="split the expression with `let` bindings")
         return None
+
+
+# Top-level chunks parsed before: (statement trees, comment tokens) by the chunk's
+# line, column and text (see _parse_in_chunks).
+_CHUNKS: dict[tuple[int, int, str], tuple[tuple, tuple]] = {}
+_CHUNKS_MAX = 4096
+
+
+def _parse_in_chunks(text: str) -> tuple[list, list] | None:
+    """(top-level statement trees, comment tokens) of a file that parses, reusing the
+    chunks parsed before; None when it does not parse (the full parse then reports why).
+
+    A top-level `}` always ends the block or profile it closes, so a file splits after
+    each one into chunks of whole statements, and the grammar (`start: _item*`)
+    parses the file exactly when it parses every chunk. Trees and tokens carry lines
+    and columns, not the file's name, so a chunk with the same text starting at the
+    same place has the same trees in any file: building many variants of one spec, or
+    checking a spec again as it is edited, lexes and parses only the chunks that
+    changed. Lowering (where the file's name enters) runs on every tree.
+    """
+    parser = _get_parser()
+    from lark.exceptions import LarkError
+
+    from .lexer import SpecLexer, comment_sink
+
+    lexer = getattr(parser.parser, "lexer", None)
+    if not isinstance(lexer, SpecLexer):
+        return None
+    statements: list = []
+    comments: list = []
+    line, line_start = 1, 0
+    try:
+        for start, end in _top_level_chunks(lexer, text):
+            key = (line, start - line_start, text[start:end])
+            chunk = _CHUNKS.get(key)
+            if chunk is None:
+                comment_sink.clear()
+                tokens = list(lexer.tokens(text, None, start, end, line, line_start))
+                trees = ()
+                if tokens:
+                    interactive = parser.parse_interactive()
+                    feed = interactive.parser_state.feed_token  # what feed_token calls, one frame less
+                    for tok in tokens:
+                        feed(tok)
+                    trees = tuple(interactive.feed_eof(tokens[-1]).children)
+                chunk = trees, tuple(comment_sink)
+                if len(_CHUNKS) >= _CHUNKS_MAX:
+                    _CHUNKS.clear()
+                _CHUNKS[key] = chunk
+            statements.extend(chunk[0])
+            comments.extend(chunk[1])
+            newlines = text.count("\n", start, end)
+            if newlines:
+                line += newlines
+                line_start = text.rindex("\n", start, end) + 1
+    except (LarkError, RecursionError):
+        return None
+    finally:
+        comment_sink.clear()
+    return statements, comments
+
+
+def _top_level_chunks(lexer, text: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of the text up to and including each top-level `}`, then
+    of the rest."""
+    chunks, start, depth = [], 0, 0
+    for m in lexer.braces.finditer(text):
+        brace = m["brace"]
+        if brace == "{":
+            depth += 1
+        elif brace == "}":
+            depth -= 1
+            if depth == 0:
+                chunks.append((start, m.end()))
+                start = m.end()
+    if start < len(text):
+        chunks.append((start, len(text)))
+    return chunks
 
 
 def _parse_with_comments(text: str, comments: list) -> object:
@@ -353,8 +436,7 @@ class _Lowering:
     def tspan(self, tok) -> Span:
         return _tok_span(self.path, tok)
 
-    def file(self, tree, comments: list[ast.Comment]) -> ast.File:
-        statements = [self.statement(child) for child in tree.children]
+    def file(self, statements: list, comments: list[ast.Comment]) -> ast.File:
         self.one_per_line(statements)
         for i, st in enumerate(statements):
             if isinstance(st, ast.Extends) and i != 0:
@@ -460,6 +542,18 @@ class _Lowering:
         if text.isdigit():  # the common case: a plain integer
             if len(text) <= 18:
                 return ast.Number(int(text), text, span)
+        plain = _PLAIN_NUMBERS.get(text)
+        if plain is not None:
+            value, kind, unit = plain
+            return ast.Number(value, text, span) if kind is None else ast.Quantity(value, kind, unit, text, span)
+        reported = len(self.diags.diagnostics)
+        node = self._number(text, span)
+        if len(self.diags.diagnostics) == reported and len(_PLAIN_NUMBERS) < 4096:
+            quantity = isinstance(node, ast.Quantity)
+            _PLAIN_NUMBERS[text] = (node.value, node.kind if quantity else None, node.unit if quantity else None)
+        return node
+
+    def _number(self, text: str, span: Span) -> ast.Number | ast.Quantity:
         m = _NUMBER_RE.match(text)
         num, unit = (m.group("num"), m.group("unit")) if m else (text, None)
         problem = _underscore_problem(num) if "_" in num else ""
@@ -505,6 +599,8 @@ class _Lowering:
         raw = str(tok)
         span = self.tspan(tok)
         body = raw[1:-1]
+        if "\\" not in body:  # no escapes: the text is the value
+            return ast.String(body, raw, span)
         out: list[str] = []
         i = 0
         while i < len(body):
@@ -534,6 +630,11 @@ class _Lowering:
             )
             i += width
         return ast.String("".join(out), raw, span)
+
+
+# Number literals decoded without a problem: text -> (value, quantity kind, unit), the
+# kind and unit None for a plain number. A spec repeats its numbers, and so do specs.
+_PLAIN_NUMBERS: dict[str, tuple] = {}
 
 
 def _head_span(node) -> Span:

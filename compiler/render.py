@@ -6,6 +6,7 @@ through one of these filters, never by pasting text:
     {{ value | py }}     a Python literal (repr of str/int/float/bool/None/list/dict)
     {{ value | yaml }}   a YAML scalar or flow collection (JSON is valid YAML)
     {{ value | json }}   JSON
+    {{ value | json_block }}  JSON, each object member on its own line
     {{ value | sh }}     one shell word (single-quoted when needed)
     {{ value | proto }}  a protobuf text-format string literal, "..." with C escapes
     {{ value | md }}     Markdown inline text with its specials escaped
@@ -17,11 +18,11 @@ the compiler, never an empty string in an artifact.
 
 import json
 import math
+import pickle
 import re
 import shlex
 from functools import lru_cache
 from pathlib import Path
-
 
 
 def templates_dir() -> Path:
@@ -59,7 +60,26 @@ def _check_plain(value) -> None:
 
 
 def json_literal(value) -> str:
+    kind = type(value)
+    if kind is str and _JSON_PLAIN.fullmatch(value):
+        return f'"{value}"'  # what json.dumps writes, without its overhead
+    if kind is int:
+        return str(value)
     return json.dumps(value, ensure_ascii=False, sort_keys=isinstance(value, dict))
+
+
+# Strings json.dumps writes as they are, in quotes.
+_JSON_PLAIN = re.compile('[^"\\\\\x00-\x1f]*')
+
+
+def json_block(value, depth: int = 0) -> str:
+    """JSON laid out for review: each object member on a line of its own (two-space
+    indent), every other value on one line as `json` writes it (`[0.9, 0.999]`)."""
+    if isinstance(value, dict) and value:
+        inner = "  " * (depth + 1)
+        members = [f"{inner}{json_literal(str(k))}: {json_block(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(members) + "\n" + "  " * depth + "}"
+    return json_literal(value)
 
 
 def yaml_literal(value) -> str:
@@ -67,6 +87,11 @@ def yaml_literal(value) -> str:
     # double-quoted JSON string escapes quotes, backslashes, newlines and control
     # characters, and no YAML special (`#`, `: `, `{`, `*`, `&`, `!`, `%`) is active
     # inside quotes.
+    kind = type(value)
+    if kind is str and _YAML_PLAIN.fullmatch(value):
+        return f'"{value}"'  # what the general path writes, without json.dumps' overhead
+    if kind is int:
+        return str(value)
     if isinstance(value, float) and not math.isfinite(value):
         raise TemplateError("YAML artifacts take finite numbers only")
     text = json.dumps(value, ensure_ascii=False)
@@ -76,6 +101,8 @@ def yaml_literal(value) -> str:
 
 
 _YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+# Strings that JSON writes as they are and YAML reads back unchanged inside quotes.
+_YAML_PLAIN = re.compile('[^"\\\\\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]*')
 
 
 def _yaml_escape(match: re.Match) -> str:
@@ -122,7 +149,8 @@ def environment():
         auto_reload=False,
         bytecode_cache=_bytecode_cache(jinja2),
     )
-    env.filters.update(py=py_literal, yaml=yaml_literal, json=json_literal, sh=sh_word, proto=proto_string, md=md_text)
+    env.filters.update(py=py_literal, yaml=yaml_literal, json=json_literal, json_block=json_block, sh=sh_word,
+                       proto=proto_string, md=md_text)
     return env
 
 
@@ -141,6 +169,35 @@ def _bytecode_cache(jinja2):
 
 
 def render(template: str, context) -> str:
+    """The template filled in with `context` (memoised: see _memo_key)."""
+    key = _memo_key(template, context)
+    text = _RENDERED.get(key) if key is not None else None
+    if text is None:
+        text = _render(template, context)
+        if key is not None:
+            if len(_RENDERED) >= _RENDERED_MAX:
+                _RENDERED.clear()
+            _RENDERED[key] = text
+    return text
+
+
+# Building many specs in one process (a sweep, `llmc build a.llm b.llm ...`, the tests)
+# renders most artifacts from the same context again: a spec that changes one number
+# changes model.json, not the Kubernetes manifests. Contexts are plain data (tuples,
+# lists, dicts, str, numbers), so their pickle is a key that tells 1, 1.0 and True
+# apart, which `==` would not.
+_RENDERED: dict[tuple[str, bytes], str] = {}
+_RENDERED_MAX = 2048
+
+
+def _memo_key(template: str, context) -> tuple[str, bytes] | None:
+    try:
+        return template, pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None  # not plain data: render every time
+
+
+def _render(template: str, context) -> str:
     import jinja2
 
     try:

@@ -357,6 +357,13 @@ COLUMNS_BY_TASK = {
 FORMAT_BY_EXTENSION = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}
 
 
+# The blocks whose derived defaults read another block: a change in `model` can change
+# the serving platform (its framework) and the deploy image (its name). Every other
+# derived default reads only its own block. (driver._variant_errors rebuilds a changed
+# block and the blocks listed here; tests/unit/test_schema.py checks them.)
+DERIVED_FROM_OTHER_BLOCKS = {"model": ("serve", "deploy")}
+
+
 def derive_defaults(data: dict) -> dict:
     """Fill the defaults LANGUAGE.md derives from other fields, in a checked spec's data.
 

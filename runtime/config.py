@@ -51,6 +51,17 @@ def load_config(model_json: str | os.PathLike, overrides: list[str] = (), cwd: s
     return cfg
 
 
+def bundle_identity(bundle: str | os.PathLike) -> dict:
+    """The spec a bundle was built from, as its llmc.lock.json records it: `spec` (the
+    file name) and `profile`. Scripts read these here instead of embedding them, so
+    renaming a spec changes its lock file only. A bundle without a lock gives Nones."""
+    try:
+        lock = json.loads((Path(bundle) / "llmc.lock.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        lock = {}
+    return {"spec": lock.get("spec"), "profile": lock.get("profile")}
+
+
 def parse_override(item: str) -> tuple[str, object]:
     """`train.optimizer.lr=0.001` -> ("train.optimizer.lr", 0.001). Values are JSON; a
     value that is not JSON is taken as a string (`model.data.train=dates.tsv`)."""

@@ -38,6 +38,7 @@ Decided here, filled in by the templates:
 from __future__ import annotations
 
 import textwrap
+from functools import lru_cache
 from typing import NamedTuple
 
 from . import Artifact, BuildContext
@@ -54,8 +55,6 @@ class StepScript(NamedTuple):
     previous: str | None  # the step whose output this one reads; None: --model
     pipeline: list[str]  # every step of this bundle, in order (for the docstring)
     model_name: str  # these three docstring-safe (doc_text)
-    spec: str
-    profile: str | None
     framework: str  # "torch" | "tensorflow"
     summary: list[str]  # what this step does with the spec's settings, wrapped for the docstring
     about: list[str]  # the pipeline and this step's folders, wrapped for the docstring
@@ -70,6 +69,13 @@ def doc_text(value) -> str:
     quotes, newlines and non-ASCII become escapes (the docstring shows them escaped;
     the constants below it, written with |py, hold the exact values)."""
     return str(value).encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+@lru_cache(maxsize=256)
+def wrapped(paragraph: str) -> tuple[str, ...]:
+    """A docstring paragraph in lines of at most 84 characters (memoised: the same
+    paragraphs recur in every build, and textwrap is a fifth of building the contexts)."""
+    return tuple(textwrap.wrap(paragraph, 84))
 
 
 def artifacts(ctx: BuildContext) -> list[Artifact]:
@@ -98,11 +104,9 @@ def step_script(ctx: BuildContext, steps: list[str], index: int) -> StepScript:
         previous=steps[index - 1] if index else None,
         pipeline=steps,
         model_name=doc_text(ir.model.name),
-        spec=doc_text(ctx.spec_path.replace("\\", "/").rsplit("/", 1)[-1]),
-        profile=doc_text(ctx.profile) if ctx.profile else None,
         framework=ir.model.framework,
-        summary=[doc_text(line) for line in textwrap.wrap(f"This step: {summary}.", 84)],
-        about=textwrap.wrap(_about(steps, index), 84),
+        summary=[doc_text(line) for line in wrapped(f"This step: {summary}.")],
+        about=list(wrapped(_about(steps, index))),
         details=_engine_details(ctx, settings) if step == "build_engine" else [],
         settings=settings,
         train=_train_settings(ir) if trains else None,
@@ -147,7 +151,7 @@ def _engine_details(ctx: BuildContext, settings: dict) -> list[str]:
         engine = (f"TF-TRT (tf.experimental.tensorrt.Converter) on the SavedModel, {precision}{calib}, engines "
                   f"built ahead for batch sizes up to {top}. It needs a TensorFlow built with TensorRT and a GPU: "
                   f"without them it exits 2 and says so.")
-    lines = textwrap.wrap(engine, 84)
+    lines = list(wrapped(engine))
     name = serving["name"]
     if serving["platform"] == "triton":
         layout = (f"Serving layout: SERVE/{name}/1/ holds the model and SERVE/{name}/config.pbtxt is this "
@@ -161,7 +165,7 @@ def _engine_details(ctx: BuildContext, settings: dict) -> list[str]:
                   f"copy from).")
     else:
         return lines
-    return lines + [""] + textwrap.wrap(layout, 84)
+    return lines + [""] + list(wrapped(layout))
 
 
 def _plural(n: int, word: str) -> str:

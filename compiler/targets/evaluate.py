@@ -44,9 +44,7 @@ class Gate(NamedTuple):
 
 class EvaluateScript(NamedTuple):
     model_name: str
-    model_doc: str  # the name, spec and profile made docstring-safe (compress.doc_text)
-    spec: str
-    profile: str | None
+    model_doc: str  # the model's name made docstring-safe (compress.doc_text)
     task: str
     framework: str
     splits: dict  # "train" | "valid" | "test" -> path as the IR holds it
@@ -70,8 +68,6 @@ def evaluate_script(ctx: BuildContext) -> EvaluateScript:
     return EvaluateScript(
         model_name=ir.model.name,
         model_doc=doc_text(ir.model.name),
-        spec=doc_text(ctx.spec_path.replace("\\", "/").rsplit("/", 1)[-1]),
-        profile=doc_text(ctx.profile) if ctx.profile else None,
         task=task,
         framework=ir.model.framework,
         splits={"train": data.train, "valid": data.valid, "test": data.test},

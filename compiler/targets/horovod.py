@@ -7,8 +7,12 @@ Division of labour:
   script reads it at run time, so one reviewed file holds the numbers.
 * train.py is the training loop for the spec's framework (torch or TensorFlow). The
   template fills in only what a run cannot change without relaunching: the tensor
-  parallelism (it decides the process sets), whether the cluster has GPUs, and names
-  for logs. Everything else is read from model.json.
+  parallelism (it decides the process sets), whether the cluster has GPUs, and the
+  model's name for logs. Everything else is read from model.json.
+* No script names its spec file, profile or digest: they read them from
+  llmc.lock.json at run time. Renaming a spec, or changing a number, changes
+  model.json and the lock file, never the scripts' text (which is also what lets
+  a build verify an unchanged script from its memo).
 * launch.sh runs `horovodrun` for the spec's cluster: -np hosts x slots, -H from the
   hosts the environment names, `--gloo` on CPU.
 
@@ -18,31 +22,18 @@ templates only loop and fill in, every value through an escaping filter.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from .. import catalog
 from . import Artifact, BuildContext
 
 
-class JsonLine(NamedTuple):
-    """One line of an indented JSON document (dicts are expanded, other values inline)."""
-
-    indent: str
-    key: str | None  # None for the document's own braces
-    value: Any  # a leaf value (written with |json) when opens/closes are empty
-    opens: str  # "{" when this line opens an object
-    closes: str  # "}" when this line closes one
-    comma: bool
-
-
 class ModelJson(NamedTuple):
-    lines: list[JsonLine]
+    document: dict  # written with |json_block
 
 
 class TrainScript(NamedTuple):
     model_name: str
-    spec: str  # the spec's file name, for logs
-    profile: str | None
     architecture: str  # "encoder-decoder" | "encoder" | "decoder" | "mlp": what the final metrics report
     tensor: int  # tensor-parallel group size: decides the process sets (1 for an MLP)
     gpu: bool  # the spec's cluster device is a GPU: use CUDA and the spec's precision when present
@@ -50,7 +41,6 @@ class TrainScript(NamedTuple):
 
 class LaunchScript(NamedTuple):
     model_name: str
-    spec: str
     hosts: int
     slots_per_host: int
     processes: int
@@ -65,7 +55,7 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
     framework = ir.model.framework
     template = "horovod/train_torch.py.j2" if framework == "torch" else "horovod/train_tf.py.j2"
     return [
-        Artifact("model.json", "horovod/model.json.j2", ModelJson(json_lines(model_document(ctx)))),
+        Artifact("model.json", "horovod/model.json.j2", ModelJson(model_document(ctx))),
         Artifact("train/train.py", template, train_script(ctx)),
         Artifact("train/launch.sh", "horovod/launch.sh.j2", launch_script(ctx), executable=True),
     ]
@@ -93,24 +83,6 @@ def model_document(ctx: BuildContext) -> dict:
     }
 
 
-def json_lines(document: dict) -> list[JsonLine]:
-    lines: list[JsonLine] = []
-
-    def emit(key, value, depth, comma):
-        indent = "  " * depth
-        if isinstance(value, dict) and value:
-            lines.append(JsonLine(indent, key, None, "{", "", False))
-            items = list(value.items())
-            for i, (k, v) in enumerate(items):
-                emit(k, v, depth + 1, i < len(items) - 1)
-            lines.append(JsonLine(indent, None, None, "", "}", comma))
-        else:
-            lines.append(JsonLine(indent, key, value, "", "", comma))
-
-    emit(None, document, 0, False)
-    return lines
-
-
 # --- train.py and launch.sh ------------------------------------------------------------------
 
 
@@ -125,8 +97,6 @@ def train_script(ctx: BuildContext) -> TrainScript:
     arch = ir.model.transformer
     return TrainScript(
         model_name=ir.model.name,
-        spec=_spec_file(ctx),
-        profile=ctx.profile,
         architecture=arch.kind if arch is not None else "mlp",
         tensor=t.parallel.tensor if arch is not None else 1,
         gpu=_gpu(t.cluster.device),
@@ -140,9 +110,5 @@ def launch_script(ctx: BuildContext) -> LaunchScript:
     processes = c.hosts * c.slots_per_host
     layout = (f"{c.hosts} x {c.slots_per_host} = {processes} processes on {c.device}: "
               f"data {p.data} x tensor {p.tensor} x pipeline {p.pipeline}")
-    return LaunchScript(ir.model.name, _spec_file(ctx), c.hosts, c.slots_per_host, processes,
+    return LaunchScript(ir.model.name, c.hosts, c.slots_per_host, processes,
                         not _gpu(c.device), layout)
-
-
-def _spec_file(ctx: BuildContext) -> str:
-    return ctx.spec_path.replace("\\", "/").rsplit("/", 1)[-1]

@@ -56,7 +56,6 @@ class Param(NamedTuple):
 
 
 class SearchContext(NamedTuple):
-    spec: str
     model: str
     algorithm: str  # the spec's name for it
     algo_module: str  # from ALGORITHM_MODULE
@@ -70,7 +69,6 @@ class SearchContext(NamedTuple):
     maximize: bool
     seed: int
     mongo_url_env: str
-    exp_key: str
     space: list[Param]
     casts: dict  # path -> cast, for the script's own use
 
@@ -85,9 +83,7 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
 def search_context(ctx: BuildContext) -> SearchContext:
     ir, s = ctx.ir, ctx.ir.search
     space = [param(path, dist) for path, dist in sorted(s.space.items())]
-    profile = f"-{ctx.profile}" if ctx.profile else ""
     return SearchContext(
-        spec=ctx.spec_path.replace("\\", "/").rsplit("/", 1)[-1],
         model=ir.model.name,
         algorithm=s.algorithm,
         algo_module=ALGORITHM_MODULE[s.algorithm],
@@ -101,9 +97,6 @@ def search_context(ctx: BuildContext) -> SearchContext:
         maximize=s.direction == "maximize",
         seed=ir.train.seed,
         mongo_url_env=MONGO_URL_ENV,
-        # One MongoDB experiment per spec, profile and spec content: a changed spec
-        # never resumes the trials of another.
-        exp_key=f"{ctx.spec_name}{profile}-{ctx.spec_sha256[:12]}",
         space=space,
         casts={p.path: p.cast for p in space},
     )

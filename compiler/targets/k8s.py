@@ -589,7 +589,7 @@ def _evaluate_device(ir) -> str:
 def _compress_scripts(ctx: BuildContext) -> list[str]:
     from . import compress
 
-    return [a.path for a in compress.artifacts(ctx) if a.path.startswith("compress/") and a.path.endswith(".py")]
+    return [f"compress/{step}.py" for step in compress.pipeline(ctx.ir.compress)]
 
 
 _RUN_IN_ORDER = 'set -eu\nfor script in "$@"; do\n  echo "llmc: $script" >&2\n  python3 "$script"\ndone\n'

@@ -6,6 +6,7 @@ import ast
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,3 +191,68 @@ def test_yaml_literals_escape_what_yaml_would_fold_or_reject():
         text = yaml_literal(value)
         assert yaml.safe_load(text) == value, text
         assert not any(ch in text for ch in "\u2028\u2029\x85\x7f\x9f\ufeff"), text
+
+
+def test_json_and_yaml_literals_fast_paths_write_what_json_dumps_would():
+    from llmc.compiler.render import _YAML_UNSAFE, _yaml_escape, json_literal, yaml_literal
+
+    for value in ["plain", "", "with space: # x", 'q"uote', "back\\slash", "tab\tnl\n", "é ✓ 😀", "\x7f", "\x1f",
+                  "\u2028", 0, -3, 10**20, True, False, None, 2.5, [1, "a"], {"k": "v", "a": 1}]:
+        dumped = json.dumps(value, ensure_ascii=False)
+        assert yaml_literal(value) == _YAML_UNSAFE.sub(_yaml_escape, dumped), value
+        assert json_literal(value) == json.dumps(value, ensure_ascii=False, sort_keys=True), value
+
+
+def test_renders_are_memoised_by_value_and_type():
+    """1, 1.0 and True are equal in Python but write different literals: the render
+    memo must tell them apart."""
+    from llmc.compiler.render import render
+    from llmc.compiler.targets.horovod import TrainScript
+
+    texts = [render("horovod/train_torch.py.j2", TrainScript("m", "mlp", 1, gpu)) for gpu in (True, 1, 1.0, True)]
+    assert [t.count(f"GPU_CLUSTER = {v}\n") for t, v in zip(texts, ("True", "1", "1.0", "True"))] == [1, 1, 1, 1]
+    assert texts[0] is texts[3]  # the repeated context is not rendered again
+
+
+def test_scripts_do_not_name_their_spec(tmp_path):
+    """Renaming a spec changes its lock file and report only: every script reads the
+    spec's name from the lock at run time."""
+    text = (ROOT / "specs" / "translator.llm").read_text()
+    bundles = []
+    for name in ("translator.llm", "renamed.llm"):
+        (tmp_path / name).write_text(text)
+        bundles.append(build_files(check_spec(str(tmp_path / name), profile="local")).files)
+    differ = sorted(p for p in bundles[0] if bundles[0][p] != bundles[1][p])
+    assert differ == ["llmc.lock.json", "report.md"]
+
+
+def test_rebuilds_reuse_swapped_out_trees_and_write_exactly_the_bundle(tmp_path):
+    """Builds into several folders in turn (so each stages in a tree another swapped
+    out) leave each folder holding exactly its bundle: same files, bytes and modes,
+    nothing left over from a bundle of another shape."""
+    from llmc.compiler.bundle import Bundle, release_spares
+
+    shapes = [
+        Bundle({"a.txt": "a\n", "x/y/run.sh": "#!/bin/sh\n", "x/z.txt": "z\n"}, frozenset({"x/y/run.sh"})),
+        Bundle({"a.txt": "A\n", "x/z.txt": "z\n", "q/r.txt": "r\n"}, frozenset()),
+        Bundle({"x/y/run.sh": "#!/bin/sh\necho\n", "a.txt": "a\n"}, frozenset({"a.txt", "x/y/run.sh"})),
+        Bundle({"solo.txt": "s\n"}, frozenset()),
+        Bundle({"x/y": "a file where a folder was\n", "q/r.txt/s.txt": "a folder where a file was\n"}, frozenset()),
+    ]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for i in range(15):
+        bundle = shapes[(i * 3) % len(shapes)]
+        out = tmp_path / f"out{i % 3}"
+        if i in (4, 7):  # a link someone put in a bundle: never written through
+            shutil.rmtree(out / "x", ignore_errors=True)
+            (out / "x").symlink_to(outside, target_is_directory=True)
+        write_bundle(bundle, str(out))
+        assert _tree(out) == {p: t.encode() for p, t in bundle.files.items()}
+        for rel in bundle.files:
+            assert (out / rel).stat().st_mode & 0o777 == (0o755 if rel in bundle.executable else 0o644), rel
+        folders = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_dir()}
+        assert folders == {a.as_posix() for rel in bundle.files for a in Path(rel).parents if a != Path(".")}
+    release_spares()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out0", "out1", "out2", "outside"]
+    assert list(outside.iterdir()) == []

@@ -110,8 +110,11 @@ def test_values_stay_data(name):
     from llmc.compiler.render import render
     from llmc.compiler.targets.horovod import LaunchScript, TrainScript
 
-    py = render("horovod/train_torch.py.j2", TrainScript(name, "s.llm", None, "mlp", 1, False))
+    py = render("horovod/train_torch.py.j2", TrainScript(name, "mlp", 1, False))
     assert literals(py)["MODEL_NAME"] == name
-    sh = render("horovod/launch.sh.j2", LaunchScript(name, name, 1, 2, 2, True, name))
+    sh = render("horovod/launch.sh.j2", LaunchScript(name, 1, 2, 2, True, name))
     assert subprocess.run(["bash", "-n"], input=sh, text=True).returncode == 0
-    assert f"SPEC={name}" not in sh or name.isidentifier()
+    # The shell reads back exactly the name, as one word.
+    assignment = sh.split("\nMODEL=", 1)[1].split("\nLAYOUT=", 1)[0]
+    echoed = subprocess.run(["bash", "-c", f'MODEL={assignment}\nprintf %s "$MODEL"'], capture_output=True, text=True)
+    assert echoed.stdout == name

@@ -63,3 +63,44 @@ def test_relative_paths_follow_the_file_that_wrote_them(tmp_path):
     assert data.train == "base/data/train.csv"
     assert data.valid == "s3://bucket/valid.csv"
     assert data.test == "/abs/test.csv"
+
+
+# One key in every block, and the model fields other blocks derive their defaults from.
+VARIANT_KEYS = [("model.name", "renamed"), ("model.framework", "tensorflow"), ("model.task", "classification"),
+                ("model.transformer.d_model", 256), ("train.batch_size", 256), ("train.cluster.hosts", 1),
+                ("compress.prune.sparsity", 0.5), ("evaluate.split", "valid"), ("search.max_evals", 3),
+                ("serve.device", "cpu"), ("deploy.namespace", "elsewhere")]
+
+
+@pytest.mark.parametrize("spec,profile,derived", [(s, p, d) for s, p in CASES for d in (False, True)])
+def test_a_variant_rebuilds_every_block_the_change_reaches(spec, profile, derived, monkeypatch):
+    """The search check's variants rebuild only the changed block and the blocks that
+    derive defaults from it (schema.DERIVED_FROM_OTHER_BLOCKS); the result must be the
+    IR a whole construction gives. `derived`: the spec without its serving platform and
+    deploy image, so that both come from the model block."""
+    import os
+    import re
+
+    from llmc.compiler import driver
+    from llmc.compiler.diagnostics import Collector
+    from llmc.compiler.typecheck import TypeChecker
+
+    monkeypatch.chdir(ROOT)
+    text = (ROOT / spec).read_text(encoding="utf-8")
+    if derived:
+        text = re.sub(r"\n *(platform|image) *= *\"[^\"]*\"", "", text)
+    result = check_spec(spec, profile=profile, text=text)
+    assert result.ok, result.diagnostics
+    data = TypeChecker(result.composed, Collector(), os.path.dirname(spec)).run()
+    if derived:
+        assert "platform" not in data["serve"] and "image" not in data["deploy"]
+    for key, value in VARIANT_KEYS:
+        if key.split(".")[0] not in data:
+            continue
+        changed = driver._copy(data)
+        node = changed
+        for part in key.split(".")[:-1]:
+            node = node.setdefault(part, {})
+        node[key.split(".")[-1]] = value
+        whole = schema.construct(schema.Spec, schema.derive_defaults(changed))
+        assert repr(driver._variant_ir(data, key, value, result.ir)) == repr(whole), key

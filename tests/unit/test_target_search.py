@@ -261,7 +261,9 @@ def test_strings_with_quotes_and_newlines_stay_data(tmp_path):
     spec = tmp_path / "odd name.llm"
     spec.write_text(text, encoding="utf-8")
     module = load(build_spec(spec, tmp_path / "b") / "search" / "search.py", "search_injection")
-    assert module.MODEL == name and module.SPEC == "odd name.llm"
+    assert module.MODEL == name and module.built_from()["spec"] == "odd name.llm"
+    digest = json.loads((tmp_path / "b" / "llmc.lock.json").read_text())["spec_sha256"]
+    assert module.experiment_key() == f"odd name-{digest[:12]}"
 
 
 def test_training_launchers(built, tmp_path, monkeypatch):

@@ -41,8 +41,6 @@ import time
 from pathlib import Path
 
 MODEL_NAME = 'classifier'
-SPEC = 'classifier.llm'
-PROFILE = None
 ARCHITECTURE = 'mlp'
 TENSOR_PARALLEL = 1
 # The spec's cluster has GPUs: use them (and the spec's precision) when present.
@@ -53,7 +51,7 @@ MODEL_JSON = BUNDLE / "model.json"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=f"Horovod training of {MODEL_NAME} ({SPEC}).")
+    p = argparse.ArgumentParser(description=f"Horovod training of {MODEL_NAME}.")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="override one model.json field for this run (value: JSON)")
     p.add_argument("--output", default=os.environ.get("LLMC_OUTPUT", "outputs"),
@@ -86,7 +84,7 @@ def main(argv=None) -> int:
     import horovod.tensorflow as hvd
 
     from llmc.runtime import checkpoints as ck
-    from llmc.runtime.config import batch_layout, load_config
+    from llmc.runtime.config import batch_layout, bundle_identity, load_config
     from llmc.runtime.data import batches, epoch_order, load_split, micro_batches_per_rank, shard
     from llmc.runtime.schedule import schedule_fn
     from llmc.runtime.zoo_tf import batch_loss, build_model, make_optimizer, save_model, to_inputs
@@ -306,8 +304,8 @@ def main(argv=None) -> int:
         target = output / "model"
         staging = output / ".model.partial"
         shutil.rmtree(staging, ignore_errors=True)
-        save_model(str(staging), model, model_cfg, train_split.label_names, framework="tensorflow", spec=SPEC,
-                   profile=PROFILE, steps=step, valid_loss=final["valid_loss"])
+        save_model(str(staging), model, model_cfg, train_split.label_names, framework="tensorflow",
+                   **bundle_identity(BUNDLE), steps=step, valid_loss=final["valid_loss"])
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
     log(final)

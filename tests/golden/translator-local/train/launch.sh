@@ -14,7 +14,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-SPEC=translator.llm
+MODEL=translator
 LAYOUT='1 x 2 = 2 processes on cpu: data 2 x tensor 1 x pipeline 1'
 SPEC_HOSTS=1
 SLOTS_PER_HOST=2
@@ -46,6 +46,6 @@ else
   exit 2
 fi
 
-echo "launch.sh: $SPEC: $LAYOUT; starting $NP processes" >&2
+echo "launch.sh: $MODEL: $LAYOUT; starting $NP processes" >&2
 exec "${HOROVODRUN:-horovodrun}" -np "$NP" "${HOST_ARGS[@]}" --gloo \
   "${PYTHON:-python3}" "$HERE/train.py" "$@"

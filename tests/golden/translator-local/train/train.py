@@ -37,8 +37,6 @@ import time
 from pathlib import Path
 
 MODEL_NAME = 'translator'
-SPEC = 'translator.llm'
-PROFILE = 'local'
 ARCHITECTURE = 'encoder-decoder'
 # Tensor-parallel group size: fixed per build, because it decides the process sets.
 TENSOR_PARALLEL = 1
@@ -50,7 +48,7 @@ MODEL_JSON = BUNDLE / "model.json"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=f"Horovod training of {MODEL_NAME} ({SPEC}).")
+    p = argparse.ArgumentParser(description=f"Horovod training of {MODEL_NAME}.")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="override one model.json field for this run (value: JSON)")
     p.add_argument("--output", default=os.environ.get("LLMC_OUTPUT", "outputs"),
@@ -93,7 +91,7 @@ def main(argv=None) -> int:
     import horovod.torch as hvd
 
     from llmc.runtime import checkpoints as ck
-    from llmc.runtime.config import batch_layout, load_config
+    from llmc.runtime.config import batch_layout, bundle_identity, load_config
     from llmc.runtime.data import batches, epoch_order, load_split, micro_batches_per_rank, shard
     from llmc.runtime.schedule import schedule_fn
     from llmc.runtime.zoo_torch import (batch_loss, build_model, full_optimizer_state, full_state_dict,
@@ -296,7 +294,7 @@ def main(argv=None) -> int:
 
     if TENSOR_PARALLEL > 1 or rank == 0:
         save_model(output / "model" if rank == 0 else None, model, model_cfg, train_split.label_names,
-                   framework="torch", spec=SPEC, profile=PROFILE, steps=step, valid_loss=final["valid_loss"])
+                   framework="torch", **bundle_identity(BUNDLE), steps=step, valid_loss=final["valid_loss"])
     log(final)
     say(f"done: {step} steps, valid loss {final['valid_loss']:.4f}; model in {output / 'model'}")
     if metrics is not None:

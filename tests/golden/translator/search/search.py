@@ -48,7 +48,6 @@ from hyperopt import STATUS_FAIL, STATUS_OK, Trials, tpe, fmin, hp
 from hyperopt.exceptions import AllTrialsFailed
 
 BUNDLE = Path(__file__).resolve().parent.parent
-SPEC = 'translator.llm'
 MODEL = 'translator'
 ALGORITHM = 'tpe'
 SUGGEST = tpe.suggest
@@ -64,9 +63,22 @@ DIRECTION = 'minimize'
 MAXIMIZE = False
 SEED = 0
 MONGO_URL_ENV = 'LLMC_MONGO_URL'
-EXP_KEY = 'translator-f636cdfa46ea'
 # The type train.py expects for each searched field.
 CASTS = {'model.transformer.dropout': 'float', 'train.batch_size': 'int', 'train.optimizer.lr': 'float'}
+
+
+def built_from():
+    """The spec this bundle was built from, as llmc.lock.json records it (scripts name
+    no spec themselves: renaming one changes its lock file only)."""
+    return json.loads((BUNDLE / "llmc.lock.json").read_text(encoding="utf-8"))
+
+
+def experiment_key():
+    """One MongoDB experiment per spec, profile and spec content: a changed spec never
+    resumes the trials of another."""
+    lock = built_from()
+    profile = f"-{lock['profile']}" if lock.get("profile") else ""
+    return f"{Path(lock['spec']).stem}{profile}-{lock['spec_sha256'][:12]}"
 
 
 def space():
@@ -246,7 +258,7 @@ def make_trials(backend, parallel):
             sys.exit("search: backend mongo needs pymongo installed beside hyperopt (pip install pymongo)")
         from hyperopt.mongoexp import MongoTrials
 
-        return MongoTrials(url, exp_key=EXP_KEY)
+        return MongoTrials(url, exp_key=experiment_key())
     return Trials()
 
 
@@ -318,7 +330,7 @@ def main(argv=None):
     best = best_record(records)
     results = {
         "model": MODEL,
-        "spec": SPEC,
+        "spec": built_from()["spec"],
         "objective": OBJECTIVE,
         "direction": DIRECTION,
         "algorithm": ALGORITHM,

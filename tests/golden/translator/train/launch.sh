@@ -14,7 +14,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-SPEC=translator.llm
+MODEL=translator
 LAYOUT='2 x 4 = 8 processes on A100-80GB: data 4 x tensor 2 x pipeline 1'
 SPEC_HOSTS=2
 SLOTS_PER_HOST=4
@@ -46,6 +46,6 @@ else
   exit 2
 fi
 
-echo "launch.sh: $SPEC: $LAYOUT; starting $NP processes" >&2
+echo "launch.sh: $MODEL: $LAYOUT; starting $NP processes" >&2
 exec "${HOROVODRUN:-horovodrun}" -np "$NP" "${HOST_ARGS[@]}" \
   "${PYTHON:-python3}" "$HERE/train.py" "$@"

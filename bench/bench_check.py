@@ -18,6 +18,7 @@ bound is missed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import subprocess
@@ -29,6 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SPEC = ROOT / "specs" / "translator.llm"
+_passes = itertools.count(1)
+
+
+def unseen_variants(text: str, count: int):
+    """(path, text) of `count` variants of a spec that this process has not seen: each
+    call gives new file names and `epochs` values, so no memo holds a whole spec from
+    an earlier call."""
+    k = next(_passes)
+    for i in range(count):
+        yield f"specs/pass{k}/variant{i}.llm", text.replace("epochs      = 20", f"epochs      = {k * 10_000 + i}")
 
 
 # "Warm" means bytecode on disk and the grammar's LALR tables cached, as after any
@@ -110,14 +121,10 @@ def main() -> int:
 
     spec_text = SPEC.read_text()
     check_spec(str(SPEC.relative_to(ROOT)), text=spec_text)
-    passes = iter(range(1, 100))
 
     def check_all() -> None:
-        # Every pass checks specs this process has not seen (file names, `epochs`).
-        k = next(passes)
-        for i in range(args.specs):
-            variant = spec_text.replace("epochs      = 20", f"epochs      = {k * 10_000 + i}")
-            result = check_spec(f"specs/pass{k}/variant{i}.llm", text=variant)
+        for path, variant in unseen_variants(spec_text, args.specs):
+            result = check_spec(path, text=variant)
             assert result.ok, result.diagnostics
 
     each_ms = best_of(check_all, 3) / args.specs * 1e3

@@ -51,8 +51,7 @@ def spec_digest(result) -> str:
 
 
 def context_for(result) -> BuildContext:
-    name = Path(result.path).stem
-    return BuildContext(result.ir, result.facts, result.path, name, result.profile, spec_digest(result), __version__)
+    return BuildContext(result.ir, result.facts, result.path, result.profile, spec_digest(result), __version__)
 
 
 def build_files(result) -> Bundle:
@@ -137,7 +136,6 @@ def write_bundle(bundle: Bundle, out: str) -> None:
 # create and delete on many file systems). Removed when the process exits; a killed
 # process's spare is removed by the next build of that bundle (_remove_abandoned_staging).
 _SPARES: dict[Path, Path] = {}
-_release_at_exit = []
 
 
 def _staging_folder(parent: Path, name: str) -> Path:
@@ -156,14 +154,13 @@ def _staging_folder(parent: Path, name: str) -> Path:
 
 
 def _keep_spare(parent: Path, tree: Path) -> None:
-    if not _release_at_exit:
-        _release_at_exit.append(atexit.register(release_spares))
     old = _SPARES.get(parent)
     _SPARES[parent] = tree
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@atexit.register
 def release_spares() -> None:
     """Remove the trees kept for later builds (at exit; tests call it to see the folder bare)."""
     while _SPARES:

@@ -542,15 +542,13 @@ class _Lowering:
         if text.isdigit():  # the common case: a plain integer
             if len(text) <= 18:
                 return ast.Number(int(text), text, span)
-        plain = _PLAIN_NUMBERS.get(text)
-        if plain is not None:
-            value, kind, unit = plain
-            return ast.Number(value, text, span) if kind is None else ast.Quantity(value, kind, unit, text, span)
+        known = _PLAIN_NUMBERS.get(text)
+        if known is not None:
+            return known._replace(span=span)
         reported = len(self.diags.diagnostics)
         node = self._number(text, span)
         if len(self.diags.diagnostics) == reported and len(_PLAIN_NUMBERS) < 4096:
-            quantity = isinstance(node, ast.Quantity)
-            _PLAIN_NUMBERS[text] = (node.value, node.kind if quantity else None, node.unit if quantity else None)
+            _PLAIN_NUMBERS[text] = node
         return node
 
     def _number(self, text: str, span: Span) -> ast.Number | ast.Quantity:
@@ -632,9 +630,9 @@ class _Lowering:
         return ast.String("".join(out), raw, span)
 
 
-# Number literals decoded without a problem: text -> (value, quantity kind, unit), the
-# kind and unit None for a plain number. A spec repeats its numbers, and so do specs.
-_PLAIN_NUMBERS: dict[str, tuple] = {}
+# Number literals lowered without a problem, by their text (each use takes its own
+# span). A spec repeats its numbers, and so do specs.
+_PLAIN_NUMBERS: dict[str, ast.Number | ast.Quantity] = {}
 
 
 def _head_span(node) -> Span:

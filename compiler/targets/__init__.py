@@ -23,7 +23,6 @@ class BuildContext(NamedTuple):
     ir: Any  # schema.Spec
     facts: Any  # plan.Facts
     spec_path: str  # the spec as given on the command line
-    spec_name: str  # file stem: `translator`
     profile: str | None
     spec_sha256: str  # of the spec file and every file it extends, in order
     compiler_version: str

@@ -4,6 +4,8 @@
 replaces the output directory in one step (a temporary directory beside it, then
 an atomic exchange), so a failed or interrupted build leaves the previous bundle
 untouched; `plan_diff` compares what a build would write with what is there.
+`check_output` refuses an output directory whose replacement would delete what llmc
+did not write (`write_bundle` calls it; `llmc plan` shows the same refusal).
 Same spec and profile in, byte-identical files out: no timestamps, absolute paths
 or user names; every mapping written in a fixed order.
 """
@@ -18,10 +20,11 @@ import stat
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 from . import __version__
 from .render import TemplateError, render
+from .schema import TOKENIZER_NAMES
 from .targets import Artifact, BuildContext, collect
 from .verify import ArtifactError, verify
 
@@ -30,6 +33,11 @@ LOCK = "llmc.lock.json"
 
 class InternalError(Exception):
     """A template or a verifier failed: a compiler bug, never a user's mistake."""
+
+
+class OutputRefused(Exception):
+    """The output directory cannot be replaced: it holds what llmc did not write, a
+    file the spec reads, or the user's working or home directory (command misuse)."""
 
 
 class Bundle(NamedTuple):
@@ -96,9 +104,12 @@ def _sha256(text: str) -> str:
 
 def data_inputs(ir) -> dict[str, str]:
     """The data files the bundle's stages read, as the spec gives them (relative to its
-    folder): the runtime checks they exist before any stage starts."""
+    folder), the tokenizer's model file among them: the runtime checks they exist
+    before any stage starts, and a change to one reruns the stages."""
     data = ir.model.data
     inputs = {"train": data.train, "valid": data.valid, "test": data.test}
+    if data.tokenizer not in TOKENIZER_NAMES:
+        inputs["tokenizer"] = data.tokenizer
     quantize = ir.compress.quantize if ir.compress is not None else None
     if quantize is not None and quantize.calibration:
         inputs["calibration"] = quantize.calibration
@@ -110,13 +121,20 @@ def default_output(spec_path: str, profile: str | None) -> str:
     return os.path.join("build", name)
 
 
-def write_bundle(bundle: Bundle, out: str) -> None:
-    """Replace `out` with the bundle in one step; on any failure `out` is untouched."""
-    out_path = Path(out)
+def write_bundle(bundle: Bundle, out: str, reads: Iterable[tuple[str, str]] = ()) -> None:
+    """Replace `out` with the bundle in one step; on any failure `out` is untouched.
+    Raises OutputRefused, before anything is written, when `out` holds anything llmc
+    did not write or a file the build reads (`reads`: see `files_read`)."""
+    check_output(out, reads)
+    # Absolute: the spare trees are kept by parent folder, and the working directory
+    # may change between two builds in one process.
+    out_path = Path(os.path.abspath(out))
     parent = out_path.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if out_path.exists() and not out_path.is_dir():
-        raise FileExistsError(f"{out} exists and is not a directory")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputRefused(f"cannot create {out}: its parent folder {parent} cannot be created: "
+                            f"{exc.strerror or exc}") from exc
     _remove_abandoned_staging(parent, out_path.name)
     staging = _staging_folder(parent, out_path.name)
     try:
@@ -128,6 +146,135 @@ def write_bundle(bundle: Bundle, out: str) -> None:
         raise
     if replaced is not None:
         _keep_spare(parent, replaced)
+
+
+def files_read(result) -> list[tuple[str, str]]:
+    """(what, path) for every local file a build of `result` reads or its stages will:
+    the spec, the specs it extends, and the data files (relative to the spec's folder,
+    as the runtime resolves them). None of them may be inside the output directory."""
+    found = [("the spec" if i == 0 else "a spec it extends", p) for i, p in enumerate(result.files or [result.path])]
+    if result.ir is not None:
+        folder = os.path.dirname(result.path)
+        for split, p in data_inputs(result.ir).items():
+            if p and "://" not in p:
+                found.append((f"its {split} data", os.path.join(folder, p)))
+    return found
+
+
+_REFUSAL_LISTS = 5  # entries named in a refusal; the rest are counted
+
+
+def check_output(out: str, reads: Iterable[tuple[str, str]] = ()) -> None:
+    """Raise OutputRefused unless replacing `out` loses nothing llmc did not write: it
+    must be absent, empty, or an llmc bundle (its llmc.lock.json, as llmc writes it,
+    lists every file in it); it must hold none of `reads`; and it must not be the
+    filesystem root, the home or working directory, or a folder holding either.
+    Cheap: one lock file read and one listing of the bundle's folders."""
+    try:
+        st = os.lstat(out)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:  # a file where a parent folder should be, no permission
+        raise OutputRefused(f"cannot write {out}: {exc.strerror or exc}") from exc
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        raise OutputRefused(f"refusing to replace {out}: it is a symbolic link; give the directory it points to, "
+                            f"or a new one")
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        raise OutputRefused(f"cannot write {out}: it exists and is not a directory")
+    real = os.path.realpath(out)
+    _refuse_special_places(out, real)
+    _refuse_inputs_inside(out, real, reads)
+    if st is None:
+        return
+    try:
+        foreign = _not_written_by_llmc(Path(out))
+    except OSError as exc:  # a folder that cannot be listed: what it holds is unknown
+        raise OutputRefused(f"refusing to replace {out}: cannot list {exc.filename or out}: "
+                            f"{exc.strerror or exc}") from exc
+    if foreign is None:
+        return
+    kind, entries = foreign
+    shown = ", ".join(entries[:_REFUSAL_LISTS])
+    more = f" and {len(entries) - _REFUSAL_LISTS} more" if len(entries) > _REFUSAL_LISTS else ""
+    total = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+    if kind == "bundle":
+        raise OutputRefused(f"refusing to replace {out}: it is an llmc bundle, but the build would delete {total} "
+                            f"its {LOCK} does not list: {shown}{more}; move them out of the bundle first")
+    raise OutputRefused(f"refusing to replace {out}: it is not an llmc bundle (no {LOCK} written by llmc), and the "
+                        f"build would delete the {total} in it: {shown}{more}")
+
+
+def _refuse_special_places(out: str, real: str) -> None:
+    if os.path.dirname(real) == real:
+        raise OutputRefused(f"refusing to replace {out}: it is the filesystem root")
+    for place, what in ((os.path.realpath(os.path.expanduser("~")), "your home directory"),
+                        (os.getcwd(), "the current directory")):
+        if real == place:
+            raise OutputRefused(f"refusing to replace {out}: it is {what}")
+        if _inside(place, real):
+            raise OutputRefused(f"refusing to replace {out}: it holds {what} ({place})")
+
+
+def _refuse_inputs_inside(out: str, real: str, reads: Iterable[tuple[str, str]]) -> None:
+    absolute = os.path.abspath(out)
+    for what, path in reads:
+        # Both spellings: the path as given may pass through a link inside `out`.
+        if _inside(os.path.abspath(path), absolute) or _inside(os.path.realpath(path), real):
+            raise OutputRefused(f"refusing to replace {out}: it holds {what} ({path}), which the build would delete")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _not_written_by_llmc(root: Path) -> tuple[str, list[str]] | None:
+    """None when replacing `root` deletes only what llmc wrote; else whether it is a
+    bundle or not, and its entries llmc did not write (folders end in /), sorted."""
+    listed = _lock_listing(root)
+    if listed is None:
+        with os.scandir(root) as entries:
+            names = sorted(e.name + ("/" if e.is_dir(follow_symlinks=False) else "") for e in entries)
+        return ("folder", names) if names else None
+    files, folders = listed
+    foreign = []
+    pending = [("", str(root))]
+    while pending:
+        prefix, path = pending.pop()
+        with os.scandir(path) as entries:
+            for entry in entries:
+                rel = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if rel in folders:
+                        pending.append((rel + "/", entry.path))
+                    else:
+                        foreign.append(rel + "/")
+                elif not (rel in files or (rel in folders and entry.is_symlink())):
+                    # A link where llmc wrote a file or folder is only a name: deleting
+                    # it loses nothing (links are never followed).
+                    foreign.append(rel)
+    return ("bundle", sorted(foreign)) if foreign else None
+
+
+def _lock_listing(root: Path) -> tuple[set[str], set[str]] | None:
+    """(files, folders) the bundle's lock file says llmc wrote; None when `root` has no
+    lock file as llmc writes one (a regular file; JSON with llmc's keys)."""
+    try:
+        fd = os.open(root / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            lock = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    artifacts = lock.get("artifacts") if isinstance(lock, dict) else None
+    if not (isinstance(artifacts, dict) and str(lock.get("compiler", "")).startswith("llmc ")
+            and isinstance(lock.get("spec_sha256"), str)):
+        return None
+    files = {LOCK, *artifacts}
+    return files, {f for rel in artifacts for f in _folders_of(rel)}
 
 
 # A tree this process swapped out (the bundle a build replaced), kept per parent folder

@@ -1,4 +1,4 @@
-"""The device catalog (LANGUAGE.md §5): memory, precisions, dense throughput, bandwidth.
+"""The device catalog (docs/devices.md): memory, precisions, dense throughput, bandwidth.
 
 Every figure comes from the vendor's datasheet for the variant named in `source`.
 The rules used to read those datasheets:

@@ -8,6 +8,8 @@ internally. A user's mistake never ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
 
@@ -15,7 +17,7 @@ EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 EXIT_CHANGES = 3  # `llmc plan`: the bundle on disk is not what a build would write
 
 COMMANDS_HELP = """commands:
-  check SPEC...        validate specs and print their derived facts
+  check SPEC...        validate specs, each with every profile, and print their derived facts
   build SPEC           generate the bundle: training, compression, evaluation, search,
                        serving, Kubernetes and monitoring artifacts
   plan SPEC            show what `build` would change in the output directory
@@ -31,7 +33,24 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse's default is fine, but say how to get help
         self.print_usage(sys.stderr)
         sys.stderr.write(f"{self.prog}: error: {message}\n  (see `{self.prog.split()[0]} --help`)\n")
+        if _JSON_REQUESTED:  # argparse fails before `args.format` exists, so the command line decides
+            from .diagnostic_output import render_usage_json
+
+            sys.stdout.write(render_usage_json(message))
         sys.exit(EXIT_USAGE)
+
+
+_JSON_REQUESTED = False  # `--format json` is on the command line being parsed
+
+
+def _asks_for_json(argv: list[str]) -> bool:
+    """Whether the command line says `--format json`, read before argparse (which may fail first)."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return False
+        if arg == "--format=json" or (arg == "--format" and argv[i + 1:i + 2] == ["json"]):
+            return True
+    return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,13 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_output_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--format", choices=("human", "json"), default="human",
-                       help="diagnostics for people (default) or a JSON array on stdout for tools")
+                       help="diagnostics for people (default) or, for tools, one JSON array on stdout whatever "
+                            "the outcome (everything else goes to stderr)")
         p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour diagnostics")
 
     p = sub.add_parser("check", help="validate specs and print their derived facts",
-                       description="Validate specs completely and print their derived facts.")
+                       description="Validate specs completely, each on its own and with each of its profiles "
+                                   "applied, and print their derived facts.")
     p.add_argument("specs", nargs="+", metavar="SPEC")
-    p.add_argument("--profile", help="apply the named profile's overrides")
+    p.add_argument("--profile", help="check only the spec with this profile applied (default: the spec and every profile)")
     p.add_argument("-q", "--quiet", action="store_true", help="print diagnostics only, not the derived facts")
     add_output_flags(p)
 
@@ -102,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _JSON_REQUESTED
     parser = build_parser()
+    _JSON_REQUESTED = _asks_for_json(sys.argv[1:] if argv is None else list(argv))
     args = parser.parse_args(argv)
     if args.version:
         from . import __version__
@@ -112,6 +135,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if getattr(args, "format", None) != "json":
+        return _run_command(args)
+    # With --format json, stdout holds exactly one JSON array, written when the command
+    # ends whatever the outcome; anything else the command prints (facts, diffs, the
+    # runtime's progress) goes to stderr.
+    args.json_findings = []
+    stdout = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return _run_command(args)
+    finally:
+        try:
+            stdout.write(json.dumps(args.json_findings, indent=2, ensure_ascii=False) + "\n")
+            stdout.flush()
+        except BrokenPipeError:
+            pass
+
+
+def _run_command(args) -> int:
     try:
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -122,11 +164,30 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a compiler bug (InternalError included): say so plainly, without a traceback
         if os.environ.get("LLMC_DEBUG"):
             raise
+        message = f"internal compiler error: {type(exc).__name__}: {exc}"
         sys.stderr.write(
-            f"error: internal compiler error: {type(exc).__name__}: {exc}\n"
+            f"error: {message}\n"
             "  = note: this is a bug in llmc, not in your spec; rerun with LLMC_DEBUG=1 for a traceback\n"
         )
+        if getattr(args, "json_findings", None) is not None:
+            from .diagnostic_output import usage_json
+
+            args.json_findings.append(usage_json(message, code="internal"))
         return EXIT_USAGE
+
+
+def _usage_error(args, message: str) -> int:
+    """Report a misused command: `error: message` on stderr and, with --format json,
+    a finding with code "usage" in the JSON array on stdout. Returns EXIT_USAGE."""
+    from .diagnostic_output import render_usage_json, usage_json
+
+    sys.stderr.write(f"error: {message}\n")
+    findings = getattr(args, "json_findings", None)
+    if findings is not None:
+        findings.append(usage_json(message))
+    elif getattr(args, "format", "human") == "json":  # called outside main(): nothing else will print
+        sys.stdout.write(render_usage_json(message))
+    return EXIT_USAGE
 
 
 def _use_color(args) -> bool:
@@ -137,78 +198,122 @@ def _use_color(args) -> bool:
     return sys.stderr.isatty()
 
 
-def _checked(spec: str, args):
-    """Check one spec, printing its diagnostics; returns the result, or an exit status."""
+def _checked(spec: str, args, every_profile: bool = False):
+    """Check one spec, printing its diagnostics (stderr; with --format json, into the
+    findings). With `every_profile`, the base spec and each of its profiles (just
+    `--profile` when given): returns a driver.SpecCheck. Otherwise the selected profile
+    or the base: returns a driver.CheckResult. A misuse returns an exit status."""
     from .compose import UnknownProfile
-    from .diagnostic_output import render_human, summary_line
-    from .driver import check_spec
+    from .diagnostic_output import finding_json, render_human, summary_line
+    from .driver import SpecCheck, check_every_profile, check_spec
     from .source import SourceError
 
     try:
-        result = check_spec(spec, profile=args.profile)
+        if every_profile:
+            checked = check_every_profile(spec, only=args.profile)
+        else:
+            result = check_spec(spec, profile=args.profile)
+            checked = SpecCheck(result, [], [(args.profile, d) for d in result.diagnostics])
     except SourceError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return EXIT_USAGE
+        return _usage_error(args, str(exc))
     except UnknownProfile as exc:
         known = ", ".join(exc.known) or "none"
-        sys.stderr.write(f"error: {spec} has no profile `{exc.name}` (profiles: {known})\n")
-        return EXIT_USAGE
-    if args.format == "human":
-        sys.stderr.write(render_human(result.diagnostics, result.sources, _use_color(args)))
-        if not result.ok:
-            sys.stderr.write(f"{spec}: {summary_line(result.diagnostics)}\n")
-    return result
+        return _usage_error(args, f"{spec} has no profile `{exc.name}` (profiles: {known})")
+    sources = checked.base.sources
+    if args.format == "json":
+        if getattr(args, "json_findings", None) is None:  # called outside main()
+            args.json_findings = []
+        args.json_findings.extend(finding_json(d, profile) for profile, d in checked.findings)
+    else:
+        shown = [_with_profile_note(d, profile) if profile and not args.profile else d
+                 for profile, d in checked.findings]
+        sys.stderr.write(render_human(shown, sources, _use_color(args)))
+        if not checked.ok:
+            sys.stderr.write(f"{spec}: {summary_line(shown)}\n")
+    return checked if every_profile else checked.base
+
+
+def _with_profile_note(d, profile: str):
+    """A finding that only checking `profile` made, so marked (the base spec's are not)."""
+    return d._replace(notes=(f"with profile `{profile}` applied",) + d.notes)
 
 
 def cmd_check(args) -> int:
-    from .diagnostic_output import render_json
-
     status = EXIT_OK
-    all_diags = []
     for spec in args.specs:
-        result = _checked(spec, args)
-        if isinstance(result, int):
-            return result
-        all_diags.extend(result.diagnostics)
-        if not result.ok:
+        checked = _checked(spec, args, every_profile=True)
+        if isinstance(checked, int):
+            return checked
+        if not checked.ok:
             status = EXIT_ERRORS
         elif args.format == "human" and not args.quiet:
-            from .report import facts_text
+            from .report import facts_text, profile_lines
 
-            sys.stdout.write(facts_text(result))
-    if args.format == "json":
-        sys.stdout.write(render_json(all_diags))
+            sys.stdout.write(facts_text(checked.base) + profile_lines(checked.profiles))
     return status
 
 
 def _bundle_of(args):
     """Check and render the spec's bundle in memory: (result, bundle, output dir) or an exit status."""
     from .bundle import build_files, default_output
-    from .diagnostic_output import render_json
 
     result = _checked(args.spec, args)
     if isinstance(result, int):
         return result
-    if args.format == "json":
-        sys.stdout.write(render_json(result.diagnostics))
     if not result.ok:
         return EXIT_ERRORS
     bundle = build_files(result)
-    return result, bundle, args.output or default_output(args.spec, args.profile)
+    # `-o ""` is the current directory, which the output guard refuses; it is not "no -o"
+    return result, bundle, args.output if args.output is not None else default_output(args.spec, args.profile)
+
+
+def _write_bundle(args, result, bundle, out: str) -> int | None:
+    """Write the bundle (build, run); None on success, else the exit status, reported."""
+    from .bundle import OutputRefused, files_read, write_bundle
+
+    try:
+        write_bundle(bundle, out, files_read(result))
+    except OutputRefused as exc:
+        return _output_refused(args, result, exc)
+    except OSError as exc:
+        return _usage_error(args, f"cannot write {out}: {exc.strerror or exc}")
+    return None
+
+
+def _output_refused(args, result, exc) -> int:
+    """A refused output directory: the reason, and a directory the build would accept."""
+    status = _usage_error(args, str(exc))
+    fresh = _fresh_output(args, result)
+    if fresh is not None:
+        sys.stderr.write(f"  = help: build into a new directory, e.g. `-o {fresh}`\n")
+    return status
+
+
+def _fresh_output(args, result) -> str | None:
+    """The default output directory, or the first `<default>-N` the build would accept."""
+    from .bundle import OutputRefused, check_output, default_output, files_read
+
+    default = default_output(args.spec, args.profile)
+    for n in range(1, 100):
+        candidate = default if n == 1 else f"{default}-{n}"
+        if candidate == args.output or os.path.lexists(candidate):
+            continue
+        try:
+            check_output(candidate, files_read(result))
+        except OutputRefused:
+            continue
+        return candidate
+    return None
 
 
 def cmd_build(args) -> int:
-    from .bundle import write_bundle
-
     made = _bundle_of(args)
     if isinstance(made, int):
         return made
     result, bundle, out = made
-    try:
-        write_bundle(bundle, out)
-    except OSError as exc:
-        sys.stderr.write(f"error: cannot write {out}: {exc.strerror or exc}\n")
-        return EXIT_USAGE
+    status = _write_bundle(args, result, bundle, out)
+    if status is not None:
+        return status
     if args.format == "human" and not args.quiet:
         from .report import facts_text
 
@@ -218,12 +323,16 @@ def cmd_build(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .bundle import plan_diff
+    from .bundle import OutputRefused, check_output, files_read, plan_diff
 
     made = _bundle_of(args)
     if isinstance(made, int):
         return made
     result, bundle, out = made
+    try:  # the preview refuses what the build would refuse
+        check_output(out, files_read(result))
+    except OutputRefused as exc:
+        return _output_refused(args, result, exc)
     diff = plan_diff(bundle, out)
     if args.format == "human":
         sys.stdout.write(diff)
@@ -239,17 +348,22 @@ def cmd_plan(args) -> int:
 def cmd_run(args) -> int:
     from pathlib import Path
 
-    from .bundle import write_bundle
-
     if args.np is not None and args.np < 1:
-        sys.stderr.write("error: --np must be at least 1\n")
-        return EXIT_USAGE
+        return _usage_error(args, "--np must be at least 1")
     made = _bundle_of(args)
     if isinstance(made, int):
         return made
     result, bundle, out = made
-    write_bundle(bundle, out)
     name = Path(args.spec).stem + (f"-{args.profile}" if args.profile else "")
+    from llmc.runtime.records import RunsFolderRefused, check_runs_folder
+
+    try:  # before the bundle is written: a refused run changes nothing
+        check_runs_folder(Path(args.runs_dir), name)
+    except RunsFolderRefused as exc:
+        return _usage_error(args, str(exc))
+    status = _write_bundle(args, result, bundle, out)
+    if status is not None:
+        return status
     data_root = Path(args.spec).resolve().parent
     from llmc.runtime import local
 

@@ -38,6 +38,8 @@ _TABLE = [
     ("E211", "error", "reference cycle"),
     ("E212", "error", "extends failed"),
     ("E213", "error", "bad profile path"),
+    ("E214", "error", "unknown tokenizer"),
+    ("E215", "error", "vocab smaller than the byte tokenizer's ids"),
     # layout and devices
     ("E301", "error", "parallel layout does not cover the cluster"),
     ("E302", "error", "heads not divisible by tensor parallelism"),
@@ -61,16 +63,21 @@ _TABLE = [
     ("E602", "error", "distribution does not fit the field's type"),
     ("E603", "error", "distribution can produce a value the field rejects"),
     ("E604", "error", "unknown search objective"),
+    ("E605", "error", "search direction contradicts the objective"),
     # serving
     ("E701", "error", "SLA infeasible: single-request latency exceeds p99"),
     ("E702", "error", "replicas needed for the SLA exceed replicas.max"),
     ("E703", "error", "high availability needs at least two replicas"),
     ("E704", "error", "serving platform cannot serve the framework"),
     ("E705", "error", "batching timeout not well below the p99 latency"),
+    ("E706", "error", "SLA needs more replicas than a deployment can run"),
     # deployment
     ("E801", "error", "a deploy value Kubernetes would reject"),
+    ("E802", "error", "a generated value outside its target's range"),
     # warnings
+    ("W201", "warning", "vocab larger than the tokenizer produces"),
     ("W301", "warning", "memory headroom under 10%"),
+    ("W302", "warning", "tensor-parallel group spans hosts"),
     ("W701", "warning", "replicas.min far above what the SLA needs"),
     ("W801", "warning", "no deploy block: default namespace and image"),
 ]

@@ -1,7 +1,7 @@
-"""Composition: `extends`, block merging and profiles (LANGUAGE.md §3).
+"""Composition: `extends`, block merging and profiles (docs/language.md, "Composition").
 
 The result is one tree of blocks whose attributes still hold unevaluated
-expressions, plus the `let` bindings in scope. Paths follow LANGUAGE.md §2: the
+expressions, plus the `let` bindings in scope. Paths follow docs/language.md: the
 label of a block that appears once is skipped (`train.optimizer.lr`); a repeatable
 block keeps its label (`evaluate.metric.bleu.min`).
 """
@@ -40,6 +40,8 @@ class Node:
     entries: dict[str, Entry] = field(default_factory=dict)
     children: dict[str, "Node"] = field(default_factory=dict)  # blocks that appear once
     groups: dict[str, dict[str, "Node"]] = field(default_factory=dict)  # repeatable blocks by label
+    # The base's block this one replaced whole for having another label (`extends`).
+    replaces: "Node | None" = None
 
     def child_nodes(self) -> list["Node"]:
         out = list(self.children.values())
@@ -232,6 +234,8 @@ def _merge(base: Node, own: Node, model: type | None = Spec) -> None:
             old.span, old.name_span, old.label_span = child.span, child.name_span, child.label_span
         else:
             # A different label (`optimizer "sgd"` over `optimizer "adam"`) is a different block.
+            if old is not None:
+                child.replaces = old  # typecheck explains it when the new block lacks fields
             base.children[name] = child
     for name, group in own.groups.items():
         target = base.groups.setdefault(name, {})

@@ -89,5 +89,22 @@ def summary_line(diags: list[Diagnostic]) -> str:
     return ", ".join(parts)
 
 
-def render_json(diags: list[Diagnostic]) -> str:
-    return json.dumps([d.to_json() for d in diags], indent=2, ensure_ascii=False) + "\n"
+def finding_json(d: Diagnostic, profile: str | None = None) -> dict:
+    """One finding for tools: the diagnostic and the profile it was found in (None: the base spec)."""
+    return {**d.to_json(), "profile": profile}
+
+
+def render_json(diags: list[Diagnostic], profile: str | None = None) -> str:
+    """The findings of one check (of the base spec, or with `profile` applied) as a JSON array."""
+    return json.dumps([finding_json(d, profile) for d in diags], indent=2, ensure_ascii=False) + "\n"
+
+
+def usage_json(message: str, file: str | None = None, code: str = "usage") -> dict:
+    """A misused command (code "usage"), or a compiler failure ("internal"), in the
+    findings' shape, with no position."""
+    return {"code": code, "severity": "error", "message": message, "file": file, "line": None, "column": None,
+            "end_line": None, "end_column": None, "label": "", "help": "", "notes": [], "fix": [], "profile": None}
+
+
+def render_usage_json(message: str) -> str:
+    return json.dumps([usage_json(message)], indent=2, ensure_ascii=False) + "\n"

@@ -12,6 +12,22 @@ from .codes import CODES
 from .source import Span
 
 
+class Fix(NamedTuple):
+    """A machine-applicable edit: replace the text at `span` with `replacement`.
+
+    A diagnostic carries one when its help proposes exact text; applying every edit
+    of the diagnostic makes that diagnostic go away (tests/unit/test_help_applies.py).
+    """
+
+    span: Span
+    replacement: str
+
+    def to_json(self) -> dict:
+        s = self.span
+        return {"file": s.file, "line": s.line, "column": s.col, "end_line": s.end_line,
+                "end_column": s.end_col, "replacement": self.replacement}
+
+
 class Diagnostic(NamedTuple):
     code: str
     severity: str
@@ -20,6 +36,7 @@ class Diagnostic(NamedTuple):
     label: str = ""  # printed beside the carets
     help: str = ""  # printed as `= help: ...`
     notes: tuple[str, ...] = ()  # printed as `= note: ...` (e.g. a memory breakdown)
+    fix: tuple[Fix, ...] = ()  # the edits the help proposes, when it proposes exact text
 
     @property
     def sort_key(self) -> tuple:
@@ -38,6 +55,7 @@ class Diagnostic(NamedTuple):
             "label": self.label,
             "help": self.help,
             "notes": list(self.notes),
+            "fix": [f.to_json() for f in self.fix],
         }
 
 
@@ -46,10 +64,10 @@ class Collector:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
     def report(
-        self, code: str, span: Span, message: str, *, label: str = "", help: str = "", notes=()
+        self, code: str, span: Span, message: str, *, label: str = "", help: str = "", notes=(), fix=()
     ) -> None:
         severity = CODES[code].severity  # a KeyError here is a compiler bug: unregistered code
-        diag = Diagnostic(code, severity, message, span, label, help, tuple(notes))
+        diag = Diagnostic(code, severity, message, span, label, help, tuple(notes), tuple(fix))
         if diag not in self.diagnostics:  # the same fact reached by two paths is said once
             self.diagnostics.append(diag)
 

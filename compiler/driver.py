@@ -70,6 +70,51 @@ def check_spec(path: str, profile: str | None = None, text: str | None = None) -
     return _finish(result, diags, composed)
 
 
+@dataclass
+class SpecCheck:
+    """`llmc check` of one spec: the base spec and every profile it defines."""
+
+    base: CheckResult
+    profiles: list[CheckResult]  # one per profile checked, in the order the spec defines them
+    findings: list[tuple[str | None, Diagnostic]]  # (profile or None for the base, diagnostic)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for _, d in self.findings)
+
+
+def check_every_profile(path: str, text: str | None = None, only: str | None = None) -> SpecCheck:
+    """The base spec, then each profile of the spec and its extends chain (or just
+    `only`, as `--profile` narrows it). A profile's finding that the base check already
+    made (same code, span and message) is not said again; the rest carry the profile's
+    name (two profiles that both break the same thing each say so). Raises what
+    check_spec raises (SourceError; UnknownProfile for `only`).
+
+    Each profile is another front-end run, on the text the base check read: the parse
+    of each chunk is reused, the rest (composition onwards) is the profile's own."""
+    if only is not None:
+        result = check_spec(path, profile=only, text=text)
+        return SpecCheck(result, [], [(only, d) for d in result.diagnostics])
+    base = check_spec(path, text=text)
+    findings: list[tuple[str | None, Diagnostic]] = [(None, d) for d in base.diagnostics]
+    checked: list[CheckResult] = []
+    if base.composed is None:
+        return SpecCheck(base, checked, findings)
+    main = base.sources.get(path)
+    if text is None and main is not None and main.bad_byte_offset is None:
+        text = main.text  # the text the base saw, not read again; the parse of each chunk is reused
+    said = {(d.code, d.span, d.message) for d in base.diagnostics}
+    for name, overrides in base.composed.profiles.items():
+        if not overrides:
+            continue  # an empty profile is the base spec
+        result = check_spec(path, profile=name, text=text)
+        checked.append(result)
+        for d in result.diagnostics:
+            if (d.code, d.span, d.message) not in said:
+                findings.append((name, d))
+    return SpecCheck(base, checked, findings)
+
+
 def _finish(result: CheckResult, diags: Collector, composed: Composed | None) -> CheckResult:
     result.diagnostics = diags.sorted()
     if composed is not None:

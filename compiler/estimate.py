@@ -699,9 +699,22 @@ class Sizing(NamedTuple):
     mean_response_s: float     # C / (c mu - lambda) + timeout + S(batch_size)
     in_system: float           # Little's law: L = lambda x mean response
     model: str
+    # Why infeasible: "latency" (even unloaded a request misses the target) or
+    # "replicas" (more than max_replicas would be needed); "" when feasible.
+    limit: str = ""
+    max_replicas: int = 2 ** 62
+
+    @property
+    def offered_load(self) -> float:
+        """lambda / mu: the replicas' worth of work the traffic brings, before any queueing."""
+        return _div(self.arrival_rps, self.replica_capacity_rps)
 
     def explain(self) -> str:
         q = f"p{self.percentile * 100:g}"
+        if not self.feasible and self.limit == "replicas":
+            return (f"infeasible: {self.arrival_rps:.4g} req/s at {self.replica_capacity_rps:.4g} req/s per replica "
+                    f"(full batches) is {self.offered_load:.4g} replicas' worth of work before any queueing, "
+                    f"more than the {self.max_replicas} replicas that can be counted")
         if not self.feasible:
             return (f"infeasible: even unloaded a request takes {format_seconds(self.predicted_s)} "
                     f"(service {format_seconds(self.batch_service_s)} + batching window), "
@@ -716,7 +729,8 @@ class Sizing(NamedTuple):
 
 def replicas_needed(arrival_rps, service_time_s, p99_s, max_batch_size, batch_timeout_s, *,
                     batch_service_time: Callable[[int], float] | None = None,
-                    marginal_batch_cost=MARGINAL_BATCH_COST, percentile=0.99, shared_queue=True) -> Sizing:
+                    marginal_batch_cost=MARGINAL_BATCH_COST, percentile=0.99, shared_queue=True,
+                    max_replicas: int = 2 ** 62) -> Sizing:
     """Smallest replica count c whose predicted `percentile` latency is within `p99_s`.
 
     Model (docs/estimates.md, "Replicas"). S(B), the time to serve a batch of B, is
@@ -739,7 +753,9 @@ def replicas_needed(arrival_rps, service_time_s, p99_s, max_batch_size, batch_ti
 
     The prediction rises with lambda and falls with c, so the smallest c is found by
     bisection and replicas never fall as throughput grows. Infeasible (replicas = inf)
-    when S(1) + timeout already exceeds the target: no number of replicas helps.
+    when S(1) + timeout already exceeds the target: no number of replicas helps
+    (limit "latency"); or when more than `max_replicas` would be needed (limit
+    "replicas": a Deployment counts its replicas in an int32).
 
     M/M/c assumes one shared queue: a request goes to whichever replica frees up first
     (least-outstanding-requests load balancing approximates it). `shared_queue=False`
@@ -818,34 +834,35 @@ def replicas_needed(arrival_rps, service_time_s, p99_s, max_batch_size, batch_ti
         mean = _clean(mean_w + T + sb)
         return dict(c=c, bs=bs, sb=sb, util=util, C=C, w=w, pred=pred, mean=mean, L=_prod(lam, mean))
 
-    def result(ev: dict, feasible: bool) -> Sizing:
+    cap = max(1, int(max_replicas))
+
+    def result(ev: dict, feasible: bool, limit: str = "") -> Sizing:
         c = ev["c"]
         return Sizing(
             replicas=(int(c) if feasible and not math.isinf(c) else _INF), feasible=feasible,
             arrival_rps=lam, target_s=target, percentile=q, batch_size=ev["bs"],
             batch_service_s=ev["sb"], replica_capacity_rps=mu, utilisation=ev["util"],
             erlang_c=ev["C"], wait_percentile_s=ev["w"], predicted_s=ev["pred"],
-            mean_response_s=ev["mean"], in_system=ev["L"], model=model)
+            mean_response_s=ev["mean"], in_system=ev["L"], model=model, limit=limit, max_replicas=cap)
 
     # The floor: with enough replicas, batches shrink to 1 and nobody queues.
     floor = _clean(S(1.0) + T)
     if not (floor <= target):
         return result(dict(c=_INF, bs=1.0, sb=S(1.0), util=0.0, C=0.0, w=0.0, pred=floor, mean=floor,
-                           L=_prod(lam, floor)), False)
+                           L=_prod(lam, floor)), False, "latency")
 
     # Stability needs c > a = lambda / mu; then double until the target holds, then bisect
     # (the prediction falls monotonically as c grows).
-    cap = 2 ** 62
     a = _div(lam, mu)
     if not (a < cap):
-        return result(evaluate(_INF), False)
+        return result(evaluate(_INF), False, "replicas")
     lo = int(math.floor(a))            # lo replicas do not meet the target (unstable, or lo = 0)
     hi = max(1, lo + 1)
     ev = evaluate(hi)
     step = 1
     while not (ev["pred"] <= target):
         if hi >= cap:
-            return result(ev, False)
+            return result(ev, False, "replicas")
         lo = hi
         hi = min(cap, hi + step)
         step *= 2

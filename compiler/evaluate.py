@@ -9,11 +9,11 @@ from typing import Any, NamedTuple
 
 from . import ast
 from .compose import Composed, lookup_entry
-from .diagnostics import Collector
+from .diagnostics import Collector, Fix
 from .fields import walk_schema
 from .parse import MAX_FLOAT, MAX_INT
 from .source import Span
-from .suggest import closest
+from .suggest import bare_word, closest
 
 QUANTITY_KINDS = ("duration", "size", "fraction", "rate")
 _KIND_NAMES = {
@@ -161,10 +161,19 @@ class Evaluator:
         ft, consumed, problem = walk_schema(path)
         if problem or ft is None:
             guess = closest(path[0], list(lets)) if len(path) == 1 else None
+            # A bare word as a field's whole value (`precision = bf16`) is likely a string.
+            bare = bare_word(self._active[-1][1], path[0]) if (
+                len(path) == 1 and self._active and self._active[-1][0] == id(e)) else None
+            if bare is not None and (bare.certain or not guess):
+                self.diags.error("E210", e.span, f"unknown reference `{e.dotted}`",
+                                 label=f"no `let` or field named `{e.dotted}`", help=bare.help,
+                                 fix=[Fix(e.span, bare.replacement)])
+                return None
             self.diags.error("E210", e.span, f"unknown reference `{e.dotted}`",
                              label=problem if not guess else f"no `let` or field named `{e.dotted}`",
                              help=(f"did you mean `{guess}`?" if guess else
-                                   "a reference names a `let` or a field by its absolute path, e.g. `model.transformer.d_model`"))
+                                   "a reference names a `let` or a field by its absolute path, e.g. `model.transformer.d_model`"),
+                             fix=[Fix(e.span, guess)] if guess else ())
             return None
         if ft.is_block:
             self.diags.error("E210", e.span, f"`{e.dotted}` is a block, not a value",
@@ -190,6 +199,12 @@ class Evaluator:
         return None
 
     def binary(self, e: ast.Binary) -> Value | None:
+        if e.op == "//" and _comment_word(e, self.composed.lets):
+            # `batch_size = 256 // per-rank`: a comment written with `//`, its one word read as a name
+            self.diags.error("E210", e.right.span, f"unknown reference `{e.right.dotted}`",
+                             label="`//` is integer division", help="comments start with `#`: write `#` instead of `//`",
+                             fix=[Fix(e.op_span, "#")])
+            return None
         a, b = self.expr(e.left), self.expr(e.right)
         if a is None or b is None:
             return None
@@ -228,6 +243,15 @@ class Evaluator:
             if kind in ("number", "fraction") and a.kind == "number" and b.kind == "number" and e.op == "/":
                 r = float(r)
         return Value(kind, r, e.span)
+
+
+def _comment_word(e: ast.Binary, lets) -> bool:
+    """A literal `//` a single unknown name with no `let` near it: a comment's one word."""
+    right = e.right
+    return (isinstance(e.left, (ast.Number, ast.Quantity, ast.String)) and isinstance(right, ast.Ref)
+            and len(right.path) == 1 and right.span.line == e.op_span.line
+            and walk_schema(right.path)[0] is None and closest(right.path[0], list(lets)) is None
+            and right.path[0] not in lets)
 
 
 def _moved(v: Value | None, span: Span) -> Value | None:

@@ -4,9 +4,11 @@ The layout: two-space indentation; one statement per line; `=` aligned within a
 run of consecutive attributes; one blank line between top-level blocks; at most
 one blank line kept where the author left some; blank lines at the start and end of
 a block removed; operators spaced, parentheses only where precedence needs them;
-numbers, quantities and strings exactly as written; every comment kept (a comment
-written inside a multi-line value moves above its attribute). Formatting twice
-gives the same text, and the formatted file parses to the same tree.
+numbers, quantities and strings exactly as written; every comment kept. A list or
+call holding comments is written one line per source line of its items, each
+comment beside the item it follows (or above the item it precedes); a comment
+inside any other multi-line value moves above its attribute. Formatting twice gives
+the same text, and the formatted file parses to the same tree.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class _Formatter:
         self.tree = tree
         self.slots: dict[int, _Slots] = {}
         self.dangling: dict[int, list[ast.Comment]] = {}  # container id -> comments before its `}`
+        self.in_value: dict[int, list[ast.Comment]] = {}  # attribute or let id -> comments inside its list
         self.lines: list[str] = []
         self._assign_comments()
 
@@ -129,7 +132,11 @@ class _Formatter:
                         return
                     self._place(c, item, inner, sp)
                     return
-                self._slot(item).leading.append(c)  # inside a multi-line value: move above it
+                value = getattr(item, "value", None)
+                if isinstance(value, (ast.ListExpr, ast.Call)) and _contains(value.span, c.span):
+                    self.in_value.setdefault(id(item), []).append(c)  # kept beside its item
+                else:
+                    self._slot(item).leading.append(c)  # inside another multi-line value: move above it
                 return
             if (c.span.line, c.span.col) < (sp.line, sp.col):
                 if prev is not None and prev.span.end_line == c.span.line:
@@ -183,6 +190,9 @@ class _Formatter:
                 self._block(item, depth, slots, tail)
             elif isinstance(item, ast.Profile):
                 self._container(f"profile {item.name}", item, item.overrides, depth, slots, tail)
+            elif commented := self.in_value.get(id(item)):
+                head = f"let {item.name}" if isinstance(item, ast.Let) else item.key.ljust(width.get(id(item), len(item.key)))
+                self._commented_list(f"{pad}{head} = ", item.value, commented, depth, tail)
             elif isinstance(item, ast.Let):
                 self.lines.append(f"{pad}let {item.name} = {expr_text(item.value)}{tail}")
             elif isinstance(item, ast.Extends):
@@ -191,6 +201,48 @@ class _Formatter:
                 key = item.key.ljust(width.get(id(item), len(item.key)))
                 self.lines.append(f"{pad}{key} = {expr_text(item.value)}{tail}")
             prev = item
+
+    def _commented_list(self, head: str, value, comments: list[ast.Comment], depth: int, tail: str) -> None:
+        """A list or call with comments inside: one line per source line of its items
+        (items that shared a line still do), each comment kept beside the items it
+        follows on their line, or above the items it precedes."""
+        items = value.items if isinstance(value, ast.ListExpr) else value.args
+        opener, closer = ("[", "]") if isinstance(value, ast.ListExpr) else (f"{value.name}(", ")")
+        groups: list[list] = []
+        for item in items:
+            if groups and groups[-1][-1].span.end_line == item.span.line:
+                groups[-1].append(item)
+            else:
+                groups.append([item])
+        header: ast.Comment | None = None
+        leading: dict[int, list[ast.Comment]] = {}
+        trailing: dict[int, ast.Comment] = {}
+        dangling: list[ast.Comment] = []
+        for c in comments:
+            at = (c.span.line, c.span.col)
+            before = [i for i, g in enumerate(groups) if (g[-1].span.end_line, g[-1].span.end_col) <= at]
+            inside = next((i for i, g in enumerate(groups)
+                           if any(_contains(it.span, c.span) for it in g)), None)
+            if inside is not None:
+                leading.setdefault(inside, []).append(c)  # within an item's own multi-line value
+            elif before and groups[before[-1]][-1].span.end_line == c.span.line:
+                trailing[before[-1]] = c
+            elif c.span.line == value.span.line:
+                header = c  # after the opening bracket, on its line
+            elif len(before) < len(groups):
+                leading.setdefault(len(before), []).append(c)
+            else:
+                dangling.append(c)
+        pad, inner = INDENT * depth, INDENT * (depth + 1)
+        self.lines.append(f"{head}{opener}" + (f"  {header.text.rstrip()}" if header else ""))
+        for i, group in enumerate(groups):
+            for c in leading.get(i, []):
+                self.lines.append(inner + c.text.rstrip())
+            after = f"  {trailing[i].text.rstrip()}" if i in trailing else ""
+            self.lines.append(inner + ", ".join(expr_text(it) for it in group) + "," + after)
+        for c in dangling:
+            self.lines.append(inner + c.text.rstrip())
+        self.lines.append(f"{pad}{closer}{tail}")
 
     def _gap(self, prev, item) -> bool:
         """Whether the author left a blank line between two statements."""
@@ -218,6 +270,10 @@ class _Formatter:
                 self.lines.append("")
             self.lines.append(INDENT * (depth + 1) + c.text.rstrip())
         self.lines.append(f"{pad}}}{tail}")
+
+
+def _contains(outer, inner) -> bool:
+    return (outer.line, outer.col) <= (inner.line, inner.col) and (inner.end_line, inner.end_col) <= (outer.end_line, outer.end_col)
 
 
 def _children(item) -> list | None:
@@ -261,11 +317,23 @@ def spec_files(paths: list[str]) -> list[str]:
 
 
 def run_fmt(args) -> int:
-    from .diagnostic_output import render_human
+    """Format (or with --check, check) every file. With --format json, one record per
+    file goes into the JSON array: {"file", "status", "diagnostics"}, the status being
+    "formatted" (already canonical), "reformatted" (rewritten), "unformatted" (--check:
+    would be rewritten) or "failed" (does not parse, or cannot be read)."""
+    from .diagnostic_output import finding_json, render_human, usage_json
+
+    records = getattr(args, "json_findings", None)
+
+    def record(path: str, status: str, diagnostics=()) -> None:
+        if records is not None:
+            records.append({"file": path, "status": status, "diagnostics": list(diagnostics)})
 
     files = spec_files(args.specs)
     if not files:
         sys.stderr.write("error: no .llm files found\n")
+        if records is not None:
+            records.append(usage_json("no .llm files found"))
         return 2
     status = 0
     for path in files:
@@ -273,24 +341,31 @@ def run_fmt(args) -> int:
             source = read_source(path)
         except SourceError as exc:
             sys.stderr.write(f"error: {exc}\n")
+            record(path, "failed", [usage_json(str(exc), file=path)])
             return 2
         try:
             formatted = format_text(source.text, source.path)
         except FormatError as exc:
-            sys.stderr.write(render_human(exc.diags.sorted(), {source.path: exc.source}))
+            found = exc.diags.sorted()
+            if records is None:
+                sys.stderr.write(render_human(found, {source.path: exc.source}))
+            record(path, "failed", [finding_json(d) for d in found])
             status = max(status, 1)
             continue
         if formatted == source.text:
+            record(path, "formatted")
             continue
         if args.check:
             sys.stderr.write(f"{path}: not formatted\n")
             if args.diff:
                 sys.stdout.writelines(difflib.unified_diff(
                     source.text.splitlines(True), formatted.splitlines(True), f"a/{path}", f"b/{path}"))
+            record(path, "unformatted")
             status = max(status, 1)
         else:
             _write_atomically(path, formatted)
             sys.stderr.write(f"formatted {path}\n")
+            record(path, "reformatted")
     return status
 
 

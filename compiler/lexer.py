@@ -18,6 +18,31 @@ from lark.lexer import Lexer
 comment_sink: list = []
 
 _KEYWORD = re.compile(r"[A-Za-z_]\w*")
+# A word or `%` after a bare number and blanks on the same line (`300 ms`, `30 %`).
+_SPACED_UNIT = re.compile(r"[ \t]+([A-Za-z_][A-Za-z0-9_]*|%)")
+# What may follow a spaced `%` for it to be a unit rather than the modulo operator.
+_AFTER_PERCENT = re.compile(r"[ \t]*(?:[\r\n#,\]})]|$)")
+# What follows a word that starts the next statement (`a = 3 b = 4`): left to the parser.
+_AFTER_STATEMENT_START = re.compile(r"[ \t]*[=.{]")
+
+
+def _spaced_unit_end(text: str, pos: int, end: int, unit_words) -> int:
+    """The end of `NUMBER unit` when a unit follows the number at `pos` after blanks.
+
+    `300 ms` is never valid syntax (a name cannot follow a number), so it becomes one
+    NUMBER token with the blanks in it, which lowering reports as E104 and reads as
+    `300ms`: the file still parses, and the error names the fix. Returns `pos` when
+    no unit follows.
+    """
+    m = _SPACED_UNIT.match(text, pos, end)
+    if m is None:
+        return pos
+    word, stop = m.group(1), m.end()
+    if word == "%":
+        return stop if _AFTER_PERCENT.match(text, stop, end) else pos
+    if word not in unit_words or _AFTER_STATEMENT_START.match(text, stop, end):
+        return pos
+    return stop
 
 
 class SpecLexer(Lexer):
@@ -35,6 +60,9 @@ class SpecLexer(Lexer):
         order += [t for t in terms if t.pattern.type == "str" and t.name not in keyword_names]
         self.regex = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in order))
         self.ignore = frozenset(conf.ignore)
+        from .parse import UNIT_WORDS  # parse is the module that builds this lexer
+
+        self.unit_words = UNIT_WORDS
         # Only strings and comments can hold a brace that is not one: this finds the
         # braces that are (parse._parse_in_chunks splits a file at the top-level ones).
         by_name = {t.name: t for t in terms}
@@ -49,7 +77,7 @@ class SpecLexer(Lexer):
         """The tokens of text[pos:end], which starts on `line` (whose first character
         is at offset `line_start`)."""
         match = self.regex.match
-        keywords, ignore = self.keywords, self.ignore
+        keywords, ignore, unit_words = self.keywords, self.ignore, self.unit_words
         end = len(text) if end is None else end
         while pos < end:
             m = match(text, pos, end)
@@ -59,6 +87,10 @@ class SpecLexer(Lexer):
             if kind == "NAME":
                 kind = keywords.get(value, "NAME")
             stop = m.end()
+            if kind == "NUMBER" and stop < end and text[stop] in " \t" and value[-1].isdigit():
+                spaced = _spaced_unit_end(text, stop, end, unit_words)
+                if spaced != stop:
+                    stop, value = spaced, text[pos:spaced]
             if kind in ignore:
                 if kind == "COMMENT":
                     col = pos - line_start + 1

@@ -13,14 +13,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from . import ast
-from .diagnostics import Collector
+from .diagnostics import Collector, Fix
 from .source import SourceFile, Span
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
 _parser = None
 Token = None  # lark.Token, bound when the parser is built (lark is imported lazily)
 
-# The unit fixes the type; values are scaled to the normal form of LANGUAGE.md §1.
+# The unit fixes the type; values are scaled to their kind's normal form (docs/language.md).
 UNITS: dict[str, tuple[str, Decimal]] = {
     "us": ("duration", Decimal("0.000001")),
     "ms": ("duration", Decimal("0.001")),
@@ -289,22 +289,52 @@ def _report_bad_character(source: SourceFile, exc, diags: Collector) -> None:
         end = text.find("\n", pos)
         end = len(text) if end < 0 else end
         # A string that reaches the end of its line: unterminated, or a bad escape before a newline.
+        rest = text[pos:end].rstrip("\r \t")
+        comment = re.search(r"[ \t]+#", rest)  # `"abc  # note`: the quote most likely ends before the comment
+        close = pos + (comment.start() if comment else len(rest))
+        close_col = col + (close - pos)
+        fix = () if rest.endswith("\\") else (Fix(Span(source.path, line, close_col, line, close_col), '"'),)
         diags.error(
             "E102",
             Span(source.path, line, col, line, col + max(1, end - pos)),
             "unterminated string",
             label="this string has no closing quote on its line",
             help='close it with `"`; strings cannot span lines (write `\\n` for a newline)',
+            fix=fix,
         )
         return
     shown = char if char.isprintable() else f"U+{ord(char):04X}"
+    span = Span(source.path, line, col, line, col + 1)
+    number = re.search(r"[0-9][0-9_.]*$", text[max(0, pos - 40):pos])
+    micro = char in "\u00b5\u03bc" and text.startswith("s", pos + 1) and number is not None
+    fix = [Fix(span, "u")] if micro else []
+    if char == ":" and _KEY_BEFORE.fullmatch(text, text.rfind("\n", 0, pos) + 1, pos):
+        fix = [Fix(span, "=" if text[pos - 1] in " \t" else " =")]  # `task: "x"` -> `task = "x"`
+    elif char == ";":
+        fix = [Fix(span, "")]
+    elif char in "'\u201c\u201d\u2018\u2019":
+        # `'text'` or `“text”`: both quotes become `"` when the string closes on its line
+        closing = {"'": "'", "\u201c": "\u201d", "\u201d": "\u201d", "\u2018": "\u2019", "\u2019": "\u2019"}[char]
+        end = text.find(closing, pos + 1, _line_end(text, pos))
+        if end > pos and '"' not in text[pos + 1:end]:
+            fix = [Fix(span, '"'), Fix(Span(source.path, line, col + end - pos, line, col + end - pos + 1), '"')]
     diags.error(
         "E101",
-        Span(source.path, line, col, line, col + 1),
+        span,
         f"unexpected character `{shown}`",
         label="not part of the .llm language",
-        help=_character_help(char),
+        help=f"microseconds are written `us`: write `{number.group()}us`" if micro else _character_help(char),
+        fix=fix,
     )
+
+
+# The start of a line up to an attribute's name (`  task`), for `task: value`.
+_KEY_BEFORE = re.compile(r"[ \t]*[A-Za-z_][\w.-]*[ \t]*")
+
+
+def _line_end(text: str, pos: int) -> int:
+    end = text.find("\n", pos)
+    return len(text) if end < 0 else end
 
 
 def _character_help(char: str) -> str:
@@ -312,7 +342,7 @@ def _character_help(char: str) -> str:
         return "attributes are written `name = value`"
     if char in ";":
         return "statements end at the end of the line; remove the `;`"
-    if char == "'":
+    if char in "'\u2018\u2019":
         return 'strings use double quotes: "text"'
     if char in "\u201c\u201d":
         return 'use a plain double quote `"` instead of a typographic one'
@@ -321,6 +351,8 @@ def _character_help(char: str) -> str:
 
 def _report_unexpected_token(source: SourceFile, exc, diags: Collector) -> None:
     tok = exc.token
+    if _report_known_mistake(source, tok, diags):
+        return
     expected = sorted(exc.expected or (), key=lambda t: (t.startswith("__"), t))
     words = [w for w in dict.fromkeys(_TOKEN_WORDS.get(t, _word_for_anonymous(t)) for t in expected) if w]
     if tok.type == "$END":
@@ -340,7 +372,114 @@ def _report_unexpected_token(source: SourceFile, exc, diags: Collector) -> None:
         found = _describe_token(tok)
     label = "expected " + _one_of(words) if words else ""
     help = _token_help(tok, expected)
-    diags.error("E103", span, f"unexpected {found}", label=label, help=help)
+    fix = ()
+    if ("EQUAL" in expected and tok.type in ("NUMBER", "STRING")
+            and _KEY_BEFORE.fullmatch(source.line_text(tok.line), 0, tok.column - 1)):
+        fix = (Fix(Span(source.path, tok.line, tok.column, tok.line, tok.column), "= "),)  # `inputs 64`
+    diags.error("E103", span, f"unexpected {found}", label=label, help=help, fix=fix)
+
+
+def _report_known_mistake(source: SourceFile, tok, diags: Collector) -> bool:
+    """Report a parse error that is a common mistake with a known fix; False if it is not one."""
+    path, text = source.path, source.text
+    slash = _slash_comment(source, tok.line if tok.type != "$END" else len(source.lines))
+    if slash is not None:
+        _report_slash_comment(diags, slash)
+        return True
+    if tok.type == "$END":
+        return False
+    line_text = source.line_text(tok.line)
+    at = tok.column - 1  # offset of the token in its line
+    if str(tok) == ",":
+        m = next((m for m in _THOUSANDS.finditer(line_text) if m.start() <= at < m.end()), None)
+        if m is not None:
+            grouped = m.group().replace(",", "_")
+            span = Span(path, tok.line, m.start() + 1, tok.line, m.end() + 1)
+            diags.error("E105", span, f"`,` in the number `{m.group()}`",
+                        label="`,` separates list items, not digits",
+                        help=f"group digits with `_`: write `{grouped}`",
+                        fix=[Fix(span, grouped)])
+            return True
+        value = _ATTRIBUTE_VALUE.match(line_text)
+        if value is not None and value.start("value") < at < value.end("value"):
+            items = value.group("value")
+            span = Span(path, tok.line, value.start("value") + 1, tok.line, value.end("value") + 1)
+            diags.error("E103", _tok_span(path, tok), "unexpected `,`",
+                        label="a list is written in brackets",
+                        help=f"write `[{items}]`", fix=[Fix(span, f"[{items}]")])
+            return True
+        return False
+    if str(tok) == ".":
+        before = line_text[:at]
+        after = re.match(r"[0-9][0-9_]*", line_text[at + 1:])
+        if after and (not before or not (before[-1].isalnum() or before[-1] in "_.")):
+            # `.5`: a number starts with a digit
+            digits = "0." + after.group()
+            span = Span(path, tok.line, tok.column, tok.line, tok.column + 1 + after.end())
+            diags.error("E105", span, f"malformed number `.{after.group()}`",
+                        label="a number starts with a digit", help=f"write `{digits}`", fix=[Fix(span, digits)])
+            return True
+        if after and re.search(r"[0-9][eE][+-]?[0-9_]*$", before):
+            diags.error("E105", _tok_span(path, tok), "malformed number: the exponent has a `.`",
+                        label="an exponent is a whole number",
+                        help="write the number without a fraction in its exponent, e.g. `3e-4`")
+            return True
+        whole = re.search(r"(?<![\w.])[0-9][0-9_]*$", before)
+        if not after and whole:
+            # `1.`: a fraction needs a digit after the point
+            number = whole.group() + ".0"
+            span = Span(path, tok.line, whole.start() + 1, tok.line, tok.column + 1)
+            diags.error("E105", span, f"malformed number `{whole.group()}.`",
+                        label="a digit must follow the point", help=f"write `{number}`", fix=[Fix(span, number)])
+            return True
+    return False
+
+
+# `1,000` (a thousands separator): digits, then groups of `,` and three digits.
+_THOUSANDS = re.compile(r"(?<![\w.])[0-9]{1,3}(?:,[0-9]{3})+(?![\w.,])")
+# `name = value` on one line, the value up to a comment.
+_ATTRIBUTE_VALUE = re.compile(r"\s*[A-Za-z_][\w.-]*\s*=\s*(?P<value>[^#\s](?:[^#]*[^#\s])?)")
+
+
+def _slash_comment(source: SourceFile, last_line: int) -> Span | None:
+    """The span of a `//` meant as a comment on `last_line` or the two lines before it.
+
+    Such a `//` is integer division to the parser, so the error it causes shows up
+    at a later token; this finds it. A `//` counts when it starts its line, or when
+    more than one operand follows it (`4 // note` alone is valid syntax).
+    """
+    for line in range(max(1, last_line - 2), last_line + 1):
+        text = source.line_text(line)
+        col = _code_find(text, "//")
+        if col < 0:
+            continue
+        before, after = text[:col].strip(), text[col + 2:]
+        if not before or len(re.findall(r"[^\s()]+", after)) > 1:
+            return Span(source.path, line, col + 1, line, col + 3)
+    return None
+
+
+def _report_slash_comment(diags: Collector, slash: Span) -> None:
+    diags.error("E103", slash, "`//` does not start a comment",
+                label="`//` is integer division", help="comments start with `#`: write `#` instead of `//`",
+                fix=[Fix(slash, "#")])
+
+
+def _code_find(line: str, needle: str) -> int:
+    """The offset of `needle` in `line` outside strings and comments, or -1."""
+    i, n = 0, len(line)
+    while i < n:
+        ch = line[i]
+        if ch == "#":
+            return -1
+        if ch == '"':
+            i += 1
+            while i < n and line[i] != '"':
+                i += 2 if line[i] == "\\" else 1
+        elif line.startswith(needle, i):
+            return i
+        i += 1
+    return -1
 
 
 def _unclosed_brace(text: str) -> tuple[int, str] | None:
@@ -422,6 +561,7 @@ class _Lowering:
     """
 
     def __init__(self, source: SourceFile, diags: Collector):
+        self.source = source
         self.path = source.path
         self.diags = diags
 
@@ -451,6 +591,11 @@ class _Lowering:
     def one_per_line(self, items: list) -> None:
         for prev, cur in zip(items, items[1:]):
             if cur.span.line == prev.span.end_line:
+                # `a = 4 // the task` then a block: the comment's words became statements.
+                slash = _slash_comment(self.source, cur.span.line)
+                if slash is not None and slash.line == cur.span.line:
+                    _report_slash_comment(self.diags, slash)
+                    continue
                 self.diags.error(
                     "E103",
                     _head_span(cur),
@@ -516,7 +661,9 @@ class _Lowering:
         kind = node.data
         children = node.children
         if kind == "list":
-            return ast.ListExpr(tuple(self.expr(c, depth) for c in children[1:-1]), self.span(node))
+            items = tuple(self.expr(c, depth) for c in children[1:-1])
+            self.thousands_in_list(items)
+            return ast.ListExpr(items, self.span(node))
         if kind == "call":
             name = children[0]
             args = tuple(self.expr(a, depth) for a in children[2:-1])
@@ -536,6 +683,21 @@ class _Lowering:
         lhs, rhs = self.expr(left, depth), self.expr(right, depth)
         return ast.Binary(str(op), lhs, rhs, self.span(node), self.tspan(op))
 
+    def thousands_in_list(self, items: tuple) -> None:
+        """`[1,000]` is the list [1, 0]: a 3-digit item with a leading zero glued to the
+        number before it by a bare `,` was meant as a thousands separator."""
+        for prev, cur in zip(items, items[1:]):
+            if not (isinstance(prev, ast.Number) and isinstance(cur, ast.Number)):
+                continue
+            a, b = prev.span, cur.span
+            if (b.line == a.end_line and b.col == a.end_col + 1 and len(cur.text) == 3
+                    and cur.text.startswith("0") and cur.text.isdigit() and prev.text.isdigit()):
+                span = a.to(b)
+                grouped = f"{prev.text}_{cur.text}"
+                self.diags.error("E105", span, f"`,` in the number `{prev.text},{cur.text}`",
+                                 label="`,` separates list items, not digits",
+                                 help=f"group digits with `_`: write `{grouped}`", fix=[Fix(span, grouped)])
+
     def number(self, tok) -> ast.Number | ast.Quantity:
         text = str(tok)
         span = self.tspan(tok)
@@ -552,11 +714,18 @@ class _Lowering:
         return node
 
     def _number(self, text: str, span: Span) -> ast.Number | ast.Quantity:
+        if " " in text or "\t" in text:
+            return self._spaced_number(text, span)
         m = _NUMBER_RE.match(text)
         num, unit = (m.group("num"), m.group("unit")) if m else (text, None)
         problem = _underscore_problem(num) if "_" in num else ""
         if problem:
-            self.diags.error("E105", span, f"malformed number `{text}`", label=problem, help="write digits grouped like `1_000`")
+            # The digits as written, with an underscore only where one sits between two digits.
+            grouped = re.sub(r"_+", "_", num)
+            grouped = re.sub(r"(?<![0-9])_|_(?![0-9])", "", grouped) + (unit or "")
+            self.diags.error("E105", span, f"malformed number `{text}`", label=problem,
+                             help=f"group digits with single underscores between them: write `{grouped}`",
+                             fix=[Fix(span, grouped)])
             return ast.Number(0, text, span)
         clean = num.replace("_", "")
         try:
@@ -568,12 +737,14 @@ class _Lowering:
             value = self.checked(exact, is_int, text, span)
             return ast.Number(value, text, span)
         if unit not in UNITS:
+            guess = _unit_guess(unit)
             self.diags.error(
                 "E104",
                 span,
                 f"unknown unit `{unit}`",
                 label=f"`{unit}` is not a unit",
-                help=_unit_help(unit),
+                help=_unit_help(unit, guess and num + guess),
+                fix=[Fix(span, num + guess)] if guess else (),
             )
             return ast.Number(0, text, span)
         kind, factor = UNITS[unit]
@@ -586,6 +757,19 @@ class _Lowering:
         else:
             value = self.checked(scaled, False, text, span)
         return ast.Quantity(value, kind, unit, text, span)
+
+    def _spaced_number(self, text: str, span: Span) -> ast.Number | ast.Quantity:
+        """`300 ms` (the lexer keeps a unit that follows a number after blanks in its
+        token): E104, and the value of `300ms` so that the rest of the file is read."""
+        glued = "".join(text.split())
+        reported = len(self.diags.diagnostics)
+        node = self._number(glued, span)
+        if len(self.diags.diagnostics) == reported:  # a known unit: the space is the only problem
+            self.diags.error("E104", span, f"space between the number and its unit in `{text}`",
+                             label="a unit is written right after its number",
+                             help=f"write `{glued}`", fix=[Fix(span, glued)])
+            node = node._replace(text=glued)
+        return node
 
     def checked(self, exact: Decimal, is_int: bool, text: str, span: Span) -> int | float:
         if abs(exact) > (MAX_INT if is_int else Decimal(MAX_FLOAT)):
@@ -661,13 +845,23 @@ _UNIT_ALIASES = {
     "msec": "ms", "msecs": "ms", "millis": "ms", "usec": "us", "µs": "us",
     "b": "B", "kb": "KB", "mb": "MB", "gb": "GB", "tb": "TB", "kib": "KiB", "mib": "MiB", "gib": "GiB", "tib": "TiB",
     "qps": "rps", "rs": "rps", "req": "rps", "percent": "%", "pct": "%",
+    # Kubernetes quantities: `Gi` is a gibibyte, `G` a gigabyte.
+    "Ki": "KiB", "Mi": "MiB", "Gi": "GiB", "Ti": "TiB", "K": "KB", "k": "KB", "M": "MB", "G": "GB", "T": "TB",
 }
 
 
-def _unit_help(unit: str) -> str:
+def _unit_guess(unit: str) -> str | None:
     from .suggest import closest
 
+    return _UNIT_ALIASES.get(unit) or _UNIT_ALIASES.get(unit.lower()) or closest(unit, UNITS)
+
+
+def _unit_help(unit: str, literal: str | None) -> str:
     known = ", ".join(UNITS)
-    guess = _UNIT_ALIASES.get(unit) or _UNIT_ALIASES.get(unit.lower()) or closest(unit, UNITS)
-    lead = f"did you mean `{guess}`? " if guess else ""
+    lead = f"did you mean `{literal}`? " if literal else ""
     return f"{lead}units are {known}"
+
+
+# Words the lexer joins to a number before them (`300 ms`): units, and the
+# spellings of them people reach for (reported with the unit they mean).
+UNIT_WORDS = frozenset(UNITS) | frozenset(_UNIT_ALIASES)

@@ -5,10 +5,12 @@ The formulas live in estimate.py (pure functions of numbers, documented in
 docs/estimates.md); this module decides which numbers of the spec feed them.
 """
 
+import math
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 from . import catalog, estimate
+from .limits import MAX_REPLICAS
 
 
 class ServedModel(NamedTuple):
@@ -54,13 +56,17 @@ def derive_facts(ir) -> Facts:
 def _count(arch, mlp):
     if arch is not None:
         return estimate.transformer_params(arch.kind, arch.layers, arch.d_model, arch.heads, arch.d_ff,
-                                           arch.vocab, arch.max_len, arch.classes or _classes_default(arch))
+                                           arch.vocab, arch.max_len, _head_classes(arch))
     return estimate.mlp_params(mlp.inputs, mlp.hidden, mlp.classes)
 
 
-def _classes_default(arch) -> int | None:
-    # A classifier without `classes` is binary; only encoders carry a head.
-    return 2 if arch.kind == "encoder" else None
+def _head_classes(arch) -> int | None:
+    # `classes` has no default: the type checker requires it of every encoder (E203). Only a
+    # search variant (a `choice` of `kind`) reaches here without it; its head is counted
+    # empty and checks/data.py reports the missing field for that variant.
+    if arch.kind == "encoder" and arch.classes is None:
+        return 0
+    return arch.classes
 
 
 def _student_arch(ir):
@@ -146,14 +152,61 @@ def _peak(device, precision: str) -> float:
 def _serving(ir, served: ServedModel | None):
     if served is None:
         return None, None
+    return _serving_estimate(*_serving_inputs(ir, served))
+
+
+def _serving_inputs(ir, served: ServedModel) -> tuple:
     serve = ir.serve
     arch = served.arch
     if hasattr(arch, "kind"):
         shape = ("transformer", arch.kind, arch.layers, arch.d_model, arch.d_ff, arch.vocab, arch.max_len, arch.classes)
     else:
         shape = ("mlp", arch.inputs, tuple(arch.hidden), arch.classes)
-    return _serving_estimate(shape, served.precision, serve.device, serve.sla.throughput, serve.sla.p99_latency,
-                             serve.batching.max_batch_size, serve.batching.timeout)
+    return (shape, served.precision, serve.device, serve.sla.throughput, serve.sla.p99_latency,
+            serve.batching.max_batch_size, serve.batching.timeout)
+
+
+def highest_throughput(ir, facts: Facts) -> str | None:
+    """The highest throughput, as a spec value (`2.14e15rps`), that MAX_REPLICAS replicas
+    hold at the spec's p99, rounded down to three significant digits; None when none does.
+
+    For E706's help: the sizing is feasible at that value (it falls as throughput rises,
+    docs/estimates.md "Replicas"), which the bisection below relies on and re-checks.
+    """
+    served = facts.served
+    if served is None:
+        return None
+    inputs = list(_serving_inputs(ir, served))
+
+    def holds(rps: float) -> bool:
+        inputs[3] = rps
+        sizing = _serving_estimate(*inputs)[1]
+        return sizing is not None and sizing.feasible
+
+    low, high = 0.0, float(ir.serve.sla.throughput)
+    for _ in range(80):  # bisection on the exponent, then the mantissa
+        mid = math.sqrt(low * high) if low > 0 else high * 1e-6
+        if holds(mid):
+            low = mid
+        else:
+            high = mid
+        if low > 0 and high / low < 1 + 1e-4:
+            break
+    if low <= 0:
+        return None
+    exponent = math.floor(math.log10(low)) - 2
+    mantissa = math.floor(low / 10.0 ** exponent)
+    while mantissa > 0 and not holds(mantissa * 10.0 ** exponent):
+        mantissa -= 1
+    if mantissa <= 0:
+        return None
+    from decimal import Decimal
+
+    value = Decimal(mantissa).scaleb(exponent)
+    power = exponent + 2  # of the leading digit
+    if -3 <= power < 6:
+        return f"{value.normalize():f}rps"
+    return f"{Decimal(mantissa).scaleb(-2).normalize():f}e{power}rps"
 
 
 @lru_cache(maxsize=256)
@@ -176,5 +229,6 @@ def _serving_estimate(shape: tuple, precision: str, device_name: str, throughput
 
     one = latency(1)
     sizing = estimate.replicas_needed(throughput, one.total_s, p99, max_batch, timeout,
-                                      batch_service_time=lambda b: latency(max(1, int(b))).total_s)
+                                      batch_service_time=lambda b: latency(max(1, int(b))).total_s,
+                                      max_replicas=MAX_REPLICAS)
     return one, sizing

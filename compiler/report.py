@@ -43,11 +43,19 @@ def fact_lines(result) -> list[tuple[str, str]]:
     return lines
 
 
+def _status(result) -> str:
+    warnings = sum(d.severity == "warning" for d in result.diagnostics)
+    return "ok" + (f", {warnings} warning{'s' if warnings != 1 else ''}" if warnings else "")
+
+
 def facts_text(result) -> str:
     profile = f" (profile {result.profile})" if result.profile else ""
-    warnings = sum(d.severity == "warning" for d in result.diagnostics)
-    status = "ok" + (f", {warnings} warning{'s' if warnings != 1 else ''}" if warnings else "")
-    out = [f"{result.path}{profile}: {status}"]
+    out = [f"{result.path}{profile}: {_status(result)}"]
     for name, text in fact_lines(result):
         out.append(f"  {name:<11}{text}")
     return "\n".join(out) + "\n"
+
+
+def profile_lines(results) -> str:
+    """One line per profile checked beside the base spec (`llmc check` checks them all)."""
+    return "".join(f"  {'profile':<11}{r.profile}: {_status(r)}\n" for r in results)

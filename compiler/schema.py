@@ -1,4 +1,4 @@
-"""The typed IR: one pydantic model per block of LANGUAGE.md §4, with its defaults.
+"""The typed IR: one pydantic model per block of the language (docs/language.md), with its defaults.
 
 These models are the single source of truth for what a spec may say: the type
 checker (`typecheck.py`) walks them to report E201-E209 at the right spans,
@@ -14,9 +14,18 @@ from typing import Annotated, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import catalog
+
+
+def _device(description: str):
+    """A field naming a device: `llmc schema` lists the catalog's names as an enum, for
+    editors. The model keeps it a plain string so that a wrong name is E309, with its
+    "did you mean", rather than a generic E206."""
+    return Field(description=description, json_schema_extra={"enum": catalog.names()})
+
 
 class Kind:
-    """Marks a float/int field as a quantity of one unit kind (LANGUAGE.md §1)."""
+    """Marks a float/int field as a quantity of one unit kind (docs/language.md, "Quantities")."""
 
     __slots__ = ("name",)
 
@@ -78,7 +87,7 @@ class Transformer(Block):
     max_len: PosInt = 512
     dropout: Probability = 0.1
     kind: Optional[Literal["encoder-decoder", "encoder", "decoder"]] = Field(None, description="default by task")
-    classes: Optional[PosInt] = Field(None, description="classification only")
+    classes: Optional[PosInt] = Field(None, description="required for classification (kind \"encoder\"); no default")
 
 
 class Mlp(Block):
@@ -88,6 +97,9 @@ class Mlp(Block):
     classes: PosInt
     activation: Literal["relu", "gelu", "tanh"] = "relu"
     dropout: Probability = 0.0
+
+
+TOKENIZER_NAMES = ("bytes",)  # tokenizers named rather than read from a file (runtime/tokenizer.py NAMES)
 
 
 class Data(Block):
@@ -100,7 +112,7 @@ class Data(Block):
     target: Optional[str] = Field(None, description="target column; default 'target'")
     text: Optional[str] = Field(None, description="text column (classification, language modeling); default 'text'")
     label: Optional[str] = Field(None, description="label column (classification); default 'label'")
-    tokenizer: str = Field("bytes", description='"bytes" or a path to a tokenizer file')
+    tokenizer: FilePath = Field("bytes", description='"bytes" (256 byte ids + 4 specials: vocab = 260) or a SentencePiece model file (vocab = its pieces + 4)')
 
 
 class Model(Block):
@@ -122,7 +134,7 @@ class Model(Block):
 class Cluster(Block):
     hosts: PosInt = 1
     slots_per_host: PosInt = 1
-    device: str
+    device: str = _device("the training devices, from the catalog (docs/devices.md)")
 
 
 class Parallel(Block):
@@ -258,7 +270,9 @@ class Search(Block):
     max_evals: PosInt = 20
     parallel: PosInt = 1
     objective: str = "valid_loss"
-    direction: Literal["minimize", "maximize"] = "minimize"
+    direction: Optional[Literal["minimize", "maximize"]] = Field(
+        None, description="default by objective: maximize a score (bleu, chrf, rouge, accuracy, f1), "
+                          "minimize anything else (valid_loss, perplexity, ter, latency, size)")
     backend: Literal["local", "mongo", "spark"] = "local"
     early_stop: Optional[PosInt] = Field(None, description="stop after N evaluations without improvement")
     space: dict[str, Distribution] = Field(default_factory=dict, description="field path = distribution")
@@ -292,7 +306,7 @@ class Resources(Block):
 class Serve(Block):
     doc: ClassVar[str] = "Serving platform, device, SLA, batching and replicas."
     platform: Optional[Literal["tf-serving", "triton"]] = Field(None, description="default by framework")
-    device: str
+    device: str = _device("the serving device, from the catalog (docs/devices.md)")
     sla: Sla
     batching: Batching = Field(default_factory=lambda: Batching.model_construct())
     replicas: Replicas = Field(default_factory=lambda: Replicas.model_construct())
@@ -365,7 +379,7 @@ DERIVED_FROM_OTHER_BLOCKS = {"model": ("serve", "deploy")}
 
 
 def derive_defaults(data: dict) -> dict:
-    """Fill the defaults LANGUAGE.md derives from other fields, in a checked spec's data.
+    """Fill the derived defaults (docs/language.md), in a checked spec's data.
 
     A default that cannot be derived (the data parallelism of a cluster that the
     tensor size does not divide) is left unset for the checks to report.
@@ -402,6 +416,11 @@ def derive_defaults(data: dict) -> dict:
         if "error_rate" not in sla:
             availability = sla.get("availability", Sla.model_fields["availability"].default)
             sla["error_rate"] = round(1 - availability, 12)
+    search = data.get("search")
+    if search is not None and "direction" not in search:
+        from .checks.metrics import direction_of
+
+        search["direction"] = direction_of(search.get("objective", Search.model_fields["objective"].default))
     deploy = data.get("deploy")
     if deploy is not None and model.get("name"):
         deploy.setdefault("image", f"{model['name']}:latest")

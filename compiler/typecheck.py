@@ -16,8 +16,8 @@ from typing import Any
 
 from . import schema
 from .compose import Composed, Entry, Node
-from .diagnostics import Collector
-from .evaluate import QUANTITY_KINDS, Evaluator, Value
+from .diagnostics import Collector, Fix
+from .evaluate import QUANTITY_KINDS, Evaluator, Value, format_quantity
 from .fields import FieldType, fields_of, label_type
 from .source import Span
 from .suggest import closest
@@ -33,6 +33,7 @@ class SpanIndex:
     keys: dict[str, Span] = field(default_factory=dict)  # the attribute name, or a block's name
     kinds: dict[str, str] = field(default_factory=dict)  # the value's kind (for metric bounds)
     default: Span | None = None
+    main_dir: str = ""  # the main spec's folder: the IR's relative paths are relative to it
 
     def value(self, path: str) -> Span:
         """The span of a field's value, or of the nearest enclosing thing written."""
@@ -66,23 +67,50 @@ class TypeChecker:
         self.composed = composed
         self.diags = diags
         self.eval = Evaluator(composed, diags)
-        self.spans = SpanIndex(default=composed.root.span)
+        self.spans = SpanIndex(default=composed.root.span, main_dir=main_dir)
         self.main_dir = main_dir
         # search.space entries as evaluated, with the spans of their arguments (checks/search.py)
         self.distributions: dict[str, Value] = {}
+        # The innermost block being checked that replaced a base's block of another label.
+        self.replacing: Node | None = None
 
     def run(self) -> dict[str, Any]:
         root = self.composed.root
         # Top-level `let` bindings are evaluated even when unused, so their errors show.
         for name, let in self.composed.lets.items():
             self.eval.entry(let.value, name)
-        return self.block(root, schema.Spec, "")
+        data = self.block(root, schema.Spec, "")
+        self.classes_required(data)
+        return data
+
+    def classes_required(self, data: dict[str, Any]) -> None:
+        """A classifier's `classes` has no default (a silent 2 made a 3-class task binary):
+        E203, with the number the local training data needs when it can be read."""
+        model = data.get("model", {})
+        arch = model.get("transformer")
+        if arch is None or "model.transformer.classes" in self.spans.keys:  # written, even if wrongly
+            return
+        if model.get("task") != "classification" and arch.get("kind") != "encoder":
+            return
+        from .checks.data import classes_needed
+
+        found = classes_needed(self.main_dir, model)
+        if found is not None:
+            help = f"the training data has {found.describe()}: add `classes = {found.needed}`"
+        else:
+            help = "add `classes = N`, the number of labels (class ids 0..N-1)"
+        self.diags.error("E203", self.spans.key("model.transformer"), "a classifier needs `classes`",
+                         label="`classes` is required here: the output layer has one logit per class",
+                         help=help)
 
     # --- blocks ---
 
     def block(self, node: Node, model: type, path: str) -> dict[str, Any]:
         known = fields_of(model)
         data: dict[str, Any] = {}
+        outer_replacing = self.replacing
+        if node.replaces is not None:
+            self.replacing = node
         if path:
             self.spans.keys[path] = node.name_span
         self.label(node, model, path, data)
@@ -121,6 +149,7 @@ class TypeChecker:
                 continue
             self.child(child, ft, path, data)
         self.one_of_and_required(node, model, path, data, known)
+        self.replacing = outer_replacing
         return data
 
     def label(self, node: Node, model: type, path: str, data: dict) -> None:
@@ -213,13 +242,13 @@ class TypeChecker:
             for option in ft.options:
                 if _fits_kind(v, option):
                     return self.value(v, option.bounded_by(ft), path, entry)
-            self.wrong_type(v, ft.describe(), path)
+            self.wrong_type(v, ft.describe(), path, ft)
             return _BAD
         if kind == "quantity":
             return self.quantity(v, ft, path)
         if kind == "enum":
             if v.kind != "str":
-                self.wrong_type(v, ft.describe(), path)
+                self.wrong_type(v, ft.describe(), path, ft)
                 return _BAD
             if v.value not in ft.enum:
                 self.bad_enum(v.span, path, v.value, ft)
@@ -227,17 +256,19 @@ class TypeChecker:
             return v.value
         if kind == "str":
             if v.kind != "str":
-                self.wrong_type(v, "a string", path)
+                self.wrong_type(v, "a string", path, ft)
                 return _BAD
-            return self.resolve_path(v) if ft.path_like else v.value
+            if ft.path_like and not (path == "model.data.tokenizer" and v.value in schema.TOKENIZER_NAMES):
+                return self.resolve_path(v)
+            return v.value
         if kind == "bool":
             if v.kind != "bool":
-                self.wrong_type(v, "true or false", path)
+                self.wrong_type(v, "true or false", path, ft)
                 return _BAD
             return v.value
         if kind == "list":
             if v.kind != "list":
-                self.wrong_type(v, ft.describe(), path)
+                self.wrong_type(v, ft.describe(), path, ft)
                 return _BAD
             n = len(v.value)
             if ft.min_items is not None and n < ft.min_items or ft.max_items is not None and n > ft.max_items:
@@ -247,22 +278,29 @@ class TypeChecker:
             items = [self.value(item, ft.item, f"{path}[{i}]", entry) for i, item in enumerate(v.value)]
             return _BAD if any(i is _BAD for i in items) else items
         if kind in ("int", "float"):
-            return self.number(v, ft, path)
+            return self.number(v, ft, path, entry.expr)
         raise AssertionError(f"unhandled field kind {kind}")  # pragma: no cover
 
-    def number(self, v: Value, ft: FieldType, path: str) -> Any:
+    def number(self, v: Value, ft: FieldType, path: str, written=None) -> Any:
         if v.kind in QUANTITY_KINDS and v.kind != "fraction" or v.kind == "fraction" and ft.kind == "int":
+            help, fix = f"write {ft.describe()} without a unit", ()
+            cores = _millicores_as_cores(path, getattr(written, "unit", None), v)
+            if cores is not None:  # `cpu = 500m`: Kubernetes millicores, read here as 500 minutes
+                help, fix = _cores_help(cores), (Fix(v.span, cores),)
             self.diags.error("E207", v.span, f"`{_last(path)}` takes a plain number, not {v.describe()}",
-                             label=f"{v.show()} is {v.describe()}", help=f"write {ft.describe()} without a unit")
+                             label=f"{v.show()} is {v.describe()}", help=help, fix=fix)
             return _BAD
         if v.kind not in ("number", "fraction"):
-            self.wrong_type(v, ft.describe(), path)
+            self.wrong_type(v, ft.describe(), path, ft)
             return _BAD
         x = v.value
         if ft.kind == "int" and not isinstance(x, int):
+            if isinstance(x, float) and x.is_integer() and ft.admits(int(x)):
+                help, fix = f"write `{int(x)}`", (Fix(v.span, str(int(x))),)
+            else:
+                help, fix = "use `//` for integer division", ()
             self.diags.error("E204", v.span, f"`{_last(path)}` must be an integer, found {v.show()}",
-                             label="not a whole number",
-                             help="use `//` for integer division" if isinstance(x, float) and not x.is_integer() else f"write {int(x)}")
+                             label="not a whole number", help=help, fix=fix)
             return _BAD
         return self.in_range(v, ft, path, x if ft.kind == "int" else float(x))
 
@@ -270,7 +308,7 @@ class TypeChecker:
         want = ft.quantity
         if want == "metric-bound":
             if v.kind not in ("number", "fraction", "duration", "size"):
-                self.wrong_type(v, ft.describe(), path)
+                self.wrong_type(v, ft.describe(), path, ft)
                 return _BAD
             return float(v.value)
         if want == "fraction":
@@ -279,20 +317,24 @@ class TypeChecker:
                     self.diags.error("E207", v.span, f"`{_last(path)}` expects {ft.describe()}, found {v.describe()}",
                                      label=f"{v.show()} is {v.describe()}")
                 else:
-                    self.wrong_type(v, ft.describe(), path)
+                    self.wrong_type(v, ft.describe(), path, ft)
                 return _BAD
             return self.in_range(v, ft, path, float(v.value))
         if v.kind != want:
             if v.kind == "number":
                 unit = {"duration": "ms", "size": "GB", "rate": "rps"}[want]
+                literal = f"{v.show()}{unit}"
+                if _unquoted(literal, ft, path) == literal:  # the literal parses and is in range
+                    help, fix = f"add a unit: `{literal}`", (Fix(v.span, literal),)
+                else:
+                    help, fix = f"add a unit: {ft.describe()}", ()
                 self.diags.error("E207", v.span, f"expected {want}, found a bare number",
-                                 label=f"expected {ft.describe()}",
-                                 help=f"add a unit: `{v.show()}{unit}`")
+                                 label=f"expected {ft.describe()}", help=help, fix=fix)
             elif v.kind in QUANTITY_KINDS:
                 self.diags.error("E207", v.span, f"expected {want}, found {v.describe()}",
                                  label=f"{v.show()} is {v.describe()}", help=f"write {ft.describe()}")
             else:
-                self.wrong_type(v, ft.describe(), path)
+                self.wrong_type(v, ft.describe(), path, ft)
             return _BAD
         x = v.value if want == "size" else float(v.value)
         return self.in_range(v, ft, path, x)
@@ -300,13 +342,18 @@ class TypeChecker:
     def in_range(self, v: Value, ft: FieldType, path: str, x: Any) -> Any:
         if not ft.admits(x):
             shown = v.show()
+            help, fix = f"choose a value {ft.range_text()}", ()
+            if ft.quantity == "fraction" and v.kind == "number" and 1 < x <= 100 and ft.admits(x / 100):
+                # `availability = 99.9`: a percentage without its `%`
+                percent = format_quantity("fraction", x / 100)
+                help, fix = f"a percentage is written with `%`: write `{percent}`", (Fix(v.span, percent),)
             self.diags.error("E205", v.span, f"`{_last(path)}` must be {ft.range_text()}, found {shown}",
-                             label="out of range", help=f"choose a value {ft.range_text()}")
+                             label="out of range", help=help, fix=fix)
             return _BAD
         return x
 
     def resolve_path(self, v: Value) -> str:
-        """Relative paths are relative to the spec file that wrote them (LANGUAGE.md §2)."""
+        """Relative paths are relative to the spec file that wrote them (docs/language.md, `data`)."""
         p = v.value
         if not p or p.startswith(_URI_SCHEMES) or os.path.isabs(p):
             return p
@@ -316,21 +363,33 @@ class TypeChecker:
 
     # --- reports ---
 
-    def wrong_type(self, v: Value, expected: str, path: str) -> None:
-        help = ""
-        if v.kind == "str" and _looks_numeric(v.value):
-            help = f"write `{v.value.strip()}` without quotes"
+    def wrong_type(self, v: Value, expected: str, path: str, ft: FieldType | None = None) -> None:
+        help, literal = "", None
+        if v.kind == "str":
+            literal = _unquoted(v.value, ft, path) if ft is not None else None
+            if literal is None:
+                if _looks_numeric(v.value):
+                    help = f"write {expected} without quotes"
+            elif literal == v.value.strip():
+                help = f"write `{literal}` without quotes"
+            elif _last(path) == "cpu":
+                help = _cores_help(literal)
+            else:
+                help = f"write `{literal}`, without quotes"
         elif v.kind == "number" and "string" in expected:
-            help = f'write it in double quotes: "{v.show()}"'
+            literal = f'"{v.show()}"'
+            help = f"write it in double quotes: {literal}"
         self.diags.error("E204", v.span, f"`{_last(path)}` expects {expected}, found {v.describe()}",
-                         label=f"this is {v.describe()}", help=help)
+                         label=f"this is {v.describe()}", help=help,
+                         fix=(Fix(v.span, literal),) if literal is not None else ())
 
     def bad_enum(self, span: Span, path: str, value: str, ft: FieldType, message: str = "") -> None:
         guess = closest(value, ft.enum)
         options = ", ".join(f'"{o}"' for o in ft.enum)
         self.diags.error("E206", span, message or f'unknown value "{value}" for `{_last(path)}`',
                          label=f"expected one of {options}",
-                         help=f'did you mean "{guess}"?' if guess else f"choose one of {options}")
+                         help=f'did you mean "{guess}"?' if guess else f"choose one of {options}",
+                         fix=(Fix(span, f'"{guess}"'),) if guess else ())
 
     def unknown(self, span: Span, name: str, path: str, known: dict[str, FieldType], block: bool) -> None:
         pool = [k for k, f in known.items() if f.is_block == block] or list(known)
@@ -342,7 +401,8 @@ class TypeChecker:
             msg, code = f"unknown field `{name}` in {where}", "E202"
         choices = ", ".join(f"`{k}`" for k in pool)
         self.diags.error(code, span, msg, label=f"did you mean `{guess}`?" if guess else "not known here",
-                         help=f"{where} accepts {choices}" if pool else "")
+                         help=f"{where} accepts {choices}" if pool else "",
+                         fix=(Fix(span, guess),) if guess else ())
 
     def one_of_and_required(self, node: Node, model: type, path: str, data: dict, known: dict[str, FieldType]) -> None:
         grouped: set[str] = set()
@@ -357,8 +417,9 @@ class TypeChecker:
                                  help=f"remove `{second}` or `{given[0]}`")
             elif not given:
                 names = " or ".join(f"`{n}`" for n in group)
+                help, notes, fix = self.replaced_block_hint(_example_for(group))
                 self.diags.error("E203", node.name_span, f"`{path}` needs {names}",
-                                 label="exactly one of these is required", help=_example_for(group))
+                                 label="exactly one of these is required", help=help, notes=notes, fix=fix)
         missing = [name for name, ft in known.items()
                    if ft.required and name not in grouped
                    and name not in node.entries and name not in node.children and name not in data]
@@ -372,8 +433,93 @@ class TypeChecker:
         names = _and([f"`{n}`" for n in missing])
         plural = "s" if len(missing) > 1 else ""
         adds = "; ".join(f"`{n} {{ ... }}`" if known[n].is_block else f"`{n} = ...` ({known[n].describe()})" for n in missing)
+        help, notes, fix = self.replaced_block_hint(f"add {adds}")
         self.diags.error("E203", node.name_span, f"`{path}` is missing required field{plural} {names}",
-                         label=f"{names} {'are' if plural else 'is'} required here", help=f"add {adds}")
+                         label=f"{names} {'are' if plural else 'is'} required here", help=help, notes=notes, fix=fix)
+
+    def replaced_block_hint(self, help: str) -> tuple[str, tuple[str, ...], tuple[Fix, ...]]:
+        """A required field is missing inside a block that replaced an extended spec's
+        block of another label: say so, and how to override the base's block instead."""
+        node = self.replacing
+        if node is None or node.replaces is None or node.label_span is None:
+            return help, (), ()
+        old = node.replaces
+        base = f'`{old.name} "{old.label}"`' if old.label is not None else f"`{old.name}`"
+        where = f"{old.name_span.file}:{old.name_span.line}"
+        note = (f'`{node.name} "{node.label}"` replaces the whole {base} block of {where}: '
+                "a block with another label is a new block, not an override of the base's")
+        if old.label is None:
+            return help, (note,), ()
+        keep = f'`{old.name} "{old.label}" {{ ... }}`'
+        return (f"to change only some fields of the base's block, keep its label: write {keep} "
+                f"(or set single fields in a `profile`); otherwise {help}"), (note,), (Fix(node.label_span, f'"{old.label}"'),)
+
+
+def _unquoted(text: str, ft: FieldType, path: str) -> str | None:
+    """The literal a quoted number was meant to be (`"300ms"` -> `300ms`, `"500m"` as a
+    `cpu` -> `0.5`), when that literal fits the field's type and range; else None."""
+    from decimal import Decimal, InvalidOperation
+
+    from .parse import _NUMBER_RE, UNITS, _unit_guess
+
+    m = _NUMBER_RE.match(text.strip())
+    if m is None:
+        return None
+    num, unit = m.group("num"), m.group("unit")
+    try:
+        x = Decimal(num)
+    except InvalidOperation:
+        return None
+    if unit is not None and unit not in UNITS:
+        unit = _unit_guess(unit)  # `"4Gi"` -> `4GiB`
+        if unit is None:
+            return None
+    for option in ft.options or (ft,):
+        if ft.options:
+            option = option.bounded_by(ft)
+        literal, value = None, None
+        if option.kind in ("int", "float"):
+            if unit is None:
+                literal, value = num, x
+            elif unit == "m" and _last(path) == "cpu":  # Kubernetes millicores
+                value = x / 1000
+                literal = _plain_decimal(value)
+            elif unit == "%" and option.kind == "float":
+                literal, value = num + unit, x / 100
+            if option.kind == "int" and value is not None and value != value.to_integral_value():
+                continue
+        elif option.kind == "quantity":
+            want = option.quantity
+            if want == "metric-bound":
+                literal, value = num + (unit or ""), None
+            elif want == "fraction" and unit in (None, "%"):
+                literal, value = num + (unit or ""), x / 100 if unit else x
+            elif unit is not None and UNITS[unit][0] == want:
+                literal, value = num + unit, x * UNITS[unit][1]
+        if literal is None:
+            continue
+        if value is None or option.admits(int(value) if option.quantity == "size" else float(value)):
+            return literal
+    return None
+
+
+def _plain_decimal(x) -> str:
+    """A Decimal written as a plain number (`0.5`, `2`), never in exponent form."""
+    return format(x.normalize(), "f")
+
+
+def _millicores_as_cores(path: str, unit: str | None, v: Value) -> str | None:
+    """`cpu = 500m` (a duration of 500 minutes to the language) as the cores Kubernetes
+    means by it, or None when this is not a `cpu` field written with `m`."""
+    if _last(path) != "cpu" or unit != "m" or v.kind != "duration" or v.value <= 0:
+        return None
+    from decimal import Decimal
+
+    return _plain_decimal(Decimal(str(v.value)) / 60 / 1000)
+
+
+def _cores_help(cores: str) -> str:
+    return f"`cpu` is a number of cores, not Kubernetes millicores: write `{cores}`"
 
 
 def _looks_numeric(text: str) -> bool:

@@ -344,8 +344,12 @@ def _json_default(x):
 
 def _replace_dir(src: Path, dst: Path) -> None:
     """Put `src` at `dst`, replacing what is there with one rename (the old folder is
-    moved aside first, then deleted)."""
+    moved aside first, then deleted). A `dst` that llmc did not write is never replaced:
+    StepError, and `src` (a partial folder) is removed by run_script."""
     aside = None
+    if os.path.lexists(dst) and not _written_by_llmc(dst):
+        raise StepError(f"refusing to replace {dst}: llmc did not write it (a model folder has {META}; a "
+                        f"serving folder holds only 1/ and config.pbtxt); move it away or pass another --output")
     if dst.exists():
         aside = dst.with_name(f".{dst.name}.old")
         if aside.exists():
@@ -354,6 +358,17 @@ def _replace_dir(src: Path, dst: Path) -> None:
     os.rename(src, dst)
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def _written_by_llmc(folder: Path) -> bool:
+    """A folder a step publishes: a model folder (it has llmc.json), or a serving folder
+    holding only what place_for_serving writes."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    if (folder / META).is_file():
+        return True
+    names = set(os.listdir(folder))
+    return "1" in names and names <= {"1", "config.pbtxt"} and (folder / "1").is_dir()
 
 
 # --- splits ---------------------------------------------------------------------------------------

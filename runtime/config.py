@@ -6,7 +6,7 @@ through `load_config`, so one override (`--set train.optimizer.lr=0.001`, as the
 Hyperopt search passes them) means the same thing to training, compression and
 evaluation.
 
-Paths: relative data paths in model.json are relative to the spec's folder and are
+Paths: relative data and tokenizer paths in model.json are relative to the spec's folder and are
 resolved against the data root (`--data-root`); paths given with --set are relative
 to the current directory, like any command-line path. Both are made absolute here. An override must name a field that exists (a typo is an
 error with a suggestion, never a silently ignored setting).
@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .data import URI_SCHEMES
+from .tokenizer import NAMES as TOKENIZER_NAMES
 
-PATH_FIELDS = ("model.data.train", "model.data.valid", "model.data.test")
+PATH_FIELDS = ("model.data.train", "model.data.valid", "model.data.test", "model.data.tokenizer")
 
 
 class ConfigError(ValueError):
@@ -123,6 +124,8 @@ def _resolve(cfg: dict, key: str, base: Path) -> None:
     for p in parents:
         node = node.get(p) or {}
     value = node.get(last)
+    if key == "model.data.tokenizer" and value in TOKENIZER_NAMES:
+        return  # "bytes" names a tokenizer, not a file
     if isinstance(value, str) and value and not value.startswith(URI_SCHEMES) and not os.path.isabs(value):
         node[last] = os.path.normpath(str(base / value))
 

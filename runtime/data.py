@@ -4,8 +4,8 @@ Framework-free (numpy only), so torch and TensorFlow training, evaluation and
 compression read the data the same way. `load_split(model_cfg, path)` returns a
 `Split`: a few equally long arrays, framed for the model:
 
-  encoder-decoder    source [N, L]    bytes of the source column, PAD-padded
-  (translation,      target [N, L+1]  BOS + target bytes + EOS; the decoder reads
+  encoder-decoder    source [N, L]    token ids of the source column, PAD-padded
+  (translation,      target [N, L+1]  BOS + target ids + EOS; the decoder reads
    summarization)                     target[:, :-1] and predicts target[:, 1:]
   decoder            tokens [N, L+1]  BOS + text + EOS (language modeling), or
                                       BOS + source + SEP + target + EOS when the task has
@@ -15,6 +15,8 @@ compression read the data the same way. `load_split(model_cfg, path)` returns a
   encoder            text [N, L], label [N]  (classification)
   mlp                features [N, inputs] float32, label [N]
 
+Ids come from the tokenizer `data.tokenizer` names (tokenizer.py: bytes or a
+SentencePiece model; PAD, BOS, EOS and SEP are the same ids for both).
 L is the model's max_len (the learned positional tables have max_len rows); longer
 inputs are truncated. Labels: when every train label is an integer they are used as
 class ids as they are; otherwise the sorted distinct train labels are numbered and
@@ -40,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .tokenizer import BOS, EOS, PAD, SEP, get_tokenizer
+from .tokenizer import BOS, EOS, PAD, SEP, TokenizerError, get_tokenizer
 
 FORMAT_BY_EXTENSION = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}
 URI_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "http://", "https://", "az://", "abfs://")
@@ -173,7 +175,10 @@ def load_split(model_cfg: dict, path: str, label_names: list | None = None) -> S
     if framing == "features":
         return _features(model_cfg["mlp"], data, cols, rows, path, label_names)
     arch = model_cfg["transformer"]
-    tok = get_tokenizer(data.get("tokenizer", "bytes"), arch["vocab"])
+    try:
+        tok = get_tokenizer(data.get("tokenizer", "bytes"), arch["vocab"])
+    except TokenizerError as exc:
+        raise DataError(str(exc)) from None
     L = arch["max_len"]
     if framing == "pairs":
         src_col = _column(cols, data, "source", "source", path)

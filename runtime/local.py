@@ -29,12 +29,19 @@ def run(bundle_dir: str, *, name: str, data_root: Path, runs_root: Path, stage: 
         sys.stderr.write(f"error: {exc}\n")
         return exc.status
     work = runs_root / name / "work"
+    try:  # the stages replace folders under work/: only in a folder llmc made, checked before anything starts
+        records.check_runs_folder(runs_root, name)
+    except records.RunsFolderRefused as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     if target == "k8s":
         return _on_cluster(bundle, console, name=name, runs_root=runs_root, work=work, stage=stage, force=force,
                            profile=profile)
     stages = plan_stages(bundle, work, data_root, np, with_search=stage == "search")
     if not stages:
         sys.stderr.write("error: the bundle has no stage to run\n")
+        return 2
+    if not _claimed(runs_root, name):
         return 2
     record = records.new_record(runs_root, name)
     interactive = console.is_terminal
@@ -61,8 +68,20 @@ def _on_cluster(bundle, console, *, name, runs_root, work, stage, force, profile
         sys.stderr.write("interrupted; what was applied stays in the cluster, and `llmc run --target k8s` "
                          "picks up from there\n")
         return 130
+    if not _claimed(runs_root, name):
+        return 2
     record = records.new_record(runs_root, name)
     return _finish(console, record, bundle, work, {"spec": name, "profile": profile, "target": "k8s"}, results)
+
+
+def _claimed(runs_root: Path, name: str) -> bool:
+    """Create (or adopt) runs/<name>/ as llmc's; False, said on stderr, when it cannot be."""
+    try:
+        records.claim_runs_folder(runs_root, name)
+    except records.RunsFolderRefused as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return False
+    return True
 
 
 def _finish(console, record: Path, bundle, work: Path, info: dict, results: list) -> int:

@@ -3,13 +3,68 @@
 Each record has the bundle's lock file, `run.json` (profile, target, stages with
 status, seconds and exit code) and copies of the metrics each stage wrote.
 `llmc runs` lists them.
+
+llmc owns only the folders `runs/<spec>/` it made, marked by a `.llmc-runs` file: the
+stages replace folders under their `work/`, so a folder of that name holding anything
+else is refused before a run starts (`claim_runs_folder`).
 """
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
+
+MARKER = ".llmc-runs"
+_RECORD = re.compile(r"\d{8}T\d{6}Z(-\d+)?")  # a record's folder name (new_record)
+_SHOWN = 5  # entries named in a refusal; the rest are counted
+
+
+class RunsFolderRefused(Exception):
+    """`runs/<spec>/` exists and is not llmc's: a run would replace folders in it."""
+
+
+def check_runs_folder(runs_root: Path, name: str) -> None:
+    """Raise RunsFolderRefused unless `runs_root/name` is absent, empty, marked as
+    llmc's, or holds only what llmc writes there (`work/` and records: runs from before
+    the marker). Changes nothing."""
+    if runs_root.exists() and not runs_root.is_dir():
+        raise RunsFolderRefused(f"--runs-dir {runs_root} exists and is not a directory")
+    folder = runs_root / name
+    if not os.path.lexists(folder):
+        return
+    if not folder.is_dir():
+        raise RunsFolderRefused(f"{folder} exists and is not a directory; pass --runs-dir a new directory")
+    if (folder / MARKER).is_file():
+        return
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise RunsFolderRefused(f"cannot read {folder}: {exc.strerror or exc}") from exc
+    foreign = [e.name + ("/" if e.is_dir(follow_symlinks=False) else "") for e in entries
+               if not (e.is_dir(follow_symlinks=False) and (e.name == "work" or _RECORD.fullmatch(e.name)))]
+    if foreign:
+        more = f" and {len(foreign) - _SHOWN} more" if len(foreign) > _SHOWN else ""
+        raise RunsFolderRefused(
+            f"{folder} was not made by llmc (no {MARKER} in it), and a run replaces folders in it; it holds "
+            f"{len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} llmc did not write: "
+            f"{', '.join(foreign[:_SHOWN])}{more}; pass --runs-dir a new directory")
+
+
+def claim_runs_folder(runs_root: Path, name: str) -> Path:
+    """`runs_root/name`, created if need be and marked as llmc's; RunsFolderRefused when
+    it is someone else's (check_runs_folder) or cannot be created."""
+    check_runs_folder(runs_root, name)
+    folder = runs_root / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / MARKER
+        if not marker.is_file():
+            marker.write_text("llmc's runs of this spec: records, and work/, whose folders llmc replaces.\n")
+    except OSError as exc:
+        raise RunsFolderRefused(f"cannot create {folder}: {exc.strerror or exc}") from exc
+    return folder
 
 
 def new_record(runs_root: Path, spec_name: str) -> Path:

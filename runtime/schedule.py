@@ -1,4 +1,4 @@
-"""Learning-rate schedules (LANGUAGE.md `schedule`), as pure functions of the step.
+"""Learning-rate schedules (`train.schedule` in docs/language.md), as pure functions of the step.
 
 Training sets the optimizer's learning rate from `lr_at(step)` before every optimizer
 step, in torch and TensorFlow alike, so a resumed run continues the same curve and

@@ -1,4 +1,4 @@
-"""Semantic checks (LANGUAGE.md §6), one module per concern.
+"""Semantic checks (docs/language.md, "Checks and the order of phases"), one module per concern.
 
 Each module has `check(ctx)` and reports to `ctx.diags`; none raises on a user's
 mistake and none stops at the first problem.
@@ -25,8 +25,8 @@ class CheckContext(NamedTuple):
 
 
 def run_all(ctx: CheckContext) -> None:
-    from . import compression, deploy, devices, layout, memory, metrics, search, serving
+    from . import compression, data, deploy, devices, layout, memory, metrics, search, serving
 
     # search runs last: its E603 reports only what a value adds to the other checks' findings.
-    for module in (layout, devices, memory, compression, metrics, serving, deploy, search):
+    for module in (data, layout, devices, memory, compression, metrics, serving, deploy, search):
         module.check(ctx)

@@ -1,7 +1,10 @@
-"""Deployment: E801 values Kubernetes would reject, W801 no deploy block."""
+"""Deployment: E801 values Kubernetes would reject, E802 numbers outside the
+Kubernetes fields' ranges, W801 no deploy block."""
 
+import math
 import re
 
+from ..limits import INT32_MAX, MILLICORES_MAX, QUANTITY_MAX
 from . import CheckContext
 
 # Kubernetes' own rules (k8s.io/apimachinery/pkg/util/validation).
@@ -14,6 +17,7 @@ IMAGE = re.compile(r"([a-zA-Z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-
 
 
 def check(ctx: CheckContext) -> None:
+    _ranges(ctx)
     deploy, spans = ctx.ir.deploy, ctx.spans
     if deploy is None:
         if ctx.ir.serve is not None:
@@ -50,3 +54,132 @@ def check(ctx: CheckContext) -> None:
 def _reject(ctx: CheckContext, path: str, message: str, rule: str, help: str = "", key_span: bool = False) -> None:
     span = ctx.spans.key(path) if key_span else ctx.spans.value(path)
     ctx.diags.error("E801", span, message, label="Kubernetes would reject this", help=help or rule)
+
+
+# --- E802: the numbers k8s/ would hold -------------------------------------------------
+
+
+def _ranges(ctx: CheckContext) -> None:
+    """Each number of k8s/ that a spec value drives, against its field's range (limits.py).
+
+    The sizes are computed by the k8s target's own functions, so the check and the
+    manifests cannot disagree; the target then only asserts the ranges.
+    """
+    from ..targets import k8s
+
+    ir, facts = ctx.ir, ctx.facts
+    too_large: dict[str, list[str]] = {}  # the model's span -> what it makes too large: said once
+    if all(getattr(ir, block) is None for block in ("train", "compress", "evaluate", "search", "serve")):
+        return  # no k8s/ at all
+    serve = ir.serve
+    if serve is not None:
+        for end in ("min", "max"):
+            count = getattr(serve.replicas, end)
+            if count is not None and count > INT32_MAX:
+                # What llmc derives when the spec leaves both out: it holds the SLA and fits an int32.
+                derived = getattr(k8s.replica_plan(_without_replicas(ir), facts), end)
+                _too_large(ctx, f"serve.replicas.{end}", f"replicas.{end} is more than a HorizontalPodAutoscaler counts",
+                           f"{'minReplicas' if end == 'min' else 'maxReplicas'} = {count}, above {INT32_MAX} (int32)",
+                           f"set replicas.{end} = {derived} (what llmc derives from the SLA when it is left out)")
+        if serve.resources.cpu is not None and _size(lambda: k8s.millicores(serve.resources.cpu)) > MILLICORES_MAX:
+            _too_large(ctx, "serve.resources.cpu", "resources.cpu is more than a Kubernetes quantity holds",
+                       f"{serve.resources.cpu:.4g} cores is above {MILLICORES_MAX} millicores",
+                       "set resources.cpu to the cores of one node, e.g. resources.cpu = 16")
+        # A size written in the spec is at most 2^63-1 bytes (the parser's limit, E105):
+        # only a derived one can be larger.
+        memory = _size(lambda: k8s.serving_memory_bytes(ir, facts))
+        if memory > QUANTITY_MAX:
+            _model_too_large(ctx, too_large, f"each serving replica would request {memory:.4g} bytes of memory")
+        params = facts.served.params if facts.served is not None else 0
+        volume = _size(lambda: k8s.models_volume_bytes(params))
+        if volume > QUANTITY_MAX:
+            _model_too_large(ctx, too_large, f"the serving pod's /models volume would be {volume:.4g} bytes")
+    train = ir.train
+    if train is not None:
+        cluster = train.cluster
+        if cluster.hosts > INT32_MAX:
+            _too_large(ctx, "train.cluster.hosts", "cluster.hosts is more than Kubernetes counts",
+                       f"the MPIJob's worker replicas = {cluster.hosts}, above {INT32_MAX} (int32)",
+                       f"set hosts = {INT32_MAX} or less")
+        slots = cluster.slots_per_host
+
+        def fits(n: int) -> bool:  # int32 slots, and the resources of a pod with n of them (MPI worker, search Job)
+            return (n <= INT32_MAX and _size(lambda: k8s.stage_memory_bytes(facts, cluster.device, n)) <= QUANTITY_MAX
+                    and 1000 * k8s.stage_cores(cluster.device, n) <= MILLICORES_MAX)
+
+        if not fits(slots):
+            memory = _size(lambda: k8s.stage_memory_bytes(facts, cluster.device, slots))
+            if not fits(1):
+                _model_too_large(ctx, too_large, f"one training process would request {memory:.4g} bytes of memory",
+                                 served=False)
+            elif slots > INT32_MAX:
+                _too_large(ctx, "train.cluster.slots_per_host", "cluster.slots_per_host is more than Kubernetes counts",
+                           f"slotsPerWorker = {slots}, above {INT32_MAX} (int32)",
+                           f"set slots_per_host = {_most_slots(fits, slots)} or less")
+            else:
+                millicores = 1000 * k8s.stage_cores(cluster.device, slots)
+                asks = f"{memory:.4g} bytes of memory" if memory > QUANTITY_MAX else f"{millicores} millicores"
+                _too_large(ctx, "train.cluster.slots_per_host",
+                           "a training host's resources are more than a Kubernetes quantity holds",
+                           f"{slots} slots ask one worker pod for {asks}, above {QUANTITY_MAX}",
+                           f"set slots_per_host = {_most_slots(fits, slots)} or less (a worker pod runs all "
+                           "of a host's slots)")
+    storage = _size(lambda: k8s.storage_bytes(ir, facts))
+    if storage > QUANTITY_MAX:
+        keep = train is not None and ctx.spans.has("train.checkpoint.keep")
+        if keep and _size(lambda: k8s.storage_bytes(_with_keep(ir, 1), facts)) <= QUANTITY_MAX:
+            _too_large(ctx, "train.checkpoint.keep", "the checkpoints kept need more storage than a quantity holds",
+                       f"the artifacts volume would be {storage:.4g} bytes, above {QUANTITY_MAX}",
+                       "set keep = 1")
+        else:
+            _model_too_large(ctx, too_large, f"the artifacts volume would be {storage:.4g} bytes", served=False)
+    for path, what in too_large.items():
+        ctx.diags.error("E802", ctx.spans.key(path), "the model is too large for a Kubernetes quantity",
+                        label=f"{'; '.join(what)}: above {QUANTITY_MAX}",
+                        help="a model this size does not fit one machine: make it smaller (layers, d_model, vocab, "
+                             "hidden)")
+
+
+def _size(compute) -> float:
+    """A size as computed, or inf when it is beyond any float (it is then beyond every range)."""
+    try:
+        value = compute()
+    except (OverflowError, ValueError):
+        return math.inf
+    return value if isinstance(value, int) or math.isfinite(value) else math.inf
+
+
+def _most_slots(fits, slots: int) -> int:
+    """The most slots that fit, by bisection: fits(1) holds, fits(slots) does not."""
+    low, high = 1, slots
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
+def _without_replicas(ir):
+    serve = ir.serve
+    return ir.model_copy(update={"serve": serve.model_copy(update={"replicas": serve.replicas.model_copy(
+        update={"min": None, "max": None})})})
+
+
+def _with_keep(ir, keep: int):
+    train = ir.train
+    return ir.model_copy(update={"train": train.model_copy(update={"checkpoint": train.checkpoint.model_copy(
+        update={"keep": keep})})})
+
+
+def _too_large(ctx: CheckContext, path: str, message: str, label: str, help: str) -> None:
+    span = ctx.spans.attribute(path) if ctx.spans.has(path) else ctx.spans.key(path)
+    ctx.diags.error("E802", span, message, label=label, help=help)
+
+
+def _model_too_large(ctx: CheckContext, too_large: dict[str, list[str]], what: str, served: bool = True) -> None:
+    ir, facts = ctx.ir, ctx.facts
+    if not served and facts.memory is not None and not facts.memory.fits:
+        return  # E306 says the model does not fit training at all
+    distilled = served and facts.served is not None and facts.served.what == "student"
+    path = ("compress.distill.student" if distilled else
+            "model.transformer" if ir.model.transformer is not None else "model.mlp")
+    too_large.setdefault(path, []).append(what)

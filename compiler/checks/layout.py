@@ -1,6 +1,8 @@
-"""The parallel layout: E301-E305 and E308."""
+"""The parallel layout: E301-E305, E308 and W302."""
 
 from __future__ import annotations
+
+import math
 
 from . import CheckContext
 
@@ -31,6 +33,9 @@ def check(ctx: CheckContext) -> None:
                     label=f"data × tensor × pipeline = {data} × {tensor} × {pipeline} = {data * tensor * pipeline}, "
                           f"but the cluster has {_count(cluster.hosts, 'host')} × {_count(cluster.slots_per_host, 'slot')} = {slots}",
                     help=_cover_help(slots, data, tensor, pipeline))
+
+    if data is not None and data * tensor * pipeline == slots:
+        _tensor_across_hosts(ctx)
 
     if arch is not None:
         if arch.heads % tensor:
@@ -73,6 +78,51 @@ def check(ctx: CheckContext) -> None:
                     help="Horovod has no pipeline schedule: use pipeline = 1 and raise tensor or data parallelism")
 
 
+def _tensor_across_hosts(ctx) -> None:
+    """W302: a tensor-parallel group must sit inside one host. Its all-reduces run twice
+    per layer, forward and backward, so over the network they stall every step; Megatron
+    places the tensor group on one node for this reason. Ranks are numbered host by host
+    and a tensor group takes consecutive ranks, so a group stays on one host exactly when
+    tensor divides slots_per_host."""
+    train, arch = ctx.ir.train, ctx.ir.model.transformer
+    cluster, tensor, pipeline = train.cluster, train.parallel.tensor, train.parallel.pipeline
+    per_host = cluster.slots_per_host
+    if cluster.hosts == 1 or tensor == 1 or per_host % tensor == 0:
+        return
+    if tensor > per_host:
+        label = (f"a tensor group of {tensor} ranks spans {-(-tensor // per_host)} hosts of {per_host} slots: "
+                 f"its all-reduces cross the network in every layer")
+    else:
+        label = (f"tensor = {tensor} does not divide slots_per_host = {per_host}: "
+                 f"some tensor groups straddle two hosts")
+    ctx.diags.warning("W302", ctx.spans.attribute("train.parallel.tensor"), "tensor-parallel group spans hosts",
+                      label=label, help=_tensor_help(ctx, tensor, per_host, pipeline, arch))
+
+
+def _tensor_help(ctx, tensor: int, per_host: int, pipeline: int, arch) -> str:
+    train = ctx.ir.train
+    slots = train.cluster.hosts * per_host
+    fits = [t for t in range(min(tensor, per_host), 0, -1)
+            if per_host % t == 0 and (arch is None or arch.heads % t == 0 and arch.d_ff % t == 0)
+            and slots % (t * pipeline) == 0]
+    if not fits:
+        return f"make tensor a divisor of slots_per_host = {per_host}"
+    t = fits[0]
+    new_data = slots // (t * pipeline)
+    changes = [f"tensor = {t}"]
+    if ctx.spans.has("train.parallel.data"):
+        changes.append(f"data = {new_data}")
+    if ctx.spans.has("train.micro_batch") and train.batch_size % (new_data * train.micro_batch):
+        if train.batch_size % new_data == 0:
+            per_replica = train.batch_size // new_data
+            changes.append(f"micro_batch = {max(m for m in range(1, train.micro_batch + 1) if per_replica % m == 0)}")
+    return "keep each tensor group on one host: set " + _and(changes)
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -82,9 +132,19 @@ def _batch_help(batch: int, data: int, micro: int) -> str:
     text = f"use batch_size = {_round_to(batch, step)}"
     if batch % data == 0:
         per_replica = batch // data
-        fits = [m for m in range(min(micro, per_replica), 0, -1) if per_replica % m == 0]
-        text += f", or micro_batch = {fits[0]} (it must divide batch_size / data = {per_replica})"
+        text += (f", or micro_batch = {_largest_divisor_up_to(per_replica, micro)} "
+                 f"(it must divide batch_size / data = {per_replica})")
     return text
+
+
+def _largest_divisor_up_to(n: int, bound: int, tries: int = 10_000) -> int:
+    """The largest divisor of `n` that is at most `bound`, looked for among the `tries`
+    values below `bound`; past them, gcd(n, bound), a divisor that may be smaller (a
+    check must stay fast when both numbers are near 2^63)."""
+    for m in range(min(bound, n), max(min(bound, n) - tries, 0), -1):
+        if n % m == 0:
+            return m
+    return math.gcd(n, bound)
 
 
 def _divisors(n: int, limit: int = 1 << 30) -> str:

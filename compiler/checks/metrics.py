@@ -21,8 +21,15 @@ BOUND_KIND = {
     "accuracy": ("fraction", 0, 1), "f1": ("fraction", 0, 1), "perplexity": ("number", 1, None),
     "latency_p50": ("duration", 0, None), "latency_p99": ("duration", 0, None), "model_size": ("size", 0, None),
 }
-# Metrics where a larger value is better; max_drop bounds a fall for these and a rise for the rest.
+# Metrics where a larger value is better; max_drop bounds a fall for these and a rise for the rest,
+# and a search maximizes these and minimizes the rest (losses, perplexity, TER, latency, size).
+# The one list the compiler keeps; runtime/metrics.py has its copy (a test keeps them equal).
 HIGHER_IS_BETTER = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "accuracy", "f1")
+
+
+def direction_of(objective: str) -> str:
+    """The search direction an objective is optimised in: scores up, losses and costs down."""
+    return "maximize" if objective in HIGHER_IS_BETTER else "minimize"
 _SCALE_WORDS = {
     "number": "a number",
     "fraction": "a fraction such as 0.9 or 90%",

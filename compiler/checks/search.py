@@ -1,4 +1,4 @@
-"""The search space: E601-E604.
+"""The search space: E601-E605.
 
 Every value a distribution can produce must pass the field's own checks: its type
 and range here, and, for the finitely many values of `choice` and `randint`, every
@@ -14,7 +14,7 @@ from ..evaluate import Value
 from ..fields import FieldType, iter_scalar_paths, walk_schema
 from ..suggest import closest
 from . import CheckContext
-from .metrics import METRICS_BY_TASK
+from .metrics import METRICS_BY_TASK, direction_of
 
 ARITY = {"uniform": 2, "loguniform": 2, "quniform": 3, "randint": 2, "normal": 2}
 # Past this many values, cross-field rechecking of a choice/randint is skipped (field checks still apply).
@@ -38,6 +38,15 @@ def _objective(ctx: CheckContext) -> None:
         ctx.diags.error("E604", ctx.spans.value("search.objective"), f'unknown search objective "{search.objective}"',
                         label=f'did you mean "{guess}"?' if guess else f"not a metric of a {task} model",
                         help="the objective is \"valid_loss\" or one of: " + ", ".join(METRICS_BY_TASK[task]))
+        return
+    # An unset direction follows the objective (schema.derive_defaults); a stated one must agree.
+    right = direction_of(search.objective)
+    if ctx.spans.has("search.direction") and search.direction != right:
+        better = "larger" if right == "maximize" else "smaller"
+        ctx.diags.error("E605", ctx.spans.attribute("search.direction"),
+                        f'search direction "{search.direction}" contradicts the objective "{search.objective}"',
+                        label=f"a {better} {search.objective} is better: this search would look for the worst trial",
+                        help=f'set direction = "{right}", or leave it out: it follows the objective')
 
 
 def _one(ctx: CheckContext, key: str, dist: Value) -> None:

@@ -1,11 +1,15 @@
-"""Serving: E701-E705 and W701.
+"""Serving: E701-E706, W701, and E802 for the serving configs' numbers.
 
-E701/E702 use the latency and replica estimates of plan.py (docs/estimates.md).
+E701/E702/E706 use the latency and replica estimates of plan.py (docs/estimates.md).
+E802 compares the numbers serve/ would hold (Triton's config.pbtxt, TF Serving's
+batching.config) with their fields' ranges (limits.py), at the spec value behind each.
 """
 
 from __future__ import annotations
 
 from ..evaluate import format_quantity
+from ..limits import INT32_MAX, INT64_MAX, MAX_REPLICAS, UINT64_MAX
+from ..targets.tfserving import batching_load
 from . import CheckContext
 
 # The batch wait is spent before any compute; it must leave most of the p99 budget
@@ -29,7 +33,7 @@ def check(ctx: CheckContext) -> None:
                     "batching timeout is not well below the p99 latency",
                     label=f"waiting up to {format_quantity('duration', timeout)} for a batch leaves "
                           f"{format_quantity('duration', max(0.0, p99 - timeout))} of the {format_quantity('duration', p99)} p99",
-                    help=f"keep timeout at or below a quarter of p99_latency: {format_quantity('duration', TIMEOUT_SHARE * p99)}")
+                    help=f"keep timeout at or below a quarter of p99_latency: {_duration_at_most(TIMEOUT_SHARE * p99)}")
     replicas_min, replicas_max = serve.replicas.min, serve.replicas.max
     if sla.availability >= 0.999 and replicas_max is not None and replicas_max < 2 and replicas_min is None:
         diags.error("E703", spans.attribute("serve.replicas.max"), f"availability {format_quantity('fraction', sla.availability)} needs at least two replicas",
@@ -43,6 +47,7 @@ def check(ctx: CheckContext) -> None:
         diags.error("E205", spans.attribute("serve.replicas.min"), "replicas.min is above replicas.max",
                     label=f"min {serve.replicas.min} > max {serve.replicas.max}")
     _feasibility(ctx)
+    _config_ranges(ctx)
 
 
 def _feasibility(ctx: CheckContext) -> None:
@@ -59,6 +64,14 @@ def _feasibility(ctx: CheckContext) -> None:
                     help="serve on a faster device, compress the model (distill, int8), shorten max_len, or relax p99_latency")
         return
     rmax = serve.replicas.max
+    if not sizing.feasible and sizing.limit == "replicas":
+        diags.error("E706", spans.attribute("serve.sla.throughput"),
+                    "the SLA needs more replicas than a deployment can run",
+                    label=f"{format_quantity('rate', serve.sla.throughput)} is {sizing.offered_load:.4g} replicas' "
+                          f"worth of work on {serve.device}; a Deployment counts at most {MAX_REPLICAS}",
+                    notes=(sizing.explain(),),
+                    help=_lower_throughput_help(ctx))
+        return
     if not sizing.feasible:
         diags.error("E702", spans.attribute("serve.sla.throughput"), "no number of replicas holds the SLA",
                     label=f"{format_quantity('rate', serve.sla.throughput)} at p99 {format_quantity('duration', p99)} "
@@ -78,3 +91,70 @@ def _feasibility(ctx: CheckContext) -> None:
         diags.warning("W701", spans.attribute("serve.replicas.min"), "replicas.min is far above what the SLA needs",
                       label=f"min = {rmin}, the estimate needs {needed}",
                       help=f"lower replicas.min to about {max(needed, 2)} unless traffic is spikier than the SLA says")
+
+
+def _lower_throughput_help(ctx: CheckContext) -> str:
+    from ..plan import highest_throughput
+
+    best = highest_throughput(ctx.ir, ctx.facts)
+    ways = "raise max_batch_size, serve on a faster device, or split the traffic over several deployments"
+    if best is None:
+        return ways
+    return f"lower throughput to {best} or less; or {ways}"
+
+
+def _config_ranges(ctx: CheckContext) -> None:
+    """E802: a number serve/ would hold outside its field's range (limits.py)."""
+    serve = ctx.ir.serve
+    triton = serve.platform != "tf-serving"
+    target = "Triton's config.pbtxt" if triton else "TF Serving's batching.config"
+    max_batch, batch_max = serve.batching.max_batch_size, (INT32_MAX if triton else INT64_MAX)
+    if max_batch > batch_max:
+        _out_of_range(ctx, "serve.batching.max_batch_size", f"max_batch_size is too large for {target}",
+                      f"max_batch_size = {max_batch}, above the largest it takes, {batch_max}",
+                      f"set max_batch_size = {batch_max} or less")
+    micros, micros_max = serve.batching.timeout * 1e6, (UINT64_MAX if triton else INT64_MAX)
+    if not micros <= micros_max:
+        field = "max_queue_delay_microseconds" if triton else "batch_timeout_micros"
+        _out_of_range(ctx, "serve.batching.timeout", f"the batching timeout is too long for {target}",
+                      f"{field} = {micros:.4g}, above the largest it takes, {micros_max}",
+                      f"set timeout = {_duration_at_most(min(TIMEOUT_SHARE * serve.sla.p99_latency, 1.0))} "
+                      "(at most a quarter of p99_latency)")
+    sizing = ctx.facts.sizing
+    if not triton and sizing is not None and sizing.feasible:  # else E701/E702/E706 already stop the build
+        load = batching_load(ctx.ir, ctx.facts)
+        if not load.threads <= INT64_MAX:
+            _out_of_range(ctx, "serve.resources.cpu", f"num_batch_threads is too large for {target}",
+                          f"num_batch_threads = {load.threads:.4g} (one per core), above the largest it takes, "
+                          f"{INT64_MAX}", "set resources.cpu to the cores a replica really has, e.g. resources.cpu = 16")
+        if not load.enqueued <= INT64_MAX:
+            _out_of_range(ctx, "serve.sla.p99_latency", f"max_enqueued_batches is too large for {target}",
+                          f"max_enqueued_batches = {load.enqueued:.4g} (the batches one replica receives within "
+                          f"the p99), above the largest it takes, {INT64_MAX}",
+                          "set p99_latency = 1h or less")
+
+
+def _out_of_range(ctx: CheckContext, path: str, message: str, label: str, help: str) -> None:
+    span = ctx.spans.attribute(path) if ctx.spans.has(path) else ctx.spans.key(path)
+    ctx.diags.error("E802", span, message, label=label, help=help)
+
+
+def _duration_at_most(seconds: float) -> str:
+    """A spec duration no longer than `seconds` as the parser reads it back: four
+    significant digits, rounded down (a help line's value must pass the check it fixes)."""
+    from decimal import Decimal
+
+    from ..parse import UNITS
+
+    for unit in ("d", "h", "m", "s", "ms", "us"):
+        factor = UNITS[unit][1]
+        if seconds >= factor or unit == "us":
+            break
+    value = Decimal(repr(seconds)) / factor
+    if value <= 0:
+        return "0s"
+    step = Decimal(1).scaleb(value.adjusted() - 3)  # the fourth significant digit
+    digits = (value / step).to_integral_value(rounding="ROUND_FLOOR")
+    while digits > 0 and float(digits * step * factor) > seconds:
+        digits -= 1
+    return f"{(digits * step).normalize():f}{unit}"

@@ -1,7 +1,7 @@
 """compress target: compress/distill.py, prune.py, export.py, quantize.py, build_engine.py.
 
 Only the steps the spec asks for are generated, plus export and build_engine
-whenever there is a compress block, in LANGUAGE.md's order:
+whenever there is a compress block, in the language's order:
 
     distill -> prune -> export -> quantize -> build_engine
 

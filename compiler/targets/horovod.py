@@ -70,9 +70,6 @@ def model_document(ctx: BuildContext) -> dict:
     ir = ctx.ir
     model = ir.model.model_dump(mode="json")
     train = ir.train.model_dump(mode="json")
-    arch = model.get("transformer")
-    if arch is not None and arch.get("kind") == "encoder" and arch.get("classes") is None:
-        arch["classes"] = 2  # the language's default for a classifier (plan.py counts it so)
     # Data paths stay as the IR holds them (relative to the spec's folder); scripts
     # resolve them against --data-root (docs/bundle.md).
     return {

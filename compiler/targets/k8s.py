@@ -46,6 +46,7 @@ import math
 import re
 from typing import NamedTuple
 
+from ..limits import INT32_MAX, MAX_REPLICAS, MILLICORES_MAX, QUANTITY_MAX, require
 from . import Artifact, BuildContext
 from .serving_names import serving_name
 
@@ -364,10 +365,12 @@ def _meta(n: Names, name: str, component: str) -> Meta:
 
 
 def _round_up(value: float, step: int) -> int:
-    return int(math.ceil(value / step)) * step
+    # Whole-number arithmetic: a float quotient of a large byte count would round.
+    return -(-math.ceil(value) // step) * step
 
 
 def memory_quantity(nbytes: int) -> str:
+    require(nbytes, 1, QUANTITY_MAX, "a memory quantity in bytes")
     if nbytes % GIB == 0:
         return f"{nbytes // GIB}Gi"
     if nbytes % MIB == 0:
@@ -377,8 +380,14 @@ def memory_quantity(nbytes: int) -> str:
     return str(nbytes)
 
 
+def millicores(cores: float) -> int:
+    """Cores as Kubernetes keeps them: whole millicores, rounded up, at least 1m (as the
+    API server itself rounds 0.1m up to 1m)."""
+    return max(1, math.ceil(round(cores * 1000, 6)))
+
+
 def cpu_quantity(cores: float) -> str:
-    milli = int(math.ceil(round(cores * 1000, 6)))
+    milli = require(millicores(cores), 1, MILLICORES_MAX, "a cpu quantity in millicores")
     return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
 
 
@@ -409,10 +418,18 @@ def _slot_cores(gpu: bool) -> int:
     return CORES_PER_GPU if gpu else CORES_PER_CPU_SLOT
 
 
+def stage_memory_bytes(facts, device: str, slots: int) -> int:
+    return slots * (_training_memory(facts, is_gpu(device)) + SHM_PER_SLOT)
+
+
+def stage_cores(device: str, slots: int) -> int:
+    return slots * _slot_cores(is_gpu(device))
+
+
 def stage_resources(facts, device: str, slots: int) -> Resources:
     gpu = is_gpu(device)
-    memory = slots * (_training_memory(facts, gpu) + SHM_PER_SLOT)
-    return Resources(cpu_quantity(slots * _slot_cores(gpu)), memory_quantity(memory), slots if gpu else 0)
+    return Resources(cpu_quantity(stage_cores(device, slots)), memory_quantity(stage_memory_bytes(facts, device, slots)),
+                     require(slots, 1, QUANTITY_MAX, "nvidia.com/gpu") if gpu else 0)
 
 
 def serving_resources(ir, facts) -> ServingResources:
@@ -429,21 +446,37 @@ def serving_resources(ir, facts) -> ServingResources:
     """
     serve = ir.serve
     gpu = is_gpu(serve.device)
-    served = facts.served if facts is not None else None
-    params = served.params if served is not None else 0
-    precision = served.precision if served is not None else "fp32"
-    model_bytes = int(params * BYTES_PER_PARAM.get(precision, 4))
+    params, model_bytes = _served_size(facts)
     res = serve.resources
     if res.cpu is not None:
         cpu, cpu_derived = cpu_quantity(res.cpu), False
     else:
         cpu, cpu_derived = cpu_quantity(CORES_PER_GPU if gpu else _cpu_serving_cores(facts)), True
-    if res.memory is not None:
-        memory, memory_derived = memory_quantity(int(res.memory)), False
-    else:
-        base = 2 * GIB if gpu else GIB
-        memory, memory_derived = memory_quantity(_round_up(base + 2 * model_bytes, 256 * MIB)), True
+    memory_derived = res.memory is None
+    memory = memory_quantity(serving_memory_bytes(ir, facts))
     return ServingResources(cpu, memory, 1 if gpu else 0, cpu_derived, memory_derived, model_bytes, params)
+
+
+def _served_size(facts) -> tuple[int, int]:
+    """(parameters, bytes of weights) of the served model."""
+    served = facts.served if facts is not None else None
+    params = served.params if served is not None else 0
+    precision = served.precision if served is not None else "fp32"
+    return params, int(params * BYTES_PER_PARAM.get(precision, 4))
+
+
+def serving_memory_bytes(ir, facts) -> int:
+    """serve.resources.memory, or the derived request (serving_resources)."""
+    if ir.serve.resources.memory is not None:
+        return int(ir.serve.resources.memory)
+    base = 2 * GIB if is_gpu(ir.serve.device) else GIB
+    return _round_up(base + 2 * _served_size(facts)[1], 256 * MIB)
+
+
+def models_volume_bytes(params: int) -> int:
+    """The serving pod's /models emptyDir: twice the model's fp32 weights (a SavedModel
+    keeps fp32 variables beside TF-TRT engines) plus a GiB."""
+    return _round_up(2 * 4 * params + GIB, GIB)
 
 
 def _cpu_serving_cores(facts) -> int:
@@ -460,7 +493,8 @@ def replica_plan(ir, facts) -> ReplicaPlan:
     needed = facts.sizing.replicas (the fewest replicas that hold the SLA's throughput
     at its p99); min = max(needed, 2 when availability >= 99.9% else 1) so that one
     pod restart is not an outage; max = 3 x min (headroom for bursts above the SLA's
-    throughput and for a zone's worth of pods), and never below needed or min.
+    throughput and for a zone's worth of pods), and never below needed or min, nor
+    above the 2^31-1 an HPA counts (needed itself stays below: E706).
     """
     serve = ir.serve
     sizing = facts.sizing if facts is not None else None
@@ -475,8 +509,12 @@ def replica_plan(ir, facts) -> ReplicaPlan:
         if rmax is not None:
             rmin = min(rmin, rmax)  # the checks report an SLA that max cannot hold (E702)
     if rmax is None:
-        rmax = max(3 * rmin, needed)
-    return ReplicaPlan(rmin, max(rmax, rmin), needed, min_derived, max_derived)
+        # 3 x min, but never more than an HPA can count (needed <= MAX_REPLICAS: E706).
+        rmax = min(max(3 * rmin, needed), MAX_REPLICAS)
+    rmax = max(rmax, rmin)
+    require(rmin, 1, INT32_MAX, "minReplicas")
+    require(rmax, 1, INT32_MAX, "maxReplicas")
+    return ReplicaPlan(rmin, rmax, needed, min_derived, max_derived)
 
 
 def serving_plan(ctx: BuildContext) -> ServingPlan | None:
@@ -487,7 +525,9 @@ def serving_plan(ctx: BuildContext) -> ServingPlan | None:
     n = names(ctx)
     gpu = is_gpu(serve.device)
     sla = serve.sla
-    budget = sla.error_rate if sla.error_rate is not None else round(1 - sla.availability, 12)
+    # Rounded to clear float noise (1 - 0.999 = 0.0010000000000000009), not so far that
+    # a budget of 13 nines becomes 0.
+    budget = sla.error_rate if sla.error_rate is not None else round(1 - sla.availability, 15)
     if serve.platform == "tf-serving":
         image = TF_SERVING_GPU_IMAGE if gpu else TF_SERVING_IMAGE
         http, grpc, metrics, metrics_name, path = 8501, 8500, 8501, "http", TF_SERVING_METRICS_PATH
@@ -500,6 +540,10 @@ def serving_plan(ctx: BuildContext) -> ServingPlan | None:
 
 
 def _storage(ir, facts) -> str:
+    return memory_quantity(storage_bytes(ir, facts))
+
+
+def storage_bytes(ir, facts) -> int:
     """The artifacts volume: (checkpoints kept + the final model + one) checkpoints of
     fp32 weights and optimizer state, twice over (compressed models, search trials),
     rounded up to a GiB, at least 10 GiB."""
@@ -510,7 +554,7 @@ def _storage(ir, facts) -> str:
         optimizer = memory.bytes_per_param[2]
     keep = ir.train.checkpoint.keep if ir.train is not None else 1
     need = 2 * (keep + 2) * params * (4 + optimizer)
-    return memory_quantity(max(10 * GIB, _round_up(need, GIB)))
+    return max(10 * GIB, _round_up(need, GIB))
 
 
 # --- pods --------------------------------------------------------------------------
@@ -569,7 +613,8 @@ def _mpijob(ctx: BuildContext, n: Names) -> MpiJobContext:
     worker_container = worker.containers[0]._replace(name="worker", add_capabilities=("NET_BIND_SERVICE",),
                                                      working_dir=None)
     worker = worker._replace(containers=[worker_container])
-    return MpiJobContext(_meta(n, f"{n.base}-train", "train"), cluster.hosts, slots, 3, launcher, worker)
+    return MpiJobContext(_meta(n, f"{n.base}-train", "train"), require(cluster.hosts, 1, INT32_MAX, "MPIJob workers"),
+                         require(slots, 1, INT32_MAX, "slotsPerWorker"), 3, launcher, worker)
 
 
 def _compress_device(ir) -> str:
@@ -683,9 +728,7 @@ def _probes(plan: ServingPlan) -> tuple[Probe, Probe, Probe]:
 def _deployment(ctx: BuildContext, n: Names, plan: ServingPlan, config: list[KV]) -> DeploymentContext:
     res = plan.resources
     resources = Resources(res.cpu, res.memory, res.gpus)
-    # The copied model: twice its fp32 weights (a SavedModel keeps fp32 variables beside
-    # TF-TRT engines) plus a GiB.
-    models_size = memory_quantity(_round_up(2 * 4 * plan.resources.params + GIB, GIB))
+    models_size = memory_quantity(models_volume_bytes(plan.resources.params))
     volumes = [Volume("tmp", "emptyDir", memory_quantity(GIB)),
                Volume("models", "emptyDir", models_size),
                Volume("config", "configMap", source=f"{n.base}-serving"),

@@ -296,6 +296,7 @@ def rule_groups(plan: ServingPlan) -> list[Group]:
 # --- promtool tests ----------------------------------------------------------------
 
 PER_MINUTE = 6000  # requests per minute in the test series (100 req/s), at least
+MAX_PER_MINUTE_EXPONENT = 14  # at most 10^14 a minute: 15 minutes of them stay below 2^53
 
 
 def _series_name(metric: str, labels: list[tuple[str, str]]) -> str:
@@ -372,8 +373,11 @@ def rule_tests(plan: ServingPlan) -> RuleTestsContext:
     budget = plan.error_budget
     minutes = 15  # promtool evaluates every rule every minute up to the last eval_time: keep it short
     own_labels = matchers([("model", "=", plan.model), ("namespace", "=", plan.namespace)])
-    # Enough requests a minute that 4.5x a tight budget (99.999%) is still a whole number.
-    total = max(PER_MINUTE, 10 ** math.ceil(math.log10(1000 / budget)))
+    # Enough requests a minute that 4.5x a tight budget (99.999%) is still a whole number,
+    # but few enough that promtool's float64 counters stay exact (15 minutes of them
+    # below 2^53). A budget of 0 (error_rate = 0: any server error burns it) needs none.
+    exponent = math.ceil(3 - math.log10(budget)) if budget > 0 else 0
+    total = max(PER_MINUTE, 10 ** min(exponent, MAX_PER_MINUTE_EXPONENT))
     client = total // 100  # 1% client errors in every case: never an SLO error
     tests = []
     # Healthy: no server errors, p99 at half the SLA. Nothing fires; the error ratio is 0.

@@ -16,7 +16,7 @@ exported model beside it, at `<name>/1/<file>`; nothing else is generated.
   distilled student when there is one). Dims exclude the batch dimension, which
   Triton adds because max_batch_size > 0.
   MLP:                           features  TYPE_FP32  [inputs]  -> logits     TYPE_FP32  [classes]
-  Transformer, classification:   input_ids TYPE_INT64 [max_len] -> logits     TYPE_FP32  [classes, default 2]
+  Transformer, classification:   input_ids TYPE_INT64 [max_len] -> logits     TYPE_FP32  [classes]
   Transformer, any other task:   input_ids TYPE_INT64 [max_len] -> output_ids TYPE_INT64 [max_len]
   (token ids right-padded with the tokenizer's pad id; output_ids is the greedy
   generation, EOS then padding; the exported graph derives its attention mask from
@@ -37,6 +37,7 @@ exported model beside it, at `<name>/1/<file>`; nothing else is generated.
 
 from typing import NamedTuple
 
+from ..limits import INT32_MAX, INT64_MAX, UINT64_MAX, require
 from . import Artifact, BuildContext
 from .serving_names import microseconds, power_of_two_sizes, serving_name
 
@@ -87,7 +88,7 @@ def io_tensors(ir, served_arch) -> tuple[list[Tensor], list[Tensor]]:
         return [Tensor("features", "TYPE_FP32", [arch.inputs])], [Tensor("logits", "TYPE_FP32", [arch.classes])]
     inputs = [Tensor("input_ids", "TYPE_INT64", [arch.max_len])]
     if ir.model.task == "classification":
-        return inputs, [Tensor("logits", "TYPE_FP32", [arch.classes or 2])]
+        return inputs, [Tensor("logits", "TYPE_FP32", [arch.classes])]
     return inputs, [Tensor("output_ids", "TYPE_INT64", [arch.max_len])]
 
 
@@ -100,15 +101,18 @@ def triton_context(ctx: BuildContext) -> TritonContext:
     kind = "KIND_CPU" if serve.device == "cpu" else "KIND_GPU"
     for t in inputs + outputs:
         assert t.data_type in DATA_TYPES, t
+        for d in t.dims:
+            require(d, 1, INT64_MAX, f"{t.name} dims")
     assert kind in KINDS
     return TritonContext(
         name=serving_name(ir.model.name),
         platform=platform(ir),
-        max_batch_size=max_batch,
+        max_batch_size=require(max_batch, 1, INT32_MAX, "max_batch_size"),
         inputs=inputs,
         outputs=outputs,
         preferred_batch_sizes=power_of_two_sizes(max_batch, smallest=2) if max_batch > 1 else [],
-        max_queue_delay_microseconds=microseconds(serve.batching.timeout),
+        max_queue_delay_microseconds=require(microseconds(serve.batching.timeout), 0, UINT64_MAX,
+                                             "max_queue_delay_microseconds"),
         instance_kind=kind,
         instance_count=1,
         versions=1,

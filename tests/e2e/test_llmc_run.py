@@ -133,8 +133,11 @@ def test_ctrl_c_stops_training_and_the_next_run_resumes_from_the_newest_checkpoi
     work = tmp_path / "runs" / "resumable-local" / "work" / "train"
     checkpoints = work / "checkpoints"
     log = (tmp_path / "first.log").open("w")
+    # A shell without job control starts background commands with SIGINT ignored, and
+    # children inherit that: give llmc the default Ctrl-C, as a terminal would.
     first = subprocess.Popen(args, cwd=tmp_path, env=env(), stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL)
+                             stdin=subprocess.DEVNULL,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not (checkpoints.is_dir() and any(checkpoints.glob("ckpt-*.pt"))):
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-4000:]

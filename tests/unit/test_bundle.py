@@ -239,12 +239,16 @@ def test_rebuilds_reuse_swapped_out_trees_and_write_exactly_the_bundle(tmp_path)
         Bundle({"solo.txt": "s\n"}, frozenset()),
         Bundle({"x/y": "a file where a folder was\n", "q/r.txt/s.txt": "a folder where a file was\n"}, frozenset()),
     ]
+    # Each with a lock file as llmc writes one: a build replaces only an llmc bundle.
+    shapes = [Bundle({**b.files, "llmc.lock.json": json.dumps(
+        {"artifacts": {p: "" for p in b.files}, "compiler": "llmc test", "spec_sha256": ""})}, b.executable)
+        for b in shapes]
     outside = tmp_path / "outside"
     outside.mkdir()
     for i in range(15):
         bundle = shapes[(i * 3) % len(shapes)]
         out = tmp_path / f"out{i % 3}"
-        if i in (4, 7):  # a link someone put in a bundle: never written through
+        if i in (5, 7):  # a link someone put where the bundle has a folder: never written through
             shutil.rmtree(out / "x", ignore_errors=True)
             (out / "x").symlink_to(outside, target_is_directory=True)
         write_bundle(bundle, str(out))

@@ -109,3 +109,183 @@ def test_installed_launcher_runs():
     proc = subprocess.run([sys.executable, str(launcher), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     assert "check" in proc.stdout and "explain" in proc.stdout
+
+
+# --- every profile is checked -------------------------------------------------------
+
+CLASSIFIER_BASE = (ROOT / "specs" / "classifier.llm").read_text().split("\nprofile local {")[0] + "\n"
+BROKEN_PROFILE = "profile broken {\n  train.stepz = 200\n}\n"
+GOOD_PROFILE = "profile small {\n  train.epochs = 2\n}\n"
+
+
+def _spec(tmp_path, text: str, name: str = "spec.llm") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_check_without_profile_checks_every_profile(tmp_path):
+    spec = _spec(tmp_path, CLASSIFIER_BASE + GOOD_PROFILE + BROKEN_PROFILE)
+    assert run_cli("check", "--profile", "small", spec)[0] == 0  # the base and `small` are clean
+    code, out, err = run_cli("check", spec)
+    assert code == 1
+    assert "error[E213]: profile path `train.stepz`" in err
+    assert "= note: with profile `broken` applied" in err
+    assert "`small`" not in err
+    assert out == ""  # no facts printed for a spec with errors
+    code, out, _ = run_cli("check", "--format", "json", spec)
+    assert code == 1
+    found = json.loads(out)
+    assert [(d["code"], d["profile"], d["line"]) for d in found] == [("E213", "broken", CLASSIFIER_BASE.count("\n") + 5)]
+    assert found[0]["notes"] == []  # the profile is its own key in JSON, not a note
+
+
+def test_a_base_finding_is_not_repeated_per_profile(tmp_path):
+    base_error = CLASSIFIER_BASE.replace("epochs     = 30", "epochs     = 30\n  stepz      = 1")
+    spec = _spec(tmp_path, base_error + GOOD_PROFILE + "profile other {\n  train.batch_size = 128\n}\n")
+    code, out, err = run_cli("check", "--format", "json", spec)
+    assert code == 1
+    found = json.loads(out)
+    assert [(d["code"], d["profile"]) for d in found] == [("E202", None)]
+    code, _, err = run_cli("check", spec)
+    assert err.count("error[E202]") == 1 and "with profile" not in err
+    assert err.rstrip().endswith(": 1 error")
+
+
+def test_a_finding_only_a_profile_makes_names_it_even_where_the_base_text_is(tmp_path):
+    # One host of 2 slots cannot hold a layout of data 4: the error is at the base's
+    # `data = 4`, but only the profile makes it.
+    text = CLASSIFIER_BASE.replace("  precision  = \"fp16\"", "  parallel {\n    data = 4\n  }\n  precision  = \"fp16\"")
+    spec = _spec(tmp_path, text + "profile one_host {\n  train.cluster.hosts = 1\n}\n")
+    assert run_cli("check", "--profile", "one_host", spec)[0] == 1
+    code, out, _ = run_cli("check", "--format", "json", spec)
+    assert code == 1
+    found = json.loads(out)
+    assert found and {d["profile"] for d in found} == {"one_host"}
+    assert "E301" in {d["code"] for d in found}
+
+
+def test_profile_narrows_the_check(tmp_path):
+    spec = _spec(tmp_path, CLASSIFIER_BASE + GOOD_PROFILE + BROKEN_PROFILE)
+    code, out, err = run_cli("check", "--profile", "small", spec)
+    assert code == 0, err
+    assert "(profile small): ok" in out and "broken" not in out + err
+    code, out, err = run_cli("check", "--profile", "broken", spec)
+    assert code == 1 and "E213" in err
+    assert "with profile" not in err  # the profile asked for needs no note
+    assert {d["profile"] for d in json.loads(run_cli("check", "--format", "json", "--profile", "broken", spec)[1])} == {"broken"}
+
+
+def test_profiles_of_the_extends_chain_are_checked(tmp_path):
+    _spec(tmp_path, CLASSIFIER_BASE + BROKEN_PROFILE, "base.llm")
+    spec = _spec(tmp_path, 'extends "base.llm"\n\n' + GOOD_PROFILE)
+    code, out, _ = run_cli("check", "--format", "json", spec)
+    assert code == 1
+    assert [(d["code"], d["profile"]) for d in json.loads(out)] == [("E213", "broken")]
+
+
+def test_a_clean_check_names_each_profile(tmp_path):
+    code, out, err = run_cli("check", "specs/translator.llm", cwd=ROOT)
+    assert code == 0, err
+    assert out.startswith("specs/translator.llm: ok\n")
+    assert out.endswith("  profile    local: ok\n")
+    spec = _spec(tmp_path, CLASSIFIER_BASE + GOOD_PROFILE + "profile empty {}\n")
+    code, out, _ = run_cli("check", spec)
+    assert code == 0 and "profile    small: ok\n" in out
+    assert "profile    empty" not in out  # a profile without overrides is the base spec, not checked twice
+
+
+# --- --format json: one JSON array on stdout, whatever the outcome -------------------
+
+
+def _json_run(*args: str, cwd=None):
+    code, out, err = run_cli(*args, cwd=cwd)
+    return code, json.loads(out), err
+
+
+def _usage(found: list) -> dict:
+    assert len(found) == 1, found
+    usage = found[0]
+    assert usage["code"] == "usage" and usage["severity"] == "error" and usage["line"] is None
+    return usage
+
+
+def test_json_usage_errors_of_check(tmp_path):
+    code, found, err = _json_run("check", "--format", "json", str(tmp_path / "nope.llm"))
+    assert code == 2 and "no such file" in _usage(found)["message"] and "no such file" in err
+    code, found, _ = _json_run("check", "--format", "json", str(tmp_path))
+    assert code == 2 and "is a directory" in _usage(found)["message"]
+    code, found, _ = _json_run("check", "--format", "json", "--profile", "nope", "specs/translator.llm", cwd=ROOT)
+    assert code == 2 and "no profile `nope`" in _usage(found)["message"]
+
+
+def test_json_of_a_clean_check_is_an_empty_array(tmp_path):
+    code, out, err = run_cli("check", "--format", "json", "specs/translator.llm", cwd=ROOT)
+    assert code == 0 and json.loads(out) == [], err
+
+
+def test_json_keeps_findings_before_a_usage_error(tmp_path):
+    bad = _spec(tmp_path, 'model m {\n  task = "translaton"\n}\n')
+    code, found, _ = _json_run("check", "--format", "json", bad, str(tmp_path / "nope.llm"))
+    assert code == 2
+    assert "E206" in {d["code"] for d in found} and found[-1]["code"] == "usage"
+
+
+def test_json_argparse_errors(tmp_path):
+    for argv in (("check", "--format", "json", "--frobnicate", "x.llm"), ("check", "--format=json", "--frobnicate", "x.llm"),
+                 ("fmt", "--format", "json"), ("build", "--format", "json", "a.llm", "b.llm")):
+        code, found, _ = _json_run(*argv)
+        assert code == 2
+        _usage(found)
+    code, out, _ = run_cli("check", "--frobnicate", "x.llm")
+    assert code == 2 and out == ""  # without --format json, nothing on stdout
+
+
+def test_json_of_build_and_plan(tmp_path):
+    out_dir = tmp_path / "bundle"
+    for command in ("build", "plan"):
+        code, found, _ = _json_run(command, "--format", "json", str(tmp_path / "nope.llm"))
+        assert code == 2 and "no such file" in _usage(found)["message"]
+        code, found, _ = _json_run(command, "--format", "json", "--profile", "nope", "specs/classifier.llm", cwd=ROOT)
+        assert code == 2 and "no profile" in _usage(found)["message"]
+    code, found, err = _json_run("build", "--format", "json", "specs/classifier.llm", "-o", str(out_dir), cwd=ROOT)
+    assert code == 0 and found == [], err
+    code, found, err = _json_run("plan", "--format", "json", "specs/classifier.llm", "-o", str(out_dir), cwd=ROOT)
+    assert code == 0 and found == [], err  # facts and the (empty) diff go to stderr, not into the JSON
+    code, found, _ = _json_run("run", "--format", "json", str(tmp_path / "nope.llm"))
+    assert code == 2 and _usage(found)
+    code, found, _ = _json_run("run", "--format", "json", "--np", "0", "specs/classifier.llm", cwd=ROOT)
+    assert code == 2 and "--np" in _usage(found)["message"]
+
+
+def test_json_on_an_internal_error(monkeypatch):
+    from llmc.compiler import driver
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(driver, "check_every_profile", broken)
+    code, found, err = _json_run("check", "--format", "json", "specs/translator.llm", cwd=ROOT)
+    assert code == 2 and "internal compiler error" in err
+    assert [d["code"] for d in found] == ["internal"] and "boom" in found[0]["message"]
+
+
+def test_json_of_fmt(tmp_path):
+    neat = _spec(tmp_path, "let x = 1\n", "neat.llm")
+    messy = _spec(tmp_path, "let   x=1\n", "messy.llm")
+    broken = _spec(tmp_path, "model m {\n", "broken.llm")
+    code, found, err = _json_run("fmt", "--check", "--format", "json", neat, messy, broken)
+    assert code == 1
+    assert [(r["file"], r["status"]) for r in found] == [(neat, "formatted"), (messy, "unformatted"), (broken, "failed")]
+    assert [d["code"] for d in found[2]["diagnostics"]] == ["E103"] and found[2]["diagnostics"][0]["line"] == 1
+    assert "error[E103]" not in err  # said once, in the JSON
+    code, found, _ = _json_run("fmt", "--format", "json", neat, messy)
+    assert code == 0 and [r["status"] for r in found] == ["formatted", "reformatted"]
+    assert (tmp_path / "messy.llm").read_text() == "let x = 1\n"
+    code, found, _ = _json_run("fmt", "--format", "json", str(tmp_path / "nope.llm"))
+    assert code == 2
+    assert found[0]["status"] == "failed" and found[0]["diagnostics"][0]["code"] == "usage"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, found, _ = _json_run("fmt", "--format", "json", str(empty))
+    assert code == 2 and "no .llm files" in _usage(found)["message"]

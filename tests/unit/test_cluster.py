@@ -1,7 +1,7 @@
 """`llmc run --target k8s`.
 
 Without a cluster (always, here) it fails at once, exit 2, touching nothing. No
-Kubernetes API server can run on these machines (../shared/ENVIRONMENT.md), so the
+Kubernetes API server can run on the machines that test llmc, so the
 orchestration (what is applied when, resuming the suspended stages in order,
 following them, logs on failure, rollout only after evaluate) runs against
 `FakeCluster`, an in-memory stand-in for the six calls runtime/cluster.py makes,

@@ -88,3 +88,84 @@ def test_fmt_refuses_a_file_with_syntax_errors(tmp_path):
     code, _, err = run_cli("fmt", str(spec))
     assert code == 1 and "E103" in err
     assert spec.read_text() == "model m {\n"
+
+
+def test_a_comment_on_a_list_item_stays_beside_it():
+    text = (
+        "evaluate {\n"
+        "  tags = [\"a\",   # first\n"
+        "    \"b\", \"c\",  # second and third\n"
+        "    # before the last\n"
+        "    \"d\"\n"
+        "  ]  # after the list\n"
+        "}\n"
+    )
+    once = format_text(text)
+    assert once == (
+        "evaluate {\n"
+        "  tags = [\n"
+        "    \"a\",  # first\n"
+        "    \"b\", \"c\",  # second and third\n"
+        "    # before the last\n"
+        "    \"d\",\n"
+        "  ]  # after the list\n"
+        "}\n"
+    )
+    assert format_text(once) == once
+    before, after = _parse(text)[0], _parse(once)[0]
+    assert _shape(before.statements) == _shape(after.statements)
+
+
+def test_comments_in_lists_and_calls_at_every_position():
+    text = (
+        "let xs = [  # the opening line\n"
+        "  1,\n"
+        "  [2, 3],  # nested\n"
+        "  # at the end\n"
+        "]\n"
+        "search {\n"
+        "  space {\n"
+        "    train.optimizer.lr = loguniform(1e-5,  # low\n"
+        "                                    1e-2)  # high\n"
+        "    model.mlp.hidden = choice([64,\n"
+        "                               # inside an inner list: above its item\n"
+        "                               128], [256])\n"
+        "  }\n"
+        "}\n"
+    )
+    once = format_text(text)
+    assert once == (
+        "let xs = [  # the opening line\n"
+        "  1,\n"
+        "  [2, 3],  # nested\n"
+        "  # at the end\n"
+        "]\n"
+        "\n"
+        "search {\n"
+        "  space {\n"
+        "    train.optimizer.lr = loguniform(\n"
+        "      1e-5,  # low\n"
+        "      1e-2,\n"
+        "    )  # high\n"
+        "    model.mlp.hidden   = choice(\n"
+        "      # inside an inner list: above its item\n"
+        "      [64, 128], [256],\n"
+        "    )\n"
+        "  }\n"
+        "}\n"
+    )
+    assert format_text(once) == once
+    before, after = _parse(text)[0], _parse(once)[0]
+    assert _shape(before.statements) == _shape(after.statements)
+    assert [c.text for c in before.comments] == [c.text for c in after.comments]
+
+
+def test_a_list_without_comments_still_joins_one_line():
+    assert format_text("let xs = [\n  1,\n  2,\n]\n") == "let xs = [1, 2]\n"
+    assert format_text("let xs = [\n]  # empty\n") == "let xs = []  # empty\n"
+    assert format_text("let xs = [\n  # nothing yet\n]\n") == "let xs = [\n  # nothing yet\n]\n"
+
+
+def test_trailing_comments_after_attributes_and_closing_braces_stay():
+    text = "train {  # the block\n  epochs = 3  # the attribute\n  optimizer \"adam\" {\n    lr = 1e-3\n  }  # the inner block\n}  # the outer block\n"
+    assert format_text(text) == text

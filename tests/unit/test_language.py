@@ -1,5 +1,5 @@
 """The language's semantics, table-driven: literals and units, arithmetic, references,
-lets, extends and profiles (LANGUAGE.md §1-3 and docs/language.md)."""
+lets, extends and profiles (docs/language.md)."""
 
 from __future__ import annotations
 
@@ -146,3 +146,53 @@ def test_profile_path_must_name_a_field():
     assert "E213" in _codes(result)
     d = next(d for d in result.diagnostics if d.code == "E213")
     assert "p99_latency" in d.help  # the help lists what the block has
+
+
+# --- docs/language.md is the complete reference ---------------------------------------
+
+
+def _reference() -> str:
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parents[2] / "docs" / "language.md").read_text(encoding="utf-8")
+
+
+def test_the_reference_lists_every_code_with_its_page_and_title():
+    import re
+
+    from llmc.compiler.codes import CODES
+
+    rows = {m[0]: (m[1], m[2]) for m in re.findall(
+        r"^\| \[([EW]\d{3})\]\(errors/\1\.md\) \| (\w+) \| (.+?) \|$", _reference(), re.M)}
+    assert rows == {c.code: (c.severity, c.title) for c in CODES.values()}
+
+
+def test_the_reference_names_every_unit():
+    import re
+
+    from llmc.compiler.parse import UNITS
+
+    table = re.search(r"^\| kind \| units \| normal form \|\n(.*?)\n\n", _reference(), re.S | re.M).group(1)
+    for unit, (kind, _) in UNITS.items():
+        row = next(line for line in table.split("\n") if line.startswith(f"| {kind} |"))
+        assert f"`{unit}`" in row, f"unit {unit} ({kind}) is missing from the units table"
+
+
+def test_the_reference_names_every_block_and_field_of_the_schema():
+    from llmc.compiler.fields import fields_of
+    from llmc.compiler.schema import Spec
+
+    text = _reference()
+    missing = []
+
+    def walk(model, path):
+        for name, ft in fields_of(model).items():
+            if name == model.label_field:
+                continue
+            if f"`{name}" not in text:  # `name`, `name { }` or `name NAME { }`
+                missing.append(".".join(path + (name,)))
+            if ft.model is not None and ft.kind in ("block", "blocks"):
+                walk(ft.model, path + (name,))
+
+    walk(Spec, ())
+    assert not missing, f"docs/language.md does not describe {missing}"

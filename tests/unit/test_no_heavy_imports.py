@@ -9,7 +9,8 @@ import sys
 
 from helpers import ROOT
 
-FORBIDDEN = ("torch", "tensorflow", "tensorrt", "horovod", "hyperopt", "kubernetes", "onnx", "onnxruntime", "jax")
+FORBIDDEN = ("torch", "tensorflow", "tensorrt", "horovod", "hyperopt", "kubernetes", "onnx", "onnxruntime", "jax",
+             "sentencepiece")
 
 
 def _imported_roots(path) -> set[str]:

@@ -63,7 +63,7 @@ def test_tokenizer_checks_the_vocab():
     assert get_tokenizer("bytes", 260).vocab_size == 260
     with pytest.raises(ValueError, match="vocab >= 260"):
         get_tokenizer("bytes", 258)
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="spm.model: no such file"):
         get_tokenizer("spm.model")
 
 

@@ -1,5 +1,5 @@
 """The type checker and the pydantic models agree: the IR that `check` constructs
-from checked data validates unchanged, and the models' defaults are LANGUAGE.md's."""
+from checked data validates unchanged, and the models' defaults are docs/language.md's."""
 
 from __future__ import annotations
 

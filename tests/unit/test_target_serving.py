@@ -239,10 +239,10 @@ def test_triton_platform_by_engine(framework, engine, compressed, expected):
 def test_triton_io_for_a_transformer_classifier():
     ir = check_spec(str(spec_path("translator"))).ir
     classifier = ir.model_copy(update={"model": ir.model.model_copy(update={"task": "classification"})})
-    arch = ir.model.transformer.model_copy(update={"kind": "encoder", "classes": None})
+    arch = ir.model.transformer.model_copy(update={"kind": "encoder", "classes": 3})
     inputs, outputs = triton_target.io_tensors(classifier, arch)
     assert inputs == [triton_target.Tensor("input_ids", "TYPE_INT64", [256])]
-    assert outputs == [triton_target.Tensor("logits", "TYPE_FP32", [2])]  # binary by default
+    assert outputs == [triton_target.Tensor("logits", "TYPE_FP32", [3])]  # the spec's classes, never a default
 
 
 def test_triton_misspelt_fields_are_rejected(built):

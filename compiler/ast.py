@@ -4,7 +4,7 @@ Nodes are NamedTuples: immutable, and the cheapest objects Python makes (a spec
 has hundreds of them).
 
 Expressions are kept unevaluated here; `compose` merges files and profiles and
-`evaluate` turns expressions into values.
+`expressions` turns expressions into values.
 """
 
 from typing import NamedTuple, Union

@@ -267,3 +267,9 @@ def canonical(name: str) -> str | None:
 def devices() -> tuple[Device, ...]:
     """All entries, in catalog order."""
     return _DEVICES
+
+
+def is_gpu(name: str) -> bool:
+    """Whether a device name is an accelerator: everything in the catalog but `cpu`
+    (the one spelling every phase uses)."""
+    return name != "cpu"

@@ -247,7 +247,7 @@ def cmd_check(args) -> int:
         if not checked.ok:
             status = EXIT_ERRORS
         elif args.format == "human" and not args.quiet:
-            from .report import facts_text, profile_lines
+            from .facts_text import facts_text, profile_lines
 
             sys.stdout.write(facts_text(checked.base) + profile_lines(checked.profiles))
     return status
@@ -315,7 +315,7 @@ def cmd_build(args) -> int:
     if status is not None:
         return status
     if args.format == "human" and not args.quiet:
-        from .report import facts_text
+        from .facts_text import facts_text
 
         sys.stdout.write(facts_text(result))
         sys.stdout.write(f"wrote {len(bundle.files)} files to {out}\n")
@@ -337,7 +337,7 @@ def cmd_plan(args) -> int:
     if args.format == "human":
         sys.stdout.write(diff)
         if not args.quiet:
-            from .report import facts_text
+            from .facts_text import facts_text
 
             sys.stdout.write(facts_text(result))
         changed = sum(1 for line in diff.splitlines() if line.startswith("+++ "))

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .compose import Composed, Loader, compose
 from .diagnostics import Collector, Diagnostic
 from .source import SourceFile
+
+if TYPE_CHECKING:  # pragma: no cover - types only (the phases are imported when reached)
+    from .plan import Facts
+    from .schema import Spec
+    from .typecheck import SpanIndex
 
 
 @dataclass
@@ -21,9 +26,9 @@ class CheckResult:
     profile: str | None
     diagnostics: list[Diagnostic]
     sources: dict[str, SourceFile]
-    ir: Any = None  # schema.Spec when the spec type-checks
-    facts: Any = None  # plan.Facts
-    spans: Any = None  # typecheck.SpanIndex
+    ir: Spec | None = None  # when the spec type-checks
+    facts: Facts | None = None  # with the IR
+    spans: SpanIndex | None = None  # once the type checker ran
     composed: Composed | None = None
     files: list[str] = field(default_factory=list)  # every spec file read
 
@@ -122,7 +127,7 @@ def _finish(result: CheckResult, diags: Collector, composed: Composed | None) ->
     return result
 
 
-def _validate(data: dict, diags: Collector, spans) -> Any:
+def _validate(data: dict, diags: Collector, spans: SpanIndex) -> Spec:
     """Checked data -> typed IR.
 
     The type checker has validated every value against these same models, with
@@ -132,7 +137,8 @@ def _validate(data: dict, diags: Collector, spans) -> Any:
     constructed IR returns it unchanged. Deriving defaults fills the data in, so it
     works on a copy.
     """
-    from .schema import Spec, construct, derive_defaults
+    from .fields import construct
+    from .schema import Spec, derive_defaults
 
     return construct(Spec, derive_defaults(_copy(data)))
 
@@ -162,7 +168,7 @@ def _same(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _variant_errors(data: dict, key: str, value: object, spans, ir) -> list[Diagnostic]:
+def _variant_errors(data: dict, key: str, value: object, spans: SpanIndex, ir: Spec) -> list[Diagnostic]:
     """The errors the spec (checked data -> `ir`) has with one field set to `value`
     (all checks but search)."""
     from .checks import CheckContext, run_all
@@ -174,12 +180,12 @@ def _variant_errors(data: dict, key: str, value: object, spans, ir) -> list[Diag
     return [d for d in diags.sorted() if d.severity == "error"]
 
 
-def _variant_ir(data: dict, key: str, value: object, ir) -> Any:
+def _variant_ir(data: dict, key: str, value: object, ir: Spec) -> Spec:
     """`ir` with `key = value`: the block holding the key, and the blocks whose derived
     defaults read it, built again from the data; every other block shared with `ir`
     (building the whole IR again is most of a variant's cost)."""
-    from .fields import fields_of
-    from .schema import DERIVED_FROM_OTHER_BLOCKS, Spec, construct, derive_defaults
+    from .fields import construct, fields_of
+    from .schema import DERIVED_FROM_OTHER_BLOCKS, Spec, derive_defaults
 
     changed = _copy(data)
     node = changed
@@ -192,5 +198,5 @@ def _variant_ir(data: dict, key: str, value: object, ir) -> Any:
     rebuilt = (parts[0],) + DERIVED_FROM_OTHER_BLOCKS.get(parts[0], ())
     if any(name not in blocks or blocks[name].kind != "block" for name in rebuilt):
         return construct(Spec, changed)
-    return ir.model_copy(update={name: construct(blocks[name].model, changed[name]) if name in changed else None
+    return ir.model_copy(update={name: construct(blocks[name].block_model, changed[name]) if name in changed else None
                                  for name in rebuilt})

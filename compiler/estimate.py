@@ -48,7 +48,8 @@ MARGINAL_BATCH_COST = 0.1     # S(B) = S(1)(1 + (B-1) f) when no batch-aware ser
 EXACT_ERLANG_LOAD = 1e6       # above this offered load (erlangs) Erlang C uses the Halfin-Whitt approximation
 
 _INF = math.inf
-_BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0}
+# Bytes a weight takes at each precision (plan.py sizes served models and volumes with it).
+BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0}
 
 
 # --- numeric guards ------------------------------------------------------------------
@@ -528,14 +529,14 @@ def request_latency(kind, layers, d_model, d_ff, vocab, seq_len, out_len, precis
     """
     if kind not in KINDS:
         raise ValueError(f"unknown transformer kind {kind!r}")
-    if precision not in _BYTES_PER_PARAM:
+    if precision not in BYTES_PER_PARAM:
         raise ValueError(f"unknown serving precision {precision!r}")
     L, d, V = _num(layers), _num(d_model), _num(vocab)
     f = 4 * d if d_ff is None else _num(d_ff)
     s = max(1.0, _num(seq_len))
     n = 0.0 if kind == "encoder" else max(0.0, _num(out_len))
     B = max(1.0, _num(batch))
-    bpp = _BYTES_PER_PARAM[precision]
+    bpp = BYTES_PER_PARAM[precision]
     kvb = 4.0 if precision == "fp32" else 2.0
     ops = _clean(_num(peak_ops_per_s) * _num(compute_efficiency))
     bw = _clean(_num(bandwidth_bytes_per_s) * _num(bandwidth_efficiency))
@@ -604,7 +605,7 @@ def mlp_latency(inputs, hidden, classes, precision, peak_ops_per_s, bandwidth_by
                 compute_efficiency=COMPUTE_EFFICIENCY, bandwidth_efficiency=BANDWIDTH_EFFICIENCY,
                 request_overhead_s=REQUEST_OVERHEAD_S, layer_launch_s=LAYER_LAUNCH_S) -> LatencyEstimate:
     """Roofline latency of one MLP request: 2 x params x batch ops, weights read once."""
-    if precision not in _BYTES_PER_PARAM:
+    if precision not in BYTES_PER_PARAM:
         raise ValueError(f"unknown serving precision {precision!r}")
     pc = mlp_params(inputs, hidden, classes)
     B = max(1.0, _num(batch))
@@ -613,7 +614,7 @@ def mlp_latency(inputs, hidden, classes, precision, peak_ops_per_s, bandwidth_by
     bw = _clean(_num(bandwidth_bytes_per_s) * _num(bandwidth_efficiency))
     flops = _prod(2, B, p)
     act = _prod(B, sum(_num(w) for w in pc.widths), 4.0 if precision == "fp32" else 2.0)
-    nbytes = _clean(p * _BYTES_PER_PARAM[precision] + act)
+    nbytes = _clean(p * BYTES_PER_PARAM[precision] + act)
     t, bound = _roofline(flops, nbytes, ops, bw, _prod(len(pc.per_layer), layer_launch_s))
     overhead = _num(request_overhead_s)
     return LatencyEstimate(

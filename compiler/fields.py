@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from . import schema
+from .suggest import closest
 
 
 class FieldType(NamedTuple):
@@ -23,7 +24,7 @@ class FieldType(NamedTuple):
     kind: str
     required: bool = False
     default: Any = None  # a static default, or None when derived or absent
-    model: type | None = None  # for block / blocks
+    model: type[BaseModel] | None = None  # for block / blocks
     enum: tuple[str, ...] = ()
     quantity: str = ""  # for quantity: duration | size | fraction | rate | metric-bound
     item: "FieldType | None" = None  # for list
@@ -40,6 +41,12 @@ class FieldType(NamedTuple):
     @property
     def is_block(self) -> bool:
         return self.kind in ("block", "blocks", "map", "space")
+
+    @property
+    def block_model(self) -> type[BaseModel]:
+        """The model of a block or repeatable block's field."""
+        assert self.model is not None, self
+        return self.model
 
     def describe(self) -> str:
         """How a message names what this field expects."""
@@ -103,7 +110,7 @@ def _num(x: float) -> str:
 
 
 @lru_cache(maxsize=None)
-def fields_of(model: type) -> dict[str, FieldType]:
+def fields_of(model: type[BaseModel]) -> dict[str, FieldType]:
     out = {}
     for name, info in model.model_fields.items():
         if name == getattr(model, "label_field", None):
@@ -113,9 +120,9 @@ def fields_of(model: type) -> dict[str, FieldType]:
 
 
 @lru_cache(maxsize=None)
-def label_type(model: type) -> FieldType:
+def label_type(model: type[BaseModel]) -> FieldType:
     """What a block's label may be (`optimizer "adamw"`: one of the optimizer names)."""
-    info = model.model_fields[model.label_field]
+    info = model.model_fields[getattr(model, "label_field")]
     return _field_type(info.annotation, info.metadata, info)
 
 
@@ -125,7 +132,7 @@ def _field_type(annotation, metadata, info=None) -> FieldType:
     if info is not None and not required and info.default is not PydanticUndefined and info.default_factory is None:
         default = info.default
     description = (info.description or "") if info is not None else ""
-    base = dict(required=required, default=default, description=description)
+    base: dict[str, Any] = dict(required=required, default=default, description=description)
     ann, meta = _unwrap(annotation, list(metadata))
     origin = typing.get_origin(ann)
     if origin in (Union, types.UnionType):
@@ -189,7 +196,7 @@ def walk_schema(path: tuple[str, ...]) -> tuple[FieldType | None, list[str], str
     A label segment of a repeatable block is consumed as is; in a free-form map or
     the search space, the rest of the path is the key.
     """
-    model: type = schema.Spec
+    model: type[BaseModel] = schema.Spec
     consumed: list[str] = []
     i = 0
     while i < len(path):
@@ -203,7 +210,7 @@ def walk_schema(path: tuple[str, ...]) -> tuple[FieldType | None, list[str], str
         if ft.kind == "block":
             if i == len(path):
                 return ft, consumed, ""
-            model = ft.model
+            model = ft.block_model
             continue
         if ft.kind == "blocks":
             if i == len(path):
@@ -212,7 +219,7 @@ def walk_schema(path: tuple[str, ...]) -> tuple[FieldType | None, list[str], str
             i += 1
             if i == len(path):
                 return FieldType("block", model=ft.model), consumed, ""
-            model = ft.model
+            model = ft.block_model
             continue
         if ft.kind in ("map", "space"):
             if i == len(path):
@@ -228,22 +235,64 @@ def walk_schema(path: tuple[str, ...]) -> tuple[FieldType | None, list[str], str
 
 
 def _unknown(seg: str, consumed: list[str], known: dict[str, FieldType]) -> str:
-    from .suggest import closest
-
     where = "`" + ".".join(consumed) + "`" if consumed else "the top level"
     guess = closest(seg, known)
     hint = f"; did you mean `{guess}`?" if guess else ""
     return f"{where} has no field `{seg}`{hint}"
 
 
-def iter_scalar_paths(model: type = schema.Spec, prefix: tuple[str, ...] = ()) -> typing.Iterator[tuple[tuple[str, ...], FieldType]]:
+def iter_scalar_paths(model: type[BaseModel] = schema.Spec, prefix: tuple[str, ...] = ()) -> typing.Iterator[tuple[tuple[str, ...], FieldType]]:
     """Every numeric or scalar field path of the schema (repeatable blocks as `<name>`)."""
     for name, ft in fields_of(model).items():
         if ft.kind == "block":
-            yield from iter_scalar_paths(ft.model, prefix + (name,))
+            yield from iter_scalar_paths(ft.block_model, prefix + (name,))
         elif ft.kind == "blocks":
-            yield from iter_scalar_paths(ft.model, prefix + (name, "<name>"))
+            yield from iter_scalar_paths(ft.block_model, prefix + (name, "<name>"))
         elif ft.kind not in ("map", "space"):
             yield prefix + (name,), ft
 
 
+class BareWord(NamedTuple):
+    """What a bare word written as a field's whole value most likely means."""
+
+    replacement: str  # the literal to write instead (`"bf16"`, `true`)
+    help: str
+    certain: bool  # the word is exactly one of the field's values (before a `let` of a similar name)
+
+
+def bare_word(field_path: str, word: str) -> BareWord | None:
+    """`precision = bf16` is a reference to a name that does not exist; for a field that
+    takes a string, or true or false, this is the literal it was meant to be."""
+    ft, _, problem = walk_schema(tuple(field_path.split(".")))
+    if problem or ft is None:
+        return None
+    for option in ft.options or (ft,):
+        if option.kind == "bool" and word.lower() in ("true", "false"):
+            return BareWord(word.lower(), f"booleans are written `{word.lower()}`", True)
+        if option.kind == "enum":
+            guess = word if word in option.enum else closest(word, option.enum)
+            if guess is not None:
+                return BareWord(f'"{guess}"', f'did you mean the string "{guess}"? strings are written in double quotes',
+                                guess == word)
+        if option.kind == "str":
+            return BareWord(f'"{word}"', f'did you mean the string "{word}"? strings are written in double quotes',
+                            False)
+    return None
+
+
+ModelT = typing.TypeVar("ModelT", bound=BaseModel)
+
+
+def construct(model: type[ModelT], data: dict) -> ModelT:
+    """Build a model instance from checked data without validating it again."""
+    values = {}
+    for name, value in data.items():
+        ft = fields_of(model).get(name)
+        if ft is not None and ft.kind == "block" and isinstance(value, dict):
+            value = construct(ft.block_model, value)
+        elif ft is not None and ft.kind == "blocks":
+            value = {label: construct(ft.block_model, block) for label, block in value.items()}
+        elif ft is not None and ft.kind == "space":
+            value = {path: schema.Distribution.model_construct(**dist) for path, dist in value.items()}
+        values[name] = value
+    return model.model_construct(**values)

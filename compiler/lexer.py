@@ -60,7 +60,7 @@ class SpecLexer(Lexer):
         order += [t for t in terms if t.pattern.type == "str" and t.name not in keyword_names]
         self.regex = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in order))
         self.ignore = frozenset(conf.ignore)
-        from .parse import UNIT_WORDS  # parse is the module that builds this lexer
+        from .units import UNIT_WORDS
 
         self.unit_words = UNIT_WORDS
         # Only strings and comments can hold a brace that is not one: this finds the

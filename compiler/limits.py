@@ -6,6 +6,8 @@ targets then assume the ranges hold and `require` them (a value outside is a
 compiler bug, never a user's mistake).
 """
 
+import math
+
 INT32_MAX = 2**31 - 1  # Kubernetes counts (replicas, slots, ...), Triton's max_batch_size
 INT64_MAX = 2**63 - 1  # TF Serving's Int64Value fields, Triton's dims
 UINT64_MAX = 2**64 - 1  # Triton's max_queue_delay_microseconds
@@ -22,3 +24,9 @@ def require(value, low: int, high: int, what: str) -> int:
     if type(value) is not int or not low <= value <= high:
         raise AssertionError(f"{what} = {value!r} is outside [{low}, {high}]: the checks should have reported it")
     return value
+
+
+def millicores(cores: float) -> int:
+    """Cores as Kubernetes keeps them: whole millicores, rounded up, at least 1m (as the
+    API server itself rounds 0.1m up to 1m)."""
+    return max(1, math.ceil(round(cores * 1000, 6)))

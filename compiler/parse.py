@@ -1,6 +1,7 @@
 """Text to syntax tree (lark, LALR) and syntax tree to the typed AST (lowering).
 
-Syntax errors (E101-E105, E107) are reported to the collector. A lexing or parsing
+Syntax errors (E101-E105, E107) are reported to the collector (syntax_errors.py words
+those lark raises). A lexing or parsing
 error stops the parse of that file (what follows cannot be trusted); errors found
 while lowering (bad units, numbers, escapes, statements sharing a line) are all
 reported.
@@ -15,31 +16,13 @@ from pathlib import Path
 from . import ast
 from .diagnostics import Collector, Fix
 from .source import SourceFile, Span
+from .syntax_errors import (line_col, report_bad_character, report_slash_comment, report_unexpected_token,
+                            slash_comment, tok_span)
+from .units import UNITS, unit_guess, unit_help
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
 _parser = None
 Token = None  # lark.Token, bound when the parser is built (lark is imported lazily)
-
-# The unit fixes the type; values are scaled to their kind's normal form (docs/language.md).
-UNITS: dict[str, tuple[str, Decimal]] = {
-    "us": ("duration", Decimal("0.000001")),
-    "ms": ("duration", Decimal("0.001")),
-    "s": ("duration", Decimal(1)),
-    "m": ("duration", Decimal(60)),
-    "h": ("duration", Decimal(3600)),
-    "d": ("duration", Decimal(86400)),
-    "B": ("size", Decimal(1)),
-    "KB": ("size", Decimal(10) ** 3),
-    "MB": ("size", Decimal(10) ** 6),
-    "GB": ("size", Decimal(10) ** 9),
-    "TB": ("size", Decimal(10) ** 12),
-    "KiB": ("size", Decimal(2) ** 10),
-    "MiB": ("size", Decimal(2) ** 20),
-    "GiB": ("size", Decimal(2) ** 30),
-    "TiB": ("size", Decimal(2) ** 40),
-    "%": ("fraction", Decimal("0.01")),
-    "rps": ("rate", Decimal(1)),
-}
 
 # Integers beyond this are refused (E105): every count in a spec is far smaller, and
 # it keeps arithmetic and float conversion of user numbers safe.
@@ -53,37 +36,6 @@ _NUMBER_RE = re.compile(
 )
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
 _UNICODE_ESCAPE = re.compile(r"u\{([0-9A-Fa-f]{1,6})\}")
-
-# How parse errors name the tokens lark expected.
-_TOKEN_WORDS = {
-    "NUMBER": "a number",
-    "NAME": "a name",
-    "STRING": "a string",
-    "ADDOP": "`+` or `-`",
-    "MULOP": "an operator",
-    "LBRACE": "`{`",
-    "RBRACE": "`}`",
-    "LSQB": "`[`",
-    "RSQB": "`]`",
-    "LPAR": "`(`",
-    "RPAR": "`)`",
-    "EQUAL": "`=`",
-    "DOT": "`.`",
-    "COMMA": "`,`",
-    "PLUS": "`+`",
-    "MINUS": "`-`",
-    "STAR": "`*`",
-    "SLASH": "`/`",
-    "DOUBLE_SLASH": "`//`",
-    "PERCENT": "`%`",
-    "LET": "`let`",
-    "EXTENDS": "`extends`",
-    "PROFILE": "`profile`",
-    "TRUE": "`true`",
-    "FALSE": "`false`",
-    "$END": "end of file",
-}
-
 
 def _import_lark():
     """Import lark without the third-party `regex` module.
@@ -132,7 +84,7 @@ def parse(source: SourceFile, diags: Collector) -> ast.File | None:
 
     text = source.text
     if source.bad_byte_offset is not None:
-        line, col = _line_col(text, source.bad_byte_offset)
+        line, col = line_col(text, source.bad_byte_offset)
         diags.error(
             "E101",
             Span(source.path, line, col, line, col + 1),
@@ -149,13 +101,13 @@ def parse(source: SourceFile, diags: Collector) -> ast.File | None:
         else:
             trees = _parse_with_comments(text, comments).children
     except UnexpectedCharacters as exc:
-        _report_bad_character(source, exc, diags)
+        report_bad_character(source, exc, diags)
         return None
     except UnexpectedToken as exc:
-        _report_unexpected_token(source, exc, diags)
+        report_unexpected_token(source, exc, diags)
         return None
     except UnexpectedInput:  # UnexpectedEOF and anything lark adds later
-        line, col = _line_col(text, len(text))
+        line, col = line_col(text, len(text))
         diags.error("E103", Span(source.path, line, col, line, col + 1), "unexpected end of file")
         return None
     except RecursionError:
@@ -271,281 +223,7 @@ def _parse_with_comments(text: str, comments: list) -> object:
 
 
 def _comment(path: str, tok) -> ast.Comment:
-    return ast.Comment(str(tok), _tok_span(path, tok))
-
-
-def _line_col(text: str, offset: int) -> tuple[int, int]:
-    line = text.count("\n", 0, offset) + 1
-    col = offset - (text.rfind("\n", 0, offset) + 1) + 1
-    return line, col
-
-
-def _report_bad_character(source: SourceFile, exc, diags: Collector) -> None:
-    text = source.text
-    pos = exc.pos_in_stream
-    line, col = exc.line, exc.column
-    char = text[pos] if pos < len(text) else ""
-    if char == '"':
-        end = text.find("\n", pos)
-        end = len(text) if end < 0 else end
-        # A string that reaches the end of its line: unterminated, or a bad escape before a newline.
-        rest = text[pos:end].rstrip("\r \t")
-        comment = re.search(r"[ \t]+#", rest)  # `"abc  # note`: the quote most likely ends before the comment
-        close = pos + (comment.start() if comment else len(rest))
-        close_col = col + (close - pos)
-        fix = () if rest.endswith("\\") else (Fix(Span(source.path, line, close_col, line, close_col), '"'),)
-        diags.error(
-            "E102",
-            Span(source.path, line, col, line, col + max(1, end - pos)),
-            "unterminated string",
-            label="this string has no closing quote on its line",
-            help='close it with `"`; strings cannot span lines (write `\\n` for a newline)',
-            fix=fix,
-        )
-        return
-    shown = char if char.isprintable() else f"U+{ord(char):04X}"
-    span = Span(source.path, line, col, line, col + 1)
-    number = re.search(r"[0-9][0-9_.]*$", text[max(0, pos - 40):pos])
-    micro = char in "\u00b5\u03bc" and text.startswith("s", pos + 1) and number is not None
-    fix = [Fix(span, "u")] if micro else []
-    if char == ":" and _KEY_BEFORE.fullmatch(text, text.rfind("\n", 0, pos) + 1, pos):
-        fix = [Fix(span, "=" if text[pos - 1] in " \t" else " =")]  # `task: "x"` -> `task = "x"`
-    elif char == ";":
-        fix = [Fix(span, "")]
-    elif char in "'\u201c\u201d\u2018\u2019":
-        # `'text'` or `“text”`: both quotes become `"` when the string closes on its line
-        closing = {"'": "'", "\u201c": "\u201d", "\u201d": "\u201d", "\u2018": "\u2019", "\u2019": "\u2019"}[char]
-        end = text.find(closing, pos + 1, _line_end(text, pos))
-        if end > pos and '"' not in text[pos + 1:end]:
-            fix = [Fix(span, '"'), Fix(Span(source.path, line, col + end - pos, line, col + end - pos + 1), '"')]
-    diags.error(
-        "E101",
-        span,
-        f"unexpected character `{shown}`",
-        label="not part of the .llm language",
-        help=f"microseconds are written `us`: write `{number.group()}us`" if micro else _character_help(char),
-        fix=fix,
-    )
-
-
-# The start of a line up to an attribute's name (`  task`), for `task: value`.
-_KEY_BEFORE = re.compile(r"[ \t]*[A-Za-z_][\w.-]*[ \t]*")
-
-
-def _line_end(text: str, pos: int) -> int:
-    end = text.find("\n", pos)
-    return len(text) if end < 0 else end
-
-
-def _character_help(char: str) -> str:
-    if char in ":":
-        return "attributes are written `name = value`"
-    if char in ";":
-        return "statements end at the end of the line; remove the `;`"
-    if char in "'\u2018\u2019":
-        return 'strings use double quotes: "text"'
-    if char in "\u201c\u201d":
-        return 'use a plain double quote `"` instead of a typographic one'
-    return "remove it, or put it inside a string or a comment"
-
-
-def _report_unexpected_token(source: SourceFile, exc, diags: Collector) -> None:
-    tok = exc.token
-    if _report_known_mistake(source, tok, diags):
-        return
-    expected = sorted(exc.expected or (), key=lambda t: (t.startswith("__"), t))
-    words = [w for w in dict.fromkeys(_TOKEN_WORDS.get(t, _word_for_anonymous(t)) for t in expected) if w]
-    if tok.type == "$END":
-        opened = _unclosed_brace(source.text)
-        if opened is not None:
-            offset, header = opened
-            line, col = _line_col(source.text, offset)
-            diags.error("E103", Span(source.path, line, col, line, col + 1),
-                        f"unexpected end of file: {header} is never closed",
-                        label="this `{` has no matching `}`", help="add `}` where the block ends")
-            return
-        line, col = _line_col(source.text, len(source.text))
-        span = Span(source.path, line, col, line, col + 1)
-        found = "end of file"
-    else:
-        span = _tok_span(source.path, tok)
-        found = _describe_token(tok)
-    label = "expected " + _one_of(words) if words else ""
-    help = _token_help(tok, expected)
-    fix = ()
-    if ("EQUAL" in expected and tok.type in ("NUMBER", "STRING")
-            and _KEY_BEFORE.fullmatch(source.line_text(tok.line), 0, tok.column - 1)):
-        fix = (Fix(Span(source.path, tok.line, tok.column, tok.line, tok.column), "= "),)  # `inputs 64`
-    diags.error("E103", span, f"unexpected {found}", label=label, help=help, fix=fix)
-
-
-def _report_known_mistake(source: SourceFile, tok, diags: Collector) -> bool:
-    """Report a parse error that is a common mistake with a known fix; False if it is not one."""
-    path, text = source.path, source.text
-    slash = _slash_comment(source, tok.line if tok.type != "$END" else len(source.lines))
-    if slash is not None:
-        _report_slash_comment(diags, slash)
-        return True
-    if tok.type == "$END":
-        return False
-    line_text = source.line_text(tok.line)
-    at = tok.column - 1  # offset of the token in its line
-    if str(tok) == ",":
-        m = next((m for m in _THOUSANDS.finditer(line_text) if m.start() <= at < m.end()), None)
-        if m is not None:
-            grouped = m.group().replace(",", "_")
-            span = Span(path, tok.line, m.start() + 1, tok.line, m.end() + 1)
-            diags.error("E105", span, f"`,` in the number `{m.group()}`",
-                        label="`,` separates list items, not digits",
-                        help=f"group digits with `_`: write `{grouped}`",
-                        fix=[Fix(span, grouped)])
-            return True
-        value = _ATTRIBUTE_VALUE.match(line_text)
-        if value is not None and value.start("value") < at < value.end("value"):
-            items = value.group("value")
-            span = Span(path, tok.line, value.start("value") + 1, tok.line, value.end("value") + 1)
-            diags.error("E103", _tok_span(path, tok), "unexpected `,`",
-                        label="a list is written in brackets",
-                        help=f"write `[{items}]`", fix=[Fix(span, f"[{items}]")])
-            return True
-        return False
-    if str(tok) == ".":
-        before = line_text[:at]
-        after = re.match(r"[0-9][0-9_]*", line_text[at + 1:])
-        if after and (not before or not (before[-1].isalnum() or before[-1] in "_.")):
-            # `.5`: a number starts with a digit
-            digits = "0." + after.group()
-            span = Span(path, tok.line, tok.column, tok.line, tok.column + 1 + after.end())
-            diags.error("E105", span, f"malformed number `.{after.group()}`",
-                        label="a number starts with a digit", help=f"write `{digits}`", fix=[Fix(span, digits)])
-            return True
-        if after and re.search(r"[0-9][eE][+-]?[0-9_]*$", before):
-            diags.error("E105", _tok_span(path, tok), "malformed number: the exponent has a `.`",
-                        label="an exponent is a whole number",
-                        help="write the number without a fraction in its exponent, e.g. `3e-4`")
-            return True
-        whole = re.search(r"(?<![\w.])[0-9][0-9_]*$", before)
-        if not after and whole:
-            # `1.`: a fraction needs a digit after the point
-            number = whole.group() + ".0"
-            span = Span(path, tok.line, whole.start() + 1, tok.line, tok.column + 1)
-            diags.error("E105", span, f"malformed number `{whole.group()}.`",
-                        label="a digit must follow the point", help=f"write `{number}`", fix=[Fix(span, number)])
-            return True
-    return False
-
-
-# `1,000` (a thousands separator): digits, then groups of `,` and three digits.
-_THOUSANDS = re.compile(r"(?<![\w.])[0-9]{1,3}(?:,[0-9]{3})+(?![\w.,])")
-# `name = value` on one line, the value up to a comment.
-_ATTRIBUTE_VALUE = re.compile(r"\s*[A-Za-z_][\w.-]*\s*=\s*(?P<value>[^#\s](?:[^#]*[^#\s])?)")
-
-
-def _slash_comment(source: SourceFile, last_line: int) -> Span | None:
-    """The span of a `//` meant as a comment on `last_line` or the two lines before it.
-
-    Such a `//` is integer division to the parser, so the error it causes shows up
-    at a later token; this finds it. A `//` counts when it starts its line, or when
-    more than one operand follows it (`4 // note` alone is valid syntax).
-    """
-    for line in range(max(1, last_line - 2), last_line + 1):
-        text = source.line_text(line)
-        col = _code_find(text, "//")
-        if col < 0:
-            continue
-        before, after = text[:col].strip(), text[col + 2:]
-        if not before or len(re.findall(r"[^\s()]+", after)) > 1:
-            return Span(source.path, line, col + 1, line, col + 3)
-    return None
-
-
-def _report_slash_comment(diags: Collector, slash: Span) -> None:
-    diags.error("E103", slash, "`//` does not start a comment",
-                label="`//` is integer division", help="comments start with `#`: write `#` instead of `//`",
-                fix=[Fix(slash, "#")])
-
-
-def _code_find(line: str, needle: str) -> int:
-    """The offset of `needle` in `line` outside strings and comments, or -1."""
-    i, n = 0, len(line)
-    while i < n:
-        ch = line[i]
-        if ch == "#":
-            return -1
-        if ch == '"':
-            i += 1
-            while i < n and line[i] != '"':
-                i += 2 if line[i] == "\\" else 1
-        elif line.startswith(needle, i):
-            return i
-        i += 1
-    return -1
-
-
-def _unclosed_brace(text: str) -> tuple[int, str] | None:
-    """The offset of the innermost `{` left open at the end of the text, and what it opens."""
-    stack: list[int] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "#":
-            nl = text.find("\n", i)
-            i = n if nl < 0 else nl
-        elif ch == '"':
-            i += 1
-            while i < n and text[i] not in '"\n':
-                i += 2 if text[i] == "\\" else 1
-        elif ch == "{":
-            stack.append(i)
-        elif ch == "}" and stack:
-            stack.pop()
-        i += 1
-    if not stack:
-        return None
-    at = stack[-1]
-    start = text.rfind("\n", 0, at) + 1
-    header = text[start:at].strip()
-    words = header.split()
-    return at, f"block `{' '.join(words[:2])}`" if words else "a block"
-
-
-def _word_for_anonymous(name: str) -> str:
-    return "" if name.startswith("__") else f"`{name.lower()}`"
-
-
-def _one_of(words: list[str]) -> str:
-    if len(words) == 1:
-        return words[0]
-    if len(words) == 2:
-        return f"{words[0]} or {words[1]}"
-    if len(words) <= 6:
-        return "one of " + ", ".join(words[:-1]) + " or " + words[-1]
-    return "one of " + ", ".join(words[:6]) + ", ..."
-
-
-def _describe_token(tok) -> str:
-    value = str(tok)
-    if tok.type == "NUMBER":
-        return f"number `{value}`"
-    if tok.type == "STRING":
-        return f"string {value[:40]}"
-    if tok.type == "NAME":
-        return f"name `{value}`"
-    return f"`{value}`"
-
-
-def _token_help(tok, expected: list[str]) -> str:
-    if tok.type == "$END" and "RBRACE" in expected:
-        return "a block is missing its closing `}`"
-    if tok.type == "RBRACE" and "RBRACE" not in expected:
-        return "this `}` has no matching `{`, or the line before it is incomplete"
-    if "EQUAL" in expected and tok.type in ("NUMBER", "STRING"):
-        return "attributes are written `name = value`"
-    return ""
-
-
-def _tok_span(path: str, tok) -> Span:
-    return Span(path, tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + len(str(tok)))
+    return ast.Comment(str(tok), tok_span(path, tok))
 
 
 class _TooDeep(Exception):
@@ -574,7 +252,7 @@ class _Lowering:
         return Span(self.path, first.line, first.column, last.end_line, last.end_column)
 
     def tspan(self, tok) -> Span:
-        return _tok_span(self.path, tok)
+        return tok_span(self.path, tok)
 
     def file(self, statements: list, comments: list[ast.Comment]) -> ast.File:
         self.one_per_line(statements)
@@ -592,9 +270,9 @@ class _Lowering:
         for prev, cur in zip(items, items[1:]):
             if cur.span.line == prev.span.end_line:
                 # `a = 4 // the task` then a block: the comment's words became statements.
-                slash = _slash_comment(self.source, cur.span.line)
+                slash = slash_comment(self.source, cur.span.line)
                 if slash is not None and slash.line == cur.span.line:
-                    _report_slash_comment(self.diags, slash)
+                    report_slash_comment(self.diags, slash)
                     continue
                 self.diags.error(
                     "E103",
@@ -737,13 +415,13 @@ class _Lowering:
             value = self.checked(exact, is_int, text, span)
             return ast.Number(value, text, span)
         if unit not in UNITS:
-            guess = _unit_guess(unit)
+            guess = unit_guess(unit)
             self.diags.error(
                 "E104",
                 span,
                 f"unknown unit `{unit}`",
                 label=f"`{unit}` is not a unit",
-                help=_unit_help(unit, guess and num + guess),
+                help=unit_help(unit, guess and num + guess),
                 fix=[Fix(span, num + guess)] if guess else (),
             )
             return ast.Number(0, text, span)
@@ -834,34 +512,3 @@ def _underscore_problem(num: str) -> str:
         if ch == "_" and (i + 1 == len(num) or not num[i + 1].isdigit() or not num[i - 1].isdigit()):
             return "an underscore must sit between two digits"
     return ""
-
-
-# Spellings people reach for, and the unit they mean (only for the "did you mean").
-_UNIT_ALIASES = {
-    "sec": "s", "secs": "s", "second": "s", "seconds": "s",
-    "min": "m", "mins": "m", "minute": "m", "minutes": "m",
-    "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
-    "day": "d", "days": "d",
-    "msec": "ms", "msecs": "ms", "millis": "ms", "usec": "us", "µs": "us",
-    "b": "B", "kb": "KB", "mb": "MB", "gb": "GB", "tb": "TB", "kib": "KiB", "mib": "MiB", "gib": "GiB", "tib": "TiB",
-    "qps": "rps", "rs": "rps", "req": "rps", "percent": "%", "pct": "%",
-    # Kubernetes quantities: `Gi` is a gibibyte, `G` a gigabyte.
-    "Ki": "KiB", "Mi": "MiB", "Gi": "GiB", "Ti": "TiB", "K": "KB", "k": "KB", "M": "MB", "G": "GB", "T": "TB",
-}
-
-
-def _unit_guess(unit: str) -> str | None:
-    from .suggest import closest
-
-    return _UNIT_ALIASES.get(unit) or _UNIT_ALIASES.get(unit.lower()) or closest(unit, UNITS)
-
-
-def _unit_help(unit: str, literal: str | None) -> str:
-    known = ", ".join(UNITS)
-    lead = f"did you mean `{literal}`? " if literal else ""
-    return f"{lead}units are {known}"
-
-
-# Words the lexer joins to a number before them (`300 ms`): units, and the
-# spellings of them people reach for (reported with the unit they mean).
-UNIT_WORDS = frozenset(UNITS) | frozenset(_UNIT_ALIASES)

@@ -332,23 +332,6 @@ class Spec(Block):
     deploy: Optional[Deploy] = None
 
 
-def construct(model: type[BaseModel], data: dict) -> BaseModel:
-    """Build a model instance from checked data without validating it again."""
-    from .fields import fields_of
-
-    values = {}
-    for name, value in data.items():
-        ft = fields_of(model).get(name)
-        if ft is not None and ft.kind == "block" and isinstance(value, dict):
-            value = construct(ft.model, value)
-        elif ft is not None and ft.kind == "blocks":
-            value = {label: construct(ft.model, block) for label, block in value.items()}
-        elif ft is not None and ft.kind == "space":
-            value = {path: Distribution.model_construct(**dist) for path, dist in value.items()}
-        values[name] = value
-    return model.model_construct(**values)
-
-
 def json_schema() -> dict:
     schema = Spec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -418,7 +401,7 @@ def derive_defaults(data: dict) -> dict:
             sla["error_rate"] = round(1 - availability, 12)
     search = data.get("search")
     if search is not None and "direction" not in search:
-        from .checks.metrics import direction_of
+        from .metric_names import direction_of
 
         search["direction"] = direction_of(search.get("objective", Search.model_fields["objective"].default))
     deploy = data.get("deploy")

@@ -17,7 +17,7 @@ from typing import Any
 from . import schema
 from .compose import Composed, Entry, Node
 from .diagnostics import Collector, Fix
-from .evaluate import QUANTITY_KINDS, Evaluator, Value, format_quantity
+from .expressions import QUANTITY_KINDS, Evaluator, Value, format_quantity
 from .fields import FieldType, fields_of, label_type
 from .source import Span
 from .suggest import closest
@@ -92,7 +92,7 @@ class TypeChecker:
             return
         if model.get("task") != "classification" and arch.get("kind") != "encoder":
             return
-        from .checks.data import classes_needed
+        from .labels import classes_needed
 
         found = classes_needed(self.main_dir, model)
         if found is not None:
@@ -460,7 +460,9 @@ def _unquoted(text: str, ft: FieldType, path: str) -> str | None:
     `cpu` -> `0.5`), when that literal fits the field's type and range; else None."""
     from decimal import Decimal, InvalidOperation
 
-    from .parse import _NUMBER_RE, UNITS, _unit_guess
+    from .parse import _NUMBER_RE
+    from .units import UNITS
+    from .units import unit_guess as _unit_guess
 
     m = _NUMBER_RE.match(text.strip())
     if m is None:

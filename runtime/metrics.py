@@ -27,6 +27,8 @@ import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from .folders import files_size
+
 # The compiler's list (compiler/checks/metrics.py); the runtime never imports the compiler.
 HIGHER_IS_BETTER = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "accuracy", "f1")
 GENERATION_METRICS = ("bleu", "chrf", "ter", "rouge1", "rouge2", "rougeL")
@@ -139,19 +141,6 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def latency(seconds: Sequence[float]) -> dict[str, float]:
     return {"latency_p50": percentile(seconds, 50), "latency_p99": percentile(seconds, 99)}
-
-
-def files_size(paths: Sequence[str | os.PathLike]) -> int:
-    """Bytes of the files, folders counted recursively."""
-    total = 0
-    for p in paths:
-        p = os.fspath(p)
-        if os.path.isdir(p):
-            for root, _, files in os.walk(p):
-                total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-        elif os.path.isfile(p):
-            total += os.path.getsize(p)
-    return total
 
 
 def generation_scores(hypotheses: Sequence[str], references: Sequence[str], names: Sequence[str]) -> dict[str, float]:
@@ -314,7 +303,7 @@ def table(metrics: dict, gates: Sequence[Gate]) -> str:
 
 def measure(backend, split, refs: Sequence[str] | None, names: Sequence[str], *, timed: bool = False,
             batch_size: int = 32) -> tuple[dict, list]:
-    """The metrics among `names` of `backend` (compression.open_model) on `split`, plus
+    """The metrics among `names` of `backend` (backends.open_model) on `split`, plus
     model_size. Quality metrics come from batched inference, or, when `timed`, from
     the single-example calls that are timed (after two untimed warm-up calls), so the
     outputs are computed once. Returns (metrics, a few example predictions)."""
@@ -401,7 +390,7 @@ def evaluate_arguments(description: str, default_split: str):
 def _default_models(args) -> None:
     """Run bare (a k8s Job): the compressed model against the trained one, both under
     $LLMC_OUTPUT, the JSON beside them."""
-    from .compression import outputs_root
+    from .folders import outputs_root
 
     root = outputs_root()
     compressed, trained = root / "compress" / "model", root / "model"
@@ -428,7 +417,8 @@ def run_evaluate(cfg: EvaluateConfig, args) -> int:
     import json
     import sys
 
-    from .compression import check_data_file, load_rows, model_format, open_model, references, resolve_data
+    from .backends import open_model
+    from .folders import check_data_file, load_rows, model_format, references, resolve_data
 
     if args.limit is not None and args.limit < 1:
         raise MetricError("--limit must be at least 1")

@@ -1,11 +1,11 @@
 """Deployment: E801 values Kubernetes would reject, E802 numbers outside the
 Kubernetes fields' ranges, W801 no deploy block."""
 
-import math
 import re
 
-from ..limits import INT32_MAX, MILLICORES_MAX, QUANTITY_MAX
-from . import CheckContext
+from ..limits import INT32_MAX, MILLICORES_MAX, QUANTITY_MAX, millicores
+from ..plan import bounded, pod_cores, pod_memory_bytes, replica_plan, storage_bytes
+from .context import CheckContext
 
 # Kubernetes' own rules (k8s.io/apimachinery/pkg/util/validation).
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # at most 63
@@ -62,11 +62,9 @@ def _reject(ctx: CheckContext, path: str, message: str, rule: str, help: str = "
 def _ranges(ctx: CheckContext) -> None:
     """Each number of k8s/ that a spec value drives, against its field's range (limits.py).
 
-    The sizes are computed by the k8s target's own functions, so the check and the
+    The sizes are the planned facts k8s/ writes (plan.py), so the check and the
     manifests cannot disagree; the target then only asserts the ranges.
     """
-    from ..targets import k8s
-
     ir, facts = ctx.ir, ctx.facts
     too_large: dict[str, list[str]] = {}  # the model's span -> what it makes too large: said once
     if all(getattr(ir, block) is None for block in ("train", "compress", "evaluate", "search", "serve")):
@@ -77,21 +75,23 @@ def _ranges(ctx: CheckContext) -> None:
             count = getattr(serve.replicas, end)
             if count is not None and count > INT32_MAX:
                 # What llmc derives when the spec leaves both out: it holds the SLA and fits an int32.
-                derived = getattr(k8s.replica_plan(_without_replicas(ir), facts), end)
+                derived = getattr(replica_plan(_without_replicas(ir), facts), end)
                 _too_large(ctx, f"serve.replicas.{end}", f"replicas.{end} is more than a HorizontalPodAutoscaler counts",
                            f"{'minReplicas' if end == 'min' else 'maxReplicas'} = {count}, above {INT32_MAX} (int32)",
                            f"set replicas.{end} = {derived} (what llmc derives from the SLA when it is left out)")
-        if serve.resources.cpu is not None and _size(lambda: k8s.millicores(serve.resources.cpu)) > MILLICORES_MAX:
+        cpu = serve.resources.cpu
+        if cpu is not None and bounded(lambda: millicores(cpu)) > MILLICORES_MAX:
             _too_large(ctx, "serve.resources.cpu", "resources.cpu is more than a Kubernetes quantity holds",
                        f"{serve.resources.cpu:.4g} cores is above {MILLICORES_MAX} millicores",
                        "set resources.cpu to the cores of one node, e.g. resources.cpu = 16")
         # A size written in the spec is at most 2^63-1 bytes (the parser's limit, E105):
         # only a derived one can be larger.
-        memory = _size(lambda: k8s.serving_memory_bytes(ir, facts))
+        resources = facts.serving_resources
+        assert resources is not None  # planned for every serve block
+        memory = resources.memory_bytes
         if memory > QUANTITY_MAX:
             _model_too_large(ctx, too_large, f"each serving replica would request {memory:.4g} bytes of memory")
-        params = facts.served.params if facts.served is not None else 0
-        volume = _size(lambda: k8s.models_volume_bytes(params))
+        volume = resources.models_volume_bytes
         if volume > QUANTITY_MAX:
             _model_too_large(ctx, too_large, f"the serving pod's /models volume would be {volume:.4g} bytes")
     train = ir.train
@@ -104,11 +104,12 @@ def _ranges(ctx: CheckContext) -> None:
         slots = cluster.slots_per_host
 
         def fits(n: int) -> bool:  # int32 slots, and the resources of a pod with n of them (MPI worker, search Job)
-            return (n <= INT32_MAX and _size(lambda: k8s.stage_memory_bytes(facts, cluster.device, n)) <= QUANTITY_MAX
-                    and 1000 * k8s.stage_cores(cluster.device, n) <= MILLICORES_MAX)
+            return (n <= INT32_MAX and bounded(lambda: pod_memory_bytes(facts.memory, cluster.device, n)) <= QUANTITY_MAX
+                    and 1000 * pod_cores(cluster.device, n) <= MILLICORES_MAX)
 
         if not fits(slots):
-            memory = _size(lambda: k8s.stage_memory_bytes(facts, cluster.device, slots))
+            worker = facts.stage_pods["train"]
+            memory = worker.memory_bytes
             if not fits(1):
                 _model_too_large(ctx, too_large, f"one training process would request {memory:.4g} bytes of memory",
                                  served=False)
@@ -117,17 +118,17 @@ def _ranges(ctx: CheckContext) -> None:
                            f"slotsPerWorker = {slots}, above {INT32_MAX} (int32)",
                            f"set slots_per_host = {_most_slots(fits, slots)} or less")
             else:
-                millicores = 1000 * k8s.stage_cores(cluster.device, slots)
-                asks = f"{memory:.4g} bytes of memory" if memory > QUANTITY_MAX else f"{millicores} millicores"
+                asks = (f"{memory:.4g} bytes of memory" if memory > QUANTITY_MAX
+                        else f"{1000 * worker.cores} millicores")
                 _too_large(ctx, "train.cluster.slots_per_host",
                            "a training host's resources are more than a Kubernetes quantity holds",
                            f"{slots} slots ask one worker pod for {asks}, above {QUANTITY_MAX}",
                            f"set slots_per_host = {_most_slots(fits, slots)} or less (a worker pod runs all "
                            "of a host's slots)")
-    storage = _size(lambda: k8s.storage_bytes(ir, facts))
+    storage = facts.storage_bytes
     if storage > QUANTITY_MAX:
         keep = train is not None and ctx.spans.has("train.checkpoint.keep")
-        if keep and _size(lambda: k8s.storage_bytes(_with_keep(ir, 1), facts)) <= QUANTITY_MAX:
+        if keep and bounded(lambda: storage_bytes(_with_keep(ir, 1), facts)) <= QUANTITY_MAX:
             _too_large(ctx, "train.checkpoint.keep", "the checkpoints kept need more storage than a quantity holds",
                        f"the artifacts volume would be {storage:.4g} bytes, above {QUANTITY_MAX}",
                        "set keep = 1")
@@ -138,15 +139,6 @@ def _ranges(ctx: CheckContext) -> None:
                         label=f"{'; '.join(what)}: above {QUANTITY_MAX}",
                         help="a model this size does not fit one machine: make it smaller (layers, d_model, vocab, "
                              "hidden)")
-
-
-def _size(compute) -> float:
-    """A size as computed, or inf when it is beyond any float (it is then beyond every range)."""
-    try:
-        value = compute()
-    except (OverflowError, ValueError):
-        return math.inf
-    return value if isinstance(value, int) or math.isfinite(value) else math.inf
 
 
 def _most_slots(fits, slots: int) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import catalog
-from . import CheckContext
+from .context import CheckContext
 
 
 def check(ctx: CheckContext) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from . import CheckContext
+from .context import CheckContext
 
 
 def check(ctx: CheckContext) -> None:

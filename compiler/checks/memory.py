@@ -6,8 +6,8 @@ computed once in plan.py from published formulas; see docs/estimates.md.
 
 from __future__ import annotations
 
-from ..evaluate import format_quantity
-from . import CheckContext
+from ..expressions import format_quantity
+from .context import CheckContext
 
 HEADROOM_WARNING = 0.10
 
@@ -37,6 +37,7 @@ def _size(n: float) -> str:
 
 def _help(ctx: CheckContext) -> str:
     train, arch = ctx.ir.train, ctx.ir.model.transformer
+    assert train is not None  # E306 is about a training layout
     ideas = []
     if arch is not None:
         slots = train.cluster.hosts * train.cluster.slots_per_host

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 
-from ..evaluate import Value
+from ..expressions import Value
 from ..fields import FieldType, iter_scalar_paths, walk_schema
+from ..metric_names import METRICS_BY_TASK, direction_of
 from ..suggest import closest
-from . import CheckContext
-from .metrics import METRICS_BY_TASK, direction_of
+from .context import CheckContext
 
 ARITY = {"uniform": 2, "loguniform": 2, "quniform": 3, "randint": 2, "normal": 2}
 # Past this many values, cross-field rechecking of a choice/randint is skipped (field checks still apply).

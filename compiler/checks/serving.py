@@ -7,10 +7,10 @@ batching.config) with their fields' ranges (limits.py), at the spec value behind
 
 from __future__ import annotations
 
-from ..evaluate import format_quantity
+from ..expressions import format_quantity
 from ..limits import INT32_MAX, INT64_MAX, MAX_REPLICAS, UINT64_MAX
-from ..targets.tfserving import batching_load
-from . import CheckContext
+from ..plan import highest_throughput, min_replicas_for
+from .context import CheckContext
 
 # The batch wait is spent before any compute; it must leave most of the p99 budget
 # to queueing and service. "Well below" is taken as at most a quarter of the p99.
@@ -35,11 +35,12 @@ def check(ctx: CheckContext) -> None:
                           f"{format_quantity('duration', max(0.0, p99 - timeout))} of the {format_quantity('duration', p99)} p99",
                     help=f"keep timeout at or below a quarter of p99_latency: {_duration_at_most(TIMEOUT_SHARE * p99)}")
     replicas_min, replicas_max = serve.replicas.min, serve.replicas.max
-    if sla.availability >= 0.999 and replicas_max is not None and replicas_max < 2 and replicas_min is None:
+    floor = min_replicas_for(sla.availability)  # 2 at 99.9% and above; the messages say so
+    if floor > 1 and replicas_max is not None and replicas_max < floor and replicas_min is None:
         diags.error("E703", spans.attribute("serve.replicas.max"), f"availability {format_quantity('fraction', sla.availability)} needs at least two replicas",
                     label=f"max = {replicas_max} allows only one",
                     help="set replicas.max = 2 or more")
-    if sla.availability >= 0.999 and replicas_min is not None and replicas_min < 2:
+    if floor > 1 and replicas_min is not None and replicas_min < floor:
         diags.error("E703", spans.attribute("serve.replicas.min"), f"availability {format_quantity('fraction', sla.availability)} needs at least two replicas",
                     label=f"min = {replicas_min}: one pod restart is an outage",
                     help="set replicas.min = 2 or more (spread over nodes by the generated PodDisruptionBudget)")
@@ -53,7 +54,7 @@ def check(ctx: CheckContext) -> None:
 def _feasibility(ctx: CheckContext) -> None:
     facts, serve, spans, diags = ctx.facts, ctx.ir.serve, ctx.spans, ctx.diags
     lat, sizing = facts.latency, facts.sizing
-    if lat is None or sizing is None:
+    if lat is None or sizing is None or serve is None:
         return
     p99 = serve.sla.p99_latency
     if lat.total_s > p99:
@@ -94,8 +95,6 @@ def _feasibility(ctx: CheckContext) -> None:
 
 
 def _lower_throughput_help(ctx: CheckContext) -> str:
-    from ..plan import highest_throughput
-
     best = highest_throughput(ctx.ir, ctx.facts)
     ways = "raise max_batch_size, serve on a faster device, or split the traffic over several deployments"
     if best is None:
@@ -106,6 +105,7 @@ def _lower_throughput_help(ctx: CheckContext) -> str:
 def _config_ranges(ctx: CheckContext) -> None:
     """E802: a number serve/ would hold outside its field's range (limits.py)."""
     serve = ctx.ir.serve
+    assert serve is not None  # check() returns first without a serve block
     triton = serve.platform != "tf-serving"
     target = "Triton's config.pbtxt" if triton else "TF Serving's batching.config"
     max_batch, batch_max = serve.batching.max_batch_size, (INT32_MAX if triton else INT64_MAX)
@@ -122,7 +122,8 @@ def _config_ranges(ctx: CheckContext) -> None:
                       "(at most a quarter of p99_latency)")
     sizing = ctx.facts.sizing
     if not triton and sizing is not None and sizing.feasible:  # else E701/E702/E706 already stop the build
-        load = batching_load(ctx.ir, ctx.facts)
+        load = ctx.facts.batching
+        assert load is not None  # planned for every serve block
         if not load.threads <= INT64_MAX:
             _out_of_range(ctx, "serve.resources.cpu", f"num_batch_threads is too large for {target}",
                           f"num_batch_threads = {load.threads:.4g} (one per core), above the largest it takes, "
@@ -144,7 +145,7 @@ def _duration_at_most(seconds: float) -> str:
     significant digits, rounded down (a help line's value must pass the check it fixes)."""
     from decimal import Decimal
 
-    from ..parse import UNITS
+    from ..units import UNITS
 
     for unit in ("d", "h", "m", "s", "ms", "us"):
         factor = UNITS[unit][1]

@@ -5,13 +5,25 @@ generates: each an output path, a template under templates/<target>/, and a smal
 typed context that the template only loops over and fills in. All the thinking
 (naming, sizing, escaping decisions) happens in the target's context builder.
 
+A target reads the IR, the facts (plan.py) and the artifacts of the targets listed
+before it (`BuildContext.earlier`), never another target's module: k8s/ finds serve/'s
+files and the compress scripts there. What several targets share lives in a module
+TARGETS does not list (serving_names.py, k8s_common.py, gates.py, slo_rules.py).
+
 To add a target: write `compiler/targets/<name>.py` with
 `def artifacts(ctx: BuildContext) -> list[Artifact]`, put its templates in
 `templates/<name>/`, and add the module name to TARGETS below.
 """
 
+from __future__ import annotations
+
 import importlib
-from typing import Any, NamedTuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from ..plan import Facts
+    from ..schema import Spec
 
 # In the order their artifacts are listed in the lock file and report.
 TARGETS = ("horovod", "compress", "evaluate", "hyperopt", "tfserving", "triton", "k8s", "monitoring", "report")
@@ -20,12 +32,13 @@ TARGETS = ("horovod", "compress", "evaluate", "hyperopt", "tfserving", "triton",
 class BuildContext(NamedTuple):
     """What every target may read: the IR, its facts, and where it came from."""
 
-    ir: Any  # schema.Spec
-    facts: Any  # plan.Facts
+    ir: Spec
+    facts: Facts
     spec_path: str  # the spec as given on the command line
     profile: str | None
     spec_sha256: str  # of the spec file and every file it extends, in order
     compiler_version: str
+    earlier: tuple[Artifact, ...] = ()  # what the targets before this one in TARGETS generate (collect fills it)
 
 
 class Artifact(NamedTuple):
@@ -35,7 +48,7 @@ class Artifact(NamedTuple):
     executable: bool = False
 
 
-def target_modules():
+def target_modules() -> list[ModuleType]:
     return [importlib.import_module(f"{__name__}.{name}") for name in TARGETS]
 
 
@@ -43,7 +56,7 @@ def collect(ctx: BuildContext) -> list[Artifact]:
     """Every artifact of every target, in a fixed order."""
     out: list[Artifact] = []
     for module in target_modules():
-        out.extend(module.artifacts(ctx))
+        out.extend(module.artifacts(ctx._replace(earlier=tuple(out))))
     paths = [a.path for a in out]
     duplicates = sorted({p for p in paths if paths.count(p) > 1})
     if duplicates:

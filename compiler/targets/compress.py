@@ -12,8 +12,8 @@ wrote (`OUT/<previous>/`; the first step reads `--model`, the trained model), so
 re-run of the stage starts from the trained model again, and writes `OUT/<step>/`
 (its model and report.json), a copy at `OUT/model/` (what evaluate reads) and the
 stage summary `OUT/report.json`. The library behind the scripts is
-runtime/compression.py; its docstring describes the model folders and the ONNX
-export.
+runtime/steps/ (one module per step; runtime/folders.py describes the model
+folders, runtime/frameworks/torch_onnx.py the ONNX export).
 
 Decided here, filled in by the templates:
 
@@ -37,13 +37,11 @@ Decided here, filled in by the templates:
 
 from __future__ import annotations
 
-import textwrap
-from functools import lru_cache
 from typing import NamedTuple
 
 from . import Artifact, BuildContext
-from .serving_names import serving_name
-from .triton import platform as triton_platform
+from .docstrings import doc_text, wrapped
+from .serving_names import serving_name, triton_platform
 
 ORDER = ("distill", "prune", "export", "quantize", "build_engine")
 DEFAULT_OPTIMIZER = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999], "momentum": 0.0}
@@ -62,20 +60,6 @@ class StepScript(NamedTuple):
     settings: dict  # the keyword arguments of the step's library function
     train: dict | None  # TrainSettings fields, for the steps that train
     data: dict  # "train" / "valid" -> the spec's paths
-
-
-def doc_text(value) -> str:
-    """A spec string made safe inside a generated script's \"\"\"docstring\"\"\": backslashes,
-    quotes, newlines and non-ASCII become escapes (the docstring shows them escaped;
-    the constants below it, written with |py, hold the exact values)."""
-    return str(value).encode("unicode_escape").decode("ascii").replace('"', '\\"')
-
-
-@lru_cache(maxsize=256)
-def wrapped(paragraph: str) -> tuple[str, ...]:
-    """A docstring paragraph in lines of at most 84 characters (memoised: the same
-    paragraphs recur in every build, and textwrap is a fifth of building the contexts)."""
-    return tuple(textwrap.wrap(paragraph, 84))
 
 
 def artifacts(ctx: BuildContext) -> list[Artifact]:
@@ -122,7 +106,7 @@ def _about(steps: list[str], index: int) -> str:
             f"$LLMC_OUTPUT defaults to outputs/). This one reads {reads} and writes OUT/{step}/ (its model and "
             f"report.json), a copy at OUT/model/ (what evaluate/evaluate.py reads) and the stage summary "
             f"OUT/report.json. Relative data paths are relative to --data-root (default $LLMC_DATA_ROOT, else the "
-            f"working directory). The library behind it is llmc/runtime/compression.py.")
+            f"working directory). The library behind it is llmc/runtime/steps/.")
 
 
 def _engine_details(ctx: BuildContext, settings: dict) -> list[str]:

@@ -25,26 +25,15 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..checks.metrics import HIGHER_IS_BETTER, METRICS_BY_TASK
-from ..evaluate import format_quantity
+from ..metric_names import METRICS_BY_TASK
 from . import Artifact, BuildContext
-from .compress import doc_text
+from .docstrings import doc_text
+from .gates import Gate, gate
 
 LATENCY = ("latency_p50", "latency_p99")
-UNIT_KIND = {"latency_p50": "duration", "latency_p99": "duration", "model_size": "size"}
-
-
-class Gate(NamedTuple):
-    metric: str
-    min: float | None
-    max: float | None
-    max_drop: float | None
-    text: str  # for the script's docstring: `bleu >= 26, fall <= 1 vs the baseline`
-
-
 class EvaluateScript(NamedTuple):
     model_name: str
-    model_doc: str  # the model's name made docstring-safe (compress.doc_text)
+    model_doc: str  # the model's name made docstring-safe (docstrings.doc_text)
     task: str
     framework: str
     splits: dict  # "train" | "valid" | "test" -> path as the IR holds it
@@ -62,6 +51,7 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
 def evaluate_script(ctx: BuildContext) -> EvaluateScript:
     ir = ctx.ir
     ev = ir.evaluate
+    assert ev is not None  # artifacts() runs only with an evaluate block
     task = ir.model.task
     data = ir.model.data
     gates = [gate(name, m) for name, m in ev.metric.items()]
@@ -80,20 +70,3 @@ def evaluate_script(ctx: BuildContext) -> EvaluateScript:
 def computed_metrics(task: str, gated: list[str]) -> list[str]:
     allowed = METRICS_BY_TASK[task]
     return [m for m in allowed if m not in LATENCY or m in gated]
-
-
-def _show(metric: str, value: float) -> str:
-    return format_quantity(UNIT_KIND.get(metric, "number"), value)
-
-
-def gate(name: str, metric) -> Gate:
-    """A metric's bounds, and how they read (`bleu >= 26, bleu fall <= 1 vs the baseline`)."""
-    parts = []
-    if metric.min is not None:
-        parts.append(f"{name} >= {_show(name, metric.min)}")
-    if metric.max is not None:
-        parts.append(f"{name} <= {_show(name, metric.max)}")
-    if metric.max_drop is not None:
-        direction = "fall" if name in HIGHER_IS_BETTER else "rise"
-        parts.append(f"{name} {direction} <= {_show(name, metric.max_drop)} vs the baseline")
-    return Gate(name, metric.min, metric.max, metric.max_drop, ", ".join(parts) or f"{name} (reported, no bound)")

@@ -5,8 +5,9 @@ Division of labour:
 * model.json carries every setting a run may override (`--set`, the search's trials):
   the spec's `model` and `train` blocks, `framework` and `parallel`. The training
   script reads it at run time, so one reviewed file holds the numbers.
-* train.py is the training loop for the spec's framework (torch or TensorFlow). The
-  template fills in only what a run cannot change without relaunching: the tensor
+* train.py hands the build's decisions to the runtime's training loop for the
+  spec's framework (llmc.runtime.training: torch_loop or tf_loop). The template
+  fills in only what a run cannot change without relaunching: the tensor
   parallelism (it decides the process sets), whether the cluster has GPUs, and the
   model's name for logs. Everything else is read from model.json.
 * No script names its spec file, profile or digest: they read them from

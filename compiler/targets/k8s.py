@@ -38,27 +38,21 @@ Choices (README.md in the bundle's k8s/ says the same to users):
   bounding set), read-only root filesystem with an emptyDir /tmp, seccomp
   RuntimeDefault, no service account token, requests = limits on every container.
 
-Sizing rules are in `_training_memory`, `serving_resources` and `replica_plan`.
+The sizes (replicas, each pod's cores and memory, the volumes) are plan.py's facts;
+this module only writes them.
 """
 
 import hashlib
-import math
-import re
 from typing import NamedTuple
 
-from ..limits import INT32_MAX, MAX_REPLICAS, MILLICORES_MAX, QUANTITY_MAX, require
+from ..limits import INT32_MAX, QUANTITY_MAX, require
+from ..plan import CORES_PER_CPU_SLOT, CORES_PER_GPU, GIB, SHM_PER_SLOT, min_replicas_for
 from . import Artifact, BuildContext
-from .serving_names import serving_name
+from .k8s_common import (TF_SERVING_METRICS_PATH, KV, Names, ServingPlan, cpu_quantity, memory_quantity, names,
+                         serving_plan)
+from .slo_rules import Group, rule_groups
 
 # --- fixed choices -----------------------------------------------------------------
-
-# Triton 24.10 is Triton 2.51.0, the server whose metrics monitoring/ was checked
-# against (the nvidia-pytriton wheel ships the same tritonserver 2.51). The -py3
-# image runs on CPU nodes too.
-TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
-TF_SERVING_VERSION = "2.18.0"
-TF_SERVING_IMAGE = "tensorflow/serving:" + TF_SERVING_VERSION
-TF_SERVING_GPU_IMAGE = "tensorflow/serving:" + TF_SERVING_VERSION + "-gpu"
 
 UID = 1000  # mpi-operator's `mpiuser`, Triton's `triton-server`; TF Serving runs as any uid
 BUNDLE_DIR = "/opt/llmc/bundle"
@@ -68,26 +62,9 @@ MODELS_DIR = "/models"
 CONFIG_DIR = "/config"
 SSH_DIR = "/home/mpiuser/.ssh"  # mpi-operator mounts the job's SSH key pair here
 HOSTFILE = "/etc/mpi/hostfile"  # written by mpi-operator: `<worker>.<svc>.<ns>.svc slots=N`
-TF_SERVING_METRICS_PATH = "/monitoring/prometheus/metrics"
-
-GIB = 1 << 30
-MIB = 1 << 20
-CPU_SLICE_CORES = 16  # catalog.py's `cpu` device: a 16-core server slice
-CORES_PER_GPU = 4  # data loading, the server's front end, Horovod's background thread
-CORES_PER_CPU_SLOT = 2  # a training process on `cpu`: its step and its data loading
-CPU_SERVING_HEADROOM = 2.0  # cpu serving: twice the cores the planned load keeps busy
-SHM_PER_SLOT = GIB  # memory-backed /dev/shm per training process (NCCL, data loaders)
 HPA_CPU_UTILIZATION = 60
 
-BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
-
-
 # --- context types -----------------------------------------------------------------
-
-
-class KV(NamedTuple):
-    key: str
-    value: str
 
 
 class Meta(NamedTuple):
@@ -166,47 +143,6 @@ class Pod(NamedTuple):
     gpu: bool  # tolerate the nvidia.com/gpu taint
     spread: list[KV]  # spread replicas over nodes and zones by these selector labels; [] for none
     termination_grace_s: int | None = None
-
-
-class ReplicaPlan(NamedTuple):
-    min: int
-    max: int
-    needed: int  # facts.sizing.replicas (1 when unknown)
-    min_derived: bool
-    max_derived: bool
-
-
-class ServingResources(NamedTuple):
-    cpu: str
-    memory: str
-    gpus: int
-    cpu_derived: bool
-    memory_derived: bool
-    model_bytes: int
-    params: int
-
-
-class ServingPlan(NamedTuple):
-    """What k8s/ and monitoring/ both need to know about the served model (one source of truth)."""
-
-    name: str  # Kubernetes name of the Deployment, Service, HPA, ...
-    model: str  # serving_names.serving_name: the model's directory, URL and metrics label
-    namespace: str
-    platform: str  # "triton" | "tf-serving"
-    device: str
-    gpu: bool
-    image: str
-    http_port: int
-    grpc_port: int
-    metrics_port: int
-    metrics_port_name: str
-    metrics_path: str
-    replicas: ReplicaPlan
-    resources: ServingResources
-    p99_s: float
-    throughput_rps: float
-    availability: float
-    error_budget: float
 
 
 class ServicePort(NamedTuple):
@@ -292,7 +228,7 @@ class ServiceMonitorContext(NamedTuple):
 
 class PrometheusRuleContext(NamedTuple):
     meta: Meta
-    groups: list  # monitoring.Group
+    groups: list[Group]  # slo_rules.rule_groups
 
 
 class MonitoringConfigContext(NamedTuple):
@@ -313,39 +249,6 @@ class ReadmeContext(NamedTuple):
 
 # --- names and labels --------------------------------------------------------------
 
-_NOT_DNS = re.compile(r"[^a-z0-9-]+")
-
-
-def k8s_name(text: str, limit: int = 40) -> str:
-    """A DNS-1035 label from a model name (leaves room for `-train-launcher` within 63)."""
-    name = re.sub(r"-{2,}", "-", _NOT_DNS.sub("-", text.lower())).strip("-")[:limit].strip("-")
-    if not name or not name[0].isalpha():
-        name = ("m-" + name)[:limit].strip("-")
-    return name
-
-
-class Names(NamedTuple):
-    base: str
-    namespace: str
-    image: str
-    service_account: str
-    common_labels: list[KV]  # deploy.labels first, then app.kubernetes.io/* (which win)
-
-
-def names(ctx: BuildContext) -> Names:
-    ir = ctx.ir
-    base = k8s_name(ir.model.name)
-    deploy = ir.deploy
-    namespace = deploy.namespace if deploy is not None else "default"
-    image = (deploy.image if deploy is not None and deploy.image else f"{ir.model.name}:latest")
-    account = deploy.service_account if deploy is not None and deploy.service_account else base
-    own = {"app.kubernetes.io/name": base, "app.kubernetes.io/instance": base,
-           "app.kubernetes.io/part-of": "llmc", "app.kubernetes.io/managed-by": "llmc"}
-    user = {k: v for k, v in sorted((deploy.labels if deploy is not None else {}).items()) if k not in own}
-    labels = [KV(k, v) for k, v in user.items()] + [KV(k, v) for k, v in own.items()]
-    return Names(base, namespace, image, account, labels)
-
-
 def _labels(n: Names, component: str) -> list[KV]:
     return n.common_labels + [KV("app.kubernetes.io/component", component)]
 
@@ -359,202 +262,6 @@ def _meta(n: Names, name: str, component: str) -> Meta:
     # No spec hash here: llmc.lock.json has it, and in a Job's pod template any change
     # (a comment in the spec) would make the next `kubectl apply` fail (immutable).
     return Meta(name, n.namespace, _labels(n, component), [])
-
-
-# --- quantities --------------------------------------------------------------------
-
-
-def _round_up(value: float, step: int) -> int:
-    # Whole-number arithmetic: a float quotient of a large byte count would round.
-    return -(-math.ceil(value) // step) * step
-
-
-def memory_quantity(nbytes: int) -> str:
-    require(nbytes, 1, QUANTITY_MAX, "a memory quantity in bytes")
-    if nbytes % GIB == 0:
-        return f"{nbytes // GIB}Gi"
-    if nbytes % MIB == 0:
-        return f"{nbytes // MIB}Mi"
-    if nbytes % 10**6 == 0:
-        return f"{nbytes // 10**6}M"
-    return str(nbytes)
-
-
-def millicores(cores: float) -> int:
-    """Cores as Kubernetes keeps them: whole millicores, rounded up, at least 1m (as the
-    API server itself rounds 0.1m up to 1m)."""
-    return max(1, math.ceil(round(cores * 1000, 6)))
-
-
-def cpu_quantity(cores: float) -> str:
-    milli = require(millicores(cores), 1, MILLICORES_MAX, "a cpu quantity in millicores")
-    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
-
-
-def is_gpu(device: str) -> bool:
-    return device != "cpu"
-
-
-# --- sizing ------------------------------------------------------------------------
-
-
-def _training_memory(facts, gpu: bool) -> int:
-    """Host memory of one training process.
-
-    1 GiB for the interpreter, framework and CUDA context, plus what the process holds
-    in host RAM: on a GPU a host copy of its weights and optimizer state (checkpoints),
-    on the CPU the whole training estimate of plan.py; times 1.5 for allocator slack and
-    data batches, rounded up to a GiB, at least 8 GiB per GPU (data loading) or 2 GiB.
-    """
-    memory = facts.memory if facts is not None else None
-    held = 0.0
-    if memory is not None:
-        held = (memory.weights + memory.optimizer) if gpu else memory.total
-    need = _round_up(1.5 * (GIB + held), GIB)
-    return max(need, 8 * GIB if gpu else 2 * GIB)
-
-
-def _slot_cores(gpu: bool) -> int:
-    return CORES_PER_GPU if gpu else CORES_PER_CPU_SLOT
-
-
-def stage_memory_bytes(facts, device: str, slots: int) -> int:
-    return slots * (_training_memory(facts, is_gpu(device)) + SHM_PER_SLOT)
-
-
-def stage_cores(device: str, slots: int) -> int:
-    return slots * _slot_cores(is_gpu(device))
-
-
-def stage_resources(facts, device: str, slots: int) -> Resources:
-    gpu = is_gpu(device)
-    return Resources(cpu_quantity(stage_cores(device, slots)), memory_quantity(stage_memory_bytes(facts, device, slots)),
-                     require(slots, 1, QUANTITY_MAX, "nvidia.com/gpu") if gpu else 0)
-
-
-def serving_resources(ir, facts) -> ServingResources:
-    """Per replica: serve.resources when given, else derived.
-
-    cpu: 4 cores per GPU (HTTP/gRPC front end, dynamic batcher, (de)serialisation). On
-    `cpu` the latency and replica estimates model a replica as the catalog's 16-core
-    slice; at the planned load it keeps `utilisation` of it busy, so a replica gets
-    twice those cores, at least 2 and at most the 16 (a compute-bound model serves a
-    lone request slower on fewer cores than the estimate says: serve.resources.cpu = 16
-    matches it exactly). memory: 1 GiB (2 GiB with a GPU: CUDA context and pinned
-    buffers) + twice the served weights (the file being read and the loaded model; TF
-    Serving's own estimate is 1.2x the files), rounded up to 256 MiB.
-    """
-    serve = ir.serve
-    gpu = is_gpu(serve.device)
-    params, model_bytes = _served_size(facts)
-    res = serve.resources
-    if res.cpu is not None:
-        cpu, cpu_derived = cpu_quantity(res.cpu), False
-    else:
-        cpu, cpu_derived = cpu_quantity(CORES_PER_GPU if gpu else _cpu_serving_cores(facts)), True
-    memory_derived = res.memory is None
-    memory = memory_quantity(serving_memory_bytes(ir, facts))
-    return ServingResources(cpu, memory, 1 if gpu else 0, cpu_derived, memory_derived, model_bytes, params)
-
-
-def _served_size(facts) -> tuple[int, int]:
-    """(parameters, bytes of weights) of the served model."""
-    served = facts.served if facts is not None else None
-    params = served.params if served is not None else 0
-    precision = served.precision if served is not None else "fp32"
-    return params, int(params * BYTES_PER_PARAM.get(precision, 4))
-
-
-def serving_memory_bytes(ir, facts) -> int:
-    """serve.resources.memory, or the derived request (serving_resources)."""
-    if ir.serve.resources.memory is not None:
-        return int(ir.serve.resources.memory)
-    base = 2 * GIB if is_gpu(ir.serve.device) else GIB
-    return _round_up(base + 2 * _served_size(facts)[1], 256 * MIB)
-
-
-def models_volume_bytes(params: int) -> int:
-    """The serving pod's /models emptyDir: twice the model's fp32 weights (a SavedModel
-    keeps fp32 variables beside TF-TRT engines) plus a GiB."""
-    return _round_up(2 * 4 * params + GIB, GIB)
-
-
-def _cpu_serving_cores(facts) -> int:
-    sizing = facts.sizing if facts is not None else None
-    if sizing is None or not sizing.feasible or not math.isfinite(sizing.utilisation):
-        return CPU_SLICE_CORES
-    busy = CPU_SLICE_CORES * sizing.utilisation
-    return min(CPU_SLICE_CORES, max(2, math.ceil(round(CPU_SERVING_HEADROOM * busy, 6))))
-
-
-def replica_plan(ir, facts) -> ReplicaPlan:
-    """HPA bounds: replicas.min/max when given, else derived from facts.sizing.
-
-    needed = facts.sizing.replicas (the fewest replicas that hold the SLA's throughput
-    at its p99); min = max(needed, 2 when availability >= 99.9% else 1) so that one
-    pod restart is not an outage; max = 3 x min (headroom for bursts above the SLA's
-    throughput and for a zone's worth of pods), and never below needed or min, nor
-    above the 2^31-1 an HPA counts (needed itself stays below: E706).
-    """
-    serve = ir.serve
-    sizing = facts.sizing if facts is not None else None
-    needed = 1
-    if sizing is not None and sizing.feasible and math.isfinite(sizing.replicas):
-        needed = max(1, int(sizing.replicas))
-    floor = 2 if serve.sla.availability >= 0.999 else 1
-    rmin, rmax = serve.replicas.min, serve.replicas.max
-    min_derived, max_derived = rmin is None, rmax is None
-    if rmin is None:
-        rmin = max(needed, floor)
-        if rmax is not None:
-            rmin = min(rmin, rmax)  # the checks report an SLA that max cannot hold (E702)
-    if rmax is None:
-        # 3 x min, but never more than an HPA can count (needed <= MAX_REPLICAS: E706).
-        rmax = min(max(3 * rmin, needed), MAX_REPLICAS)
-    rmax = max(rmax, rmin)
-    require(rmin, 1, INT32_MAX, "minReplicas")
-    require(rmax, 1, INT32_MAX, "maxReplicas")
-    return ReplicaPlan(rmin, rmax, needed, min_derived, max_derived)
-
-
-def serving_plan(ctx: BuildContext) -> ServingPlan | None:
-    ir = ctx.ir
-    serve = ir.serve
-    if serve is None:
-        return None
-    n = names(ctx)
-    gpu = is_gpu(serve.device)
-    sla = serve.sla
-    # Rounded to clear float noise (1 - 0.999 = 0.0010000000000000009), not so far that
-    # a budget of 13 nines becomes 0.
-    budget = sla.error_rate if sla.error_rate is not None else round(1 - sla.availability, 15)
-    if serve.platform == "tf-serving":
-        image = TF_SERVING_GPU_IMAGE if gpu else TF_SERVING_IMAGE
-        http, grpc, metrics, metrics_name, path = 8501, 8500, 8501, "http", TF_SERVING_METRICS_PATH
-    else:
-        image = TRITON_IMAGE
-        http, grpc, metrics, metrics_name, path = 8000, 8001, 8002, "metrics", "/metrics"
-    return ServingPlan(n.base, serving_name(ir.model.name), n.namespace, serve.platform or "triton", serve.device,
-                       gpu, image, http, grpc, metrics, metrics_name, path, replica_plan(ir, ctx.facts),
-                       serving_resources(ir, ctx.facts), sla.p99_latency, sla.throughput, sla.availability, budget)
-
-
-def _storage(ir, facts) -> str:
-    return memory_quantity(storage_bytes(ir, facts))
-
-
-def storage_bytes(ir, facts) -> int:
-    """The artifacts volume: (checkpoints kept + the final model + one) checkpoints of
-    fp32 weights and optimizer state, twice over (compressed models, search trials),
-    rounded up to a GiB, at least 10 GiB."""
-    params = facts.params if facts is not None and facts.params else 0
-    optimizer = 8
-    memory = facts.memory if facts is not None else None
-    if memory is not None and memory.bytes_per_param:
-        optimizer = memory.bytes_per_param[2]
-    keep = ir.train.checkpoint.keep if ir.train is not None else 1
-    need = 2 * (keep + 2) * params * (4 + optimizer)
-    return max(10 * GIB, _round_up(need, GIB))
 
 
 # --- pods --------------------------------------------------------------------------
@@ -585,19 +292,26 @@ def _artifacts_volume(n: Names, read_only: bool = False) -> Volume:
     return Volume("artifacts", "pvc", source=f"{n.base}-artifacts", read_only=read_only)
 
 
-def _stage_pod(ctx: BuildContext, n: Names, component: str, command: list[str], device: str, slots: int,
-               restart_policy: str | None) -> Pod:
-    gpu = is_gpu(device)
-    volumes, mounts = _tmp_volumes(slots * SHM_PER_SLOT)
+def _stage_resources(ctx: BuildContext, stage: str) -> Resources:
+    size = ctx.facts.stage_pods[stage]  # plan.stage_devices says where each stage runs
+    return Resources(cpu_quantity(size.cores), memory_quantity(size.memory_bytes),
+                     require(size.gpus, 1, QUANTITY_MAX, "nvidia.com/gpu") if size.gpus else 0)
+
+
+def _stage_pod(ctx: BuildContext, n: Names, component: str, command: list[str], restart_policy: str | None) -> Pod:
+    size = ctx.facts.stage_pods[component]
+    volumes, mounts = _tmp_volumes(size.slots * SHM_PER_SLOT)
     volumes.append(_artifacts_volume(n))
     mounts.append(Mount("artifacts", ARTIFACTS_DIR, False))
     container = Container(component, n.image, command, [], BUNDLE_DIR, _stage_env(), [],
-                          stage_resources(ctx.facts, device, slots), mounts)
-    return Pod(_labels(n, component), [], n.service_account, UID, restart_policy, [], [container], volumes, gpu, [])
+                          _stage_resources(ctx, component), mounts)
+    return Pod(_labels(n, component), [], n.service_account, UID, restart_policy, [], [container], volumes,
+               size.gpus > 0, [])
 
 
 def _mpijob(ctx: BuildContext, n: Names) -> MpiJobContext:
     train = ctx.ir.train
+    assert train is not None  # an MPIJob only with a train block
     cluster = train.cluster
     slots = cluster.slots_per_host
     # train/launch.sh itself (one source of truth for horovodrun's flags: --gloo on CPU,
@@ -609,7 +323,7 @@ def _mpijob(ctx: BuildContext, n: Names) -> MpiJobContext:
                    [Container("launcher", n.image, launch, [], BUNDLE_DIR, env, [], Resources("1", "2Gi", 0), mounts)],
                    volumes, False, [])
     sshd = ["/usr/sbin/sshd", "-De", "-f", "/home/mpiuser/.sshd_config", "-o", "PidFile=/tmp/sshd.pid"]
-    worker = _stage_pod(ctx, n, "train", sshd, cluster.device, slots, None)
+    worker = _stage_pod(ctx, n, "train", sshd, None)
     worker_container = worker.containers[0]._replace(name="worker", add_capabilities=("NET_BIND_SERVICE",),
                                                      working_dir=None)
     worker = worker._replace(containers=[worker_container])
@@ -617,24 +331,9 @@ def _mpijob(ctx: BuildContext, n: Names) -> MpiJobContext:
                          require(slots, 1, INT32_MAX, "slotsPerWorker"), 3, launcher, worker)
 
 
-def _compress_device(ir) -> str:
-    # TensorRT plans only run on the GPU model they were built on: build on the serving device.
-    if ir.compress.engine == "tensorrt" and ir.serve is not None:
-        return ir.serve.device
-    return ir.train.cluster.device if ir.train is not None else "cpu"
-
-
-def _evaluate_device(ir) -> str:
-    # Latency gates are measured where the model will serve.
-    if ir.serve is not None:
-        return ir.serve.device
-    return ir.train.cluster.device if ir.train is not None else "cpu"
-
-
 def _compress_scripts(ctx: BuildContext) -> list[str]:
-    from . import compress
-
-    return [f"compress/{step}.py" for step in compress.pipeline(ctx.ir.compress)]
+    # The compress target's scripts, in the order it lists them: the pipeline's.
+    return [a.path for a in ctx.earlier if a.path.startswith("compress/") and a.executable]
 
 
 _RUN_IN_ORDER = 'set -eu\nfor script in "$@"; do\n  echo "llmc: $script" >&2\n  python3 "$script"\ndone\n'
@@ -645,22 +344,21 @@ def _jobs(ctx: BuildContext, n: Names) -> list[tuple[str, JobContext]]:
     out = []
     if ir.compress is not None:
         command = ["/bin/sh", "-c", _RUN_IN_ORDER, "compress"] + _compress_scripts(ctx)
-        pod = _stage_pod(ctx, n, "compress", command, _compress_device(ir), 1, "Never")
+        pod = _stage_pod(ctx, n, "compress", command, "Never")
         out.append(("job-compress.yaml", JobContext(_meta(n, f"{n.base}-compress", "compress"), 2, pod)))
     if ir.evaluate is not None:
-        pod = _stage_pod(ctx, n, "evaluate", ["python3", "evaluate/evaluate.py"], _evaluate_device(ir), 1, "Never")
+        pod = _stage_pod(ctx, n, "evaluate", ["python3", "evaluate/evaluate.py"], "Never")
         out.append(("job-evaluate.yaml", JobContext(_meta(n, f"{n.base}-evaluate", "evaluate"), 2, pod)))
     if ir.search is not None:
         # Trials run one after another (the local backend), each through train/launch.sh
         # inside this pod, which has one host's slots: a multi-host layout runs on
         # those slots (HOROVOD_NP) instead of failing for want of hosts.
         cluster = ir.train.cluster if ir.train is not None else None
-        device = cluster.device if cluster is not None else "cpu"
-        slots = cluster.slots_per_host if cluster is not None else 1
-        pod = _stage_pod(ctx, n, "search", ["python3", "search/search.py"], device, slots, "Never")
+        pod = _stage_pod(ctx, n, "search", ["python3", "search/search.py"], "Never")
         if cluster is not None and cluster.hosts > 1:
             (c,) = pod.containers
-            pod = pod._replace(containers=[c._replace(env=c.env + [EnvVar("HOROVOD_NP", str(slots))])])
+            np_env = EnvVar("HOROVOD_NP", str(cluster.slots_per_host))
+            pod = pod._replace(containers=[c._replace(env=c.env + [np_env])])
         out.append(("job-search.yaml", JobContext(_meta(n, f"{n.base}-search", "search"), 1, pod)))
     return out
 
@@ -669,14 +367,13 @@ def _jobs(ctx: BuildContext, n: Names) -> list[tuple[str, JobContext]]:
 
 
 def serving_config_files(ctx: BuildContext, plan: ServingPlan) -> list[KV]:
-    """The serve/ files the serving target generates, rendered, keyed by file name,
-    plus TF Serving's monitoring.config (Prometheus on the REST port)."""
+    """The serve/ files the serving target (tfserving or triton, listed before k8s)
+    generates, rendered, keyed by file name, plus TF Serving's monitoring.config
+    (Prometheus on the REST port)."""
     from ..render import render
-    from . import tfserving, triton
 
-    module = tfserving if plan.platform == "tf-serving" else triton
     files: dict[str, str] = {}
-    for artifact in module.artifacts(ctx):
+    for artifact in ctx.earlier:
         if not artifact.path.startswith("serve/"):
             continue
         key = artifact.path.rsplit("/", 1)[-1]
@@ -728,7 +425,8 @@ def _probes(plan: ServingPlan) -> tuple[Probe, Probe, Probe]:
 def _deployment(ctx: BuildContext, n: Names, plan: ServingPlan, config: list[KV]) -> DeploymentContext:
     res = plan.resources
     resources = Resources(res.cpu, res.memory, res.gpus)
-    models_size = memory_quantity(models_volume_bytes(plan.resources.params))
+    assert ctx.facts.serving_resources is not None  # serving_plan reads it too
+    models_size = memory_quantity(ctx.facts.serving_resources.models_volume_bytes)
     volumes = [Volume("tmp", "emptyDir", memory_quantity(GIB)),
                Volume("models", "emptyDir", models_size),
                Volume("config", "configMap", source=f"{n.base}-serving"),
@@ -769,11 +467,10 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
 
     add("serviceaccount.yaml", "serviceaccount.yaml.j2",
         MetaContext(Meta(n.service_account, n.namespace, _labels(n, "workloads"), [])))
-    add("pvc.yaml", "pvc.yaml.j2", PvcContext(_meta(n, f"{n.base}-artifacts", "artifacts"), _storage(ir, ctx.facts)))
+    add("pvc.yaml", "pvc.yaml.j2", PvcContext(_meta(n, f"{n.base}-artifacts", "artifacts"),
+                                                   memory_quantity(ctx.facts.storage_bytes)))
     plan = serving_plan(ctx)
     if plan is not None:
-        from .monitoring import rule_groups
-
         config = serving_config_files(ctx, plan)
         selector = _selector(n, "server")
         add("configmap.yaml", "configmap.yaml.j2", ConfigMapContext(_meta(n, f"{n.base}-serving", "server"), config))
@@ -817,7 +514,7 @@ def _sizing_notes(ctx: BuildContext, plan: ServingPlan | None) -> list[KV]:
     if plan is not None:
         r, res = plan.replicas, plan.resources
         bounds = ("serve.replicas" if not (r.min_derived or r.max_derived) else
-                  f"min = max(needed {r.needed}, {2 if plan.availability >= 0.999 else 1} for availability "
+                  f"min = max(needed {r.needed}, {min_replicas_for(plan.availability)} for availability "
                   f"{plan.availability * 100:.4g}%) and max = 3 x min where the spec leaves them out")
         notes.append(KV("serving replicas", f"{r.min} to {r.max} ({bounds}); the HPA scales on "
                                             f"{HPA_CPU_UTILIZATION}% CPU"))
@@ -830,14 +527,14 @@ def _sizing_notes(ctx: BuildContext, plan: ServingPlan | None) -> list[KV]:
         notes.append(KV("serving CPU", f"{res.cpu} ({cpu_rule})"))
         notes.append(KV("serving memory", f"{res.memory} ({mem_rule})"))
     if ir.train is not None:
-        c = ir.train.cluster
-        res = stage_resources(ctx.facts, c.device, c.slots_per_host)
-        gpu = f", {res.gpus} GPU" if res.gpus else ""
-        per_core = f"{CORES_PER_GPU} per GPU" if is_gpu(c.device) else f"{CORES_PER_CPU_SLOT} per cpu slot"
-        notes.append(KV("training worker", f"{res.cpu} CPU, {res.memory}{gpu} per host ({per_core}; memory: 1.5 x "
+        worker = _stage_resources(ctx, "train")
+        gpu = f", {worker.gpus} GPU" if worker.gpus else ""
+        per_core = f"{CORES_PER_GPU} per GPU" if worker.gpus else f"{CORES_PER_CPU_SLOT} per cpu slot"
+        notes.append(KV("training worker", f"{worker.cpu} CPU, {worker.memory}{gpu} per host ({per_core}; memory: 1.5 x "
                                            "(1 GiB + the host copy of weights and optimizer state, or the whole "
                                            "estimate on cpu) per slot, at least 8 GiB per GPU or 2 GiB, plus 1 GiB "
                                            "of /dev/shm per slot)"))
-    notes.append(KV("artifacts volume", f"{_storage(ir, ctx.facts)} (twice (checkpoints kept + 2) fp32 checkpoints "
+    storage = memory_quantity(ctx.facts.storage_bytes)
+    notes.append(KV("artifacts volume", f"{storage} (twice (checkpoints kept + 2) fp32 checkpoints "
                                         "of weights and optimizer state, at least 10 GiB)"))
     return notes

@@ -3,9 +3,9 @@
 from pathlib import PurePath
 from typing import NamedTuple
 
-from ..report import fact_lines
+from ..facts_text import fact_lines
 from . import Artifact, BuildContext
-from .evaluate import gate
+from .gates import gate
 
 
 class Stage(NamedTuple):

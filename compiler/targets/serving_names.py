@@ -9,11 +9,20 @@ is used as it is; any other is replaced by a slug of its safe characters plus th
 first 8 hex digits of its SHA-256, so that two different names never share a
 directory.
 
-`microseconds` and `power_of_two_sizes`: the batching numbers both platforms take.
+`triton_platform`: the model format Triton serves (config.pbtxt and compress read it).
+
+`microseconds`: the batching timeout as both platforms take it (plan.power_of_two_sizes
+has the batch sizes).
 """
+
+from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from ..schema import Spec
 
 _SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
@@ -31,12 +40,11 @@ def microseconds(seconds: float) -> int:
     return int(round(seconds * 1e6))
 
 
-def power_of_two_sizes(max_batch: int, smallest: int) -> list[int]:
-    """smallest, 2*smallest, ... below max_batch, then max_batch itself (increasing, ending at max)."""
-    sizes = []
-    size = smallest
-    while size < max_batch:
-        sizes.append(size)
-        size *= 2
-    sizes.append(max_batch)
-    return sizes
+def triton_platform(ir: Spec) -> str:
+    """The model format Triton serves (config.pbtxt's `platform`): what compress builds, else the trained model's."""
+    comp, framework = ir.compress, ir.model.framework
+    if comp is not None:
+        if comp.engine == "onnxruntime":
+            return "onnxruntime_onnx"
+        return "tensorflow_savedmodel" if framework == "tensorflow" else "tensorrt_plan"
+    return "tensorflow_savedmodel" if framework == "tensorflow" else "pytorch_libtorch"

@@ -43,7 +43,7 @@ from typing import NamedTuple
 
 from ..limits import INT64_MAX, require
 from . import Artifact, BuildContext
-from .serving_names import microseconds, power_of_two_sizes, serving_name
+from .serving_names import microseconds, serving_name
 
 
 class ModelsContext(NamedTuple):
@@ -81,60 +81,20 @@ def models_context(ctx: BuildContext) -> ModelsContext:
     return ModelsContext(name=name, base_path=f"/models/{name}", platform="tensorflow", versions=1)
 
 
-class BatchingLoad(NamedTuple):
-    """The numbers behind num_batch_threads and max_enqueued_batches; the two counts are
-    floats here (they may be out of any integer's range: checks/serving.py says so)."""
-
-    rate: float  # requests per second per replica
-    batch: float  # the planned batch
-    threads: float
-    threads_from: str
-    enqueued: float
-
-
-def batching_load(ir, facts) -> BatchingLoad:
-    sizing = facts.sizing if facts is not None else None
-    serve = ir.serve
-    max_batch = serve.batching.max_batch_size
-    p99 = serve.sla.p99_latency
-    if sizing is not None and sizing.feasible:
-        replicas = max(1, int(sizing.replicas))
-        batch = max(1.0, min(float(max_batch), float(sizing.batch_size)))
-        service = sizing.batch_service_s
-    else:
-        replicas, batch, service = 1, float(max_batch), None
-    rate = serve.sla.throughput / replicas
-    if serve.resources.cpu is not None:
-        threads = float(max(1, int(serve.resources.cpu)))
-        threads_from = "serve.resources.cpu"
-    elif service is not None:
-        threads = _ceil(rate * service / batch - 1e-9) + 1
-        threads_from = "batches in service by Little's law, plus one"
-    else:
-        threads = 2.0
-        threads_from = "no sizing for this device: two"
-    enqueued = max(threads, _ceil(rate * p99 / batch - 1e-9))
-    return BatchingLoad(rate, batch, threads, threads_from, enqueued)
-
-
-def _ceil(x: float) -> float:
-    return float(math.ceil(x)) if math.isfinite(x) else x
-
-
 def batching_context(ctx: BuildContext) -> BatchingContext:
     ir = ctx.ir
     serve = ir.serve
+    load = ctx.facts.batching  # plan.batching_load: checks/serving.py bounds the same numbers
+    assert serve is not None and load is not None  # artifacts() runs only with a serve block
     max_batch = serve.batching.max_batch_size
     p99 = serve.sla.p99_latency
-    load = batching_load(ir, ctx.facts)
     rate, batch, threads_from = load.rate, load.batch, load.threads_from
-    tf_trt = ir.compress is not None and ir.compress.engine == "tensorrt"
     return BatchingContext(
         max_batch_size=require(max_batch, 1, INT64_MAX, "max_batch_size"),
         batch_timeout_micros=require(microseconds(serve.batching.timeout), 0, INT64_MAX, "batch_timeout_micros"),
         num_batch_threads=require(_whole(load.threads), 1, INT64_MAX, "num_batch_threads"),
         max_enqueued_batches=require(_whole(load.enqueued), 1, INT64_MAX, "max_enqueued_batches"),
-        allowed_batch_sizes=power_of_two_sizes(max_batch, smallest=1) if tf_trt else [],
+        allowed_batch_sizes=list(ctx.facts.tf_trt_batch_sizes),
         per_replica_rps=round(rate, 6),
         p99_ms=round(p99 * 1e3, 6),
         planned_batch=round(batch, 6),

@@ -37,9 +37,11 @@ exported model beside it, at `<name>/1/<file>`; nothing else is generated.
 
 from typing import NamedTuple
 
+from ..catalog import is_gpu
 from ..limits import INT32_MAX, INT64_MAX, UINT64_MAX, require
+from ..plan import power_of_two_sizes
 from . import Artifact, BuildContext
-from .serving_names import microseconds, power_of_two_sizes, serving_name
+from .serving_names import microseconds, serving_name, triton_platform
 
 DATA_TYPES = ("TYPE_FP32", "TYPE_INT64")
 KINDS = ("KIND_CPU", "KIND_GPU")
@@ -72,15 +74,6 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
     return [Artifact(f"serve/model_repository/{context.name}/config.pbtxt", "triton/config.pbtxt.j2", context)]
 
 
-def platform(ir) -> str:
-    comp, framework = ir.compress, ir.model.framework
-    if comp is not None:
-        if comp.engine == "onnxruntime":
-            return "onnxruntime_onnx"
-        return "tensorflow_savedmodel" if framework == "tensorflow" else "tensorrt_plan"
-    return "tensorflow_savedmodel" if framework == "tensorflow" else "pytorch_libtorch"
-
-
 def io_tensors(ir, served_arch) -> tuple[list[Tensor], list[Tensor]]:
     """The I/O contract (module docstring) for the model as served."""
     arch = served_arch if served_arch is not None else (ir.model.transformer or ir.model.mlp)
@@ -95,10 +88,11 @@ def io_tensors(ir, served_arch) -> tuple[list[Tensor], list[Tensor]]:
 def triton_context(ctx: BuildContext) -> TritonContext:
     ir = ctx.ir
     serve = ir.serve
-    served = ctx.facts.served if ctx.facts is not None else None
+    assert serve is not None  # artifacts() runs only with a serve block
+    served = ctx.facts.served
     inputs, outputs = io_tensors(ir, served.arch if served is not None else None)
     max_batch = serve.batching.max_batch_size
-    kind = "KIND_CPU" if serve.device == "cpu" else "KIND_GPU"
+    kind = "KIND_GPU" if is_gpu(serve.device) else "KIND_CPU"
     for t in inputs + outputs:
         assert t.data_type in DATA_TYPES, t
         for d in t.dims:
@@ -106,7 +100,7 @@ def triton_context(ctx: BuildContext) -> TritonContext:
     assert kind in KINDS
     return TritonContext(
         name=serving_name(ir.model.name),
-        platform=platform(ir),
+        platform=triton_platform(ir),
         max_batch_size=require(max_batch, 1, INT32_MAX, "max_batch_size"),
         inputs=inputs,
         outputs=outputs,

@@ -7,6 +7,9 @@ parallelism is checked twice: the zoo's Megatron layers against the whole model 
 the same weights (outputs, gradients, one data-parallel optimizer step), and the
 generated script trained at three layouts of one spec (data 2 x tensor 2, data 2,
 and one process accumulating 2 micro-batches), which must log the same losses.
+Resume is exact: a 2-process run killed (SIGKILL, every process) after a checkpoint
+and resumed ends bit-identical to an uninterrupted one, dropout on, torch and
+TensorFlow.
 
 Slow (Horovod starts TensorFlow to probe its build, and 2-4 processes share 2 cores):
 `pytest -m slow tests/e2e`.
@@ -14,17 +17,20 @@ Slow (Horovod starts TensorFlow to probe its build, and 2-4 processes share 2 co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, run_cli
+from llmc.runtime import checkpoints as ck
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +101,6 @@ def test_translator_trains_with_horovod_and_resumes(tmp_path):
 
     # The exported model is whole and loads without Horovod; it decodes dates.
     import torch
-
     from llmc.runtime.data import load_split
     from llmc.runtime.zoo_torch import load_model, to_tensors
 
@@ -106,19 +111,20 @@ def test_translator_trains_with_horovod_and_resumes(tmp_path):
     assert model.generate(src).shape[0] == 4
     del torch
 
-    # A second run resumes from the newest checkpoint and appends to the metrics.
+    # A second run resumes from the newest checkpoint and continues the metrics from
+    # its step: the first run's final line goes, each step stays once.
     proc = launch(bundle, "--max-steps", "24", "--log-every", "2", "--output", str(out), *FAST,
                   "--set", "train.checkpoint.every=2", "--set", "train.checkpoint.keep=2")
     assert "resuming from" in proc.stderr and "at step 20" in proc.stderr
     steps, finals = metrics(out / "metrics.jsonl")
-    assert [m["step"] for m in steps][-2:] == [22, 24] and finals[-1]["steps"] == 24
+    assert [m["step"] for m in steps] == [1, 10, 20, 22, 24] and len(finals) == 1 and finals[0]["steps"] == 24
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ckpt-00000022.pt", "ckpt-00000024.pt"]
 
 
 def test_classifier_trains_with_tensorflow_and_exports_a_savedmodel(tmp_path):
     bundle = build(tmp_path, ROOT / "specs" / "classifier.llm", "classifier-local")
     assert json.loads((bundle / "model.json").read_text())["framework"] == "tensorflow"
-    assert "DistributedGradientTape" in (bundle / "train" / "train.py").read_text()
+    assert "llmc.runtime.training.tf_loop" in (bundle / "train" / "train.py").read_text()
     out = tmp_path / "out"
     launch(bundle, "--max-steps", "20", "--output", str(out))
 
@@ -279,3 +285,92 @@ def test_generated_training_is_the_same_at_every_layout(tmp_path):
     reference, _ = load_model(tmp_path / "dp" / "model")
     for (name, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
         assert a.shape == b.shape and (a - b).abs().max() < 1e-4, name
+
+
+def kill_after_checkpoint(bundle: Path, out: Path, args: list[str], suffix: str, past_step: int) -> None:
+    """Start a run and SIGKILL the launcher and every process under it (Horovod starts
+    the ranks in sessions of their own) once a checkpoint is written and the metrics
+    show step `past_step`: those later steps drew random numbers that the resumed run
+    must draw again."""
+    import psutil
+
+    log = (out.parent / f"{out.name}.killed.log").open("w")
+    proc = subprocess.Popen([str(bundle / "train" / "launch.sh"), *args, "--output", str(out)], env=env(),
+                            cwd=bundle, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the run finished before it could be killed"
+            written = list((out / "checkpoints").glob(f"ckpt-*.{suffix}")) if (out / "checkpoints").is_dir() else []
+            lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
+            steps = [json.loads(line).get("step", 0) for line in lines[:-1]]  # the last may be half written
+            if written and steps and max(steps) >= past_step:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("no checkpoint before the deadline")
+    finally:
+        try:
+            everyone = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            everyone = []
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for process in everyone:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        proc.wait(timeout=30)
+        psutil.wait_procs(everyone, timeout=30)
+        log.close()
+
+
+@pytest.mark.parametrize("spec, suffix, steps, past", [("translator", "pt", 12, 6), ("classifier", "npz", 95, 30)])
+def test_a_killed_run_resumes_bit_identical(tmp_path, spec, suffix, steps, past):
+    """Killed after a checkpoint and resumed, a 2-process run with dropout on ends with
+    the same weights and optimizer state, bit for bit, as a run never interrupted:
+    every rank's random state is in the checkpoint. The metrics then hold each step
+    once, with the uninterrupted run's values."""
+    bundle = build(tmp_path, ROOT / "specs" / f"{spec}.llm", f"{spec}-local")
+    model = json.loads((bundle / "model.json").read_text())["model"]
+    assert (model.get("transformer") or model.get("mlp"))["dropout"] > 0
+    args = [*(FAST if spec == "translator" else []), "--max-steps", str(steps), "--log-every", "1",
+            "--set", "train.checkpoint.every=4", "--set", "train.checkpoint.keep=2"]
+    launch(bundle, *args, "--output", str(tmp_path / "whole"))
+
+    resumed = tmp_path / "resumed"
+    kill_after_checkpoint(bundle, resumed, args, suffix, past)
+    newest = ck.latest_checkpoint(resumed / "checkpoints", suffix)
+    # What a kill in the middle of a checkpoint's write leaves behind.
+    orphan = resumed / "checkpoints" / f".ckpt-{steps - 1:08d}.{suffix}.tmp-999999"
+    orphan.write_bytes(b"half a checkpoint")
+    proc = launch(bundle, *args, "--output", str(resumed))
+    resumed_at = int(newest.name.split("-")[1].split(".")[0])
+    assert f"at step {resumed_at}" in proc.stderr and 0 < resumed_at < steps
+    assert not orphan.exists()
+
+    last = f"ckpt-{steps:08d}.{suffix}"
+    if suffix == "pt":
+        import torch
+
+        a = torch.load(tmp_path / "whole" / "checkpoints" / last, weights_only=True)
+        b = torch.load(resumed / "checkpoints" / last, weights_only=True)
+        assert a["model"].keys() == b["model"].keys()
+        for name in a["model"]:
+            assert torch.equal(a["model"][name], b["model"][name]), name
+        for index, state in a["optimizer"]["state"].items():
+            for key, value in state.items():
+                assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["optimizer"]["state"][index][key]))
+    else:
+        import numpy as np
+
+        with np.load(tmp_path / "whole" / "checkpoints" / last) as a, np.load(resumed / "checkpoints" / last) as b:
+            assert sorted(a.files) == sorted(b.files) and any(f.startswith("random/") for f in a.files)
+            for name in a.files:
+                assert np.array_equal(a[name], b[name]), name
+
+    whole_steps, whole_final = metrics(tmp_path / "whole" / "metrics.jsonl")
+    resumed_steps, resumed_final = metrics(resumed / "metrics.jsonl")
+    assert [m["step"] for m in resumed_steps] == list(range(1, steps + 1))  # each step once
+    assert [(m["loss"], m["lr"]) for m in resumed_steps] == [(m["loss"], m["lr"]) for m in whole_steps]
+    assert len(resumed_final) == 1 and resumed_final[0]["valid_loss"] == whole_final[0]["valid_loss"]

@@ -545,7 +545,12 @@ def test_the_docs_name_paths():
 
 @pytest.mark.parametrize("doc, path", PATHS, ids=[f"{d}:{p}" for d, p in PATHS])
 def test_every_path_the_docs_name_exists(doc: str, path: str):
+    # `tests/x.py::test_name` names a test: the file must define it.
+    path, _, test = path.partition("::")
     assert (ROOT / path).exists(), f"{doc} names {path}, which does not exist"
+    if test:
+        source = (ROOT / path).read_text(encoding="utf-8")
+        assert re.search(rf"^def {re.escape(test)}\(", source, re.M), f"{doc} names {path}::{test}, which is not there"
 
 
 # --- devices --------------------------------------------------------------------------------

@@ -62,13 +62,29 @@ def test_train_scripts_carry_the_layout_decisions():
     values = literals(torch_script)
     assert values["TENSOR_PARALLEL"] == 2 and values["GPU_CLUSTER"] is True
     assert values["ARCHITECTURE"] == "encoder-decoder" and values["MODEL_NAME"] == "translator"
-    assert "hvd.init(process_sets=" in torch_script and "process_set=dp_set" in torch_script
+    assert "llmc.runtime.training.torch_loop import train" in torch_script
     local = bundle("translator", "local")["train/train.py"]
-    assert literals(local)["GPU_CLUSTER"] is False and "hvd.broadcast_parameters" in local
-    assert "ProcessSet" not in local  # no tensor parallelism, no process sets
+    assert literals(local)["GPU_CLUSTER"] is False and literals(local)["TENSOR_PARALLEL"] == 1
     tf_script = bundle("classifier", "local")["train/train.py"]
     assert literals(tf_script)["ARCHITECTURE"] == "mlp"
-    assert "hvd.DistributedGradientTape" in tf_script and "horovod.tensorflow.keras" not in tf_script.split('"""', 2)[2]
+    assert "llmc.runtime.training.tf_loop import train" in tf_script and "torch" not in tf_script.split('"""', 2)[2]
+
+
+@pytest.mark.parametrize("spec, profile", [("translator", None), ("translator", "local"), ("classifier", "local")])
+def test_train_scripts_are_thin(spec, profile):
+    """A generated train.py is a docstring, the build's constants and a short main that
+    calls the runtime: no class, no other function, under 80 lines."""
+    source = bundle(spec, profile)["train/train.py"]
+    assert len(source.splitlines()) < 80
+    tree = ast.parse(source)
+    defined = [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                    ast.ClassDef, ast.Lambda))]
+    assert [node.name for node in defined if not isinstance(node, ast.Lambda)] == ["main"] and len(defined) == 1
+    (main,) = defined
+    assert main.end_lineno - main.lineno < 8
+    # The constants a spec change shows in `llmc plan`, and nothing computed.
+    assert set(literals(source)) == {"MODEL_NAME", "ARCHITECTURE", "TENSOR_PARALLEL", "GPU_CLUSTER"}
+    compile(source, "train.py", "exec")
 
 
 def launch(text: str, tmp_path, **env) -> subprocess.CompletedProcess:

@@ -365,7 +365,7 @@ def test_runs_folders_llmc_made_are_marked_and_used(tmp_path, no_stage_runs):
 
 
 def test_compress_steps_never_replace_a_folder_llmc_did_not_write(tmp_path):
-    from llmc.runtime.compression import META, StepError, _replace_dir
+    from llmc.runtime.steps.common import META, StepError, replace_dir as _replace_dir
 
     def staged(name: str) -> Path:
         src = tmp_path / name

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import ROOT
-from llmc.compiler import schema
+from llmc.compiler import fields, schema
 from llmc.compiler.driver import check_spec
 
 CASES = [("specs/translator.llm", None), ("specs/translator.llm", "local"),
@@ -102,5 +102,5 @@ def test_a_variant_rebuilds_every_block_the_change_reaches(spec, profile, derive
         for part in key.split(".")[:-1]:
             node = node.setdefault(part, {})
         node[key.split(".")[-1]] = value
-        whole = schema.construct(schema.Spec, schema.derive_defaults(changed))
+        whole = fields.construct(schema.Spec, schema.derive_defaults(changed))
         assert repr(driver._variant_ir(data, key, value, result.ir)) == repr(whole), key

@@ -10,9 +10,9 @@ import typing
 
 import pytest
 
-from llmc.compiler import schema
+from llmc.compiler import labels, schema
 from llmc.compiler.checks import data as data_check
-from llmc.compiler.checks.metrics import HIGHER_IS_BETTER, direction_of
+from llmc.compiler.metric_names import HIGHER_IS_BETTER, direction_of
 from llmc.compiler.driver import check_spec
 
 from helpers import ROOT
@@ -120,7 +120,7 @@ def test_a_classifier_whose_data_cannot_be_read_gets_a_plain_help(tmp_path, monk
         "the training data has 2 labels")
     # Past the size bound the file is not read at all.
     _write_labels(tmp_path / "big.tsv", ["a", "b", "c"])
-    monkeypatch.setattr(data_check, "MAX_LABEL_FILE_BYTES", 10)
+    monkeypatch.setattr(labels, "MAX_LABEL_FILE_BYTES", 10)
     assert _only(_check(tmp_path, _spec(task="classification", data="big.tsv")), "E203").help == plain
 
 

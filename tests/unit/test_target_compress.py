@@ -301,6 +301,61 @@ def test_dynamic_int8_quantization_shrinks_the_model(teacher, tmp_path):
 # --- TensorFlow ---------------------------------------------------------------------------------------
 
 
+def blocking(tmp_path: Path, framework: str) -> dict:
+    """The environment of a subprocess in which `import <framework>` fails: a
+    sitecustomize on PYTHONPATH puts a finder first on sys.meta_path that refuses it."""
+    site = tmp_path / f"no-{framework}"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(f"""
+import sys
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name == {framework!r} or name.startswith({framework + "."!r}):
+            raise ImportError("this bundle must not import {framework}")
+        return None
+
+sys.meta_path.insert(0, Refuse())
+""")
+    return {"PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def runtime_imports(bundle: Path) -> list[str]:
+    """The `from llmc.runtime... import ...` statements of the bundle's compress and
+    evaluate scripts, as written."""
+    import ast
+
+    scripts = sorted((bundle / "compress").glob("*.py")) + [bundle / "evaluate" / "evaluate.py"]
+    found = set()
+    for script in scripts:
+        for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("llmc.runtime"):
+                found.update(f"from {node.module} import {a.name}" for a in node.names)
+    return sorted(found)
+
+
+@pytest.mark.parametrize("spec, framework, other", [("classifier", "tensorflow", "torch"),
+                                                    ("translator", "torch", "tensorflow")])
+def test_a_bundle_imports_only_its_own_framework(spec, framework, other, tmp_path):
+    """Every runtime import of a bundle's scripts, and the adapter its steps train with,
+    load without the other framework: a TensorFlow bundle never imports torch."""
+    pytest.importorskip(framework)
+    bundle = build(SPECS / f"{spec}.llm", tmp_path / "bundle")
+    imports = runtime_imports(bundle)
+    assert "from llmc.runtime.steps import export" in imports, imports
+    assert "from llmc.runtime.scripts import run_script" in imports, imports
+    probe = "\n".join([
+        "import json, sys", *imports,
+        "from llmc.runtime.frameworks import adapter_for",
+        f"assert callable(adapter_for({framework!r}).train)",
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'tensorflow'})))"])
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [framework], r.stdout
+
+
+
 @pytest.mark.slow
 def test_tensorflow_classifier_steps(tmp_path):
     """prune (by hand, with fine-tuning) -> export (SavedModel) -> quantize (TensorFlow
@@ -334,15 +389,17 @@ zoo_tf.save_model({str(model)!r}, model, cfg, train.label_names)
     r = run(trainer)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "out"
-    prune = run_step(bundle, "prune", model, out)
+    # The steps run where torch cannot be imported: a TensorFlow bundle never needs it.
+    no_torch = blocking(tmp_path, "torch")
+    prune = run_step(bundle, "prune", model, out, env=no_torch)
     assert prune["sparsity"] == pytest.approx(0.5, abs=1e-3) and prune["finetune_steps"] > 0
     assert prune["quality"]["after"]["valid_accuracy"] > 0.85
-    export = run_step(bundle, "export", model, out)
+    export = run_step(bundle, "export", model, out, env=no_torch)
     assert export["check"]["max_abs_logit_diff"] < 1e-4
-    quant = run_step(bundle, "quantize", model, out)
+    quant = run_step(bundle, "quantize", model, out, env=no_torch)
     assert (out / "quantize" / "model.tflite").stat().st_size < 0.5 * quant["bytes"]["before"]
     assert quant["check"]["top1_agreement"] >= 0.9
-    engine = run_step(bundle, "build_engine", model, out)
+    engine = run_step(bundle, "build_engine", model, out, env=no_torch)
     assert engine["engine"] == "savedmodel"
     served = out.parent / "serve" / "classifier" / "1"  # TF Serving's <base_path>/<version>/
     assert (served / "saved_model.pb").is_file() and (served / "variables").is_dir()

@@ -365,7 +365,7 @@ def llm_string(value: str) -> str:
 
 @pytest.mark.parametrize("availability, floor", [("99.9%", 2), ("99%", 1)])
 def test_derived_replicas(tmp_path, availability, floor):
-    from llmc.compiler.targets.k8s import replica_plan
+    from llmc.compiler.plan import replica_plan
 
     def edit(text):
         text = drop_block("replicas")(text)

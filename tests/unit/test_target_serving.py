@@ -29,7 +29,7 @@ model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 from llmc.compiler.driver import check_spec  # noqa: E402
 from llmc.compiler.targets import BuildContext  # noqa: E402
 from llmc.compiler.targets import triton as triton_target  # noqa: E402
-from llmc.compiler.targets.serving_names import serving_name  # noqa: E402
+from llmc.compiler.targets.serving_names import serving_name, triton_platform  # noqa: E402
 
 
 def _batching_parameters_class():
@@ -233,7 +233,7 @@ def test_triton_platform_by_engine(framework, engine, compressed, expected):
     ir = check_spec(str(spec_path("translator"))).ir
     model = ir.model.model_copy(update={"framework": framework})
     compress = ir.compress.model_copy(update={"engine": engine}) if compressed else None
-    assert triton_target.platform(ir.model_copy(update={"model": model, "compress": compress})) == expected
+    assert triton_platform(ir.model_copy(update={"model": model, "compress": compress})) == expected
 
 
 def test_triton_io_for_a_transformer_classifier():

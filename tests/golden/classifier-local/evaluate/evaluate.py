@@ -56,6 +56,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from llmc.runtime.compression import run_script
+    from llmc.runtime.scripts import run_script
 
     sys.exit(run_script(main))

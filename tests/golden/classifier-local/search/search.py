@@ -28,330 +28,39 @@ status is 1 when no trial succeeded.
 Backends: `local` runs trials one after another (hyperopt.Trials); `spark` runs
 `parallel` trials at a time on Spark executors (hyperopt.SparkTrials; every executor
 must see the bundle and DIR at the same paths); `mongo` queues trials in MongoDB for
-`hyperopt-mongo-worker` processes (hyperopt.mongoexp.MongoTrials) at the URL in
-the environment variable named by MONGO_URL_ENV.
+`hyperopt-mongo-worker` processes (hyperopt.mongoexp.MongoTrials) at the URL in the
+environment variable `mongo_url_env` names. The driver is llmc/runtime/search.py:
+Spark executors and Mongo workers run it, so they must import llmc.runtime too.
 """
 
-import argparse
-import json
-import math
-import os
-import shlex
-import signal
-import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
-import numpy as np
-from hyperopt import STATUS_FAIL, STATUS_OK, Trials, tpe, fmin, hp
-from hyperopt.exceptions import AllTrialsFailed
+from llmc.runtime.search import Distribution, SearchConfig, run_search
 
-BUNDLE = Path(__file__).resolve().parent.parent
-MODEL = 'classifier'
-ALGORITHM = 'tpe'
-SUGGEST = tpe.suggest
-MAX_EVALS = 4
-PARALLEL = 1
-BACKEND = 'local'
-# Stop after this many finished trials without a new best (None: run all of MAX_EVALS).
-EARLY_STOP = None
-OBJECTIVE = 'accuracy'
-OBJECTIVE_IS_LOSS = False
-DIRECTION = 'maximize'
-# Hyperopt minimizes: a maximized objective is negated into the loss.
-MAXIMIZE = True
-SEED = 0
-MONGO_URL_ENV = 'LLMC_MONGO_URL'
-# The type train.py expects for each searched field.
-CASTS = {'model.mlp.dropout': 'float', 'train.batch_size': 'int', 'train.optimizer.lr': 'float'}
-
-
-def built_from():
-    """The spec this bundle was built from, as llmc.lock.json records it (scripts name
-    no spec themselves: renaming one changes its lock file only)."""
-    return json.loads((BUNDLE / "llmc.lock.json").read_text(encoding="utf-8"))
+CONFIG = SearchConfig(
+    model='classifier',
+    algorithm='tpe',
+    max_evals=4,
+    parallel=1,
+    backend='local',
+    # Stop after this many finished trials without a new best (None: run all of max_evals).
+    early_stop=None,
+    objective='accuracy',
+    direction='maximize',
+    seed=0,
+    mongo_url_env='LLMC_MONGO_URL',
+    # Each searched field: the spec's distribution, its arguments, the type train.py expects.
+    space={
+        'model.mlp.dropout': Distribution('uniform', [0.0, 0.5], 'float'),
+        'train.batch_size': Distribution('choice', [128, 256, 512], 'int'),
+        'train.optimizer.lr': Distribution('loguniform', [0.0001, 0.01], 'float'),
+    },
+)
 
 
-def experiment_key():
-    """One MongoDB experiment per spec, profile and spec content: a changed spec never
-    resumes the trials of another."""
-    lock = built_from()
-    profile = f"-{lock['profile']}" if lock.get("profile") else ""
-    return f"{Path(lock['spec']).stem}{profile}-{lock['spec_sha256'][:12]}"
-
-
-def space():
-    """The spec's search space as Hyperopt expressions (the spec's bounds are values)."""
-    return {
-        'model.mlp.dropout': hp.uniform('model.mlp.dropout', 0.0, 0.5),
-        'train.batch_size': hp.choice('train.batch_size', [128, 256, 512]),
-        'train.optimizer.lr': hp.loguniform('train.optimizer.lr', math.log(0.0001), math.log(0.01)),
-    }
-
-
-class TrialFailed(Exception):
-    """The trial's training or evaluation did not produce an objective."""
-
-
-def cast(kind, value):
-    """A sampled value as the plain Python type of its field (numpy scalars become ints/floats)."""
-    if kind == "int":
-        return int(round(float(value)))
-    if kind == "float":
-        return float(value)
-    if kind == "bool":
-        return bool(value)
-    return str(value)
-
-
-def new_trial_dir(trials_root):
-    """trials/<n> for the smallest free n; mkdir is atomic, so parallel trials never share one."""
-    trials_root.mkdir(parents=True, exist_ok=True)
-    n = len(list(trials_root.iterdir()))
-    while True:
-        path = trials_root / str(n)
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            n += 1
-
-
-def run_logged(cmd, log_path, timeout):
-    """Run cmd with its output in log_path; its whole process group is killed on a timeout."""
-    with open(log_path, "w", encoding="utf-8") as log:
-        log.write("$ " + shlex.join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=BUNDLE, start_new_session=True)
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise TrialFailed(f"timed out after {timeout:g} s (log: {log_path})") from None
-
-
-def train_command(params, trial_dir, opts):
-    if opts["train_cmd"]:
-        base = shlex.split(opts["train_cmd"])
-    elif opts["local"]:
-        base = [sys.executable, str(BUNDLE / "train" / "train.py")]
-    else:
-        base = ["bash", str(BUNDLE / "train" / "launch.sh")]
-    sets = []
-    for path, value in sorted(params.items()):
-        sets += ["--set", f"{path}={json.dumps(value)}"]
-    return base + sets + ["--output", str(trial_dir), "--metrics", str(trial_dir / "metrics.jsonl")] + data_root(opts)
-
-
-def data_root(opts):
-    return ["--data-root", opts["data_root"]] if opts["data_root"] else []
-
-
-def final_metrics(metrics_path):
-    """The metrics file's last line, which a finished training run writes as {"final": true, ...}."""
-    try:
-        lines = [line for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError:
-        raise TrialFailed(f"no metrics file {metrics_path}") from None
-    if not lines:
-        raise TrialFailed(f"{metrics_path} is empty")
-    try:
-        last = json.loads(lines[-1])
-    except ValueError:
-        raise TrialFailed(f"the last line of {metrics_path} is not JSON") from None
-    if not isinstance(last, dict) or last.get("final") is not True:
-        raise TrialFailed(f"training did not finish: the last line of {metrics_path} is not the final one")
-    return last
-
-
-def number(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TrialFailed(f"{what} is {value!r}, not a finite number")
-    return float(value)
-
-
-def evaluate_metric(trial_dir, opts):
-    """The objective metric of the trained model, from evaluate.py's JSON output (see the docstring)."""
-    out = trial_dir / "evaluate.json"
-    if opts["eval_cmd"]:
-        base = shlex.split(opts["eval_cmd"])
-    else:
-        script = BUNDLE / "evaluate" / "evaluate.py"
-        if not script.is_file():
-            raise TrialFailed(f"objective {OBJECTIVE!r} needs {script}, which this bundle lacks")
-        base = [sys.executable, str(script)]
-    cmd = base + ["--model", str(trial_dir / "model"), "--split", "valid", "--json", str(out)] + data_root(opts)
-    status = run_logged(cmd, trial_dir / "evaluate.log", opts["trial_timeout"])
-    try:
-        report = json.loads(out.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise TrialFailed(f"evaluation exited {status} without writing {out}") from None
-    metrics = report.get("metrics") if isinstance(report, dict) else None
-    if not isinstance(metrics, dict) or OBJECTIVE not in metrics:
-        raise TrialFailed(f"{out} has no metrics.{OBJECTIVE}")
-    return number(metrics[OBJECTIVE], f"metrics.{OBJECTIVE}")
-
-
-def objective(params, opts):
-    """One trial: train with the sampled values, then read the objective back."""
-    params = {path: cast(CASTS[path], value) for path, value in params.items()}
-    trial_dir = new_trial_dir(Path(opts["output"]) / "trials")
-    record = {"params": params, "trial_dir": str(trial_dir)}
-    try:
-        status = run_logged(train_command(params, trial_dir, opts), trial_dir / "train.log", opts["trial_timeout"])
-        if status != 0:
-            raise TrialFailed(f"training exited {status} (log: {trial_dir / 'train.log'})")
-        final = final_metrics(trial_dir / "metrics.jsonl")
-        if OBJECTIVE_IS_LOSS:
-            value = number(final.get(OBJECTIVE), f"the final {OBJECTIVE}")
-        else:
-            value = evaluate_metric(trial_dir, opts)
-    except (TrialFailed, OSError) as exc:
-        print(f"search: trial {trial_dir.name} failed: {exc}", file=sys.stderr, flush=True)
-        # "loss": None keeps Hyperopt's bookkeeping (and stop functions) from a KeyError.
-        return {"status": STATUS_FAIL, "loss": None, "failure": str(exc), **record}
-    print(f"search: trial {trial_dir.name}: {OBJECTIVE} = {value:.6g} with {json.dumps(params)}",
-          file=sys.stderr, flush=True)
-    return {"status": STATUS_OK, "loss": -value if MAXIMIZE else value, "objective": value, **record}
-
-
-def no_progress(count):
-    """Stop once `count` finished trials in a row brought no new best loss.
-
-    hyperopt.early_stop.no_progress_loss(count) with two fixes: a failed trial counts
-    as one without progress (no_progress_loss reads its "loss" and restarts on None),
-    and trials still running (SparkTrials, MongoTrials) are not looked at.
-    """
-
-    def stop(trials, *state):
-        finished = [t["result"] for t in sorted(trials.trials, key=lambda t: t["tid"])
-                    if t["result"].get("status") in (STATUS_OK, STATUS_FAIL)]
-        best, since = math.inf, 0
-        for result in finished:
-            loss = result.get("loss") if result["status"] == STATUS_OK else None
-            if loss is not None and loss < best:
-                best, since = loss, 0
-            else:
-                since += 1
-        return since >= count, []
-
-    return stop
-
-
-def make_trials(backend, parallel):
-    if backend == "spark":
-        from hyperopt import SparkTrials
-
-        return SparkTrials(parallelism=parallel)
-    if backend == "mongo":
-        url = os.environ.get(MONGO_URL_ENV)
-        if not url:
-            sys.exit(f"search: backend mongo needs the MongoDB jobs URL in ${MONGO_URL_ENV}, "
-                     f"e.g. mongo://host:27017/hyperopt/jobs; start `hyperopt-mongo-worker --mongo=host:27017/hyperopt` "
-                     f"workers beside it")
-        try:
-            import pymongo  # noqa: F401  (MongoTrials needs it and only says so when constructed)
-        except ImportError:
-            sys.exit("search: backend mongo needs pymongo installed beside hyperopt (pip install pymongo)")
-        from hyperopt.mongoexp import MongoTrials
-
-        return MongoTrials(url, exp_key=experiment_key())
-    return Trials()
-
-
-def trial_records(trials):
-    """Every trial as plain JSON data, in trial id order."""
-    records = []
-    for t in sorted(trials.trials, key=lambda t: t["tid"]):
-        result = dict(t["result"])
-        record = {"tid": t["tid"], "status": result.pop("status", None)}
-        record.update(result)
-        records.append(record)
-    return records
-
-
-def best_record(records):
-    ok = [r for r in records if r["status"] == STATUS_OK and r.get("loss") is not None]
-    return min(ok, key=lambda r: (r["loss"], r["tid"])) if ok else None
-
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=f"Hyperopt search for {MODEL}: {DIRECTION} {OBJECTIVE}")
-    p.add_argument("--max-evals", type=int, default=MAX_EVALS, help=f"trials in all (default {MAX_EVALS})")
-    p.add_argument("--local", action="store_true",
-                   help="train with `python train/train.py` instead of train/launch.sh (one process, no horovodrun)")
-    p.add_argument("--backend", choices=("local", "spark", "mongo"), default=BACKEND,
-                   help=f"where trials run (default {BACKEND})")
-    p.add_argument("--parallel", type=int, default=PARALLEL, help=f"trials at once on spark/mongo (default {PARALLEL})")
-    default_output = os.path.join(os.environ["LLMC_OUTPUT"], "search") if os.environ.get("LLMC_OUTPUT") else "search"
-    p.add_argument("--output", default=default_output,
-                   help="where trials/<n>/ and results.json go (default: $LLMC_OUTPUT/search, or search)")
-    p.add_argument("--data-root", default=None, help="passed on to training and evaluation")
-    p.add_argument("--seed", type=int, default=SEED, help=f"seed of the search algorithm (default {SEED})")
-    p.add_argument("--trial-timeout", type=float, default=None, help="seconds before a trial's run is killed and failed")
-    p.add_argument("--train-cmd", default=None, help="command (shell words) replacing the training launcher; "
-                                                     "it gets the same --set/--output/--metrics arguments")
-    p.add_argument("--eval-cmd", default=None, help="command (shell words) replacing `python evaluate/evaluate.py`; "
-                                                    "it gets --model/--split/--json")
-    args = p.parse_args(argv)
-    if args.max_evals < 1 or args.parallel < 1:
-        p.error("--max-evals and --parallel must be at least 1")
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    output = Path(args.output).resolve()
-    opts = {"output": str(output), "local": args.local, "train_cmd": args.train_cmd, "eval_cmd": args.eval_cmd,
-            "trial_timeout": args.trial_timeout,
-            "data_root": str(Path(args.data_root).resolve()) if args.data_root else None}
-    trials = make_trials(args.backend, args.parallel)
-    try:
-        fmin(
-            partial(objective, opts=opts),
-            space(),
-            algo=SUGGEST,
-            max_evals=args.max_evals,
-            trials=trials,
-            rstate=np.random.default_rng(args.seed),
-            early_stop_fn=no_progress(EARLY_STOP) if EARLY_STOP else None,
-            max_queue_len=args.parallel if args.backend == "mongo" else 1,
-            show_progressbar=False,
-            return_argmin=False,
-        )
-    except AllTrialsFailed:  # raised by fmin's own best point; results.json reports it below
-        pass
-    if args.backend == "mongo":
-        trials.refresh()
-    records = trial_records(trials)
-    best = best_record(records)
-    results = {
-        "model": MODEL,
-        "spec": built_from()["spec"],
-        "objective": OBJECTIVE,
-        "direction": DIRECTION,
-        "algorithm": ALGORITHM,
-        "backend": args.backend,
-        "max_evals": args.max_evals,
-        "best": None if best is None else {k: best[k] for k in ("tid", "params", "objective", "trial_dir")},
-        "trials": records,
-    }
-    out = output / "results.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
-    if best is None:
-        print(f"search: all {len(records)} trials failed; see {out}", file=sys.stderr)
-        return 1
-    print(f"search: best {OBJECTIVE} = {best['objective']:.6g} (trial {Path(best['trial_dir']).name}); results in {out}",
-          file=sys.stderr)
-    print(json.dumps({"best": best["params"], "objective": OBJECTIVE, "value": best["objective"],
-                      "trial_dir": best["trial_dir"]}, sort_keys=True))
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    return run_search(CONFIG, Path(__file__).resolve().parent.parent, argv)
 
 
 if __name__ == "__main__":

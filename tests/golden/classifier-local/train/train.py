@@ -8,37 +8,22 @@ overrides one field for this run, e.g. `--set train.optimizer.lr=0.001`. Contrac
 (arguments, outputs, metrics lines): docs/bundle.md.
 
 A custom loop with `hvd.DistributedGradientTape` (Keras 3 models, TensorFlow
-backend): horovod.tensorflow.keras predates Keras 3. Per step every data-parallel
-replica runs `accumulation` micro-batches of `micro_batch` examples (global batch =
-data x micro_batch x accumulation, as the spec says); the gradients are averaged over
-the replicas with the spec's gradient compression: by the tape when there is one
-micro-batch per step, else by one grouped all-reduce of the locally accumulated
-gradients (the same collective the tape issues).
+backend). Per step every data-parallel replica runs `accumulation` micro-batches of
+`micro_batch` examples (global batch = data x micro_batch x accumulation, as the spec
+says); the gradients are averaged over the replicas with the spec's gradient
+compression. The spec's `lr` is the rate for its global batch: it is not multiplied
+by the number of workers, so the same spec trains the same way on 2 or 64 processes.
 
-Learning rate: the spec's `batch_size` is the GLOBAL batch, so its `lr` already is the
-rate for that batch. We therefore do NOT multiply it by the number of workers, as
-Horovod's examples do for a per-worker batch that grows with the cluster: the same
-spec trains the same way on 2 or 64 processes, and a searched lr means the same thing
-at every layout.
+Checkpoints (rank 0, `train.checkpoint`): model weights, optimizer variables and
+random state in one .npz, written atomically every `every` and at the end, the
+`keep` newest kept. A restarted run resumes from the newest (the output directory
+must be shared between hosts) and ends as an uninterrupted run would. The final
+model is a SavedModel in OUTPUT/model (see llmc.runtime.zoo_tf).
 
-Checkpoints (rank 0, `train.checkpoint`): model weights and optimizer variables in
-one .npz, written atomically every `every` (a duration: wall-clock seconds; an int:
-optimizer steps) and at the end, the `keep` newest kept. A restarted run resumes
-from the newest (every rank loads it: the output directory must be shared between
-hosts). The final model is a SavedModel in OUTPUT/model (see llmc.runtime.zoo_tf).
+The loop is llmc.runtime.training.tf_loop; this file holds what the build decided.
 """
 
-from __future__ import annotations
-
-import argparse
-import io
-import itertools
-import json
-import os
-import shutil
 import sys
-import time
-from pathlib import Path
 
 MODEL_NAME = 'classifier'
 ARCHITECTURE = 'mlp'
@@ -46,281 +31,15 @@ TENSOR_PARALLEL = 1
 # The spec's cluster has GPUs: use them (and the spec's precision) when present.
 GPU_CLUSTER = False
 
-BUNDLE = Path(__file__).resolve().parent.parent
-MODEL_JSON = BUNDLE / "model.json"
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=f"Horovod training of {MODEL_NAME}.")
-    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="override one model.json field for this run (value: JSON)")
-    p.add_argument("--output", default=os.environ.get("LLMC_OUTPUT", "outputs"),
-                   help="checkpoints, the final model and metrics go here (default $LLMC_OUTPUT or outputs/)")
-    p.add_argument("--metrics", help="metrics JSON lines (default OUTPUT/metrics.jsonl)")
-    p.add_argument("--data-root", default=os.environ.get("LLMC_DATA_ROOT"),
-                   help="the spec's relative data paths are relative to this folder (default: the working directory)")
-    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps in all (smoke tests, trials)")
-    p.add_argument("--log-every", type=int, default=10, help="optimizer steps between metrics lines (default 10)")
-    return p.parse_args(argv)
-
-
-def checkpoint_folder(train: dict, output: Path) -> Path:
-    folder = str(train["checkpoint"].get("dir") or "checkpoints")
-    if "://" in folder:
-        raise SystemExit(f"train.py: error: checkpoint.dir {folder!r}: mount the storage and give a path")
-    return Path(folder) if os.path.isabs(folder) else output / folder
-
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    started = time.perf_counter()
-    if TENSOR_PARALLEL > 1:
-        raise SystemExit("train.py: error: tensor parallelism is implemented for torch models only; "
-                         "set train.parallel.tensor = 1 for a TensorFlow model")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from llmc.runtime.training.common import BuildConstants
+    from llmc.runtime.training.tf_loop import train
 
-    import numpy as np
-    import tensorflow as tf
-    import horovod.tensorflow as hvd
-
-    from llmc.runtime import checkpoints as ck
-    from llmc.runtime.config import batch_layout, bundle_identity, load_config
-    from llmc.runtime.data import batches, epoch_order, load_split, micro_batches_per_rank, shard
-    from llmc.runtime.schedule import schedule_fn
-    from llmc.runtime.zoo_tf import batch_loss, build_model, make_optimizer, save_model, to_inputs
-
-    cfg = load_config(MODEL_JSON, args.set, data_root=args.data_root)
-    model_cfg, train = cfg["model"], cfg["train"]
-    hvd.init()
-    rank, size = hvd.rank(), hvd.size()
-    # Share this host's cores between its processes.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    tf.config.threading.set_intra_op_parallelism_threads(max(1, cores // hvd.local_size()))
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    gpus = tf.config.list_physical_devices("GPU") if GPU_CLUSTER else []
-    if gpus:
-        gpu = gpus[hvd.local_rank() % len(gpus)]
-        tf.config.experimental.set_memory_growth(gpu, True)
-        tf.config.set_visible_devices(gpu, "GPU")
-    else:
-        tf.config.set_visible_devices([], "GPU")
-    layout = batch_layout(train, size, 1)
-    seed = int(train["seed"])
-
-    def say(text: str) -> None:
-        if rank == 0:
-            print(f"train.py: {text}", file=sys.stderr, flush=True)
-
-    import keras
-
-    # Mixed precision where the device has it; CPUs train in fp32.
-    precision = train["precision"] if gpus else "fp32"
-    if precision != train["precision"]:
-        say(f"no GPU here: training in fp32 instead of {train['precision']}")
-    if precision != "fp32":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "mixed_float16")
-
-    train_split = load_split(model_cfg, model_cfg["data"]["train"])
-    valid_split = load_split(model_cfg, model_cfg["data"]["valid"], label_names=train_split.label_names)
-
-    model = build_model(model_cfg, seed=seed)
-    optimizer = make_optimizer(train["optimizer"])
-    if precision == "fp16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer.build(model.trainable_variables)
-    compression = {"none": hvd.Compression.none, "fp16": hvd.Compression.fp16}[train["gradient_compression"]]
-
-    output = Path(args.output)
-    folder = checkpoint_folder(train, output)
-    keep = int(train["checkpoint"]["keep"])
-    # Rank 0 picks the checkpoint, so every rank resumes from the same one.
-    newest = ck.latest_checkpoint(folder, "npz") if rank == 0 else None
-    newest = hvd.broadcast_object(str(newest) if newest else None, root_rank=0, name="resume.path")
-    progress = {"step": 0, "epoch": 0, "micro": 0}
-    if newest:
-        with np.load(newest) as saved:
-            model.set_weights([saved[f"model/{i}"] for i in range(len(model.weights))])
-            for i, variable in enumerate(optimizer.variables):
-                variable.assign(saved[f"optimizer/{i}"])
-            progress = json.loads(str(saved["progress"]))
-        say(f"resuming from {newest} at step {progress['step']}")
-    # Every replica starts from rank 0's weights and optimizer state.
-    hvd.broadcast_variables([v.value for v in model.variables], root_rank=0)
-    hvd.broadcast_variables([v.value for v in optimizer.variables], root_rank=0)
-
-    micro_per_epoch = micro_batches_per_rank(len(train_split), layout.data, layout.micro_batch)
-    steps_per_epoch = micro_per_epoch // layout.accumulation
-    if steps_per_epoch == 0:
-        raise SystemExit(f"train.py: error: the train split has {len(train_split)} examples, "
-                         f"fewer than one global batch of {layout.batch_size}")
-    planned = int(train["steps"]) if train.get("steps") else int(train["epochs"]) * steps_per_epoch
-    last_step = min(planned, args.max_steps) if args.max_steps else planned
-    lr_at = schedule_fn(train, planned)
-    warmup = int((train.get("schedule") or {}).get("warmup", 0))
-    if warmup >= planned:
-        say(f"warning: schedule warmup ({warmup} steps) is not shorter than the run ({planned} steps): "
-            f"the learning rate never reaches {train['optimizer']['lr']}")
-    say(f"{size} processes: data {layout.data}; global batch {layout.batch_size} = {layout.data} x micro-batch "
-        f"{layout.micro_batch} x accumulation {layout.accumulation}; {steps_per_epoch} steps per epoch; "
-        f"steps {progress['step']} -> {last_step} of {planned}")
-
-    variables = model.trainable_variables
-    # Horovod's tape keys gradients by tf.Variable.ref(): hand it the tf.Variables that
-    # Keras 3 variables wrap (the tape watches those when the model reads them).
-    tf_variables = [v.value for v in variables]
-
-    def local_loss(batch, training):
-        loss_sum, count, correct = batch_loss(model, batch, training=training)
-        return loss_sum / tf.maximum(count, 1.0)
-
-    @tf.function(reduce_retracing=True)
-    def train_step(batch):
-        with tf.GradientTape() as tape:
-            loss = local_loss(batch, True)
-            scaled = optimizer.scale_loss(loss) if precision == "fp16" else loss
-        tape = hvd.DistributedGradientTape(tape, compression=compression, op=hvd.Average)
-        grads = tape.gradient(scaled, tf_variables)
-        optimizer.apply(grads, variables)
-        return loss
-
-    accumulated = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables] if layout.accumulation > 1 else []
-
-    @tf.function(reduce_retracing=True)
-    def accumulate_step(batch):
-        with tf.GradientTape() as tape:
-            loss = local_loss(batch, True)
-            scaled = optimizer.scale_loss(loss) if precision == "fp16" else loss
-        for acc, grad in zip(accumulated, tape.gradient(scaled, tf_variables)):
-            acc.assign_add(grad / layout.accumulation)
-        return loss
-
-    @tf.function
-    def apply_accumulated():
-        grads = hvd.grouped_allreduce([acc.read_value() for acc in accumulated], op=hvd.Average,
-                                      compression=compression)
-        optimizer.apply(grads, variables)
-        for acc in accumulated:
-            acc.assign(tf.zeros_like(acc))
-
-    metrics_path = Path(args.metrics) if args.metrics else output / "metrics.jsonl"
-    metrics = None
-    if rank == 0:
-        metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics = open(metrics_path, "a" if newest else "w", encoding="utf-8")
-
-    def log(record: dict) -> None:
-        if metrics is not None:
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
-
-    # Where this run starts and ends, for progress and ETA (a resumed run starts late).
-    log({"start": True, "from_step": progress["step"], "total_steps": last_step})
-
-    policy = ck.Policy(train["checkpoint"]["every"])
-
-    def save_checkpoint(step: int, epoch: int, micro: int) -> None:
-        if rank != 0:
-            return
-        arrays = {f"model/{i}": w for i, w in enumerate(model.get_weights())}
-        arrays.update({f"optimizer/{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
-        arrays["progress"] = np.asarray(json.dumps({"step": step, "epoch": epoch, "micro": micro}))
-
-        def write(tmp):
-            buffer = io.BytesIO()
-            np.savez(buffer, **arrays)
-            tmp.write_bytes(buffer.getvalue())
-
-        ck.atomic_write(ck.checkpoint_path(folder, step, "npz"), write)
-        ck.prune_checkpoints(folder, "npz", keep)
-        policy.saved()
-
-    # Transformers see fixed-shape batches (no trimming), so the step traces once.
-    trim = False
-    step, epoch, skip = progress["step"], progress["epoch"], progress["micro"]
-    window_loss, window_micro, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
-    last_saved = step
-    while step < last_step:
-        order = shard(epoch_order(len(train_split), seed, epoch), rank, layout.data)
-        stream = itertools.islice(batches(train_split, order, layout.micro_batch, trim=trim),
-                                  steps_per_epoch * layout.accumulation)
-        finished_epoch = True
-        for micro, batch in enumerate(stream):
-            if micro < skip:
-                continue  # resumed mid-epoch: these micro-batches were trained on already
-            last_micro = (micro + 1) % layout.accumulation == 0
-            if last_micro:
-                lr = lr_at(step)
-                optimizer.learning_rate = lr  # assigns the optimizer's rate variable
-            if layout.accumulation == 1:
-                loss = train_step(to_inputs(batch))
-            else:
-                loss = accumulate_step(to_inputs(batch))
-                if last_micro:
-                    apply_accumulated()
-            window_loss += float(loss)
-            window_micro += 1
-            if not last_micro:
-                continue
-            step += 1
-            window_steps += 1
-            if step == 1 or step % args.log_every == 0 or step == last_step:
-                totals = hvd.allreduce(tf.constant([window_loss, float(window_micro)], tf.float64), op=hvd.Sum,
-                                       name="metrics.loss").numpy()
-                elapsed = time.perf_counter() - window_start
-                log({"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": float(totals[0] / totals[1]),
-                     "lr": lr, "throughput": round(window_steps * layout.batch_size / max(elapsed, 1e-9), 2)})
-                window_loss, window_micro, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
-            at_end = micro + 1 == steps_per_epoch * layout.accumulation
-            if policy.due(step) or step == last_step:
-                save_checkpoint(step, epoch + 1 if at_end else epoch, 0 if at_end else micro + 1)
-                last_saved = step
-            if step >= last_step:
-                finished_epoch = at_end
-                break
-        if finished_epoch:
-            epoch += 1
-            skip = 0
-        else:
-            break
-    if last_saved != step:
-        save_checkpoint(step, epoch, 0)
-
-    # Final validation over the whole valid split: each replica takes its share (no
-    # example twice), and the sums are added over the replicas.
-    totals = np.zeros(3)
-    mine = shard(epoch_order(len(valid_split), seed, 0, shuffle=False), rank, layout.data, pad=False)
-    for batch in batches(valid_split, mine, layout.micro_batch, drop_last=False, trim=trim):
-        loss_sum, count, correct = batch_loss(model, to_inputs(batch), training=False)
-        totals += [float(loss_sum), float(count), float(correct) if correct is not None else 0.0]
-    totals = hvd.allreduce(tf.constant(totals, tf.float64), op=hvd.Sum, name="valid.totals").numpy()
-    final = {"final": True, "valid_loss": float(totals[0] / totals[1]), "steps": step,
-             "epoch": round(step / steps_per_epoch, 4)}
-    if ARCHITECTURE in ("mlp", "encoder"):
-        final["valid_accuracy"] = float(totals[2] / totals[1])
-    final["seconds"] = round(time.perf_counter() - started, 2)
-
-    if rank == 0:
-        # Written beside, then swapped in: a failed export never leaves half a model.
-        target = output / "model"
-        staging = output / ".model.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        save_model(str(staging), model, model_cfg, train_split.label_names, framework="tensorflow",
-                   **bundle_identity(BUNDLE), steps=step, valid_loss=final["valid_loss"])
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
-    log(final)
-    say(f"done: {step} steps, valid loss {final['valid_loss']:.4f}; model in {output / 'model'}")
-    if metrics is not None:
-        metrics.close()
-    return 0
+    return train(BuildConstants(MODEL_NAME, ARCHITECTURE, TENSOR_PARALLEL, GPU_CLUSTER, __file__), argv)
 
 
 if __name__ == "__main__":
-    from llmc.runtime.config import ConfigError
-    from llmc.runtime.data import DataError
+    from llmc.runtime.training.common import run_script
 
-    try:
-        sys.exit(main())
-    except (ConfigError, DataError, NotImplementedError) as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_script(main))

@@ -15,7 +15,7 @@ $LLMC_OUTPUT defaults to outputs/). This one reads OUT/quantize/ (the quantize
 step's model) and writes OUT/build_engine/ (its model and report.json), a copy at
 OUT/model/ (what evaluate/evaluate.py reads) and the stage summary OUT/report.json.
 Relative data paths are relative to --data-root (default $LLMC_DATA_ROOT, else the
-working directory). The library behind it is llmc/runtime/compression.py.
+working directory). The library behind it is llmc/runtime/steps/.
 
 Exit status: 0 done; 2 a missing model or data file, or a setting this machine
 cannot honour (the message says which).
@@ -50,21 +50,13 @@ BUNDLE = Path(__file__).resolve().parent.parent
 
 
 def main(argv=None) -> int:
-    from llmc.runtime import compression as c
+    from llmc.runtime.steps import engines
 
-    args = c.step_arguments(__doc__, extra=False).parse_args(argv)
-    step = c.Step(STEP, PREVIOUS, args)
-    serving = c.Serving(**SERVING)
-    if ENGINE == "onnxruntime":
-        report = c.build_onnxruntime(step, serving, BUNDLE, DATA["valid"])
-    else:
-        report = c.build_tensorrt(step, serving, BUNDLE, PRECISION, CALIBRATION, SAMPLES, MAX_LEN,
-                                  step.output / "export")
-    step.publish(report)
-    return 0
+    return engines.main(__doc__, argv, STEP, PREVIOUS, bundle=BUNDLE, engine=ENGINE, precision=PRECISION,
+                        calibration=CALIBRATION, samples=SAMPLES, max_len=MAX_LEN, serving=SERVING, data=DATA)
 
 
 if __name__ == "__main__":
-    from llmc.runtime.compression import run_script
+    from llmc.runtime.scripts import run_script
 
     sys.exit(run_script(main))

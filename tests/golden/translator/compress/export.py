@@ -15,7 +15,7 @@ $LLMC_OUTPUT defaults to outputs/). This one reads OUT/prune/ (the prune step's
 model) and writes OUT/export/ (its model and report.json), a copy at OUT/model/
 (what evaluate/evaluate.py reads) and the stage summary OUT/report.json. Relative
 data paths are relative to --data-root (default $LLMC_DATA_ROOT, else the working
-directory). The library behind it is llmc/runtime/compression.py.
+directory). The library behind it is llmc/runtime/steps/.
 
 Exit status: 0 done; 2 a missing model or data file, or a setting this machine
 cannot honour (the message says which).
@@ -38,15 +38,12 @@ DATA = {'train': 's3://llmc-data/en-de/train.tsv', 'valid': 's3://llmc-data/en-d
 
 
 def main(argv=None) -> int:
-    from llmc.runtime import compression as c
+    from llmc.runtime.steps import export
 
-    args = c.step_arguments(__doc__, extra=False).parse_args(argv)
-    step = c.Step(STEP, PREVIOUS, args)
-    step.publish(c.export(step, DATA["valid"]))
-    return 0
+    return export.main(__doc__, argv, STEP, PREVIOUS, data=DATA)
 
 
 if __name__ == "__main__":
-    from llmc.runtime.compression import run_script
+    from llmc.runtime.scripts import run_script
 
     sys.exit(run_script(main))

@@ -11,30 +11,19 @@ Per step: every data-parallel replica runs `accumulation` micro-batches of
 `micro_batch` examples (global batch = data x micro_batch x accumulation, as the spec
 says), Horovod's DistributedOptimizer averages the gradients over the replicas with
 the spec's gradient compression, then the optimizer steps at the schedule's rate.
+The spec's `lr` is the rate for its global batch: it is not multiplied by the number
+of workers, so the same spec trains the same way on 2 or 64 processes.
 
-Learning rate: the spec's `batch_size` is the GLOBAL batch, so its `lr` already is the
-rate for that batch. We therefore do NOT multiply it by the number of workers, as
-Horovod's examples do for a per-worker batch that grows with the cluster: the same
-spec trains the same way on 2 or 64 processes, and a searched lr means the same thing
-at every layout.
+Checkpoints (rank 0, `train.checkpoint`): whole-model weights, optimizer state and
+every rank's random state, written atomically every `every` and at the end, the
+`keep` newest kept. A restarted run resumes from the newest (the output directory
+must be shared between hosts) at the same micro-batch with the same random state, so
+it ends as an uninterrupted run would.
 
-Checkpoints (rank 0, `train.checkpoint`): whole-model weights and optimizer state,
-written atomically every `every` (a duration: wall-clock seconds; an int: optimizer
-steps) and at the end, the `keep` newest kept. A restarted run resumes from the
-newest: every rank loads it (the output directory must be shared between hosts) and
-continues at the same micro-batch of the same epoch.
+The loop is llmc.runtime.training.torch_loop; this file holds what the build decided.
 """
 
-from __future__ import annotations
-
-import argparse
-import contextlib
-import itertools
-import json
-import os
 import sys
-import time
-from pathlib import Path
 
 MODEL_NAME = 'translator'
 ARCHITECTURE = 'encoder-decoder'
@@ -43,296 +32,15 @@ TENSOR_PARALLEL = 2
 # The spec's cluster has GPUs: use CUDA (and the spec's precision) when present.
 GPU_CLUSTER = True
 
-BUNDLE = Path(__file__).resolve().parent.parent
-MODEL_JSON = BUNDLE / "model.json"
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=f"Horovod training of {MODEL_NAME}.")
-    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="override one model.json field for this run (value: JSON)")
-    p.add_argument("--output", default=os.environ.get("LLMC_OUTPUT", "outputs"),
-                   help="checkpoints, the final model and metrics go here (default $LLMC_OUTPUT or outputs/)")
-    p.add_argument("--metrics", help="metrics JSON lines (default OUTPUT/metrics.jsonl)")
-    p.add_argument("--data-root", default=os.environ.get("LLMC_DATA_ROOT"),
-                   help="the spec's relative data paths are relative to this folder (default: the working directory)")
-    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps in all (smoke tests, trials)")
-    p.add_argument("--log-every", type=int, default=10, help="optimizer steps between metrics lines (default 10)")
-    return p.parse_args(argv)
-
-
-def init_horovod(hvd):
-    """hvd.init with one process set per tensor-parallel group and one per data-parallel group.
-
-    Ranks d*T .. d*T+T-1 form tensor group d (consecutive ranks share a host when T
-    divides the slots per host, keeping the per-layer all-reduces on the fast links);
-    ranks t, t+T, t+2T, ... form data group t, over which gradients are averaged.
-    Static process sets must be known at init, so the world size comes from the
-    launcher's environment.
-    """
-    from llmc.runtime.zoo_torch import TensorParallel
-
-    size = int(os.environ.get("HOROVOD_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or 0)
-    if size == 0 or size % TENSOR_PARALLEL:
-        raise SystemExit(f"train.py: error: {size or 'an unknown number of'} processes cannot be split into "
-                         f"tensor-parallel groups of {TENSOR_PARALLEL}; start it with train/launch.sh")
-    data = size // TENSOR_PARALLEL
-    everyone = list(range(size))
-    tensor_ranks = [list(range(d * TENSOR_PARALLEL, (d + 1) * TENSOR_PARALLEL)) for d in range(data)]
-    data_ranks = [list(range(t, size, TENSOR_PARALLEL)) for t in range(TENSOR_PARALLEL)]
-    # A group holding every rank is the global set (Horovod does not register it twice).
-    sets = {tuple(r): hvd.ProcessSet(r) for r in tensor_ranks + data_ranks if r != everyone}
-    hvd.init(process_sets=list(sets.values()))
-    rank = hvd.rank()
-    tensor_group = tensor_ranks[rank // TENSOR_PARALLEL]
-    data_group = data_ranks[rank % TENSOR_PARALLEL]
-    tp_set = sets.get(tuple(tensor_group), hvd.global_process_set)
-    dp_set = sets.get(tuple(data_group), hvd.global_process_set)
-    return TensorParallel(TENSOR_PARALLEL, rank % TENSOR_PARALLEL, tp_set), dp_set, data_group[0]
-
-
-def configure_threads(torch, hvd) -> None:
-    # Share this host's cores between its processes: oversubscribed intra-op threads
-    # make every rank slower than one thread each would.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores // hvd.local_size()))
-
-
-def checkpoint_folder(train: dict, output: Path) -> Path:
-    folder = str(train["checkpoint"].get("dir") or "checkpoints")
-    if "://" in folder:
-        raise SystemExit(f"train.py: error: checkpoint.dir {folder!r}: mount the storage and give a path")
-    return Path(folder) if os.path.isabs(folder) else output / folder
-
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    started = time.perf_counter()
+    from llmc.runtime.training.common import BuildConstants
+    from llmc.runtime.training.torch_loop import train
 
-    import torch
-    import horovod.torch as hvd
-
-    from llmc.runtime import checkpoints as ck
-    from llmc.runtime.config import batch_layout, bundle_identity, load_config
-    from llmc.runtime.data import batches, epoch_order, load_split, micro_batches_per_rank, shard
-    from llmc.runtime.schedule import schedule_fn
-    from llmc.runtime.zoo_torch import (batch_loss, build_model, full_optimizer_state, full_state_dict,
-                                        load_full_optimizer_state, load_full_state_dict, make_optimizer,
-                                        save_model, to_tensors)
-
-    cfg = load_config(MODEL_JSON, args.set, data_root=args.data_root)
-    model_cfg, train = cfg["model"], cfg["train"]
-    tp, dp_set, dp_root = init_horovod(hvd)
-    rank, size = hvd.rank(), hvd.size()
-    configure_threads(torch, hvd)
-    layout = batch_layout(train, size, TENSOR_PARALLEL)
-    dp_rank = rank // TENSOR_PARALLEL
-    seed = int(train["seed"])
-
-    use_cuda = GPU_CLUSTER and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(hvd.local_rank())
-    device = torch.device("cuda" if use_cuda else "cpu")
-    # Mixed precision where the device has it; CPUs train in fp32 (bf16 autocast on a
-    # CPU is slower than fp32 on most of them, and fp16 has no CPU kernels).
-    precision = train["precision"] if use_cuda else "fp32"
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-
-    def autocast():
-        return torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-
-    def say(text: str) -> None:
-        if rank == 0:
-            print(f"train.py: {text}", file=sys.stderr, flush=True)
-
-    if train["precision"] != precision:
-        say(f"no GPU here: training in fp32 instead of {train['precision']}")
-
-    train_split = load_split(model_cfg, model_cfg["data"]["train"])
-    valid_split = load_split(model_cfg, model_cfg["data"]["valid"], label_names=train_split.label_names)
-
-    model = build_model(model_cfg, tp=tp, seed=seed).to(device)
-    if train.get("activation_checkpointing"):
-        for stack in (getattr(model, "encoder", None), getattr(model, "decoder", None)):
-            if stack is not None:
-                stack.checkpoint_activations = True
-    # Dropout masks must agree across a tensor-parallel group: seed by data-parallel rank.
-    torch.manual_seed(seed + dp_rank)
-
-    compression = {"none": hvd.Compression.none, "fp16": hvd.Compression.fp16}[train["gradient_compression"]]
-    optimizer = hvd.DistributedOptimizer(
-        make_optimizer(model, train["optimizer"]),
-        named_parameters=model.named_parameters(),
-        compression=compression,
-        backward_passes_per_step=layout.accumulation,
-        op=hvd.Average,
-        process_set=dp_set,
-    )
-
-    output = Path(args.output)
-    folder = checkpoint_folder(train, output)
-    keep = int(train["checkpoint"]["keep"])
-    # Rank 0 picks the checkpoint, so every rank resumes from the same one.
-    newest = ck.latest_checkpoint(folder, "pt") if rank == 0 else None
-    newest = hvd.broadcast_object(str(newest) if newest else None, root_rank=0, name="resume.path")
-    progress = {"step": 0, "epoch": 0, "micro": 0}
-    if newest:
-        saved = torch.load(newest, map_location="cpu", weights_only=True)
-        load_full_state_dict(model, saved["model"])
-        load_full_optimizer_state(model, optimizer, saved["optimizer"])
-        progress = saved["progress"]
-        say(f"resuming from {newest} at step {progress['step']}")
-
-    # Replicas of one tensor-parallel shard start identical: broadcast it within the
-    # data-parallel group (hvd.broadcast_parameters would send rank 0's shard to
-    # every rank). Optimizer state is loaded from the same whole checkpoint by every
-    # rank, and a fresh optimizer has none.
-    for name, tensor in sorted(model.state_dict().items()):
-        hvd.broadcast_(tensor, root_rank=dp_root, name=f"broadcast.{name}", process_set=dp_set)
-
-    micro_per_epoch = micro_batches_per_rank(len(train_split), layout.data, layout.micro_batch)
-    steps_per_epoch = micro_per_epoch // layout.accumulation
-    if steps_per_epoch == 0:
-        raise SystemExit(f"train.py: error: the train split has {len(train_split)} examples, "
-                         f"fewer than one global batch of {layout.batch_size}")
-    planned = int(train["steps"]) if train.get("steps") else int(train["epochs"]) * steps_per_epoch
-    last_step = min(planned, args.max_steps) if args.max_steps else planned
-    lr_at = schedule_fn(train, planned)
-    warmup = int((train.get("schedule") or {}).get("warmup", 0))
-    if warmup >= planned:
-        say(f"warning: schedule warmup ({warmup} steps) is not shorter than the run ({planned} steps): "
-            f"the learning rate never reaches {train['optimizer']['lr']}")
-    say(f"{size} processes: data {layout.data} x tensor {layout.tensor}; global batch {layout.batch_size} = "
-        f"{layout.data} x micro-batch {layout.micro_batch} x accumulation {layout.accumulation}; "
-        f"{steps_per_epoch} steps per epoch; steps {progress['step']} -> {last_step} of {planned}")
-
-    metrics_path = Path(args.metrics) if args.metrics else output / "metrics.jsonl"
-    metrics = None
-    if rank == 0:
-        metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics = open(metrics_path, "a" if newest else "w", encoding="utf-8")
-
-    def log(record: dict) -> None:
-        if metrics is not None:
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
-
-    # Where this run starts and ends, for progress and ETA (a resumed run starts late).
-    log({"start": True, "from_step": progress["step"], "total_steps": last_step})
-
-    policy = ck.Policy(train["checkpoint"]["every"])
-    # A time-based decision is rank 0's when saving is collective (shards are gathered).
-    agree = None if TENSOR_PARALLEL == 1 else (
-        lambda flag: hvd.broadcast_object(flag, root_rank=0, name="checkpoint.due"))
-
-    def save_checkpoint(step: int, epoch: int, micro: int) -> None:
-        if TENSOR_PARALLEL == 1 and rank != 0:
-            return
-        state = {"model": full_state_dict(model), "optimizer": full_optimizer_state(model, optimizer),
-                 "progress": {"step": step, "epoch": epoch, "micro": micro}}
-        if rank == 0:
-            path = ck.checkpoint_path(folder, step, "pt")
-            ck.atomic_write(path, lambda tmp: torch.save(state, tmp))
-            ck.prune_checkpoints(folder, "pt", keep)
-        policy.saved()
-
-    step, epoch, skip = progress["step"], progress["epoch"], progress["micro"]
-    window_loss = torch.zeros((), dtype=torch.float64, device=device)
-    window_micro, window_steps, window_start = 0, 0, time.perf_counter()
-    last_saved = step
-    model.train()
-    while step < last_step:
-        order = shard(epoch_order(len(train_split), seed, epoch), dp_rank, layout.data)
-        stream = itertools.islice(batches(train_split, order, layout.micro_batch), steps_per_epoch * layout.accumulation)
-        finished_epoch = True
-        for micro, batch in enumerate(stream):
-            if micro < skip:
-                continue  # resumed mid-epoch: these micro-batches were trained on already
-            with autocast():
-                loss_sum, count, _ = batch_loss(model, to_tensors(batch, device))
-            loss = loss_sum / count.clamp_min(1)
-            scaled = loss / layout.accumulation  # the optimizer sees the mean over the global batch
-            (scaler.scale(scaled) if scaler else scaled).backward()
-            window_loss += loss.detach().double()
-            window_micro += 1
-            if (micro + 1) % layout.accumulation:
-                continue
-            lr = lr_at(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if scaler is not None:
-                optimizer.synchronize()
-                scaler.unscale_(optimizer)
-                with optimizer.skip_synchronize():
-                    scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad()  # torch 2: grads set to None (Horovod allows no arguments here)
-            step += 1
-            window_steps += 1
-            if step == 1 or step % args.log_every == 0 or step == last_step:
-                # Average over every replica (tensor-parallel ranks hold the same loss).
-                seen = torch.tensor(float(window_micro), dtype=torch.float64, device=device)
-                totals = hvd.allreduce(torch.stack([window_loss, seen]), op=hvd.Sum, name="metrics.loss").cpu()
-                elapsed = time.perf_counter() - window_start
-                log({"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": float(totals[0] / totals[1]),
-                     "lr": lr, "throughput": round(window_steps * layout.batch_size / max(elapsed, 1e-9), 2)})
-                window_loss.zero_()
-                window_micro, window_steps, window_start = 0, 0, time.perf_counter()
-            at_end = micro + 1 == steps_per_epoch * layout.accumulation
-            if policy.due(step, agree) or step == last_step:
-                save_checkpoint(step, epoch + 1 if at_end else epoch, 0 if at_end else micro + 1)
-                last_saved = step
-            if step >= last_step:
-                finished_epoch = at_end
-                break
-        if finished_epoch:
-            epoch += 1
-            skip = 0
-        else:
-            break
-    if last_saved != step:
-        save_checkpoint(step, epoch, 0)
-
-    # Final validation over the whole valid split: each data-parallel replica takes its
-    # share (no example twice), and the sums are added over the replicas.
-    model.eval()
-    totals = torch.zeros(3, dtype=torch.float64)
-    with torch.no_grad():
-        mine = shard(epoch_order(len(valid_split), seed, 0, shuffle=False), dp_rank, layout.data, pad=False)
-        for batch in batches(valid_split, mine, layout.micro_batch, drop_last=False):
-            with autocast():
-                loss_sum, count, correct = batch_loss(model, to_tensors(batch, device))
-            totals += torch.tensor([float(loss_sum), float(count), float(correct) if correct is not None else 0.0],
-                                   dtype=torch.float64)
-    totals = hvd.allreduce(totals, op=hvd.Sum, name="valid.totals", process_set=dp_set)
-    final = {"final": True, "valid_loss": float(totals[0] / totals[1]), "steps": step,
-             "epoch": round(step / steps_per_epoch, 4)}
-    if ARCHITECTURE in ("mlp", "encoder"):
-        final["valid_accuracy"] = float(totals[2] / totals[1])
-    final["seconds"] = round(time.perf_counter() - started, 2)
-
-    if TENSOR_PARALLEL > 1 or rank == 0:
-        save_model(output / "model" if rank == 0 else None, model, model_cfg, train_split.label_names,
-                   framework="torch", **bundle_identity(BUNDLE), steps=step, valid_loss=final["valid_loss"])
-    log(final)
-    say(f"done: {step} steps, valid loss {final['valid_loss']:.4f}; model in {output / 'model'}")
-    if metrics is not None:
-        metrics.close()
-    # Nobody leaves while another rank may still be in a collective (a rank's exit
-    # shuts Horovod down for all of them).
-    hvd.barrier()
-    return 0
+    return train(BuildConstants(MODEL_NAME, ARCHITECTURE, TENSOR_PARALLEL, GPU_CLUSTER, __file__), argv)
 
 
 if __name__ == "__main__":
-    from llmc.runtime.config import ConfigError
-    from llmc.runtime.data import DataError
+    from llmc.runtime.training.common import run_script
 
-    try:
-        sys.exit(main())
-    except (ConfigError, DataError, NotImplementedError) as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_script(main))

@@ -1,9 +1,9 @@
-"""The derived facts as `llmc check` prints them (and `report.md` will show them)."""
+"""The derived facts as text: `llmc check` prints them and report.md (targets/report.py) shows them."""
 
 from __future__ import annotations
 
 from .estimate import format_count
-from .evaluate import format_quantity
+from .expressions import format_quantity
 
 
 def fact_lines(result) -> list[tuple[str, str]]:

@@ -10,10 +10,10 @@ from typing import Any, NamedTuple
 from . import ast
 from .compose import Composed, lookup_entry
 from .diagnostics import Collector, Fix
-from .fields import walk_schema
+from .fields import bare_word, walk_schema
 from .parse import MAX_FLOAT, MAX_INT
 from .source import Span
-from .suggest import bare_word, closest
+from .suggest import closest
 
 QUANTITY_KINDS = ("duration", "size", "fraction", "rate")
 _KIND_NAMES = {

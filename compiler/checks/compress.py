@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ..catalog import is_gpu
 from ..estimate import format_count
-from . import CheckContext
+from .context import CheckContext
 
 
 def check(ctx: CheckContext) -> None:
@@ -28,14 +29,16 @@ def check(ctx: CheckContext) -> None:
     if comp.distill is not None:
         _student(ctx)
     serve = ctx.ir.serve
-    if comp.engine == "tensorrt" and serve is not None and serve.device == "cpu":
+    if comp.engine == "tensorrt" and serve is not None and not is_gpu(serve.device):
         diags.error("E403", spans.attribute("compress.engine"), "TensorRT needs an NVIDIA GPU to serve",
                     label=f'serve.device = "cpu" (line {spans.value("serve.device").line})',
                     help='use engine = "onnxruntime" to serve on CPU, or serve on a GPU such as T4')
 
 
 def _student(ctx: CheckContext) -> None:
-    student = ctx.ir.compress.distill.student
+    comp = ctx.ir.compress
+    assert comp is not None and comp.distill is not None  # check() calls this only for a distill block
+    student = comp.distill.student
     arch, mlp, facts = ctx.ir.model.transformer, ctx.ir.model.mlp, ctx.facts
     span = ctx.spans.key("compress.distill.student")
     if arch is not None and student.hidden is not None:

@@ -1,0 +1,25 @@
+"""What every check reads: the IR, where each of its values was written, the planned
+facts, and the collector it reports to. Its own module so that the checks import it
+without importing the package that runs them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # pragma: no cover - types only; typecheck.py imports checks/data.py
+    from ..diagnostics import Collector, Diagnostic
+    from ..expressions import Value
+    from ..plan import Facts
+    from ..schema import Spec
+    from ..typecheck import SpanIndex
+
+
+class CheckContext(NamedTuple):
+    ir: Spec
+    spans: SpanIndex
+    facts: Facts
+    diags: Collector
+    distributions: dict[str, Value]  # search.space as written, for E601-E603
+    # Checks the spec again with one field changed; returns the errors (E603 uses it).
+    variant: Callable[[str, object], list[Diagnostic]] | None = None

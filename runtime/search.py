@@ -1,0 +1,459 @@
+"""The Hyperopt search behind a bundle's search/search.py: one training run per trial.
+
+The generated script holds only what the spec decides (a `SearchConfig`) and calls
+`run_search`. Everything else lives here: the space as Hyperopt expressions, the
+trials backend (`Trials` on this machine, `SparkTrials` or `MongoTrials` on a
+cluster), each trial's training (and evaluation, for a metric objective), early
+stopping, and results.json. The command lines and files it relies on are the
+contracts of docs/bundle.md; the script's docstring describes its flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import hyperopt
+import numpy as np
+from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp
+from hyperopt.exceptions import AllTrialsFailed
+
+# search.algorithm (the spec's name) -> the function proposing the next point.
+SUGGEST: dict[str, Callable[..., Any]] = {
+    "tpe": hyperopt.tpe.suggest,
+    "random": hyperopt.rand.suggest,
+    "anneal": hyperopt.anneal.suggest,
+}
+BACKENDS = ("local", "spark", "mongo")
+# Where the objective comes from when it is not evaluate.py's metric.
+LOSS_OBJECTIVE = "valid_loss"
+
+# An early-stop function as fmin calls it: (trials, *state) -> (stop?, new state).
+StopFunction = Callable[..., tuple[bool, list[Any]]]
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One searched field: the spec's distribution, its arguments as the spec wrote
+    them (the bounds are values, even for loguniform; a choice's options), and the
+    type train.py expects ("int", "float", "str" or "bool")."""
+
+    kind: str
+    args: Sequence[Any]
+    cast: str
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What the spec decides about a search; the generated script's one constant."""
+
+    model: str
+    algorithm: str  # a key of SUGGEST
+    max_evals: int
+    parallel: int  # trials at once on spark/mongo
+    backend: str  # one of BACKENDS
+    early_stop: int | None  # finished trials without a new best before stopping; None: run them all
+    objective: str
+    direction: str  # "minimize" | "maximize"
+    seed: int
+    mongo_url_env: str  # the environment variable holding the MongoDB jobs URL
+    space: Mapping[str, Distribution]
+
+    @property
+    def maximize(self) -> bool:
+        """Hyperopt minimizes: a maximized objective is negated into the loss."""
+        return self.direction == "maximize"
+
+    @property
+    def objective_is_loss(self) -> bool:
+        """valid_loss comes from the training's metrics file; any other objective from evaluate.py."""
+        return self.objective == LOSS_OBJECTIVE
+
+    @property
+    def suggest(self) -> Callable[..., Any]:
+        return SUGGEST[self.algorithm]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """The command line's choices that every trial needs."""
+
+    output: Path  # trials/<n>/ and results.json go here
+    local: bool  # python train/train.py instead of train/launch.sh
+    train_cmd: str | None
+    eval_cmd: str | None
+    trial_timeout: float | None
+    data_root: str | None
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """One search: the spec's settings, the bundle the script sits in, and the options."""
+
+    config: SearchConfig
+    bundle: Path
+    options: SearchOptions
+
+
+class TrialFailed(Exception):
+    """The trial's training or evaluation did not produce an objective."""
+
+
+# --- the space -------------------------------------------------------------------
+
+
+def hyperopt_expression(label: str, dist: Distribution) -> Any:
+    """The Hyperopt expression drawing `dist`, labelled with the field's path."""
+    args = list(dist.args)
+    if dist.kind == "choice":
+        return hp.choice(label, args)
+    if dist.kind == "loguniform":  # hp.loguniform takes the logarithms of the bounds
+        return hp.loguniform(label, math.log(args[0]), math.log(args[1]))
+    if dist.kind == "uniform":
+        return hp.uniform(label, *args)
+    if dist.kind == "quniform":
+        return hp.quniform(label, *args)
+    if dist.kind == "randint":  # integers in [low, high)
+        return hp.randint(label, *args)
+    if dist.kind == "normal":
+        return hp.normal(label, *args)
+    raise ValueError(f"unknown distribution {dist.kind!r} for {label}")
+
+
+def hyperopt_space(space: Mapping[str, Distribution]) -> dict[str, Any]:
+    """The spec's search space as Hyperopt expressions."""
+    return {path: hyperopt_expression(path, dist) for path, dist in space.items()}
+
+
+def cast(kind: str, value: Any) -> Any:
+    """A sampled value as the plain Python type of its field (numpy scalars become ints/floats)."""
+    if kind == "int":
+        return round(float(value))
+    if kind == "float":
+        return float(value)
+    if kind == "bool":
+        return bool(value)
+    return str(value)
+
+
+# --- the bundle ------------------------------------------------------------------
+
+
+def built_from(bundle: Path) -> dict[str, Any]:
+    """The spec this bundle was built from, as llmc.lock.json records it (scripts name
+    no spec themselves: renaming one changes its lock file only)."""
+    lock: dict[str, Any] = json.loads((bundle / "llmc.lock.json").read_text(encoding="utf-8"))
+    return lock
+
+
+def experiment_key(lock: Mapping[str, Any]) -> str:
+    """One MongoDB experiment per spec, profile and spec content: a changed spec never
+    resumes the trials of another."""
+    profile = f"-{lock['profile']}" if lock.get("profile") else ""
+    return f"{Path(lock['spec']).stem}{profile}-{lock['spec_sha256'][:12]}"
+
+
+# --- one trial -------------------------------------------------------------------
+
+
+def new_trial_dir(trials_root: Path) -> Path:
+    """trials/<n> for the smallest free n; mkdir is atomic, so parallel trials never share one."""
+    trials_root.mkdir(parents=True, exist_ok=True)
+    n = len(list(trials_root.iterdir()))
+    while True:
+        path = trials_root / str(n)
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def run_logged(cmd: list[str], log_path: Path, timeout: float | None, cwd: Path | None = None) -> int:
+    """Run cmd with its output in log_path; its whole process group is killed on a timeout."""
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write("$ " + shlex.join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=cwd, start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise TrialFailed(f"timed out after {timeout:g} s (log: {log_path})") from None
+
+
+def data_root_args(options: SearchOptions) -> list[str]:
+    return ["--data-root", options.data_root] if options.data_root else []
+
+
+def train_command(run: SearchRun, params: Mapping[str, Any], trial_dir: Path) -> list[str]:
+    """The training launcher with one `--set PATH=JSON` per sampled value (docs/bundle.md)."""
+    options = run.options
+    if options.train_cmd:
+        base = shlex.split(options.train_cmd)
+    elif options.local:
+        base = [sys.executable, str(run.bundle / "train" / "train.py")]
+    else:
+        base = ["bash", str(run.bundle / "train" / "launch.sh")]
+    sets: list[str] = []
+    for path, value in sorted(params.items()):
+        sets += ["--set", f"{path}={json.dumps(value)}"]
+    outputs = ["--output", str(trial_dir), "--metrics", str(trial_dir / "metrics.jsonl")]
+    return base + sets + outputs + data_root_args(options)
+
+
+def final_metrics(metrics_path: Path) -> dict[str, Any]:
+    """The metrics file's last line, which a finished training run writes as {"final": true, ...}."""
+    try:
+        lines = [line for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError:
+        raise TrialFailed(f"no metrics file {metrics_path}") from None
+    if not lines:
+        raise TrialFailed(f"{metrics_path} is empty")
+    try:
+        last = json.loads(lines[-1])
+    except ValueError:
+        raise TrialFailed(f"the last line of {metrics_path} is not JSON") from None
+    if not isinstance(last, dict) or last.get("final") is not True:
+        raise TrialFailed(f"training did not finish: the last line of {metrics_path} is not the final one")
+    return last
+
+
+def finite_number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TrialFailed(f"{what} is {value!r}, not a finite number")
+    return float(value)
+
+
+def evaluate_metric(run: SearchRun, trial_dir: Path) -> float:
+    """The objective metric of the trained model, from evaluate.py's JSON output.
+
+    Its exit status is not used: a failed quality gate exits non-zero but has still
+    measured the metric. The valid split chooses hyperparameters, never the spec's
+    evaluation split."""
+    objective, options = run.config.objective, run.options
+    out = trial_dir / "evaluate.json"
+    if options.eval_cmd:
+        base = shlex.split(options.eval_cmd)
+    else:
+        script = run.bundle / "evaluate" / "evaluate.py"
+        if not script.is_file():
+            raise TrialFailed(f"objective {objective!r} needs {script}, which this bundle lacks")
+        base = [sys.executable, str(script)]
+    cmd = base + ["--model", str(trial_dir / "model"), "--split", "valid", "--json", str(out)] + data_root_args(options)
+    status = run_logged(cmd, trial_dir / "evaluate.log", options.trial_timeout, cwd=run.bundle)
+    try:
+        report = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise TrialFailed(f"evaluation exited {status} without writing {out}") from None
+    metrics = report.get("metrics") if isinstance(report, dict) else None
+    if not isinstance(metrics, dict) or objective not in metrics:
+        raise TrialFailed(f"{out} has no metrics.{objective}")
+    return finite_number(metrics[objective], f"metrics.{objective}")
+
+
+def run_trial(run: SearchRun, sampled: Mapping[str, Any]) -> dict[str, Any]:
+    """One trial, as Hyperopt's objective: train with the sampled values, then read the
+    objective back. A failure is a STATUS_FAIL result, never an exception."""
+    config = run.config
+    params = {path: cast(config.space[path].cast, value) for path, value in sampled.items()}
+    trial_dir = new_trial_dir(run.options.output / "trials")
+    record = {"params": params, "trial_dir": str(trial_dir)}
+    train_log = trial_dir / "train.log"
+    try:
+        status = run_logged(train_command(run, params, trial_dir), train_log, run.options.trial_timeout, cwd=run.bundle)
+        if status != 0:
+            raise TrialFailed(f"training exited {status} (log: {train_log})")
+        final = final_metrics(trial_dir / "metrics.jsonl")
+        if config.objective_is_loss:
+            value = finite_number(final.get(config.objective), f"the final {config.objective}")
+        else:
+            value = evaluate_metric(run, trial_dir)
+    except (TrialFailed, OSError) as exc:
+        print(f"search: trial {trial_dir.name} failed: {exc}", file=sys.stderr, flush=True)
+        # "loss": None keeps Hyperopt's bookkeeping (and stop functions) from a KeyError.
+        return {"status": STATUS_FAIL, "loss": None, "failure": str(exc), **record}
+    print(f"search: trial {trial_dir.name}: {config.objective} = {value:.6g} with {json.dumps(params)}",
+          file=sys.stderr, flush=True)
+    return {"status": STATUS_OK, "loss": -value if config.maximize else value, "objective": value, **record}
+
+
+# --- the search ------------------------------------------------------------------
+
+
+def no_progress(count: int) -> StopFunction:
+    """Stop once `count` finished trials in a row brought no new best loss.
+
+    hyperopt.early_stop.no_progress_loss(count) with two fixes: a failed trial counts
+    as one without progress (no_progress_loss reads its "loss" and restarts on None),
+    and trials still running (SparkTrials, MongoTrials) are not looked at.
+    """
+
+    def stop(trials: Any, *state: Any) -> tuple[bool, list[Any]]:
+        finished = [t["result"] for t in sorted(trials.trials, key=lambda t: t["tid"])
+                    if t["result"].get("status") in (STATUS_OK, STATUS_FAIL)]
+        best, since = math.inf, 0
+        for result in finished:
+            loss = result.get("loss") if result["status"] == STATUS_OK else None
+            if loss is not None and loss < best:
+                best, since = loss, 0
+            else:
+                since += 1
+        return since >= count, []
+
+    return stop
+
+
+def make_trials(backend: str, parallel: int, mongo_url_env: str, bundle: Path) -> Any:
+    """The trials object of a backend; exits with a one-line reason when it cannot run."""
+    if backend == "spark":
+        from hyperopt import SparkTrials
+
+        return SparkTrials(parallelism=parallel)
+    if backend == "mongo":
+        url = os.environ.get(mongo_url_env)
+        if not url:
+            sys.exit(f"search: backend mongo needs the MongoDB jobs URL in ${mongo_url_env}, "
+                     f"e.g. mongo://host:27017/hyperopt/jobs; start `hyperopt-mongo-worker --mongo=host:27017/hyperopt` "
+                     f"workers beside it")
+        try:
+            import pymongo  # noqa: F401  (MongoTrials needs it and only says so when constructed)
+        except ImportError:
+            sys.exit("search: backend mongo needs pymongo installed beside hyperopt (pip install pymongo)")
+        from hyperopt.mongoexp import MongoTrials
+
+        return MongoTrials(url, exp_key=experiment_key(built_from(bundle)))
+    return Trials()
+
+
+def trial_records(trials: Any) -> list[dict[str, Any]]:
+    """Every trial as plain JSON data, in trial id order."""
+    records = []
+    for t in sorted(trials.trials, key=lambda t: t["tid"]):
+        result = dict(t["result"])
+        record = {"tid": t["tid"], "status": result.pop("status", None)}
+        record.update(result)
+        records.append(record)
+    return records
+
+
+def best_record(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    ok = [r for r in records if r["status"] == STATUS_OK and r.get("loss") is not None]
+    return min(ok, key=lambda r: (r["loss"], r["tid"])) if ok else None
+
+
+def search_arguments(config: SearchConfig) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=f"Hyperopt search for {config.model}: {config.direction} {config.objective}")
+    p.add_argument("--max-evals", type=int, default=config.max_evals, help=f"trials in all (default {config.max_evals})")
+    p.add_argument("--local", action="store_true",
+                   help="train with `python train/train.py` instead of train/launch.sh (one process, no horovodrun)")
+    p.add_argument("--backend", choices=BACKENDS, default=config.backend,
+                   help=f"where trials run (default {config.backend})")
+    p.add_argument("--parallel", type=int, default=config.parallel,
+                   help=f"trials at once on spark/mongo (default {config.parallel})")
+    default_output = os.path.join(os.environ["LLMC_OUTPUT"], "search") if os.environ.get("LLMC_OUTPUT") else "search"
+    p.add_argument("--output", default=default_output,
+                   help="where trials/<n>/ and results.json go (default: $LLMC_OUTPUT/search, or search)")
+    p.add_argument("--data-root", default=None, help="passed on to training and evaluation")
+    p.add_argument("--seed", type=int, default=config.seed, help=f"seed of the search algorithm (default {config.seed})")
+    p.add_argument("--trial-timeout", type=float, default=None, help="seconds before a trial's run is killed and failed")
+    p.add_argument("--train-cmd", default=None, help="command (shell words) replacing the training launcher; "
+                                                     "it gets the same --set/--output/--metrics arguments")
+    p.add_argument("--eval-cmd", default=None, help="command (shell words) replacing `python evaluate/evaluate.py`; "
+                                                    "it gets --model/--split/--json")
+    return p
+
+
+def parse_args(config: SearchConfig, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = search_arguments(config)
+    args = parser.parse_args(argv)
+    if args.max_evals < 1 or args.parallel < 1:
+        parser.error("--max-evals and --parallel must be at least 1")
+    return args
+
+
+def search_options(args: argparse.Namespace) -> SearchOptions:
+    return SearchOptions(
+        output=Path(args.output).resolve(),
+        local=args.local,
+        train_cmd=args.train_cmd,
+        eval_cmd=args.eval_cmd,
+        trial_timeout=args.trial_timeout,
+        data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
+    )
+
+
+def search_results(run: SearchRun, args: argparse.Namespace, records: list[dict[str, Any]],
+                   best: Mapping[str, Any] | None) -> dict[str, Any]:
+    """results.json: the search's settings, the best trial and every trial."""
+    config = run.config
+    return {
+        "model": config.model,
+        "spec": built_from(run.bundle)["spec"],
+        "objective": config.objective,
+        "direction": config.direction,
+        "algorithm": config.algorithm,
+        "backend": args.backend,
+        "max_evals": args.max_evals,
+        "best": None if best is None else {k: best[k] for k in ("tid", "params", "objective", "trial_dir")},
+        "trials": records,
+    }
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    """A reader never sees half a file: write beside it, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_search(config: SearchConfig, bundle: Path, argv: Sequence[str] | None = None) -> int:
+    """search/search.py's main: run the trials, write results.json, print the best point.
+
+    Exit status 1 when no trial succeeded."""
+    args = parse_args(config, argv)
+    run = SearchRun(config, bundle, search_options(args))
+    trials = make_trials(args.backend, args.parallel, config.mongo_url_env, bundle)
+    try:
+        fmin(
+            partial(run_trial, run),
+            hyperopt_space(config.space),
+            algo=config.suggest,
+            max_evals=args.max_evals,
+            trials=trials,
+            rstate=np.random.default_rng(args.seed),
+            early_stop_fn=no_progress(config.early_stop) if config.early_stop else None,
+            max_queue_len=args.parallel if args.backend == "mongo" else 1,
+            show_progressbar=False,
+            return_argmin=False,
+        )
+    except AllTrialsFailed:  # raised by fmin's own best point; results.json reports it below
+        pass
+    if args.backend == "mongo":
+        trials.refresh()
+    records = trial_records(trials)
+    best = best_record(records)
+    out = run.options.output / "results.json"
+    write_json_atomically(out, search_results(run, args, records, best))
+    if best is None:
+        print(f"search: all {len(records)} trials failed; see {out}", file=sys.stderr)
+        return 1
+    print(f"search: best {config.objective} = {best['objective']:.6g} (trial {Path(best['trial_dir']).name}); "
+          f"results in {out}", file=sys.stderr)
+    print(json.dumps({"best": best["params"], "objective": config.objective, "value": best["objective"],
+                      "trial_dir": best["trial_dir"]}, sort_keys=True))
+    return 0

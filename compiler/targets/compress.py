@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ..catalog import is_gpu
 from . import Artifact, BuildContext
 from .docstrings import doc_text, wrapped
 from .serving_names import serving_name, triton_platform
@@ -211,7 +212,7 @@ def _engine_settings(ctx: BuildContext) -> tuple[dict, str, bool]:
         "triton_platform": triton_platform(ir) if platform == "triton" else None,
         "config": config,
         "max_batch_size": serve.batching.max_batch_size if serve is not None else 1,
-        "gpu": serve is not None and serve.device != "cpu",
+        "gpu": serve is not None and is_gpu(serve.device),
     }
     arch = ir.model.transformer
     settings = {

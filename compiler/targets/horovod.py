@@ -84,11 +84,6 @@ def model_document(ctx: BuildContext) -> dict:
 # --- train.py and launch.sh ------------------------------------------------------------------
 
 
-def _gpu(device: str) -> bool:
-    d = catalog.get(device)
-    return d is not None and d.name != "cpu"
-
-
 def train_script(ctx: BuildContext) -> TrainScript:
     ir = ctx.ir
     t = ir.train
@@ -97,7 +92,7 @@ def train_script(ctx: BuildContext) -> TrainScript:
         model_name=ir.model.name,
         architecture=arch.kind if arch is not None else "mlp",
         tensor=t.parallel.tensor if arch is not None else 1,
-        gpu=_gpu(t.cluster.device),
+        gpu=catalog.is_gpu(t.cluster.device),
     )
 
 
@@ -109,4 +104,4 @@ def launch_script(ctx: BuildContext) -> LaunchScript:
     layout = (f"{c.hosts} x {c.slots_per_host} = {processes} processes on {c.device}: "
               f"data {p.data} x tensor {p.tensor} x pipeline {p.pipeline}")
     return LaunchScript(ir.model.name, c.hosts, c.slots_per_host, processes,
-                        not _gpu(c.device), layout)
+                        not catalog.is_gpu(c.device), layout)

@@ -18,9 +18,10 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from . import __version__
 from .render import TemplateError, render
@@ -237,21 +238,14 @@ def _not_written_by_llmc(root: Path) -> tuple[str, list[str]] | None:
         return ("folder", names) if names else None
     files, folders = listed
     foreign = []
-    pending = [("", str(root))]
-    while pending:
-        prefix, path = pending.pop()
-        with os.scandir(path) as entries:
-            for entry in entries:
-                rel = prefix + entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    if rel in folders:
-                        pending.append((rel + "/", entry.path))
-                    else:
-                        foreign.append(rel + "/")
-                elif not (rel in files or (rel in folders and entry.is_symlink())):
-                    # A link where llmc wrote a file or folder is only a name: deleting
-                    # it loses nothing (links are never followed).
-                    foreign.append(rel)
+    for rel, entry in _walk(root, descend=folders.__contains__):
+        if entry.is_dir(follow_symlinks=False):
+            if rel not in folders:
+                foreign.append(rel + "/")
+        elif not (rel in files or (rel in folders and entry.is_symlink())):
+            # A link where llmc wrote a file or folder is only a name: deleting
+            # it loses nothing (links are never followed).
+            foreign.append(rel)
     return ("bundle", sorted(foreign)) if foreign else None
 
 
@@ -354,20 +348,28 @@ def _contents(root: Path) -> tuple[set[str], set[str]] | None:
     """(files, folders) under root, as relative paths with forward slashes; None when
     it holds anything else (a symbolic link: files must never be written through one)."""
     files, folders = set(), set()
+    for rel, entry in _walk(root):
+        if entry.is_dir(follow_symlinks=False):
+            folders.add(rel)
+        elif entry.is_file(follow_symlinks=False):
+            files.add(rel)
+        else:
+            return None
+    return files, folders
+
+
+def _walk(root: Path, descend: Callable[[str], bool] = lambda rel: True) -> Iterator[tuple[str, os.DirEntry]]:
+    """(relative path with forward slashes, entry) for everything under `root`, going
+    into the folders `descend` accepts; links are never followed."""
     pending = [("", str(root))]
     while pending:
         prefix, path = pending.pop()
         with os.scandir(path) as entries:
             for entry in entries:
                 rel = prefix + entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    folders.add(rel)
+                yield rel, entry
+                if entry.is_dir(follow_symlinks=False) and descend(rel):
                     pending.append((rel + "/", entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    files.add(rel)
-                else:
-                    return None
-    return files, folders
 
 
 def _folders_of(rel: str):

@@ -294,12 +294,13 @@ def _fresh_output(args, result) -> str | None:
     from .bundle import OutputRefused, check_output, default_output, files_read
 
     default = default_output(args.spec, args.profile)
+    reads = files_read(result)
     for n in range(1, 100):
         candidate = default if n == 1 else f"{default}-{n}"
         if candidate == args.output or os.path.lexists(candidate):
             continue
         try:
-            check_output(candidate, files_read(result))
+            check_output(candidate, reads)
         except OutputRefused:
             continue
         return candidate

@@ -1,7 +1,7 @@
 """How a generated script runs: `run_script(main)` turns the user's errors into one
 line and exit status 2, and removes the half-written folders of a failed step.
 
-The compress steps and evaluate/evaluate.py end with
+Every generated Python script (train, the compress steps, evaluate) ends with
 `sys.exit(run_script(main))`.
 """
 

@@ -30,8 +30,8 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 from .. import checkpoints as ck
-from ..config import BatchLayout, ConfigError
-from ..data import DataError, Split, batches, epoch_order, micro_batches_per_rank, shard
+from ..config import BatchLayout
+from ..data import Split, batches, epoch_order, micro_batches_per_rank, shard
 from ..schedule import schedule_fn
 
 Progress = dict[str, int]  # {"step", "epoch", "micro"}: where a resumed run continues
@@ -74,15 +74,6 @@ def parse_args(model_name: str, argv: list[str] | None = None) -> argparse.Names
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps in all (smoke tests, trials)")
     p.add_argument("--log-every", type=int, default=10, help="optimizer steps between metrics lines (default 10)")
     return p.parse_args(argv)
-
-
-def run_script(main: Callable[[], int]) -> int:
-    """The generated script's entry: a bad setting or data file is exit 2 with one line."""
-    try:
-        return main()
-    except (ConfigError, DataError, NotImplementedError) as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
-        return 2
 
 
 def speaker(rank: int) -> Callable[[str], None]:

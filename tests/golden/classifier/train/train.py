@@ -40,6 +40,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from llmc.runtime.training.common import run_script
+    from llmc.runtime.scripts import run_script
 
     sys.exit(run_script(main))

@@ -52,12 +52,19 @@ def load_config(model_json: str | os.PathLike, overrides: list[str] = (), cwd: s
     return cfg
 
 
+def read_lock(bundle: str | os.PathLike) -> dict:
+    """The bundle's llmc.lock.json: the spec it was built from (scripts name no spec
+    themselves, so renaming one changes its lock file only). Raises OSError or
+    ValueError when it is missing or unreadable."""
+    lock: dict = json.loads((Path(bundle) / "llmc.lock.json").read_text(encoding="utf-8"))
+    return lock
+
+
 def bundle_identity(bundle: str | os.PathLike) -> dict:
-    """The spec a bundle was built from, as its llmc.lock.json records it: `spec` (the
-    file name) and `profile`. Scripts read these here instead of embedding them, so
-    renaming a spec changes its lock file only. A bundle without a lock gives Nones."""
+    """`spec` (the file name) and `profile` of the spec a bundle was built from (its
+    lock file). A bundle without a lock gives Nones."""
     try:
-        lock = json.loads((Path(bundle) / "llmc.lock.json").read_text(encoding="utf-8"))
+        lock = read_lock(bundle)
     except (OSError, ValueError):
         lock = {}
     return {"spec": lock.get("spec"), "profile": lock.get("profile")}

@@ -29,6 +29,8 @@ import numpy as np
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp
 from hyperopt.exceptions import AllTrialsFailed
 
+from .config import read_lock
+
 # search.algorithm (the spec's name) -> the function proposing the next point.
 SUGGEST: dict[str, Callable[..., Any]] = {
     "tpe": hyperopt.tpe.suggest,
@@ -148,13 +150,6 @@ def cast(kind: str, value: Any) -> Any:
 
 
 # --- the bundle ------------------------------------------------------------------
-
-
-def built_from(bundle: Path) -> dict[str, Any]:
-    """The spec this bundle was built from, as llmc.lock.json records it (scripts name
-    no spec themselves: renaming one changes its lock file only)."""
-    lock: dict[str, Any] = json.loads((bundle / "llmc.lock.json").read_text(encoding="utf-8"))
-    return lock
 
 
 def experiment_key(lock: Mapping[str, Any]) -> str:
@@ -335,7 +330,7 @@ def make_trials(backend: str, parallel: int, mongo_url_env: str, bundle: Path) -
             sys.exit("search: backend mongo needs pymongo installed beside hyperopt (pip install pymongo)")
         from hyperopt.mongoexp import MongoTrials
 
-        return MongoTrials(url, exp_key=experiment_key(built_from(bundle)))
+        return MongoTrials(url, exp_key=experiment_key(read_lock(bundle)))
     return Trials()
 
 
@@ -402,7 +397,7 @@ def search_results(run: SearchRun, args: argparse.Namespace, records: list[dict[
     config = run.config
     return {
         "model": config.model,
-        "spec": built_from(run.bundle)["spec"],
+        "spec": read_lock(run.bundle)["spec"],
         "objective": config.objective,
         "direction": config.direction,
         "algorithm": config.algorithm,

@@ -29,6 +29,7 @@ from hyperopt.pyll.stochastic import sample  # noqa: E402
 
 from llmc.compiler.driver import check_spec  # noqa: E402
 from llmc.runtime import search as driver  # noqa: E402
+from llmc.runtime.config import read_lock  # noqa: E402
 
 SPECS = [("translator", None), ("translator", "local"), ("classifier", None), ("classifier", "local")]
 
@@ -211,7 +212,7 @@ def test_strings_with_quotes_and_newlines_stay_data(tmp_path):
     bundle = build_spec(spec, tmp_path / "b")
     module = load(bundle / "search" / "search.py", "search_injection")
     assert module.CONFIG.model == name
-    lock = driver.built_from(bundle)
+    lock = read_lock(bundle)
     assert lock["spec"] == "odd name.llm"
     assert driver.experiment_key(lock) == f"odd name-{lock['spec_sha256'][:12]}"
 
@@ -345,7 +346,7 @@ def test_config_derives_direction_source_and_algorithm():
 
 
 def test_experiment_key_names_spec_profile_and_content(tmp_path):
-    lock = driver.built_from(fake_bundle(tmp_path / "b"))
+    lock = read_lock(fake_bundle(tmp_path / "b"))
     assert driver.experiment_key(lock) == "my model-local-" + "ab" * 6
     assert driver.experiment_key(dict(lock, profile=None)) == "my model-" + "ab" * 6
 

@@ -41,8 +41,12 @@ def main() -> int:
 
         subprocess.run(build, cwd=ROOT, env=CHILD_ENV, check=True, stdout=subprocess.DEVNULL)  # warm caches
         base, cost = paired_cpu([sys.executable, "-c", "pass"], build, args.runs)
-        ok &= report("llmc build translator.llm (CPU, warm) / python -c pass", cost / base, 20.0,
-                     f"{cost * 1e3:.1f} ms vs {base * 1e3:.1f} ms")
+        ok &= report(
+            "llmc build translator.llm (CPU, warm) / python -c pass",
+            cost / base,
+            20.0,
+            f"{cost * 1e3:.1f} ms vs {base * 1e3:.1f} ms",
+        )
 
         from llmc.compiler.bundle import build_files, write_bundle
         from llmc.compiler.driver import check_spec
@@ -58,8 +62,12 @@ def main() -> int:
         for _, variant in unseen_variants(text, 5):  # warm the templates and the lark tables
             write_bundle(build_files(check_spec("specs/warm.llm", text=variant)), os.path.join(tmp, "warm"))
         each_ms = best_of(build_all, 3) / args.specs * 1e3
-        ok &= report(f"{args.specs} specs built and written in one process (ms each)", each_ms, 15.0,
-                     f"{each_ms / (base * 1e3):.2f}x python start-up")
+        ok &= report(
+            f"{args.specs} specs built and written in one process (ms each)",
+            each_ms,
+            15.0,
+            f"{each_ms / (base * 1e3):.2f}x python start-up",
+        )
     return 0 if ok else 1
 
 

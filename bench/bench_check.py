@@ -39,7 +39,7 @@ def unseen_variants(text: str, count: int):
     an earlier call."""
     k = next(_passes)
     for i in range(count):
-        yield f"specs/pass{k}/variant{i}.llm", text.replace("epochs      = 20", f"epochs      = {k * 10_000 + i}")
+        yield (f"specs/pass{k}/variant{i}.llm", text.replace("epochs      = 20", f"epochs      = {k * 10_000 + i}"))
 
 
 # "Warm" means bytecode on disk and the grammar's LALR tables cached, as after any
@@ -98,14 +98,18 @@ def main() -> int:
     subprocess.run(llmc, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=CHILD_ENV)  # warm caches
     base, check = paired_cpu([python, "-c", "pass"], llmc, args.runs)
     ratio = check / base
-    ok &= report("llmc check translator.llm (CPU, warm) / python -c pass", ratio, 12.0, f"{check * 1e3:.1f} ms vs {base * 1e3:.1f} ms")
+    ok &= report(
+        "llmc check translator.llm (CPU, warm) / python -c pass",
+        ratio,
+        12.0,
+        f"{check * 1e3:.1f} ms vs {base * 1e3:.1f} ms",
+    )
 
+    from llmc.compiler import parse as parse_module
     from llmc.compiler.diagnostics import Collector
     from llmc.compiler.driver import check_spec
     from llmc.compiler.parse import parse
     from llmc.compiler.source import SourceFile
-
-    from llmc.compiler import parse as parse_module
 
     text = spec_of_lines(150)
     source = SourceFile("bench.llm", text)
@@ -117,7 +121,12 @@ def main() -> int:
         parse(source, Collector())
 
     parse_ms = best_of(parse_from_scratch, max(args.runs, 50)) * 1e3
-    ok &= report(f"parse a {text.count(chr(10))}-line spec (ms)", parse_ms, 5.0, f"{parse_ms / (base * 1e3):.2f}x python start-up")
+    ok &= report(
+        f"parse a {text.count(chr(10))}-line spec (ms)",
+        parse_ms,
+        5.0,
+        f"{parse_ms / (base * 1e3):.2f}x python start-up",
+    )
 
     spec_text = SPEC.read_text()
     check_spec(str(SPEC.relative_to(ROOT)), text=spec_text)
@@ -128,7 +137,12 @@ def main() -> int:
             assert result.ok, result.diagnostics
 
     each_ms = best_of(check_all, 3) / args.specs * 1e3
-    ok &= report(f"{args.specs} specs checked in one process (ms each)", each_ms, 10.0, f"{each_ms / (base * 1e3):.2f}x python start-up")
+    ok &= report(
+        f"{args.specs} specs checked in one process (ms each)",
+        each_ms,
+        10.0,
+        f"{each_ms / (base * 1e3):.2f}x python start-up",
+    )
     return 0 if ok else 1
 
 

@@ -45,8 +45,12 @@ def main() -> None:
     model = build_model(model_cfg, seed=int(train["seed"]))
     # The spec's gradient compression: the same training, written by hand.
     compression = {"none": hvd.Compression.none, "fp16": hvd.Compression.fp16}[train["gradient_compression"]]
-    optimizer = hvd.DistributedOptimizer(make_optimizer(model, train["optimizer"]), compression=compression,
-                                         named_parameters=model.named_parameters(), op=hvd.Average)
+    optimizer = hvd.DistributedOptimizer(
+        make_optimizer(model, train["optimizer"]),
+        compression=compression,
+        named_parameters=model.named_parameters(),
+        op=hvd.Average,
+    )
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
 
     split = load_split(model_cfg, model_cfg["data"]["train"])

@@ -7,7 +7,7 @@ Expressions are kept unevaluated here; `compose` merges files and profiles and
 `expressions` turns expressions into values.
 """
 
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 from .source import Span
 
@@ -74,7 +74,7 @@ class Binary(NamedTuple):
     op_span: Span
 
 
-Expr = Union[Number, Quantity, String, Bool, ListExpr, Call, Ref, Unary, Binary]
+Expr = Number | Quantity | String | Bool | ListExpr | Call | Ref | Unary | Binary
 
 # --- statements ------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ class Profile(NamedTuple):
     close_span: Span | None = None
 
 
-Statement = Union[Extends, Let, Block, Attribute, Profile]
+Statement = Extends | Let | Block | Attribute | Profile
 
 
 class Comment(NamedTuple):

@@ -134,8 +134,9 @@ def write_bundle(bundle: Bundle, out: str, reads: Iterable[tuple[str, str]] = ()
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputRefused(f"cannot create {out}: its parent folder {parent} cannot be created: "
-                            f"{exc.strerror or exc}") from exc
+        raise OutputRefused(
+            f"cannot create {out}: its parent folder {parent} cannot be created: {exc.strerror or exc}"
+        ) from exc
     _remove_abandoned_staging(parent, out_path.name)
     staging = _staging_folder(parent, out_path.name)
     try:
@@ -178,8 +179,9 @@ def check_output(out: str, reads: Iterable[tuple[str, str]] = ()) -> None:
     except OSError as exc:  # a file where a parent folder should be, no permission
         raise OutputRefused(f"cannot write {out}: {exc.strerror or exc}") from exc
     if st is not None and stat.S_ISLNK(st.st_mode):
-        raise OutputRefused(f"refusing to replace {out}: it is a symbolic link; give the directory it points to, "
-                            f"or a new one")
+        raise OutputRefused(
+            f"refusing to replace {out}: it is a symbolic link; give the directory it points to, or a new one"
+        )
     if st is not None and not stat.S_ISDIR(st.st_mode):
         raise OutputRefused(f"cannot write {out}: it exists and is not a directory")
     real = os.path.realpath(out)
@@ -190,8 +192,9 @@ def check_output(out: str, reads: Iterable[tuple[str, str]] = ()) -> None:
     try:
         foreign = _not_written_by_llmc(Path(out))
     except OSError as exc:  # a folder that cannot be listed: what it holds is unknown
-        raise OutputRefused(f"refusing to replace {out}: cannot list {exc.filename or out}: "
-                            f"{exc.strerror or exc}") from exc
+        raise OutputRefused(
+            f"refusing to replace {out}: cannot list {exc.filename or out}: {exc.strerror or exc}"
+        ) from exc
     if foreign is None:
         return
     kind, entries = foreign
@@ -199,17 +202,23 @@ def check_output(out: str, reads: Iterable[tuple[str, str]] = ()) -> None:
     more = f" and {len(entries) - _REFUSAL_LISTS} more" if len(entries) > _REFUSAL_LISTS else ""
     total = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
     if kind == "bundle":
-        raise OutputRefused(f"refusing to replace {out}: it is an llmc bundle, but the build would delete {total} "
-                            f"its {LOCK} does not list: {shown}{more}; move them out of the bundle first")
-    raise OutputRefused(f"refusing to replace {out}: it is not an llmc bundle (no {LOCK} written by llmc), and the "
-                        f"build would delete the {total} in it: {shown}{more}")
+        raise OutputRefused(
+            f"refusing to replace {out}: it is an llmc bundle, but the build would delete {total} "
+            f"its {LOCK} does not list: {shown}{more}; move them out of the bundle first"
+        )
+    raise OutputRefused(
+        f"refusing to replace {out}: it is not an llmc bundle (no {LOCK} written by llmc), and the "
+        f"build would delete the {total} in it: {shown}{more}"
+    )
 
 
 def _refuse_special_places(out: str, real: str) -> None:
     if os.path.dirname(real) == real:
         raise OutputRefused(f"refusing to replace {out}: it is the filesystem root")
-    for place, what in ((os.path.realpath(os.path.expanduser("~")), "your home directory"),
-                        (os.getcwd(), "the current directory")):
+    for place, what in (
+        (os.path.realpath(os.path.expanduser("~")), "your home directory"),
+        (os.getcwd(), "the current directory"),
+    ):
         if real == place:
             raise OutputRefused(f"refusing to replace {out}: it is {what}")
         if _inside(place, real):
@@ -264,8 +273,11 @@ def _lock_listing(root: Path) -> tuple[set[str], set[str]] | None:
     except (OSError, ValueError):
         return None
     artifacts = lock.get("artifacts") if isinstance(lock, dict) else None
-    if not (isinstance(artifacts, dict) and str(lock.get("compiler", "")).startswith("llmc ")
-            and isinstance(lock.get("spec_sha256"), str)):
+    if not (
+        isinstance(artifacts, dict)
+        and str(lock.get("compiler", "")).startswith("llmc ")
+        and isinstance(lock.get("spec_sha256"), str)
+    ):
         return None
     files = {LOCK, *artifacts}
     return files, {f for rel in artifacts for f in _folders_of(rel)}
@@ -388,8 +400,13 @@ def _holds(path: Path, data: bytes, mode: int) -> bool:
         return False
     try:
         st = os.fstat(fd)
-        return (stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == mode and st.st_size == len(data)
-                and st.st_nlink == 1 and os.read(fd, len(data) + 1) == data)
+        return (
+            stat.S_ISREG(st.st_mode)
+            and stat.S_IMODE(st.st_mode) == mode
+            and st.st_size == len(data)
+            and st.st_nlink == 1
+            and os.read(fd, len(data) + 1) == data
+        )
     finally:
         os.close(fd)
 
@@ -400,7 +417,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
     try:
         data = memoryview(data)
         while data:
-            data = data[os.write(fd, data):]
+            data = data[os.write(fd, data) :]
         os.fchmod(fd, mode)  # whatever the umask
     finally:
         os.close(fd)
@@ -410,7 +427,7 @@ def _remove_abandoned_staging(parent: Path, name: str) -> None:
     """A build killed midway leaves its staging folder (the bundle itself is intact):
     remove those whose build process is gone. A running build's folder is kept."""
     for path in parent.glob(f".{name}.llmc-*"):
-        pid = path.name[len(name) + 7:].split("-", 1)[0]
+        pid = path.name[len(name) + 7 :].split("-", 1)[0]
         if path.is_dir() and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -488,8 +505,12 @@ def plan_diff(bundle: Bundle, out: str) -> str:
         before, after = old.get(path), new.get(path)
         if before == after:
             continue
-        chunks.extend(difflib.unified_diff(
-            (before or "").splitlines(True), (after or "").splitlines(True),
-            f"a/{path}" if before is not None else "/dev/null",
-            f"b/{path}" if after is not None else "/dev/null"))
+        chunks.extend(
+            difflib.unified_diff(
+                (before or "").splitlines(True),
+                (after or "").splitlines(True),
+                f"a/{path}" if before is not None else "/dev/null",
+                f"b/{path}" if after is not None else "/dev/null",
+            )
+        )
     return "".join(chunks)

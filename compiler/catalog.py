@@ -41,7 +41,6 @@ The `cpu` entry is a generic 16-core x86-64 server slice, documented on the entr
 from typing import NamedTuple
 
 
-
 class Device(NamedTuple):
     """One accelerator (or the generic CPU). Rates are per second, dense, peak."""
 

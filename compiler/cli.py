@@ -48,7 +48,7 @@ def _asks_for_json(argv: list[str]) -> bool:
     for i, arg in enumerate(argv):
         if arg == "--":
             return False
-        if arg == "--format=json" or (arg == "--format" and argv[i + 1:i + 2] == ["json"]):
+        if arg == "--format=json" or (arg == "--format" and argv[i + 1 : i + 2] == ["json"]):
             return True
     return False
 
@@ -65,50 +65,78 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add_output_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--format", choices=("human", "json"), default="human",
-                       help="diagnostics for people (default) or, for tools, one JSON array on stdout whatever "
-                            "the outcome (everything else goes to stderr)")
+        p.add_argument(
+            "--format",
+            choices=("human", "json"),
+            default="human",
+            help="diagnostics for people (default) or, for tools, one JSON array on stdout whatever "
+            "the outcome (everything else goes to stderr)",
+        )
         p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour diagnostics")
 
-    p = sub.add_parser("check", help="validate specs and print their derived facts",
-                       description="Validate specs completely, each on its own and with each of its profiles "
-                                   "applied, and print their derived facts.")
+    p = sub.add_parser(
+        "check",
+        help="validate specs and print their derived facts",
+        description="Validate specs completely, each on its own and with each of its profiles "
+        "applied, and print their derived facts.",
+    )
     p.add_argument("specs", nargs="+", metavar="SPEC")
-    p.add_argument("--profile", help="check only the spec with this profile applied (default: the spec and every profile)")
+    p.add_argument(
+        "--profile", help="check only the spec with this profile applied (default: the spec and every profile)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print diagnostics only, not the derived facts")
     add_output_flags(p)
 
-    for name, text in (("build", "generate the bundle of artifacts (written atomically, with llmc.lock.json)"),
-                       ("plan", "show what `build` would change: a unified diff and the derived facts; "
-                                "exit 0 when nothing changes, 3 when something would")):
+    for name, text in (
+        ("build", "generate the bundle of artifacts (written atomically, with llmc.lock.json)"),
+        (
+            "plan",
+            "show what `build` would change: a unified diff and the derived facts; "
+            "exit 0 when nothing changes, 3 when something would",
+        ),
+    ):
         p = sub.add_parser(name, help=text.split(":")[0].split(" (")[0], description=text[0].upper() + text[1:] + ".")
         p.add_argument("spec", metavar="SPEC")
         p.add_argument("--profile", help="apply the named profile's overrides")
-        p.add_argument("-o", "--output", metavar="DIR", help="the bundle's directory (default build/<spec>[-<profile>])")
+        p.add_argument(
+            "-o", "--output", metavar="DIR", help="the bundle's directory (default build/<spec>[-<profile>])"
+        )
         p.add_argument("-q", "--quiet", action="store_true", help="print diagnostics only, not the derived facts")
         add_output_flags(p)
 
-    p = sub.add_parser("run", help="build, then run the bundle's stages",
-                       description="Build the bundle, then run its stages in order (train, compress, evaluate; "
-                                   "search with --stage search). A stage whose inputs are unchanged since its last "
-                                   "success is skipped. Every run is recorded under runs/.")
+    p = sub.add_parser(
+        "run",
+        help="build, then run the bundle's stages",
+        description="Build the bundle, then run its stages in order (train, compress, evaluate; "
+        "search with --stage search). A stage whose inputs are unchanged since its last "
+        "success is skipped. Every run is recorded under runs/.",
+    )
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--profile", help="apply the named profile's overrides")
     p.add_argument("-o", "--output", metavar="DIR", help="the bundle's directory (default build/<spec>[-<profile>])")
     p.add_argument("--stage", choices=("train", "compress", "evaluate", "search"), help="run only this stage")
-    p.add_argument("--target", choices=("local", "k8s"), default="local",
-                   help="local: this machine, Horovod over Gloo (default); k8s: the current kube context")
+    p.add_argument(
+        "--target",
+        choices=("local", "k8s"),
+        default="local",
+        help="local: this machine, Horovod over Gloo (default); k8s: the current kube context",
+    )
     p.add_argument("--np", type=int, metavar="N", help="training processes (default: the spec's layout)")
     p.add_argument("--force", action="store_true", help="rerun stages even when their inputs are unchanged")
-    p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where run records and work files go (default runs/)")
+    p.add_argument(
+        "--runs-dir", default="runs", metavar="DIR", help="where run records and work files go (default runs/)"
+    )
     add_output_flags(p)
 
     p = sub.add_parser("runs", help="list the records of earlier runs", description="List the records under runs/.")
     p.add_argument("spec", nargs="?", metavar="SPEC", help="only this spec's runs")
     p.add_argument("--runs-dir", default="runs", metavar="DIR")
 
-    p = sub.add_parser("fmt", help="rewrite specs in the canonical layout",
-                       description="Rewrite specs in the one canonical layout (idempotent; comments kept).")
+    p = sub.add_parser(
+        "fmt",
+        help="rewrite specs in the canonical layout",
+        description="Rewrite specs in the one canonical layout (idempotent; comments kept).",
+    )
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or folders holding them")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not formatted")
     p.add_argument("--diff", action="store_true", help="with --check, show what would change")
@@ -117,8 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explain a diagnostic code", description="Print the long explanation of a code.")
     p.add_argument("code", metavar="CODE")
 
-    sub.add_parser("schema", help="print the JSON Schema of the language",
-                   description="Print the JSON Schema of .llm specs (as the typed IR sees them), for editors.")
+    sub.add_parser(
+        "schema",
+        help="print the JSON Schema of the language",
+        description="Print the JSON Schema of .llm specs (as the typed IR sees them), for editors.",
+    )
     return parser
 
 
@@ -225,8 +256,9 @@ def _checked(spec: str, args, every_profile: bool = False):
             args.json_findings = []
         args.json_findings.extend(finding_json(d, profile) for profile, d in checked.findings)
     else:
-        shown = [_with_profile_note(d, profile) if profile and not args.profile else d
-                 for profile, d in checked.findings]
+        shown = [
+            _with_profile_note(d, profile) if profile and not args.profile else d for profile, d in checked.findings
+        ]
         sys.stderr.write(render_human(shown, sources, _use_color(args)))
         if not checked.ok:
             sys.stderr.write(f"{spec}: {summary_line(shown)}\n")
@@ -264,7 +296,7 @@ def _bundle_of(args):
         return EXIT_ERRORS
     bundle = build_files(result)
     # `-o ""` is the current directory, which the output guard refuses; it is not "no -o"
-    return result, bundle, args.output if args.output is not None else default_output(args.spec, args.profile)
+    return (result, bundle, args.output if args.output is not None else default_output(args.spec, args.profile))
 
 
 def _write_bundle(args, result, bundle, out: str) -> int | None:
@@ -368,8 +400,17 @@ def cmd_run(args) -> int:
     data_root = Path(args.spec).resolve().parent
     from llmc.runtime import local
 
-    return local.run(out, name=name, data_root=data_root, runs_root=Path(args.runs_dir), stage=args.stage,
-                     target=args.target, np=args.np, force=args.force, profile=args.profile)
+    return local.run(
+        out,
+        name=name,
+        data_root=data_root,
+        runs_root=Path(args.runs_dir),
+        stage=args.stage,
+        target=args.target,
+        np=args.np,
+        force=args.force,
+        profile=args.profile,
+    )
 
 
 def cmd_runs(args) -> int:
@@ -409,9 +450,16 @@ def cmd_fmt(args) -> int:
     return run_fmt(args)
 
 
-_COMMANDS = {"check": cmd_check, "build": cmd_build, "plan": cmd_plan, "run": cmd_run, "runs": cmd_runs,
-             "explain": cmd_explain,
-             "schema": cmd_schema, "fmt": cmd_fmt}
+_COMMANDS = {
+    "check": cmd_check,
+    "build": cmd_build,
+    "plan": cmd_plan,
+    "run": cmd_run,
+    "runs": cmd_runs,
+    "explain": cmd_explain,
+    "schema": cmd_schema,
+    "fmt": cmd_fmt,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,6 @@ at least one diagnostics test in tests/diagnostics/; a meta-test enforces both.
 from typing import NamedTuple
 
 
-
 class Code(NamedTuple):
     code: str
     severity: str  # "error" or "warning"

@@ -8,8 +8,8 @@ block keeps its label (`evaluate.metric.bleu.min`).
 
 import os
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 from . import ast
 from .diagnostics import Collector
@@ -74,7 +74,9 @@ class Loader:
         return parse(source, self.diags)
 
 
-def compose(main_path: str, diags: Collector, loader: Loader, profile: str | None = None, text: str | None = None) -> Composed | None:
+def compose(
+    main_path: str, diags: Collector, loader: Loader, profile: str | None = None, text: str | None = None
+) -> Composed | None:
     tree = loader.load(main_path, text)
     if tree is None:
         return None
@@ -108,7 +110,7 @@ def _compose_file(tree: ast.File, diags: Collector, loader: Loader, stack: list[
     if statements and isinstance(statements[0], ast.Extends):
         base = _load_base(statements[0], diags, loader, stack)
         if base is not None:
-            root, lets, profiles = base.root, dict(base.lets), {k: list(v) for k, v in base.profiles.items()}
+            root, lets, profiles = (base.root, dict(base.lets), {k: list(v) for k, v in base.profiles.items()})
             files.extend(base.files)
     own = Node("", None, root.span, root.name_span)
     own_lets: dict[str, ast.Let] = {}
@@ -120,8 +122,13 @@ def _compose_file(tree: ast.File, diags: Collector, loader: Loader, stack: list[
             own_lets[st.name] = st
         elif isinstance(st, ast.Profile):
             if st.name in own_profiles:
-                diags.error("E208", st.name_span, f"profile `{st.name}` is defined twice", label="second definition",
-                            help=f"merge it with the first one at line {own_profiles[st.name].name_span.line}")
+                diags.error(
+                    "E208",
+                    st.name_span,
+                    f"profile `{st.name}` is defined twice",
+                    label="second definition",
+                    help=f"merge it with the first one at line {own_profiles[st.name].name_span.line}",
+                )
                 continue
             own_profiles[st.name] = st
         elif isinstance(st, ast.Block):
@@ -142,18 +149,26 @@ def _load_base(ext: ast.Extends, diags: Collector, loader: Loader, stack: list[s
     ident = _identity(str(target))
     shown = os.path.normpath(str(target))
     if ident in stack:
-        chain = " -> ".join(os.path.relpath(p) for p in stack[stack.index(ident):] + [ident])
-        diags.error("E212", ext.path.span, f"`extends` cycle: {chain}",
-                    label="this file extends itself through this chain",
-                    help="remove one of the `extends` so the chain ends")
+        chain = " -> ".join(os.path.relpath(p) for p in stack[stack.index(ident) :] + [ident])
+        diags.error(
+            "E212",
+            ext.path.span,
+            f"`extends` cycle: {chain}",
+            label="this file extends itself through this chain",
+            help="remove one of the `extends` so the chain ends",
+        )
         return None
     try:
         tree = loader.load(shown)
     except SourceError as exc:
         relative = not os.path.isabs(ext.path.value)
-        diags.error("E212", ext.path.span, f"cannot extend {ext.path.value}: {exc}",
-                    label="the path is relative to this file" if relative else "no such file",
-                    help=f"looked for {shown}")
+        diags.error(
+            "E212",
+            ext.path.span,
+            f"cannot extend {ext.path.value}: {exc}",
+            label="the path is relative to this file" if relative else "no such file",
+            help=f"looked for {shown}",
+        )
         return None
     if tree is None:
         diags.error("E212", ext.path.span, f"the base spec {ext.path.value} has errors", label="extended here")
@@ -162,8 +177,13 @@ def _load_base(ext: ast.Extends, diags: Collector, loader: Loader, stack: list[s
 
 
 def _duplicate_attribute(diags: Collector, span: Span, key: str, first: Span, what: str = "attribute") -> None:
-    diags.error("E106", span, f"{what} `{key}` is set twice", label="set again here",
-                help=f"remove one of them; the first is at line {first.line}")
+    diags.error(
+        "E106",
+        span,
+        f"{what} `{key}` is set twice",
+        label="set again here",
+        help=f"remove one of them; the first is at line {first.line}",
+    )
 
 
 def _block_type(parent_model: type | None, name: str):
@@ -187,16 +207,25 @@ def _add_block(parent: Node, block: ast.Block, diags: Collector, parent_model: t
         key = block.label or ""
         if key in group:
             first = group[key]
-            diags.error("E208", block.name_span, f"block `{block.name} \"{key}\"` is defined twice",
-                        label="second definition", help=f"merge it with the first one at line {first.name_span.line}")
+            diags.error(
+                "E208",
+                block.name_span,
+                f'block `{block.name} "{key}"` is defined twice',
+                label="second definition",
+                help=f"merge it with the first one at line {first.name_span.line}",
+            )
             return
         group[key] = node
         return
     if block.name in parent.children:
         first = parent.children[block.name]
-        diags.error("E208", block.name_span, f"block `{block.name}` appears twice",
-                    label="second definition",
-                    help=f"merge it with the first one at line {first.name_span.line}; only `metric` may repeat")
+        diags.error(
+            "E208",
+            block.name_span,
+            f"block `{block.name}` appears twice",
+            label="second definition",
+            help=f"merge it with the first one at line {first.name_span.line}; only `metric` may repeat",
+        )
         return
     parent.children[block.name] = node
 
@@ -266,12 +295,22 @@ def apply_override(root: Node, attr: ast.Attribute, diags: Collector) -> None:
     path = attr.path
     ft, consumed, problem = walk_schema(path)
     if problem or ft is None:
-        diags.error("E213", attr.key_span, f"profile path `{attr.key}` names no field of the spec",
-                    label=problem, help=_profile_help(consumed))
+        diags.error(
+            "E213",
+            attr.key_span,
+            f"profile path `{attr.key}` names no field of the spec",
+            label=problem,
+            help=_profile_help(consumed),
+        )
         return
     if ft.kind in ("block", "blocks", "map", "space"):
-        diags.error("E213", attr.key_span, f"profile path `{attr.key}` names a block, not a field",
-                    label="a profile sets one field at a time", help=f"write `{attr.key}.FIELD = value`")
+        diags.error(
+            "E213",
+            attr.key_span,
+            f"profile path `{attr.key}` names a block, not a field",
+            label="a profile sets one field at a time",
+            help=f"write `{attr.key}.FIELD = value`",
+        )
         return
     node, model = _locate(root, consumed, create_at=attr)
     key = consumed[-1]

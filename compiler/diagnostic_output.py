@@ -8,7 +8,6 @@ import unicodedata
 from .diagnostics import Diagnostic
 from .source import SourceFile
 
-
 MAX_LINE = 160  # longer source lines are cut to a window around the span
 
 
@@ -30,7 +29,7 @@ def render_one(d: Diagnostic, source: SourceFile | None, color: bool = False) ->
     out = [head, f"{pad}{_paint('-->', '1;34', color)} {span.file}:{span.line}:{span.col}"]
     text = source.line_text(span.line) if source else ""
     if source is not None and 1 <= span.line <= len(source.lines):
-        first, last = span.col - 1, (span.end_col - 1 if span.end_line == span.line else len(text.rstrip()))
+        first, last = (span.col - 1, (span.end_col - 1 if span.end_line == span.line else len(text.rstrip())))
         first = min(first, len(text))
         last = max(last, first + 1)
         # A very long line is shown as a window around the span.
@@ -40,7 +39,7 @@ def render_one(d: Diagnostic, source: SourceFile | None, color: bool = False) ->
         window = text[lo:hi]
         shown = prefix + _printable(window) + suffix
         start = len(prefix) + _display_width(text[lo:first])
-        stop = len(prefix) + _display_width(text[lo:min(last, hi)])
+        stop = len(prefix) + _display_width(text[lo : min(last, hi)])
         carets = "^" * max(1, stop - start)
         out.append(f"{pad} {bar}")
         out.append(f"{_paint(str(span.line).rjust(gutter), '1;34', color)} {bar} {shown}")
@@ -56,13 +55,18 @@ def render_one(d: Diagnostic, source: SourceFile | None, color: bool = False) ->
 
 def _safe(text: str) -> str:
     """Messages quote user strings: control characters are shown escaped, never sent to the terminal."""
-    return "".join(f"\\u{{{ord(ch):X}}}" if (ord(ch) < 32 and ch != "\n") or 127 <= ord(ch) < 160 or ch in _BIDI else ch for ch in text)
+    return "".join(
+        f"\\u{{{ord(ch):X}}}" if (ord(ch) < 32 and ch != "\n") or 127 <= ord(ch) < 160 or ch in _BIDI else ch
+        for ch in text
+    )
 
 
 def _printable(text: str) -> str:
     # Tabs become one space (so carets line up) and control characters become U+FFFD,
     # so a hostile spec cannot drive the terminal.
-    return "".join(" " if ch == "\t" else ("\ufffd" if ord(ch) < 32 or 127 <= ord(ch) < 160 or ch in _BIDI else ch) for ch in text)
+    return "".join(
+        " " if ch == "\t" else ("\ufffd" if ord(ch) < 32 or 127 <= ord(ch) < 160 or ch in _BIDI else ch) for ch in text
+    )
 
 
 # Bidirectional overrides would reorder what the terminal shows (CVE-2021-42574).
@@ -102,8 +106,21 @@ def render_json(diags: list[Diagnostic], profile: str | None = None) -> str:
 def usage_json(message: str, file: str | None = None, code: str = "usage") -> dict:
     """A misused command (code "usage"), or a compiler failure ("internal"), in the
     findings' shape, with no position."""
-    return {"code": code, "severity": "error", "message": message, "file": file, "line": None, "column": None,
-            "end_line": None, "end_column": None, "label": "", "help": "", "notes": [], "fix": [], "profile": None}
+    return {
+        "code": code,
+        "severity": "error",
+        "message": message,
+        "file": file,
+        "line": None,
+        "column": None,
+        "end_line": None,
+        "end_column": None,
+        "label": "",
+        "help": "",
+        "notes": [],
+        "fix": [],
+        "profile": None,
+    }
 
 
 def render_usage_json(message: str) -> str:

@@ -24,8 +24,14 @@ class Fix(NamedTuple):
 
     def to_json(self) -> dict:
         s = self.span
-        return {"file": s.file, "line": s.line, "column": s.col, "end_line": s.end_line,
-                "end_column": s.end_col, "replacement": self.replacement}
+        return {
+            "file": s.file,
+            "line": s.line,
+            "column": s.col,
+            "end_line": s.end_line,
+            "end_column": s.end_col,
+            "replacement": self.replacement,
+        }
 
 
 class Diagnostic(NamedTuple):
@@ -63,9 +69,7 @@ class Diagnostic(NamedTuple):
 class Collector:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
-    def report(
-        self, code: str, span: Span, message: str, *, label: str = "", help: str = "", notes=(), fix=()
-    ) -> None:
+    def report(self, code: str, span: Span, message: str, *, label: str = "", help: str = "", notes=(), fix=()) -> None:
         severity = CODES[code].severity  # a KeyError here is a compiler bug: unregistered code
         diag = Diagnostic(code, severity, message, span, label, help, tuple(notes), tuple(fix))
         if diag not in self.diagnostics:  # the same fact reached by two paths is said once

@@ -34,7 +34,11 @@ def device_table() -> str:
     ]
     for d in devices():
         rates = (d.peak_ops("fp32"), d.peak_ops("fp16"), d.peak_ops("bf16"), d.peak_ops("int8"))
-        cells = [f"`{d.name}`", figure(d.memory_bytes / 1e9), *(figure(r / 1e12) for r in rates),
-                 figure(d.bandwidth_bytes_per_s / 1e9)]
+        cells = [
+            f"`{d.name}`",
+            figure(d.memory_bytes / 1e9),
+            *(figure(r / 1e12) for r in rates),
+            figure(d.bandwidth_bytes_per_s / 1e9),
+        ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"

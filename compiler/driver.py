@@ -198,5 +198,8 @@ def _variant_ir(data: dict, key: str, value: object, ir: Spec) -> Spec:
     rebuilt = (parts[0],) + DERIVED_FROM_OTHER_BLOCKS.get(parts[0], ())
     if any(name not in blocks or blocks[name].kind != "block" for name in rebuilt):
         return construct(Spec, changed)
-    return ir.model_copy(update={name: construct(blocks[name].block_model, changed[name]) if name in changed else None
-                                 for name in rebuilt})
+    return ir.model_copy(
+        update={
+            name: construct(blocks[name].block_model, changed[name]) if name in changed else None for name in rebuilt
+        }
+    )

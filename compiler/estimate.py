@@ -39,13 +39,13 @@ from typing import NamedTuple
 KINDS = ("encoder-decoder", "encoder", "decoder")
 
 # Serving efficiency factors and overheads (docs/estimates.md, "Latency").
-COMPUTE_EFFICIENCY = 0.5      # achieved / peak dense ops for inference-sized GEMMs, attention, norms
-BANDWIDTH_EFFICIENCY = 0.7    # achieved / peak DRAM bandwidth for weight streaming (GEMV-like)
-REQUEST_OVERHEAD_S = 1e-3     # per request (or batch): HTTP/gRPC, (de)serialisation, scheduling
-LAYER_LAUNCH_S = 20e-6        # per layer per forward pass: floor set by kernel launches (4-8 fused kernels)
-STEP_SYNC_S = 30e-6           # per generated token: read the token back to the host, launch the next step
-MARGINAL_BATCH_COST = 0.1     # S(B) = S(1)(1 + (B-1) f) when no batch-aware service time is given
-EXACT_ERLANG_LOAD = 1e6       # above this offered load (erlangs) Erlang C uses the Halfin-Whitt approximation
+COMPUTE_EFFICIENCY = 0.5  # achieved / peak dense ops for inference-sized GEMMs, attention, norms
+BANDWIDTH_EFFICIENCY = 0.7  # achieved / peak DRAM bandwidth for weight streaming (GEMV-like)
+REQUEST_OVERHEAD_S = 1e-3  # per request (or batch): HTTP/gRPC, (de)serialisation, scheduling
+LAYER_LAUNCH_S = 20e-6  # per layer per forward pass: floor set by kernel launches (4-8 fused kernels)
+STEP_SYNC_S = 30e-6  # per generated token: read the token back to the host, launch the next step
+MARGINAL_BATCH_COST = 0.1  # S(B) = S(1)(1 + (B-1) f) when no batch-aware service time is given
+EXACT_ERLANG_LOAD = 1e6  # above this offered load (erlangs) Erlang C uses the Halfin-Whitt approximation
 
 _INF = math.inf
 # Bytes a weight takes at each precision (plan.py sizes served models and volumes with it).
@@ -174,20 +174,20 @@ class ParamCount(NamedTuple):
     """A Transformer's parameters, by part. All counts are numbers of parameters."""
 
     kind: str
-    layers: int                # per stack, as written in the spec
+    layers: int  # per stack, as written in the spec
     d_model: int
     d_ff: int
     vocab: int
     max_len: int
     classes: int | None
-    token_embedding: int       # vocab x d_model, shared and tied
-    positional: int            # max_len x d_model per stack, all stacks
-    encoder_layer: int         # one encoder layer; 0 if there is no encoder
-    decoder_layer: int         # one decoder layer (with cross-attention for encoder-decoder)
+    token_embedding: int  # vocab x d_model, shared and tied
+    positional: int  # max_len x d_model per stack, all stacks
+    encoder_layer: int  # one encoder layer; 0 if there is no encoder
+    decoder_layer: int  # one decoder layer (with cross-attention for encoder-decoder)
     encoder_layers: int
     decoder_layers: int
-    final_norms: int           # one final LayerNorm per stack
-    head: int                  # classification head; 0 when the output projection is tied
+    final_norms: int  # one final LayerNorm per stack
+    head: int  # classification head; 0 when the output projection is tied
     total: int
 
     @property
@@ -212,8 +212,10 @@ class ParamCount(NamedTuple):
         return self.decoder_layers if self.kind == "encoder-decoder" else 0
 
     def explain(self) -> str:
-        parts = [f"token embedding {format_count(self.token_embedding)} (shared, tied)",
-                 f"positional {format_count(self.positional)}"]
+        parts = [
+            f"token embedding {format_count(self.token_embedding)} (shared, tied)",
+            f"positional {format_count(self.positional)}",
+        ]
         if self.encoder_layers:
             parts.append(f"encoder {self.encoder_layers} x {format_count(self.encoder_layer)}")
         if self.decoder_layers:
@@ -256,20 +258,38 @@ def transformer_params(kind, layers, d_model, heads, d_ff, vocab, max_len, class
     pos = stacks * max_len * d
     norms = stacks * layernorm_params(d)
     total = tok + pos + enc_n * enc_l + dec_n * dec_l + norms + head
-    return ParamCount(kind=kind, layers=layers, d_model=d, d_ff=f, vocab=vocab, max_len=max_len,
-                      classes=classes, token_embedding=tok, positional=pos, encoder_layer=enc_l,
-                      decoder_layer=dec_l, encoder_layers=enc_n, decoder_layers=dec_n,
-                      final_norms=norms, head=head, total=total)
+    return ParamCount(
+        kind=kind,
+        layers=layers,
+        d_model=d,
+        d_ff=f,
+        vocab=vocab,
+        max_len=max_len,
+        classes=classes,
+        token_embedding=tok,
+        positional=pos,
+        encoder_layer=enc_l,
+        decoder_layer=dec_l,
+        encoder_layers=enc_n,
+        decoder_layers=dec_n,
+        final_norms=norms,
+        head=head,
+        total=total,
+    )
 
 
 class MlpParamCount(NamedTuple):
-    widths: tuple          # inputs, hidden..., classes
-    per_layer: tuple       # (in x out + out) for each dense layer
+    widths: tuple  # inputs, hidden..., classes
+    per_layer: tuple  # (in x out + out) for each dense layer
     total: int
 
     def explain(self) -> str:
         dims = " -> ".join(str(w) for w in self.widths)
-        return f"dense layers {dims}: " + " + ".join(format_count(p) for p in self.per_layer) + f" = {format_count(self.total)} parameters"
+        return (
+            f"dense layers {dims}: "
+            + " + ".join(format_count(p) for p in self.per_layer)
+            + f" = {format_count(self.total)} parameters"
+        )
 
 
 def mlp_params(inputs, hidden, classes) -> MlpParamCount:
@@ -298,15 +318,13 @@ def state_bytes_per_param(precision: str, optimizer: str, momentum: float = 0.0)
     mixed = precision != "fp32"
     w = g = 2.0 if mixed else 4.0
     master = 4.0 if mixed else 0.0
-    if optimizer in ("adam", "adamw"):
-        states = 8.0
-    else:
-        states = 4.0 if _num(momentum) > 0 else 0.0
+    states = 8.0 if optimizer in ("adam", "adamw") else 4.0 if _num(momentum) > 0 else 0.0
     return w, g, master + states
 
 
-def activation_bytes_per_layer(seq_len, micro_batch, d_model, heads, tensor=1, *, d_ff=None,
-                               cross_attention=False) -> float:
+def activation_bytes_per_layer(
+    seq_len, micro_batch, d_model, heads, tensor=1, *, d_ff=None, cross_attention=False
+) -> float:
     """Bytes of 16-bit activations one Transformer layer keeps for the backward pass.
 
     Korthikanti et al. 2022 (arXiv:2205.05198), eq. 1 and 2, without sequence
@@ -332,49 +350,71 @@ class MemoryEstimate(NamedTuple):
     """Training memory of the most loaded device, in bytes."""
 
     params: float
-    shards: int                     # tensor x pipeline: how many ways weights and states are split
+    shards: int  # tensor x pipeline: how many ways weights and states are split
     precision: str
     optimizer_name: str
-    bytes_per_param: tuple          # (weights, gradients, optimizer) per parameter
+    bytes_per_param: tuple  # (weights, gradients, optimizer) per parameter
     weights: float
     gradients: float
     optimizer: float
     activations: float
-    activation_layer: float         # one full layer (the larger kind), activation-precision scaled
-    activation_layers: int          # layers whose activations the device holds at once
-    activation_extra: float         # embedding dropout, final LN, output layer input, fp32 logits
+    activation_layer: float  # one full layer (the larger kind), activation-precision scaled
+    activation_layers: int  # layers whose activations the device holds at once
+    activation_extra: float  # embedding dropout, final LN, output layer input, fp32 logits
     activation_checkpointing: bool
     total: float
     device_memory: float
-    headroom: float                 # (device - total) / device; negative when it does not fit
+    headroom: float  # (device - total) / device; negative when it does not fit
     fits: bool
 
     def breakdown(self) -> str:
-        return (f"weights {format_bytes(self.weights)} + gradients {format_bytes(self.gradients)} + "
-                f"optimizer {format_bytes(self.optimizer)} + activations {format_bytes(self.activations)} = "
-                f"{format_bytes(self.total)} of {format_bytes(self.device_memory)}")
+        return (
+            f"weights {format_bytes(self.weights)} + gradients {format_bytes(self.gradients)} + "
+            f"optimizer {format_bytes(self.optimizer)} + activations {format_bytes(self.activations)} = "
+            f"{format_bytes(self.total)} of {format_bytes(self.device_memory)}"
+        )
 
     def explain(self) -> str:
         w, g, o = self.bytes_per_param
         lines = [
             f"{format_count(self.params)} parameters / {self.shards} model-parallel "
             f"{'shard' if self.shards == 1 else 'shards'}, "
-            f"{self.precision} with {self.optimizer_name}: {w:g} + {g:g} + {o:g} = {w + g + o:g} bytes per parameter",
+            f"{self.precision} with {self.optimizer_name}: {w:g} + {g:g} + {o:g} = {w + g + o:g} bytes per parameter"
         ]
         if self.activation_checkpointing:
-            lines.append(f"activations with full recomputation: {self.activation_layers} layer inputs + one layer's "
-                         f"working set {format_bytes(self.activation_layer)} + embeddings/output "
-                         f"{format_bytes(self.activation_extra)}")
+            lines.append(
+                f"activations with full recomputation: {self.activation_layers} layer inputs + one layer's "
+                f"working set {format_bytes(self.activation_layer)} + embeddings/output "
+                f"{format_bytes(self.activation_extra)}"
+            )
         else:
-            lines.append(f"activations: {self.activation_layers} layers (up to {format_bytes(self.activation_layer)} "
-                         f"each) + embeddings/output {format_bytes(self.activation_extra)}")
+            lines.append(
+                f"activations: {self.activation_layers} layers (up to {format_bytes(self.activation_layer)} "
+                f"each) + embeddings/output {format_bytes(self.activation_extra)}"
+            )
         lines.append(self.breakdown())
         return "\n".join(lines)
 
 
-def training_memory(params, layers, d_model, heads, seq_len, micro_batch, precision, optimizer, momentum,
-                    tensor, pipeline, activation_checkpointing, device_memory_bytes, *,
-                    cross_attention_layers=0, vocab=0, d_ff=None) -> MemoryEstimate:
+def training_memory(
+    params,
+    layers,
+    d_model,
+    heads,
+    seq_len,
+    micro_batch,
+    precision,
+    optimizer,
+    momentum,
+    tensor,
+    pipeline,
+    activation_checkpointing,
+    device_memory_bytes,
+    *,
+    cross_attention_layers=0,
+    vocab=0,
+    d_ff=None,
+) -> MemoryEstimate:
     """Peak training memory on the most loaded device (docs/estimates.md, "Training memory").
 
     `params`: the model's parameter count. `layers`: Transformer layers that hold
@@ -430,12 +470,24 @@ def training_memory(params, layers, d_model, heads, seq_len, micro_batch, precis
     mem = _num(device_memory_bytes)
     headroom = _clean(1.0 - _div(total, mem)) if not math.isinf(total) else -_INF
     return MemoryEstimate(
-        params=p, shards=int(shards) if not math.isinf(shards) else shards, precision=precision,
-        optimizer_name=optimizer, bytes_per_param=(w_b, g_b, o_b), weights=weights, gradients=grads,
-        optimizer=opt, activations=acts, activation_layer=largest,
+        params=p,
+        shards=int(shards) if not math.isinf(shards) else shards,
+        precision=precision,
+        optimizer_name=optimizer,
+        bytes_per_param=(w_b, g_b, o_b),
+        weights=weights,
+        gradients=grads,
+        optimizer=opt,
+        activations=acts,
+        activation_layer=largest,
         activation_layers=n_layers if math.isinf(n_layers) else int(n_layers),
-        activation_extra=extra, activation_checkpointing=bool(activation_checkpointing),
-        total=total, device_memory=mem, headroom=headroom, fits=bool(total <= mem))
+        activation_extra=extra,
+        activation_checkpointing=bool(activation_checkpointing),
+        total=total,
+        device_memory=mem,
+        headroom=headroom,
+        fits=bool(total <= mem),
+    )
 
 
 # --- request latency (roofline) ------------------------------------------------------
@@ -477,12 +529,12 @@ class LatencyEstimate(NamedTuple):
     """Service time of one request (or one batch of `batch` requests) on one device."""
 
     total_s: float
-    prefill_s: float           # encoder pass / prompt pass
-    decode_s: float            # steps x per_step_s
-    overhead_s: float          # fixed per-request overhead included in total_s
-    steps: int                 # generated tokens (0 for classification)
-    per_step_s: float          # one decoder step at the mean context length, incl. host sync
-    bound: str                 # "compute" | "memory" | "launch": what bounds the larger part
+    prefill_s: float  # encoder pass / prompt pass
+    decode_s: float  # steps x per_step_s
+    overhead_s: float  # fixed per-request overhead included in total_s
+    steps: int  # generated tokens (0 for classification)
+    per_step_s: float  # one decoder step at the mean context length, incl. host sync
+    bound: str  # "compute" | "memory" | "launch": what bounds the larger part
     prefill_bound: str
     step_bound: str
     batch: int
@@ -495,21 +547,40 @@ class LatencyEstimate(NamedTuple):
     achieved_bytes_per_s: float
 
     def explain(self) -> str:
-        out = [f"prefill {format_seconds(self.prefill_s)} ({self.prefill_bound}-bound: "
-               f"{self.prefill_flops:.3g} ops, {format_bytes(self.prefill_bytes)} read)"]
+        out = [
+            f"prefill {format_seconds(self.prefill_s)} ({self.prefill_bound}-bound: "
+            f"{self.prefill_flops:.3g} ops, {format_bytes(self.prefill_bytes)} read)"
+        ]
         if self.steps:
-            out.append(f"{self.steps} decoder steps x {format_seconds(self.per_step_s)} = {format_seconds(self.decode_s)} "
-                       f"({self.step_bound}-bound: {format_bytes(self.step_bytes)} read per step)")
+            out.append(
+                f"{self.steps} decoder steps x {format_seconds(self.per_step_s)} = {format_seconds(self.decode_s)} "
+                f"({self.step_bound}-bound: {format_bytes(self.step_bytes)} read per step)"
+            )
         out.append(f"overhead {format_seconds(self.overhead_s)}")
         b = f" for a batch of {self.batch}" if self.batch != 1 else ""
         return " + ".join(out) + f" = {format_seconds(self.total_s)}{b} ({self.precision})"
 
 
-def request_latency(kind, layers, d_model, d_ff, vocab, seq_len, out_len, precision, peak_ops_per_s,
-                    bandwidth_bytes_per_s, *, classes=None, batch=1,
-                    compute_efficiency=COMPUTE_EFFICIENCY, bandwidth_efficiency=BANDWIDTH_EFFICIENCY,
-                    request_overhead_s=REQUEST_OVERHEAD_S, layer_launch_s=LAYER_LAUNCH_S,
-                    step_sync_s=STEP_SYNC_S) -> LatencyEstimate:
+def request_latency(
+    kind,
+    layers,
+    d_model,
+    d_ff,
+    vocab,
+    seq_len,
+    out_len,
+    precision,
+    peak_ops_per_s,
+    bandwidth_bytes_per_s,
+    *,
+    classes=None,
+    batch=1,
+    compute_efficiency=COMPUTE_EFFICIENCY,
+    bandwidth_efficiency=BANDWIDTH_EFFICIENCY,
+    request_overhead_s=REQUEST_OVERHEAD_S,
+    layer_launch_s=LAYER_LAUNCH_S,
+    step_sync_s=STEP_SYNC_S,
+) -> LatencyEstimate:
     """Roofline latency of one request (batch 1 by default) of a Transformer (module docstring).
 
     `seq_len`: input tokens (source, text, or prompt); `out_len`: generated tokens
@@ -543,10 +614,10 @@ def request_latency(kind, layers, d_model, d_ff, vocab, seq_len, out_len, precis
 
     enc_layer = _num(encoder_layer_params(d, f))
     plain_layer = enc_layer
-    cross_kv = 2 * (d * d + d)                     # cross-attention K and V projections
+    cross_kv = 2 * (d * d + d)  # cross-attention K and V projections
     dec_layer = _num(decoder_layer_params(d, f))
     ln = 2 * d
-    out_proj = _prod(V, d)                          # tied output projection, per generated token
+    out_proj = _prod(V, d)  # tied output projection, per generated token
 
     if kind == "encoder-decoder":
         # Prefill: the encoder over s tokens, then every decoder layer's K/V of the encoder output.
@@ -557,7 +628,7 @@ def request_latency(kind, layers, d_model, d_ff, vocab, seq_len, out_len, precis
         launch_pre = _prod(2, L, layer_launch_s)
         # A step reads the decoder layers except cross K/V (done once), the final LN and the output projection.
         w_step = _clean(_prod(L, dec_layer - cross_kv) + ln + out_proj)
-        ctx_self = (n + 1) / 2                        # mean self-attention context over the steps
+        ctx_self = (n + 1) / 2  # mean self-attention context over the steps
         ctx_cross = s
         launch_step = _prod(L, layer_launch_s)
     elif kind == "encoder":
@@ -593,17 +664,40 @@ def request_latency(kind, layers, d_model, d_ff, vocab, seq_len, out_len, precis
     total = _clean(prefill_s + decode_s + overhead)
     bound = step_bound if decode_s > prefill_s else prefill_bound
     return LatencyEstimate(
-        total_s=total, prefill_s=prefill_s, decode_s=decode_s, overhead_s=overhead,
-        steps=n if math.isinf(n) else int(n), per_step_s=per_step, bound=bound,
-        prefill_bound=prefill_bound, step_bound=step_bound,
-        batch=B if math.isinf(B) else int(B), precision=precision, prefill_flops=flops_pre,
-        prefill_bytes=bytes_pre, step_flops=step_flops, step_bytes=step_bytes,
-        achieved_ops_per_s=ops, achieved_bytes_per_s=bw)
+        total_s=total,
+        prefill_s=prefill_s,
+        decode_s=decode_s,
+        overhead_s=overhead,
+        steps=n if math.isinf(n) else int(n),
+        per_step_s=per_step,
+        bound=bound,
+        prefill_bound=prefill_bound,
+        step_bound=step_bound,
+        batch=B if math.isinf(B) else int(B),
+        precision=precision,
+        prefill_flops=flops_pre,
+        prefill_bytes=bytes_pre,
+        step_flops=step_flops,
+        step_bytes=step_bytes,
+        achieved_ops_per_s=ops,
+        achieved_bytes_per_s=bw,
+    )
 
 
-def mlp_latency(inputs, hidden, classes, precision, peak_ops_per_s, bandwidth_bytes_per_s, *, batch=1,
-                compute_efficiency=COMPUTE_EFFICIENCY, bandwidth_efficiency=BANDWIDTH_EFFICIENCY,
-                request_overhead_s=REQUEST_OVERHEAD_S, layer_launch_s=LAYER_LAUNCH_S) -> LatencyEstimate:
+def mlp_latency(
+    inputs,
+    hidden,
+    classes,
+    precision,
+    peak_ops_per_s,
+    bandwidth_bytes_per_s,
+    *,
+    batch=1,
+    compute_efficiency=COMPUTE_EFFICIENCY,
+    bandwidth_efficiency=BANDWIDTH_EFFICIENCY,
+    request_overhead_s=REQUEST_OVERHEAD_S,
+    layer_launch_s=LAYER_LAUNCH_S,
+) -> LatencyEstimate:
     """Roofline latency of one MLP request: 2 x params x batch ops, weights read once."""
     if precision not in BYTES_PER_PARAM:
         raise ValueError(f"unknown serving precision {precision!r}")
@@ -618,11 +712,24 @@ def mlp_latency(inputs, hidden, classes, precision, peak_ops_per_s, bandwidth_by
     t, bound = _roofline(flops, nbytes, ops, bw, _prod(len(pc.per_layer), layer_launch_s))
     overhead = _num(request_overhead_s)
     return LatencyEstimate(
-        total_s=_clean(t + overhead), prefill_s=t, decode_s=0.0, overhead_s=overhead, steps=0,
-        per_step_s=0.0, bound=bound, prefill_bound=bound, step_bound="none",
-        batch=B if math.isinf(B) else int(B), precision=precision, prefill_flops=flops,
-        prefill_bytes=nbytes, step_flops=0.0, step_bytes=0.0, achieved_ops_per_s=ops,
-        achieved_bytes_per_s=bw)
+        total_s=_clean(t + overhead),
+        prefill_s=t,
+        decode_s=0.0,
+        overhead_s=overhead,
+        steps=0,
+        per_step_s=0.0,
+        bound=bound,
+        prefill_bound=bound,
+        step_bound="none",
+        batch=B if math.isinf(B) else int(B),
+        precision=precision,
+        prefill_flops=flops,
+        prefill_bytes=nbytes,
+        step_flops=0.0,
+        step_bytes=0.0,
+        achieved_ops_per_s=ops,
+        achieved_bytes_per_s=bw,
+    )
 
 
 # --- replica sizing (Erlang C) -------------------------------------------------------
@@ -685,25 +792,25 @@ def erlang_c(servers, offered_load) -> float:
 class Sizing(NamedTuple):
     """Replicas needed to serve `arrival_rps` within the target percentile latency."""
 
-    replicas: float            # an int when feasible; math.inf when no replica count meets the target
+    replicas: float  # an int when feasible; math.inf when no replica count meets the target
     feasible: bool
     arrival_rps: float
     target_s: float
     percentile: float
-    batch_size: float          # the batch a request rides in at this load and replica count
-    batch_service_s: float     # S(batch_size)
+    batch_size: float  # the batch a request rides in at this load and replica count
+    batch_service_s: float  # S(batch_size)
     replica_capacity_rps: float  # mu = max_batch_size / S(max_batch_size): a backlogged replica's rate
-    utilisation: float         # lambda / (c mu)
-    erlang_c: float            # probability a request finds every replica backlogged and queues
-    wait_percentile_s: float   # the percentile of that queueing wait
-    predicted_s: float         # predicted percentile latency: wait + batch timeout + S(batch_size)
-    mean_response_s: float     # C / (c mu - lambda) + timeout + S(batch_size)
-    in_system: float           # Little's law: L = lambda x mean response
+    utilisation: float  # lambda / (c mu)
+    erlang_c: float  # probability a request finds every replica backlogged and queues
+    wait_percentile_s: float  # the percentile of that queueing wait
+    predicted_s: float  # predicted percentile latency: wait + batch timeout + S(batch_size)
+    mean_response_s: float  # C / (c mu - lambda) + timeout + S(batch_size)
+    in_system: float  # Little's law: L = lambda x mean response
     model: str
     # Why infeasible: "latency" (even unloaded a request misses the target) or
     # "replicas" (more than max_replicas would be needed); "" when feasible.
     limit: str = ""
-    max_replicas: int = 2 ** 62
+    max_replicas: int = 2**62
 
     @property
     def offered_load(self) -> float:
@@ -713,25 +820,40 @@ class Sizing(NamedTuple):
     def explain(self) -> str:
         q = f"p{self.percentile * 100:g}"
         if not self.feasible and self.limit == "replicas":
-            return (f"infeasible: {self.arrival_rps:.4g} req/s at {self.replica_capacity_rps:.4g} req/s per replica "
-                    f"(full batches) is {self.offered_load:.4g} replicas' worth of work before any queueing, "
-                    f"more than the {self.max_replicas} replicas that can be counted")
+            return (
+                f"infeasible: {self.arrival_rps:.4g} req/s at {self.replica_capacity_rps:.4g} req/s per replica "
+                f"(full batches) is {self.offered_load:.4g} replicas' worth of work before any queueing, "
+                f"more than the {self.max_replicas} replicas that can be counted"
+            )
         if not self.feasible:
-            return (f"infeasible: even unloaded a request takes {format_seconds(self.predicted_s)} "
-                    f"(service {format_seconds(self.batch_service_s)} + batching window), "
-                    f"above the {q} target {format_seconds(self.target_s)}")
+            return (
+                f"infeasible: even unloaded a request takes {format_seconds(self.predicted_s)} "
+                f"(service {format_seconds(self.batch_service_s)} + batching window), "
+                f"above the {q} target {format_seconds(self.target_s)}"
+            )
         noun = "replica" if self.replicas == 1 else "replicas"
-        return (f"{self.replicas} {noun} of {self.replica_capacity_rps:.4g} req/s each (full batches): "
-                f"utilisation {self.utilisation:.1%}, P(queue) {self.erlang_c:.3f}, {q} queueing "
-                f"{format_seconds(self.wait_percentile_s)} + batching window + batch of {self.batch_size:g} in "
-                f"{format_seconds(self.batch_service_s)} = {q} {format_seconds(self.predicted_s)} <= "
-                f"{format_seconds(self.target_s)}; {self.in_system:.3g} requests in the system on average")
+        return (
+            f"{self.replicas} {noun} of {self.replica_capacity_rps:.4g} req/s each (full batches): "
+            f"utilisation {self.utilisation:.1%}, P(queue) {self.erlang_c:.3f}, {q} queueing "
+            f"{format_seconds(self.wait_percentile_s)} + batching window + batch of {self.batch_size:g} in "
+            f"{format_seconds(self.batch_service_s)} = {q} {format_seconds(self.predicted_s)} <= "
+            f"{format_seconds(self.target_s)}; {self.in_system:.3g} requests in the system on average"
+        )
 
 
-def replicas_needed(arrival_rps, service_time_s, p99_s, max_batch_size, batch_timeout_s, *,
-                    batch_service_time: Callable[[int], float] | None = None,
-                    marginal_batch_cost=MARGINAL_BATCH_COST, percentile=0.99, shared_queue=True,
-                    max_replicas: int = 2 ** 62) -> Sizing:
+def replicas_needed(
+    arrival_rps,
+    service_time_s,
+    p99_s,
+    max_batch_size,
+    batch_timeout_s,
+    *,
+    batch_service_time: Callable[[int], float] | None = None,
+    marginal_batch_cost=MARGINAL_BATCH_COST,
+    percentile=0.99,
+    shared_queue=True,
+    max_replicas: int = 2**62,
+) -> Sizing:
     """Smallest replica count c whose predicted `percentile` latency is within `p99_s`.
 
     Model (docs/estimates.md, "Replicas"). S(B), the time to serve a batch of B, is
@@ -782,10 +904,12 @@ def replicas_needed(arrival_rps, service_time_s, p99_s, max_batch_size, batch_ti
         return _INF if v != v else max(v, 0.0)
 
     queue = "M/M/c (Erlang C, one shared queue)" if shared_queue else "c x M/M/1 (independent per-replica queues)"
-    model = (f"{queue}; a backlogged replica serves full batches of {max_b:g}; a request waits "
-             f"p{q * 100:g} of the Erlang C queueing wait + the {format_seconds(T)} batching window + "
-             f"its batch's service time, its batch holding the requests that arrive within one window "
-             f"plus one batch service; L = lambda W (Little's law)")
+    model = (
+        f"{queue}; a backlogged replica serves full batches of {max_b:g}; a request waits "
+        f"p{q * 100:g} of the Erlang C queueing wait + the {format_seconds(T)} batching window + "
+        f"its batch's service time, its batch holding the requests that arrive within one window "
+        f"plus one batch service; L = lambda W (Little's law)"
+    )
 
     s_full = S(max_b)
     mu = _div(max_b, s_full)
@@ -799,7 +923,7 @@ def replicas_needed(arrival_rps, service_time_s, p99_s, max_batch_size, batch_ti
                 return bs
             bs = nb
         # Not settled after 64 rounds: bisect for the least B with g(B) <= B (g(max_b) <= max_b always).
-        lo, hi = int(bs), (int(max_b) if not math.isinf(max_b) else 2 ** 62)
+        lo, hi = int(bs), (int(max_b) if not math.isinf(max_b) else 2**62)
         for _ in range(200):
             if hi - lo <= 1:
                 break
@@ -817,9 +941,19 @@ def replicas_needed(arrival_rps, service_time_s, p99_s, max_batch_size, batch_ti
         util = _div(a, c)
         if lam == 0:
             base = _clean(T + sb)
-            return dict(c=c, bs=bs, sb=sb, util=0.0, C=0.0, w=0.0, pred=base, mean=base, L=0.0)
+            return {"c": c, "bs": bs, "sb": sb, "util": 0.0, "C": 0.0, "w": 0.0, "pred": base, "mean": base, "L": 0.0}
         if not (a < c) or math.isinf(sb):
-            return dict(c=c, bs=bs, sb=sb, util=util, C=1.0, w=_INF, pred=_INF, mean=_INF, L=_INF)
+            return {
+                "c": c,
+                "bs": bs,
+                "sb": sb,
+                "util": util,
+                "C": 1.0,
+                "w": _INF,
+                "pred": _INF,
+                "mean": _INF,
+                "L": _INF,
+            }
         if shared_queue:
             C = erlang_c(c, a)
             gap = _clean(c * mu - lam)
@@ -829,35 +963,71 @@ def replicas_needed(arrival_rps, service_time_s, p99_s, max_batch_size, batch_ti
         if gap <= 0:
             w = mean_w = _INF
         else:
-            w = _clean(math.log(C / (1 - q)) / gap) if C > (1 - q) else 0.0
+            w = _clean(math.log(C / (1 - q)) / gap) if (1 - q) < C else 0.0
             mean_w = _div(C, gap)
         pred = _clean(w + T + sb)
         mean = _clean(mean_w + T + sb)
-        return dict(c=c, bs=bs, sb=sb, util=util, C=C, w=w, pred=pred, mean=mean, L=_prod(lam, mean))
+        return {
+            "c": c,
+            "bs": bs,
+            "sb": sb,
+            "util": util,
+            "C": C,
+            "w": w,
+            "pred": pred,
+            "mean": mean,
+            "L": _prod(lam, mean),
+        }
 
     cap = max(1, int(max_replicas))
 
     def result(ev: dict, feasible: bool, limit: str = "") -> Sizing:
         c = ev["c"]
         return Sizing(
-            replicas=(int(c) if feasible and not math.isinf(c) else _INF), feasible=feasible,
-            arrival_rps=lam, target_s=target, percentile=q, batch_size=ev["bs"],
-            batch_service_s=ev["sb"], replica_capacity_rps=mu, utilisation=ev["util"],
-            erlang_c=ev["C"], wait_percentile_s=ev["w"], predicted_s=ev["pred"],
-            mean_response_s=ev["mean"], in_system=ev["L"], model=model, limit=limit, max_replicas=cap)
+            replicas=(int(c) if feasible and not math.isinf(c) else _INF),
+            feasible=feasible,
+            arrival_rps=lam,
+            target_s=target,
+            percentile=q,
+            batch_size=ev["bs"],
+            batch_service_s=ev["sb"],
+            replica_capacity_rps=mu,
+            utilisation=ev["util"],
+            erlang_c=ev["C"],
+            wait_percentile_s=ev["w"],
+            predicted_s=ev["pred"],
+            mean_response_s=ev["mean"],
+            in_system=ev["L"],
+            model=model,
+            limit=limit,
+            max_replicas=cap,
+        )
 
     # The floor: with enough replicas, batches shrink to 1 and nobody queues.
     floor = _clean(S(1.0) + T)
     if not (floor <= target):
-        return result(dict(c=_INF, bs=1.0, sb=S(1.0), util=0.0, C=0.0, w=0.0, pred=floor, mean=floor,
-                           L=_prod(lam, floor)), False, "latency")
+        return result(
+            {
+                "c": _INF,
+                "bs": 1.0,
+                "sb": S(1.0),
+                "util": 0.0,
+                "C": 0.0,
+                "w": 0.0,
+                "pred": floor,
+                "mean": floor,
+                "L": _prod(lam, floor),
+            },
+            False,
+            "latency",
+        )
 
     # Stability needs c > a = lambda / mu; then double until the target holds, then bisect
     # (the prediction falls monotonically as c grows).
     a = _div(lam, mu)
     if not (a < cap):
         return result(evaluate(_INF), False, "replicas")
-    lo = int(math.floor(a))            # lo replicas do not meet the target (unstable, or lo = 0)
+    lo = math.floor(a)  # lo replicas do not meet the target (unstable, or lo = 0)
     hi = max(1, lo + 1)
     ev = evaluate(hi)
     step = 1

@@ -111,8 +111,13 @@ class Evaluator:
         names = [n for _, n in self._active]
         start = names.index(name) if name in names else 0
         chain = " -> ".join(names[start:] + [name])
-        self.diags.error("E211", expr.span, f"reference cycle: {chain}", label="this value depends on itself",
-                         help="break the cycle by writing one of these values as a literal")
+        self.diags.error(
+            "E211",
+            expr.span,
+            f"reference cycle: {chain}",
+            label="this value depends on itself",
+            help="break the cycle by writing one of these values as a literal",
+        )
         return None
 
     # --- expressions ---
@@ -142,9 +147,13 @@ class Evaluator:
     def call(self, e: ast.Call) -> Value | None:
         if e.name not in DISTRIBUTIONS:
             guess = closest(e.name, DISTRIBUTIONS)
-            self.diags.error("E204", e.name_span, f"unknown function `{e.name}`",
-                             label="not a search distribution",
-                             help=(f"did you mean `{guess}`? " if guess else "") + "the only calls are " + ", ".join(DISTRIBUTIONS))
+            self.diags.error(
+                "E204",
+                e.name_span,
+                f"unknown function `{e.name}`",
+                label="not a search distribution",
+                help=(f"did you mean `{guess}`? " if guess else "") + "the only calls are " + ", ".join(DISTRIBUTIONS),
+            )
             return None
         args = [self.expr(a) for a in e.args]
         if any(a is None for a in args):
@@ -158,35 +167,58 @@ class Evaluator:
             let = lets[path[0]]
             v = self.entry(let.value, path[0])
             return _moved(v, e.span)
-        ft, consumed, problem = walk_schema(path)
+        ft, _consumed, problem = walk_schema(path)
         if problem or ft is None:
             guess = closest(path[0], list(lets)) if len(path) == 1 else None
             # A bare word as a field's whole value (`precision = bf16`) is likely a string.
-            bare = bare_word(self._active[-1][1], path[0]) if (
-                len(path) == 1 and self._active and self._active[-1][0] == id(e)) else None
+            bare = (
+                bare_word(self._active[-1][1], path[0])
+                if (len(path) == 1 and self._active and self._active[-1][0] == id(e))
+                else None
+            )
             if bare is not None and (bare.certain or not guess):
-                self.diags.error("E210", e.span, f"unknown reference `{e.dotted}`",
-                                 label=f"no `let` or field named `{e.dotted}`", help=bare.help,
-                                 fix=[Fix(e.span, bare.replacement)])
+                self.diags.error(
+                    "E210",
+                    e.span,
+                    f"unknown reference `{e.dotted}`",
+                    label=f"no `let` or field named `{e.dotted}`",
+                    help=bare.help,
+                    fix=[Fix(e.span, bare.replacement)],
+                )
                 return None
-            self.diags.error("E210", e.span, f"unknown reference `{e.dotted}`",
-                             label=problem if not guess else f"no `let` or field named `{e.dotted}`",
-                             help=(f"did you mean `{guess}`?" if guess else
-                                   "a reference names a `let` or a field by its absolute path, e.g. `model.transformer.d_model`"),
-                             fix=[Fix(e.span, guess)] if guess else ())
+            self.diags.error(
+                "E210",
+                e.span,
+                f"unknown reference `{e.dotted}`",
+                label=problem if not guess else f"no `let` or field named `{e.dotted}`",
+                help=(
+                    f"did you mean `{guess}`?"
+                    if guess
+                    else "a reference names a `let` or a field by its absolute path, e.g. `model.transformer.d_model`"
+                ),
+                fix=[Fix(e.span, guess)] if guess else (),
+            )
             return None
         if ft.is_block:
-            self.diags.error("E210", e.span, f"`{e.dotted}` is a block, not a value",
-                             help="refer to one of its fields, e.g. `" + e.dotted + ".FIELD`")
+            self.diags.error(
+                "E210",
+                e.span,
+                f"`{e.dotted}` is a block, not a value",
+                help="refer to one of its fields, e.g. `" + e.dotted + ".FIELD`",
+            )
             return None
         entry = lookup_entry(self.composed.root, path)
         if entry is not None:
             return _moved(self.entry(entry.expr, e.dotted), e.span)
         if ft.default is not None and not isinstance(ft.default, (list, dict)):
             return _default_value(ft, e.span)
-        self.diags.error("E210", e.span, f"`{e.dotted}` is not set in this spec",
-                         label="nothing to refer to",
-                         help="set it explicitly; derived defaults cannot be referred to")
+        self.diags.error(
+            "E210",
+            e.span,
+            f"`{e.dotted}` is not set in this spec",
+            label="nothing to refer to",
+            help="set it explicitly; derived defaults cannot be referred to",
+        )
         return None
 
     def negate(self, e: ast.Unary) -> Value | None:
@@ -201,19 +233,27 @@ class Evaluator:
     def binary(self, e: ast.Binary) -> Value | None:
         if e.op == "//" and _comment_word(e, self.composed.lets):
             # `batch_size = 256 // per-rank`: a comment written with `//`, its one word read as a name
-            self.diags.error("E210", e.right.span, f"unknown reference `{e.right.dotted}`",
-                             label="`//` is integer division", help="comments start with `#`: write `#` instead of `//`",
-                             fix=[Fix(e.op_span, "#")])
+            self.diags.error(
+                "E210",
+                e.right.span,
+                f"unknown reference `{e.right.dotted}`",
+                label="`//` is integer division",
+                help="comments start with `#`: write `#` instead of `//`",
+                fix=[Fix(e.op_span, "#")],
+            )
             return None
         a, b = self.expr(e.left), self.expr(e.right)
         if a is None or b is None:
             return None
         kind = _result_kind(e.op, a.kind, b.kind)
         if kind is None:
-            self.diags.error("E204", e.span,
-                             f"cannot apply `{e.op}` to {a.describe()} and {b.describe()}",
-                             label=f"{a.show()} {e.op} {b.show()}",
-                             help=_mix_help(e.op, a.kind, b.kind))
+            self.diags.error(
+                "E204",
+                e.span,
+                f"cannot apply `{e.op}` to {a.describe()} and {b.describe()}",
+                label=f"{a.show()} {e.op} {b.show()}",
+                help=_mix_help(e.op, a.kind, b.kind),
+            )
             return None
         x, y = a.value, b.value
         try:
@@ -235,7 +275,7 @@ class Evaluator:
         except OverflowError:
             r = float("inf")
         if isinstance(r, (int, float)) and not isinstance(r, bool):
-            if isinstance(r, float) and (r != r or abs(r) > MAX_FLOAT) or isinstance(r, int) and abs(r) > MAX_INT:
+            if (isinstance(r, float) and (r != r or abs(r) > MAX_FLOAT)) or (isinstance(r, int) and abs(r) > MAX_INT):
                 self.diags.error("E205", e.span, "result out of range", label="too large for a spec value")
                 return None
             if kind == "size" and isinstance(r, float):
@@ -248,10 +288,15 @@ class Evaluator:
 def _comment_word(e: ast.Binary, lets) -> bool:
     """A literal `//` a single unknown name with no `let` near it: a comment's one word."""
     right = e.right
-    return (isinstance(e.left, (ast.Number, ast.Quantity, ast.String)) and isinstance(right, ast.Ref)
-            and len(right.path) == 1 and right.span.line == e.op_span.line
-            and walk_schema(right.path)[0] is None and closest(right.path[0], list(lets)) is None
-            and right.path[0] not in lets)
+    return (
+        isinstance(e.left, (ast.Number, ast.Quantity, ast.String))
+        and isinstance(right, ast.Ref)
+        and len(right.path) == 1
+        and right.span.line == e.op_span.line
+        and walk_schema(right.path)[0] is None
+        and closest(right.path[0], list(lets)) is None
+        and right.path[0] not in lets
+    )
 
 
 def _moved(v: Value | None, span: Span) -> Value | None:

@@ -30,14 +30,24 @@ def fact_lines(result) -> list[tuple[str, str]]:
         lines.append(("memory", f"{m.breakdown()} per device ({m.headroom:.0%} free)"))
     if facts.served is not None and facts.latency is not None:
         s = facts.served
-        lines.append(("serving", f"{s.what} ({format_count(s.params)}, {s.precision}) on {ir.serve.device}: "
-                                 f"one request ≈ {format_quantity('duration', facts.latency.total_s)}"))
+        lines.append(
+            (
+                "serving",
+                f"{s.what} ({format_count(s.params)}, {s.precision}) on {ir.serve.device}: "
+                f"one request ≈ {format_quantity('duration', facts.latency.total_s)}",
+            )
+        )
         lines.append(("latency", facts.latency.explain()))
     if facts.sizing is not None:
         sizing = facts.sizing
         if sizing.feasible:
-            lines.append(("replicas", f"{int(sizing.replicas)} for {format_quantity('rate', ir.serve.sla.throughput)} at p99 "
-                                      f"{format_quantity('duration', ir.serve.sla.p99_latency)}: {sizing.explain()}"))
+            lines.append(
+                (
+                    "replicas",
+                    f"{int(sizing.replicas)} for {format_quantity('rate', ir.serve.sla.throughput)} at p99 "
+                    f"{format_quantity('duration', ir.serve.sla.p99_latency)}: {sizing.explain()}",
+                )
+            )
         else:
             lines.append(("replicas", f"none suffice: {sizing.explain()}"))
     return lines

@@ -7,7 +7,7 @@ the models' annotations once and caches the answer.
 
 import types
 import typing
-from functools import lru_cache
+from functools import cache
 from typing import Any, Literal, NamedTuple, Union
 
 from pydantic import BaseModel
@@ -61,7 +61,9 @@ class FieldType(NamedTuple):
         return _KIND_WORDS.get(self.kind, self.kind)
 
     def describe_plural(self) -> str:
-        return {"int": "integers", "float": "numbers", "str": "strings", "bool": "booleans"}.get(self.kind, self.describe())
+        return {"int": "integers", "float": "numbers", "str": "strings", "bool": "booleans"}.get(
+            self.kind, self.describe()
+        )
 
     def range_text(self) -> str:
         """`in [0, 1)`, `>= 1` or `> 0`: what the field's bounds admit."""
@@ -90,9 +92,7 @@ class FieldType(NamedTuple):
             return False
         if self.le is not None and x > self.le:
             return False
-        if self.lt is not None and x >= self.lt:
-            return False
-        return True
+        return not (self.lt is not None and x >= self.lt)
 
 
 _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "block": "a block"}
@@ -109,7 +109,7 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
 
 
-@lru_cache(maxsize=None)
+@cache
 def fields_of(model: type[BaseModel]) -> dict[str, FieldType]:
     out = {}
     for name, info in model.model_fields.items():
@@ -119,10 +119,10 @@ def fields_of(model: type[BaseModel]) -> dict[str, FieldType]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def label_type(model: type[BaseModel]) -> FieldType:
     """What a block's label may be (`optimizer "adamw"`: one of the optimizer names)."""
-    info = model.model_fields[getattr(model, "label_field")]
+    info = model.model_fields[model.label_field]
     return _field_type(info.annotation, info.metadata, info)
 
 
@@ -132,7 +132,7 @@ def _field_type(annotation, metadata, info=None) -> FieldType:
     if info is not None and not required and info.default is not PydanticUndefined and info.default_factory is None:
         default = info.default
     description = (info.description or "") if info is not None else ""
-    base: dict[str, Any] = dict(required=required, default=default, description=description)
+    base: dict[str, Any] = {"required": required, "default": default, "description": description}
     ann, meta = _unwrap(annotation, list(metadata))
     origin = typing.get_origin(ann)
     if origin in (Union, types.UnionType):
@@ -147,7 +147,13 @@ def _field_type(annotation, metadata, info=None) -> FieldType:
     if origin is list:
         (item,) = typing.get_args(ann)
         b = _bounds(meta)
-        return FieldType("list", item=_field_type(item, []), min_items=b.pop("min_items", None), max_items=b.pop("max_items", None), **base)
+        return FieldType(
+            "list",
+            item=_field_type(item, []),
+            min_items=b.pop("min_items", None),
+            max_items=b.pop("max_items", None),
+            **base,
+        )
     if origin is dict:
         _, value = typing.get_args(ann)
         if value is str:
@@ -178,7 +184,14 @@ def _unwrap(annotation, meta: list) -> tuple[Any, list]:
 def _bounds(meta: list) -> dict:
     out: dict = {}
     for m in meta:
-        for attr, key in (("ge", "ge"), ("gt", "gt"), ("le", "le"), ("lt", "lt"), ("min_length", "min_items"), ("max_length", "max_items")):
+        for attr, key in (
+            ("ge", "ge"),
+            ("gt", "gt"),
+            ("le", "le"),
+            ("lt", "lt"),
+            ("min_length", "min_items"),
+            ("max_length", "max_items"),
+        ):
             v = getattr(m, attr, None)
             if v is not None and not isinstance(m, (schema.Kind, schema.PathLike)):
                 out[key] = v
@@ -229,7 +242,7 @@ def walk_schema(path: tuple[str, ...]) -> tuple[FieldType | None, list[str], str
             item = FieldType("str") if ft.kind == "map" else FieldType("distribution")
             return item, consumed, ""
         if i < len(path):
-            return None, consumed, f"`{'.'.join(consumed)}` is {ft.describe()}, it has no field `{path[i]}`"
+            return (None, consumed, f"`{'.'.join(consumed)}` is {ft.describe()}, it has no field `{path[i]}`")
         return ft, consumed, ""
     return FieldType("block", model=model), consumed, ""
 
@@ -241,7 +254,9 @@ def _unknown(seg: str, consumed: list[str], known: dict[str, FieldType]) -> str:
     return f"{where} has no field `{seg}`{hint}"
 
 
-def iter_scalar_paths(model: type[BaseModel] = schema.Spec, prefix: tuple[str, ...] = ()) -> typing.Iterator[tuple[tuple[str, ...], FieldType]]:
+def iter_scalar_paths(
+    model: type[BaseModel] = schema.Spec, prefix: tuple[str, ...] = ()
+) -> typing.Iterator[tuple[tuple[str, ...], FieldType]]:
     """Every numeric or scalar field path of the schema (repeatable blocks as `<name>`)."""
     for name, ft in fields_of(model).items():
         if ft.kind == "block":
@@ -272,11 +287,15 @@ def bare_word(field_path: str, word: str) -> BareWord | None:
         if option.kind == "enum":
             guess = word if word in option.enum else closest(word, option.enum)
             if guess is not None:
-                return BareWord(f'"{guess}"', f'did you mean the string "{guess}"? strings are written in double quotes',
-                                guess == word)
+                return BareWord(
+                    f'"{guess}"',
+                    f'did you mean the string "{guess}"? strings are written in double quotes',
+                    guess == word,
+                )
         if option.kind == "str":
-            return BareWord(f'"{word}"', f'did you mean the string "{word}"? strings are written in double quotes',
-                            False)
+            return BareWord(
+                f'"{word}"', f'did you mean the string "{word}"? strings are written in double quotes', False
+            )
     return None
 
 

@@ -13,6 +13,7 @@ the same text, and the formatted file parses to the same tree.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import sys
@@ -180,7 +181,7 @@ class _Formatter:
         prev = None
         for item in items:
             if prev is not None:
-                if top and not (isinstance(prev, ast.Let) and isinstance(item, ast.Let)) or self._gap(prev, item):
+                if (top and not (isinstance(prev, ast.Let) and isinstance(item, ast.Let))) or self._gap(prev, item):
                     self.lines.append("")
             slots = self.slots.get(id(item), _Slots())
             for c in slots.leading:
@@ -191,7 +192,11 @@ class _Formatter:
             elif isinstance(item, ast.Profile):
                 self._container(f"profile {item.name}", item, item.overrides, depth, slots, tail)
             elif commented := self.in_value.get(id(item)):
-                head = f"let {item.name}" if isinstance(item, ast.Let) else item.key.ljust(width.get(id(item), len(item.key)))
+                head = (
+                    f"let {item.name}"
+                    if isinstance(item, ast.Let)
+                    else item.key.ljust(width.get(id(item), len(item.key)))
+                )
                 self._commented_list(f"{pad}{head} = ", item.value, commented, depth, tail)
             elif isinstance(item, ast.Let):
                 self.lines.append(f"{pad}let {item.name} = {expr_text(item.value)}{tail}")
@@ -221,8 +226,7 @@ class _Formatter:
         for c in comments:
             at = (c.span.line, c.span.col)
             before = [i for i, g in enumerate(groups) if (g[-1].span.end_line, g[-1].span.end_col) <= at]
-            inside = next((i for i, g in enumerate(groups)
-                           if any(_contains(it.span, c.span) for it in g)), None)
+            inside = next((i for i, g in enumerate(groups) if any(_contains(it.span, c.span) for it in g)), None)
             if inside is not None:
                 leading.setdefault(inside, []).append(c)  # within an item's own multi-line value
             elif before and groups[before[-1]][-1].span.end_line == c.span.line:
@@ -273,7 +277,10 @@ class _Formatter:
 
 
 def _contains(outer, inner) -> bool:
-    return (outer.line, outer.col) <= (inner.line, inner.col) and (inner.end_line, inner.end_col) <= (outer.end_line, outer.end_col)
+    return (outer.line, outer.col) <= (inner.line, inner.col) and (inner.end_line, inner.end_col) <= (
+        outer.end_line,
+        outer.end_col,
+    )
 
 
 def _children(item) -> list | None:
@@ -358,8 +365,11 @@ def run_fmt(args) -> int:
         if args.check:
             sys.stderr.write(f"{path}: not formatted\n")
             if args.diff:
-                sys.stdout.writelines(difflib.unified_diff(
-                    source.text.splitlines(True), formatted.splitlines(True), f"a/{path}", f"b/{path}"))
+                sys.stdout.writelines(
+                    difflib.unified_diff(
+                        source.text.splitlines(True), formatted.splitlines(True), f"a/{path}", f"b/{path}"
+                    )
+                )
             record(path, "unformatted")
             status = max(status, 1)
         else:
@@ -377,10 +387,8 @@ def _write_atomically(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
-        try:
+        with contextlib.suppress(OSError):
             os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        except OSError:
-            pass
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

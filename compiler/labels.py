@@ -90,8 +90,11 @@ def _column_values(text: str, fmt: str, column: str) -> list | None:
                 return None
             values.append(row[column])
         return values
-    reader = (csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv"
-              else csv.reader(io.StringIO(text, newline="")))
+    reader = (
+        csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+        if fmt == "tsv"
+        else csv.reader(io.StringIO(text, newline=""))
+    )
     header = next(reader, None)
     if not header or column not in header:
         return None

@@ -50,8 +50,9 @@ class SpecLexer(Lexer):
 
     def __init__(self, conf):
         terms = sorted(conf.terminals, key=lambda t: (-t.priority, t.pattern.type != "str", -len(t.pattern.value)))
-        self.keywords = {t.pattern.value: t.name for t in terms
-                         if t.pattern.type == "str" and _KEYWORD.fullmatch(t.pattern.value)}
+        self.keywords = {
+            t.pattern.value: t.name for t in terms if t.pattern.type == "str" and _KEYWORD.fullmatch(t.pattern.value)
+        }
         # Regex terminals go before the strings they could contain: NUMBER before
         # MULOP (`30%` is a fraction), NAME before the keywords (`letter` is a name;
         # a NAME equal to a keyword becomes that keyword).
@@ -66,14 +67,16 @@ class SpecLexer(Lexer):
         # Only strings and comments can hold a brace that is not one: this finds the
         # braces that are (parse._parse_in_chunks splits a file at the top-level ones).
         by_name = {t.name: t for t in terms}
-        self.braces = re.compile("|".join(f"(?:{by_name[n].pattern.to_regexp()})" for n in ("STRING", "COMMENT"))
-                                 + "|(?P<brace>[{}])")
+        self.braces = re.compile(
+            "|".join(f"(?:{by_name[n].pattern.to_regexp()})" for n in ("STRING", "COMMENT")) + "|(?P<brace>[{}])"
+        )
 
     def lex(self, state, parser_state):
         return self.tokens(state.text.text, parser_state)
 
-    def tokens(self, text: str, parser_state=None, pos: int = 0, end: int | None = None, line: int = 1,
-               line_start: int = 0):
+    def tokens(
+        self, text: str, parser_state=None, pos: int = 0, end: int | None = None, line: int = 1, line_start: int = 0
+    ):
         """The tokens of text[pos:end], which starts on `line` (whose first character
         is at offset `line_start`)."""
         match = self.regex.match

@@ -14,10 +14,18 @@ METRICS_BY_TASK = {
 }
 # The kind of value each metric's bounds take, and the range of its reference scale.
 BOUND_KIND = {
-    "bleu": ("number", 0, 100), "chrf": ("number", 0, 100), "ter": ("number", 0, None),
-    "rouge1": ("fraction", 0, 1), "rouge2": ("fraction", 0, 1), "rougeL": ("fraction", 0, 1),
-    "accuracy": ("fraction", 0, 1), "f1": ("fraction", 0, 1), "perplexity": ("number", 1, None),
-    "latency_p50": ("duration", 0, None), "latency_p99": ("duration", 0, None), "model_size": ("size", 0, None),
+    "bleu": ("number", 0, 100),
+    "chrf": ("number", 0, 100),
+    "ter": ("number", 0, None),
+    "rouge1": ("fraction", 0, 1),
+    "rouge2": ("fraction", 0, 1),
+    "rougeL": ("fraction", 0, 1),
+    "accuracy": ("fraction", 0, 1),
+    "f1": ("fraction", 0, 1),
+    "perplexity": ("number", 1, None),
+    "latency_p50": ("duration", 0, None),
+    "latency_p99": ("duration", 0, None),
+    "model_size": ("size", 0, None),
 }
 # Metrics where a larger value is better; max_drop bounds a fall for these and a rise for the rest,
 # and a search maximizes these and minimizes the rest (losses, perplexity, TER, latency, size).

@@ -9,6 +9,7 @@ reported.
 
 from __future__ import annotations
 
+import itertools
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -16,8 +17,14 @@ from pathlib import Path
 from . import ast
 from .diagnostics import Collector, Fix
 from .source import SourceFile, Span
-from .syntax_errors import (line_col, report_bad_character, report_slash_comment, report_unexpected_token,
-                            slash_comment, tok_span)
+from .syntax_errors import (
+    line_col,
+    report_bad_character,
+    report_slash_comment,
+    report_unexpected_token,
+    slash_comment,
+    tok_span,
+)
 from .units import UNITS, unit_guess, unit_help
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
@@ -36,6 +43,7 @@ _NUMBER_RE = re.compile(
 )
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
 _UNICODE_ESCAPE = re.compile(r"u\{([0-9A-Fa-f]{1,6})\}")
+
 
 def _import_lark():
     """Import lark without the third-party `regex` module.
@@ -74,9 +82,6 @@ def _get_parser():
     return _parser
 
 
-
-
-
 def parse(source: SourceFile, diags: Collector) -> ast.File | None:
     """Parse one file. Returns None when a syntax error stops the parse."""
     _get_parser()
@@ -112,10 +117,7 @@ def parse(source: SourceFile, diags: Collector) -> ast.File | None:
         return None
     except RecursionError:
         diags.error(
-            "E103",
-            source.start_span(),
-            "expression nested too deeply",
-            help="split the expression with `let` bindings",
+            "E103", source.start_span(), "expression nested too deeply", help="split the expression with `let` bindings"
         )
         return None
     try:
@@ -123,12 +125,17 @@ def parse(source: SourceFile, diags: Collector) -> ast.File | None:
         return lowering.file([lowering.statement(t) for t in trees], [_comment(source.path, c) for c in comments])
     except _TooDeep as exc:
         span = exc.span
-        diags.error("E103", Span(span.file, span.line, span.col, span.line, span.col + 1),
-                    f"expression nested more than {MAX_DEPTH} levels deep",
-                    help="split the expression with `let` bindings")
+        diags.error(
+            "E103",
+            Span(span.file, span.line, span.col, span.line, span.col + 1),
+            f"expression nested more than {MAX_DEPTH} levels deep",
+            help="split the expression with `let` bindings",
+        )
         return None
     except RecursionError:
-        diags.error("E103", source.start_span(), "expression nested too deeply", help="split the expression with `let` bindings")
+        diags.error(
+            "E103", source.start_span(), "expression nested too deeply", help="split the expression with `let` bindings"
+        )
         return None
 
 
@@ -267,7 +274,7 @@ class _Lowering:
         return ast.File(self.path, statements, comments)
 
     def one_per_line(self, items: list) -> None:
-        for prev, cur in zip(items, items[1:]):
+        for prev, cur in itertools.pairwise(items):
             if cur.span.line == prev.span.end_line:
                 # `a = 4 // the task` then a block: the comment's words became statements.
                 slash = slash_comment(self.source, cur.span.line)
@@ -313,7 +320,9 @@ class _Lowering:
         rest.pop(0)  # the opening brace
         items = [self.block(c) if c.data == "block" else self.attribute(c) for c in rest]
         self.one_per_line(items)
-        return ast.Block(str(name), label, items, self.span(node), self.tspan(name), label_span, quoted, self.tspan(close))
+        return ast.Block(
+            str(name), label, items, self.span(node), self.tspan(name), label_span, quoted, self.tspan(close)
+        )
 
     def attribute(self, node) -> ast.Attribute:
         dotted, value = node.children
@@ -353,8 +362,13 @@ class _Lowering:
         if kind == "neg":
             sign, operand = children
             if str(sign) == "+":
-                self.diags.error("E103", self.tspan(sign), "unexpected `+`", label="there is no unary plus",
-                                 help="write the number without `+`")
+                self.diags.error(
+                    "E103",
+                    self.tspan(sign),
+                    "unexpected `+`",
+                    label="there is no unary plus",
+                    help="write the number without `+`",
+                )
             inner = self.expr(operand, depth)
             return inner if str(sign) == "+" else ast.Unary("-", inner, self.span(node))
         left, op, right = children
@@ -364,17 +378,28 @@ class _Lowering:
     def thousands_in_list(self, items: tuple) -> None:
         """`[1,000]` is the list [1, 0]: a 3-digit item with a leading zero glued to the
         number before it by a bare `,` was meant as a thousands separator."""
-        for prev, cur in zip(items, items[1:]):
+        for prev, cur in itertools.pairwise(items):
             if not (isinstance(prev, ast.Number) and isinstance(cur, ast.Number)):
                 continue
             a, b = prev.span, cur.span
-            if (b.line == a.end_line and b.col == a.end_col + 1 and len(cur.text) == 3
-                    and cur.text.startswith("0") and cur.text.isdigit() and prev.text.isdigit()):
+            if (
+                b.line == a.end_line
+                and b.col == a.end_col + 1
+                and len(cur.text) == 3
+                and cur.text.startswith("0")
+                and cur.text.isdigit()
+                and prev.text.isdigit()
+            ):
                 span = a.to(b)
                 grouped = f"{prev.text}_{cur.text}"
-                self.diags.error("E105", span, f"`,` in the number `{prev.text},{cur.text}`",
-                                 label="`,` separates list items, not digits",
-                                 help=f"group digits with `_`: write `{grouped}`", fix=[Fix(span, grouped)])
+                self.diags.error(
+                    "E105",
+                    span,
+                    f"`,` in the number `{prev.text},{cur.text}`",
+                    label="`,` separates list items, not digits",
+                    help=f"group digits with `_`: write `{grouped}`",
+                    fix=[Fix(span, grouped)],
+                )
 
     def number(self, tok) -> ast.Number | ast.Quantity:
         text = str(tok)
@@ -401,9 +426,14 @@ class _Lowering:
             # The digits as written, with an underscore only where one sits between two digits.
             grouped = re.sub(r"_+", "_", num)
             grouped = re.sub(r"(?<![0-9])_|_(?![0-9])", "", grouped) + (unit or "")
-            self.diags.error("E105", span, f"malformed number `{text}`", label=problem,
-                             help=f"group digits with single underscores between them: write `{grouped}`",
-                             fix=[Fix(span, grouped)])
+            self.diags.error(
+                "E105",
+                span,
+                f"malformed number `{text}`",
+                label=problem,
+                help=f"group digits with single underscores between them: write `{grouped}`",
+                fix=[Fix(span, grouped)],
+            )
             return ast.Number(0, text, span)
         clean = num.replace("_", "")
         try:
@@ -429,7 +459,9 @@ class _Lowering:
         scaled = exact * factor
         if kind == "size":
             if scaled != scaled.to_integral_value():
-                self.diags.error("E105", span, f"`{text}` is not a whole number of bytes", help="sizes are counted in whole bytes")
+                self.diags.error(
+                    "E105", span, f"`{text}` is not a whole number of bytes", help="sizes are counted in whole bytes"
+                )
                 return ast.Quantity(0, kind, unit, text, span)
             value = self.checked(scaled, True, text, span)
         else:
@@ -443,15 +475,22 @@ class _Lowering:
         reported = len(self.diags.diagnostics)
         node = self._number(glued, span)
         if len(self.diags.diagnostics) == reported:  # a known unit: the space is the only problem
-            self.diags.error("E104", span, f"space between the number and its unit in `{text}`",
-                             label="a unit is written right after its number",
-                             help=f"write `{glued}`", fix=[Fix(span, glued)])
+            self.diags.error(
+                "E104",
+                span,
+                f"space between the number and its unit in `{text}`",
+                label="a unit is written right after its number",
+                help=f"write `{glued}`",
+                fix=[Fix(span, glued)],
+            )
             node = node._replace(text=glued)
         return node
 
     def checked(self, exact: Decimal, is_int: bool, text: str, span: Span) -> int | float:
         if abs(exact) > (MAX_INT if is_int else Decimal(MAX_FLOAT)):
-            self.diags.error("E105", span, f"number `{text[:30]}` is too large", label="out of the range a spec can use")
+            self.diags.error(
+                "E105", span, f"number `{text[:30]}` is too large", label="out of the range a spec can use"
+            )
             return 0
         return int(exact) if is_int else float(exact)
 
@@ -484,7 +523,7 @@ class _Lowering:
             self.diags.error(
                 "E107",
                 Span(self.path, span.line, col, span.line, col + width),
-                f"invalid escape `{body[i:i + width]}` in string",
+                f"invalid escape `{body[i : i + width]}` in string",
                 label="not an escape the language knows",
                 help='escapes are \\" \\\\ \\n \\t and \\u{1F600} (a Unicode scalar value)',
             )

@@ -11,9 +11,9 @@ memory, the artifacts volume, TF Serving's batching load.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple, Union
+from collections.abc import Callable, Mapping
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import catalog, estimate
 from .catalog import is_gpu
@@ -22,7 +22,7 @@ from .limits import MAX_REPLICAS
 if TYPE_CHECKING:  # pragma: no cover - types only
     from .schema import Mlp, Serve, Spec, Transformer
 
-    Arch = Union[Transformer, Mlp]
+    Arch = Transformer | Mlp
 
 
 class ServedModel(NamedTuple):
@@ -91,7 +91,9 @@ class Facts(NamedTuple):
     serving_resources: ServingResources | None = None  # with a serve block
     batching: BatchingLoad | None = None  # with a serve block
     tf_trt_batch_sizes: tuple[int, ...] = ()  # the batch shapes TF-TRT builds engines for (tf-serving + tensorrt)
-    stage_pods: dict[str, PodSize] = {}  # per stage that runs on a cluster: train (one host), compress, evaluate, search
+    stage_pods: Mapping[
+        str, PodSize
+    ] = {}  # per stage that runs on a cluster: train (one host), compress, evaluate, search
     storage_bytes: float = 0  # the artifacts volume; an int or math.inf
 
 
@@ -116,15 +118,20 @@ def derive_facts(ir: Spec) -> Facts:
     )
     serve = ir.serve
     if serve is not None:
-        facts = facts._replace(replicas=replica_plan(ir, facts), serving_resources=serving_resources(ir, facts),
-                               batching=batching_load(ir, facts), tf_trt_batch_sizes=_tf_trt_batch_sizes(ir))
+        facts = facts._replace(
+            replicas=replica_plan(ir, facts),
+            serving_resources=serving_resources(ir, facts),
+            batching=batching_load(ir, facts),
+            tf_trt_batch_sizes=_tf_trt_batch_sizes(ir),
+        )
     return facts._replace(stage_pods=_stage_pods(ir, facts), storage_bytes=bounded(lambda: storage_bytes(ir, facts)))
 
 
 def _count(arch, mlp):
     if arch is not None:
-        return estimate.transformer_params(arch.kind, arch.layers, arch.d_model, arch.heads, arch.d_ff,
-                                           arch.vocab, arch.max_len, _head_classes(arch))
+        return estimate.transformer_params(
+            arch.kind, arch.layers, arch.d_model, arch.heads, arch.d_ff, arch.vocab, arch.max_len, _head_classes(arch)
+        )
     return estimate.mlp_params(mlp.inputs, mlp.hidden, mlp.classes)
 
 
@@ -145,7 +152,9 @@ def _student_arch(ir):
     student = comp.distill.student
     arch, mlp = ir.model.transformer, ir.model.mlp
     if arch is not None:
-        changes = {k: getattr(student, k) for k in ("layers", "d_model", "heads", "d_ff") if getattr(student, k) is not None}
+        changes = {
+            k: getattr(student, k) for k in ("layers", "d_model", "heads", "d_ff") if getattr(student, k) is not None
+        }
         if "d_model" in changes and "d_ff" not in changes:
             changes["d_ff"] = 4 * changes["d_model"]
         return arch.model_copy(update=changes), None
@@ -161,8 +170,10 @@ def _layout(ir) -> str | None:
     c, p = train.cluster, train.parallel
     slots = c.hosts * c.slots_per_host
     data = p.data if p.data is not None else "?"
-    return (f"{c.hosts} host{'s' if c.hosts != 1 else ''} × {c.slots_per_host} slot{'s' if c.slots_per_host != 1 else ''}"
-            f" = {slots} × {c.device}: data {data} × tensor {p.tensor} × pipeline {p.pipeline}")
+    return (
+        f"{c.hosts} host{'s' if c.hosts != 1 else ''} × {c.slots_per_host} slot{'s' if c.slots_per_host != 1 else ''}"
+        f" = {slots} × {c.device}: data {data} × tensor {p.tensor} × pipeline {p.pipeline}"
+    )
 
 
 def _memory(ir, count):
@@ -177,22 +188,80 @@ def _memory(ir, count):
     opt = train.optimizer
     common = (train.precision, opt.name, opt.momentum)
     if arch is None:
-        return _training_memory(count.total, 0, max(ir.model.mlp.hidden or [1]), 1, 1, micro, *common, 1, 1,
-                                train.activation_checkpointing, device.memory_bytes, 0, 0, None)
+        return _training_memory(
+            count.total,
+            0,
+            max(ir.model.mlp.hidden or [1]),
+            1,
+            1,
+            micro,
+            *common,
+            1,
+            1,
+            train.activation_checkpointing,
+            device.memory_bytes,
+            0,
+            0,
+            None,
+        )
     generates = arch.kind in ("encoder-decoder", "decoder")
-    return _training_memory(count.total, count.transformer_layers, arch.d_model, arch.heads, arch.max_len, micro,
-                            *common, train.parallel.tensor, train.parallel.pipeline, train.activation_checkpointing,
-                            device.memory_bytes, count.cross_attention_layers, arch.vocab if generates else 0, arch.d_ff)
+    return _training_memory(
+        count.total,
+        count.transformer_layers,
+        arch.d_model,
+        arch.heads,
+        arch.max_len,
+        micro,
+        *common,
+        train.parallel.tensor,
+        train.parallel.pipeline,
+        train.activation_checkpointing,
+        device.memory_bytes,
+        count.cross_attention_layers,
+        arch.vocab if generates else 0,
+        arch.d_ff,
+    )
 
 
 # The estimates are pure functions of numbers; the search checks ask for the same
 # ones again and again (one variant per `choice` value), so they are memoised.
 @lru_cache(maxsize=256)
-def _training_memory(params, layers, d_model, heads, seq_len, micro, precision, optimizer, momentum, tensor, pipeline,
-                     checkpointing, device_bytes, cross, vocab, d_ff):
-    return estimate.training_memory(params, layers, d_model, heads, seq_len, micro, precision, optimizer, momentum,
-                                    tensor, pipeline, checkpointing, device_bytes, cross_attention_layers=cross,
-                                    vocab=vocab, d_ff=d_ff)
+def _training_memory(
+    params,
+    layers,
+    d_model,
+    heads,
+    seq_len,
+    micro,
+    precision,
+    optimizer,
+    momentum,
+    tensor,
+    pipeline,
+    checkpointing,
+    device_bytes,
+    cross,
+    vocab,
+    d_ff,
+):
+    return estimate.training_memory(
+        params,
+        layers,
+        d_model,
+        heads,
+        seq_len,
+        micro,
+        precision,
+        optimizer,
+        momentum,
+        tensor,
+        pipeline,
+        checkpointing,
+        device_bytes,
+        cross_attention_layers=cross,
+        vocab=vocab,
+        d_ff=d_ff,
+    )
 
 
 def _served(ir, count, student_arch, student_count) -> ServedModel | None:
@@ -213,8 +282,9 @@ def _served(ir, count, student_arch, student_count) -> ServedModel | None:
 
 
 def _peak(device, precision: str) -> float:
-    return {"fp32": device.fp32_flops, "fp16": device.fp16_flops, "bf16": device.bf16_flops,
-            "int8": device.int8_ops}[precision] or device.fp32_flops
+    return {"fp32": device.fp32_flops, "fp16": device.fp16_flops, "bf16": device.bf16_flops, "int8": device.int8_ops}[
+        precision
+    ] or device.fp32_flops
 
 
 def _serving(ir, served: ServedModel | None):
@@ -232,8 +302,15 @@ def _serving_inputs(ir: Spec, served: ServedModel) -> tuple:
         shape = ("transformer", arch.kind, arch.layers, arch.d_model, arch.d_ff, arch.vocab, arch.max_len, arch.classes)
     else:
         shape = ("mlp", arch.inputs, tuple(arch.hidden), arch.classes)
-    return (shape, served.precision, serve.device, serve.sla.throughput, serve.sla.p99_latency,
-            serve.batching.max_batch_size, serve.batching.timeout)
+    return (
+        shape,
+        served.precision,
+        serve.device,
+        serve.sla.throughput,
+        serve.sla.p99_latency,
+        serve.batching.max_batch_size,
+        serve.batching.timeout,
+    )
 
 
 def highest_throughput(ir, facts: Facts) -> str | None:
@@ -265,8 +342,8 @@ def highest_throughput(ir, facts: Facts) -> str | None:
     if low <= 0:
         return None
     exponent = math.floor(math.log10(low)) - 2
-    mantissa = math.floor(low / 10.0 ** exponent)
-    while mantissa > 0 and not holds(mantissa * 10.0 ** exponent):
+    mantissa = math.floor(low / 10.0**exponent)
+    while mantissa > 0 and not holds(mantissa * 10.0**exponent):
         mantissa -= 1
     if mantissa <= 0:
         return None
@@ -280,27 +357,35 @@ def highest_throughput(ir, facts: Facts) -> str | None:
 
 
 @lru_cache(maxsize=256)
-def _serving_estimate(shape: tuple, precision: str, device_name: str, throughput: float, p99: float,
-                      max_batch: int, timeout: float):
+def _serving_estimate(
+    shape: tuple, precision: str, device_name: str, throughput: float, p99: float, max_batch: int, timeout: float
+):
     device = catalog.get(device_name)
     if device is None:
         return None, None
     peak, bandwidth = _peak(device, precision), device.bandwidth_bytes_per_s
 
-    @lru_cache(maxsize=None)
+    @cache
     def latency(batch: int):
         if shape[0] == "transformer":
             _, kind, layers, d_model, d_ff, vocab, max_len, classes = shape
             src, out = estimate.request_lengths(kind, max_len)
-            return estimate.request_latency(kind, layers, d_model, d_ff, vocab, src, out, precision, peak, bandwidth,
-                                            classes=classes, batch=batch)
+            return estimate.request_latency(
+                kind, layers, d_model, d_ff, vocab, src, out, precision, peak, bandwidth, classes=classes, batch=batch
+            )
         _, inputs, hidden, classes = shape
         return estimate.mlp_latency(inputs, list(hidden), classes, precision, peak, bandwidth, batch=batch)
 
     one = latency(1)
-    sizing = estimate.replicas_needed(throughput, one.total_s, p99, max_batch, timeout,
-                                      batch_service_time=lambda b: latency(max(1, int(b))).total_s,
-                                      max_replicas=MAX_REPLICAS)
+    sizing = estimate.replicas_needed(
+        throughput,
+        one.total_s,
+        p99,
+        max_batch,
+        timeout,
+        batch_service_time=lambda b: latency(max(1, int(b))).total_s,
+        max_replicas=MAX_REPLICAS,
+    )
     return one, sizing
 
 
@@ -360,8 +445,12 @@ def pod_cores(device: str, slots: int) -> int:
 
 
 def pod_size(memory: estimate.MemoryEstimate | None, device: str, slots: int) -> PodSize:
-    return PodSize(slots, pod_cores(device, slots), bounded(lambda: pod_memory_bytes(memory, device, slots)),
-                   slots if is_gpu(device) else 0)
+    return PodSize(
+        slots,
+        pod_cores(device, slots),
+        bounded(lambda: pod_memory_bytes(memory, device, slots)),
+        slots if is_gpu(device) else 0,
+    )
 
 
 def stage_devices(ir: Spec) -> dict[str, tuple[str, int]]:
@@ -437,8 +526,16 @@ def serving_resources(ir: Spec, facts: Facts) -> ServingResources:
         cpu, cpu_derived = float(res.cpu), False
     else:
         cpu, cpu_derived = float(CORES_PER_GPU if gpu else _cpu_serving_cores(facts.sizing)), True
-    return ServingResources(cpu, bounded(lambda: serving_memory_bytes(serve, facts)), 1 if gpu else 0, cpu_derived,
-                            res.memory is None, model_bytes, params, bounded(lambda: models_volume_bytes(params)))
+    return ServingResources(
+        cpu,
+        bounded(lambda: serving_memory_bytes(serve, facts)),
+        1 if gpu else 0,
+        cpu_derived,
+        res.memory is None,
+        model_bytes,
+        params,
+        bounded(lambda: models_volume_bytes(params)),
+    )
 
 
 def replica_plan(ir: Spec, facts: Facts) -> ReplicaPlan:

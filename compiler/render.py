@@ -149,8 +149,15 @@ def environment():
         auto_reload=False,
         bytecode_cache=_bytecode_cache(jinja2),
     )
-    env.filters.update(py=py_literal, yaml=yaml_literal, json=json_literal, json_block=json_block, sh=sh_word,
-                       proto=proto_string, md=md_text)
+    env.filters.update(
+        py=py_literal,
+        yaml=yaml_literal,
+        json=json_literal,
+        json_block=json_block,
+        sh=sh_word,
+        proto=proto_string,
+        md=md_text,
+    )
     return env
 
 

@@ -8,9 +8,7 @@ bare number (E207). Derived defaults (d_ff = 4 * d_model, data parallelism filli
 the cluster, ...) are filled in by `complete()` after validation.
 """
 
-
-
-from typing import Annotated, ClassVar, Literal, Optional, Union
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,7 +65,7 @@ class Block(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     # The field a block's label fills (`model translator` -> name); None: no label allowed.
-    label_field: ClassVar[Optional[str]] = None
+    label_field: ClassVar[str | None] = None
     label_required: ClassVar[bool] = False
     # Pairs of fields of which exactly one must be given (E209).
     one_of: ClassVar[tuple[tuple[str, ...], ...]] = ()
@@ -83,11 +81,11 @@ class Transformer(Block):
     d_model: PosInt
     heads: PosInt
     vocab: PosInt
-    d_ff: Optional[PosInt] = Field(None, description="default 4 * d_model")
+    d_ff: PosInt | None = Field(None, description="default 4 * d_model")
     max_len: PosInt = 512
     dropout: Probability = 0.1
-    kind: Optional[Literal["encoder-decoder", "encoder", "decoder"]] = Field(None, description="default by task")
-    classes: Optional[PosInt] = Field(None, description="required for classification (kind \"encoder\"); no default")
+    kind: Literal["encoder-decoder", "encoder", "decoder"] | None = Field(None, description="default by task")
+    classes: PosInt | None = Field(None, description='required for classification (kind "encoder"); no default')
 
 
 class Mlp(Block):
@@ -107,24 +105,27 @@ class Data(Block):
     train: FilePath
     valid: FilePath
     test: FilePath
-    format: Optional[Literal["tsv", "jsonl", "csv"]] = Field(None, description="default by extension")
-    source: Optional[str] = Field(None, description="source column (translation, summarization); default 'source'")
-    target: Optional[str] = Field(None, description="target column; default 'target'")
-    text: Optional[str] = Field(None, description="text column (classification, language modeling); default 'text'")
-    label: Optional[str] = Field(None, description="label column (classification); default 'label'")
-    tokenizer: FilePath = Field("bytes", description='"bytes" (256 byte ids + 4 specials: vocab = 260) or a SentencePiece model file (vocab = its pieces + 4)')
+    format: Literal["tsv", "jsonl", "csv"] | None = Field(None, description="default by extension")
+    source: str | None = Field(None, description="source column (translation, summarization); default 'source'")
+    target: str | None = Field(None, description="target column; default 'target'")
+    text: str | None = Field(None, description="text column (classification, language modeling); default 'text'")
+    label: str | None = Field(None, description="label column (classification); default 'label'")
+    tokenizer: FilePath = Field(
+        "bytes",
+        description='"bytes" (256 byte ids + 4 specials: vocab = 260) or a SentencePiece model file (vocab = its pieces + 4)',
+    )
 
 
 class Model(Block):
     doc: ClassVar[str] = "The model: task, framework, architecture and data."
-    label_field: ClassVar[Optional[str]] = "name"
+    label_field: ClassVar[str | None] = "name"
     label_required: ClassVar[bool] = True
     one_of: ClassVar[tuple[tuple[str, ...], ...]] = (("transformer", "mlp"),)
     name: str
     task: Task
     framework: Framework = "torch"
-    transformer: Optional[Transformer] = None
-    mlp: Optional[Mlp] = None
+    transformer: Transformer | None = None
+    mlp: Mlp | None = None
     data: Data
 
 
@@ -138,13 +139,13 @@ class Cluster(Block):
 
 
 class Parallel(Block):
-    data: Optional[PosInt] = Field(None, description="default: fills the cluster")
+    data: PosInt | None = Field(None, description="default: fills the cluster")
     tensor: PosInt = 1
     pipeline: PosInt = 1
 
 
 class Optimizer(Block):
-    label_field: ClassVar[Optional[str]] = "name"
+    label_field: ClassVar[str | None] = "name"
     label_required: ClassVar[bool] = True
     name: Literal["adam", "adamw", "sgd"]
     lr: PosFloat
@@ -154,7 +155,7 @@ class Optimizer(Block):
 
 
 class Schedule(Block):
-    label_field: ClassVar[Optional[str]] = "name"
+    label_field: ClassVar[str | None] = "name"
     label_required: ClassVar[bool] = True
     name: Literal["constant", "linear", "cosine", "inverse-sqrt"]
     warmup: NonNegInt = Field(0, description="steps")
@@ -162,7 +163,7 @@ class Schedule(Block):
 
 
 class Checkpoint(Block):
-    every: Union[Duration, PosInt] = Field(1800.0, description="a duration, or an int number of steps")
+    every: Duration | PosInt = Field(1800.0, description="a duration, or an int number of steps")
     keep: PosInt = 3
     dir: FilePath = "checkpoints"
 
@@ -175,9 +176,9 @@ class Train(Block):
     parallel: Parallel = Field(default_factory=lambda: Parallel.model_construct())
     precision: Precision = "fp32"
     batch_size: PosInt = Field(description="global batch size")
-    micro_batch: Optional[PosInt] = Field(None, description="per data-parallel replica per step")
-    epochs: Optional[PosInt] = None
-    steps: Optional[PosInt] = None
+    micro_batch: PosInt | None = Field(None, description="per data-parallel replica per step")
+    epochs: PosInt | None = None
+    steps: PosInt | None = None
     optimizer: Optimizer
     schedule: Schedule = Field(default_factory=lambda: Schedule.model_construct(name="constant"))
     gradient_compression: Literal["none", "fp16"] = "none"
@@ -191,11 +192,11 @@ class Train(Block):
 
 class Student(Block):
     doc: ClassVar[str] = "Architecture fields of the distilled student; the rest come from the teacher."
-    layers: Optional[PosInt] = None
-    d_model: Optional[PosInt] = None
-    heads: Optional[PosInt] = None
-    d_ff: Optional[PosInt] = None
-    hidden: Optional[list[PosInt]] = None
+    layers: PosInt | None = None
+    d_model: PosInt | None = None
+    heads: PosInt | None = None
+    d_ff: PosInt | None = None
+    hidden: list[PosInt] | None = None
 
 
 class Distill(Block):
@@ -215,33 +216,45 @@ class Prune(Block):
 class Quantize(Block):
     precision: Literal["int8", "fp16"] = "int8"
     method: Literal["static", "dynamic"] = "static"
-    calibration: Optional[FilePath] = None
+    calibration: FilePath | None = None
     samples: PosInt = 512
 
 
 class Compress(Block):
     doc: ClassVar[str] = "Compression stages, run in the order distill, prune, quantize."
-    distill: Optional[Distill] = None
-    prune: Optional[Prune] = None
-    quantize: Optional[Quantize] = None
+    distill: Distill | None = None
+    prune: Prune | None = None
+    quantize: Quantize | None = None
     engine: Literal["tensorrt", "onnxruntime"] = "tensorrt"
 
 
 # --- evaluate ----------------------------------------------------------------------
 
 MetricName = Literal[
-    "bleu", "chrf", "ter", "rouge1", "rouge2", "rougeL", "accuracy", "f1",
-    "perplexity", "latency_p50", "latency_p99", "model_size",
+    "bleu",
+    "chrf",
+    "ter",
+    "rouge1",
+    "rouge2",
+    "rougeL",
+    "accuracy",
+    "f1",
+    "perplexity",
+    "latency_p50",
+    "latency_p99",
+    "model_size",
 ]
 
 
 class Metric(Block):
-    label_field: ClassVar[Optional[str]] = "name"
+    label_field: ClassVar[str | None] = "name"
     label_required: ClassVar[bool] = True
     name: MetricName
-    min: Optional[MetricBound] = None
-    max: Optional[MetricBound] = None
-    max_drop: Optional[MetricBound] = Field(None, description="largest loss of the compressed model against the uncompressed one")
+    min: MetricBound | None = None
+    max: MetricBound | None = None
+    max_drop: MetricBound | None = Field(
+        None, description="largest loss of the compressed model against the uncompressed one"
+    )
 
 
 class Evaluate(Block):
@@ -258,7 +271,7 @@ class Distribution(BaseModel):
 
     model_config = ConfigDict(frozen=True, defer_build=True)
     kind: Literal["uniform", "loguniform", "quniform", "randint", "normal", "choice"]
-    args: list[Union[bool, int, float, str]]
+    args: list[bool | int | float | str]
 
 
 DISTRIBUTION_ARITY = {"uniform": 2, "loguniform": 2, "quniform": 3, "randint": 2, "normal": 2, "choice": None}
@@ -270,11 +283,13 @@ class Search(Block):
     max_evals: PosInt = 20
     parallel: PosInt = 1
     objective: str = "valid_loss"
-    direction: Optional[Literal["minimize", "maximize"]] = Field(
-        None, description="default by objective: maximize a score (bleu, chrf, rouge, accuracy, f1), "
-                          "minimize anything else (valid_loss, perplexity, ter, latency, size)")
+    direction: Literal["minimize", "maximize"] | None = Field(
+        None,
+        description="default by objective: maximize a score (bleu, chrf, rouge, accuracy, f1), "
+        "minimize anything else (valid_loss, perplexity, ter, latency, size)",
+    )
     backend: Literal["local", "mongo", "spark"] = "local"
-    early_stop: Optional[PosInt] = Field(None, description="stop after N evaluations without improvement")
+    early_stop: PosInt | None = Field(None, description="stop after N evaluations without improvement")
     space: dict[str, Distribution] = Field(default_factory=dict, description="field path = distribution")
 
 
@@ -285,7 +300,7 @@ class Sla(Block):
     p99_latency: Annotated[Duration, Field(gt=0)]
     throughput: Annotated[Rate, Field(gt=0)]
     availability: Annotated[Fraction, Field(gt=0, lt=1)] = 0.999
-    error_rate: Optional[Annotated[Fraction, Field(ge=0, lt=1)]] = Field(None, description="default 1 - availability")
+    error_rate: Annotated[Fraction, Field(ge=0, lt=1)] | None = Field(None, description="default 1 - availability")
 
 
 class Batching(Block):
@@ -294,18 +309,18 @@ class Batching(Block):
 
 
 class Replicas(Block):
-    min: Optional[PosInt] = Field(None, description="default derived from the SLA")
-    max: Optional[PosInt] = Field(None, description="default derived from the SLA")
+    min: PosInt | None = Field(None, description="default derived from the SLA")
+    max: PosInt | None = Field(None, description="default derived from the SLA")
 
 
 class Resources(Block):
-    cpu: Optional[PosFloat] = Field(None, description="cores; default derived")
-    memory: Optional[Annotated[Size, Field(gt=0)]] = Field(None, description="default derived")
+    cpu: PosFloat | None = Field(None, description="cores; default derived")
+    memory: Annotated[Size, Field(gt=0)] | None = Field(None, description="default derived")
 
 
 class Serve(Block):
     doc: ClassVar[str] = "Serving platform, device, SLA, batching and replicas."
-    platform: Optional[Literal["tf-serving", "triton"]] = Field(None, description="default by framework")
+    platform: Literal["tf-serving", "triton"] | None = Field(None, description="default by framework")
     device: str = _device("the serving device, from the catalog (docs/devices.md)")
     sla: Sla
     batching: Batching = Field(default_factory=lambda: Batching.model_construct())
@@ -316,20 +331,20 @@ class Serve(Block):
 class Deploy(Block):
     doc: ClassVar[str] = "Where and how the workloads run on Kubernetes."
     namespace: str = "default"
-    image: Optional[str] = Field(None, description="default: named after the model")
-    service_account: Optional[str] = None
-    labels: dict[str, str] = Field(default_factory=dict, description="free-form: name = \"value\"")
+    image: str | None = Field(None, description="default: named after the model")
+    service_account: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict, description='free-form: name = "value"')
 
 
 class Spec(Block):
     doc: ClassVar[str] = "A whole .llm spec."
     model: Model
-    train: Optional[Train] = None
-    compress: Optional[Compress] = None
-    evaluate: Optional[Evaluate] = None
-    search: Optional[Search] = None
-    serve: Optional[Serve] = None
-    deploy: Optional[Deploy] = None
+    train: Train | None = None
+    compress: Compress | None = None
+    evaluate: Evaluate | None = None
+    search: Search | None = None
+    serve: Serve | None = None
+    deploy: Deploy | None = None
 
 
 def json_schema() -> dict:

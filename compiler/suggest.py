@@ -1,4 +1,4 @@
-""""Did you mean" suggestions: the closest known name by edit distance (fields.bare_word
+""" "Did you mean" suggestions: the closest known name by edit distance (fields.bare_word
 uses it for the literal a bare word was meant to be)."""
 
 from __future__ import annotations

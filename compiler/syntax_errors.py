@@ -74,7 +74,7 @@ def report_bad_character(source: SourceFile, exc, diags: Collector) -> None:
         return
     shown = char if char.isprintable() else f"U+{ord(char):04X}"
     span = Span(source.path, line, col, line, col + 1)
-    number = re.search(r"[0-9][0-9_.]*$", text[max(0, pos - 40):pos])
+    number = re.search(r"[0-9][0-9_.]*$", text[max(0, pos - 40) : pos])
     micro = char in "\u00b5\u03bc" and text.startswith("s", pos + 1) and number is not None
     fix = [Fix(span, "u")] if micro else []
     if char == ":" and _KEY_BEFORE.fullmatch(text, text.rfind("\n", 0, pos) + 1, pos):
@@ -85,7 +85,7 @@ def report_bad_character(source: SourceFile, exc, diags: Collector) -> None:
         # `'text'` or `“text”`: both quotes become `"` when the string closes on its line
         closing = {"'": "'", "\u201c": "\u201d", "\u201d": "\u201d", "\u2018": "\u2019", "\u2019": "\u2019"}[char]
         end = text.find(closing, pos + 1, _line_end(text, pos))
-        if end > pos and '"' not in text[pos + 1:end]:
+        if end > pos and '"' not in text[pos + 1 : end]:
             fix = [Fix(span, '"'), Fix(Span(source.path, line, col + end - pos, line, col + end - pos + 1), '"')]
     diags.error(
         "E101",
@@ -129,9 +129,13 @@ def report_unexpected_token(source: SourceFile, exc, diags: Collector) -> None:
         if opened is not None:
             offset, header = opened
             line, col = line_col(source.text, offset)
-            diags.error("E103", Span(source.path, line, col, line, col + 1),
-                        f"unexpected end of file: {header} is never closed",
-                        label="this `{` has no matching `}`", help="add `}` where the block ends")
+            diags.error(
+                "E103",
+                Span(source.path, line, col, line, col + 1),
+                f"unexpected end of file: {header} is never closed",
+                label="this `{` has no matching `}`",
+                help="add `}` where the block ends",
+            )
             return
         line, col = line_col(source.text, len(source.text))
         span = Span(source.path, line, col, line, col + 1)
@@ -142,15 +146,18 @@ def report_unexpected_token(source: SourceFile, exc, diags: Collector) -> None:
     label = "expected " + _one_of(words) if words else ""
     help = _token_help(tok, expected)
     fix = ()
-    if ("EQUAL" in expected and tok.type in ("NUMBER", "STRING")
-            and _KEY_BEFORE.fullmatch(source.line_text(tok.line), 0, tok.column - 1)):
+    if (
+        "EQUAL" in expected
+        and tok.type in ("NUMBER", "STRING")
+        and _KEY_BEFORE.fullmatch(source.line_text(tok.line), 0, tok.column - 1)
+    ):
         fix = (Fix(Span(source.path, tok.line, tok.column, tok.line, tok.column), "= "),)  # `inputs 64`
     diags.error("E103", span, f"unexpected {found}", label=label, help=help, fix=fix)
 
 
 def _report_known_mistake(source: SourceFile, tok, diags: Collector) -> bool:
     """Report a parse error that is a common mistake with a known fix; False if it is not one."""
-    path, text = source.path, source.text
+    path, _text = source.path, source.text
     slash = slash_comment(source, tok.line if tok.type != "$END" else len(source.lines))
     if slash is not None:
         report_slash_comment(diags, slash)
@@ -164,42 +171,67 @@ def _report_known_mistake(source: SourceFile, tok, diags: Collector) -> bool:
         if m is not None:
             grouped = m.group().replace(",", "_")
             span = Span(path, tok.line, m.start() + 1, tok.line, m.end() + 1)
-            diags.error("E105", span, f"`,` in the number `{m.group()}`",
-                        label="`,` separates list items, not digits",
-                        help=f"group digits with `_`: write `{grouped}`",
-                        fix=[Fix(span, grouped)])
+            diags.error(
+                "E105",
+                span,
+                f"`,` in the number `{m.group()}`",
+                label="`,` separates list items, not digits",
+                help=f"group digits with `_`: write `{grouped}`",
+                fix=[Fix(span, grouped)],
+            )
             return True
         value = _ATTRIBUTE_VALUE.match(line_text)
         if value is not None and value.start("value") < at < value.end("value"):
             items = value.group("value")
             span = Span(path, tok.line, value.start("value") + 1, tok.line, value.end("value") + 1)
-            diags.error("E103", tok_span(path, tok), "unexpected `,`",
-                        label="a list is written in brackets",
-                        help=f"write `[{items}]`", fix=[Fix(span, f"[{items}]")])
+            diags.error(
+                "E103",
+                tok_span(path, tok),
+                "unexpected `,`",
+                label="a list is written in brackets",
+                help=f"write `[{items}]`",
+                fix=[Fix(span, f"[{items}]")],
+            )
             return True
         return False
     if str(tok) == ".":
         before = line_text[:at]
-        after = re.match(r"[0-9][0-9_]*", line_text[at + 1:])
+        after = re.match(r"[0-9][0-9_]*", line_text[at + 1 :])
         if after and (not before or not (before[-1].isalnum() or before[-1] in "_.")):
             # `.5`: a number starts with a digit
             digits = "0." + after.group()
             span = Span(path, tok.line, tok.column, tok.line, tok.column + 1 + after.end())
-            diags.error("E105", span, f"malformed number `.{after.group()}`",
-                        label="a number starts with a digit", help=f"write `{digits}`", fix=[Fix(span, digits)])
+            diags.error(
+                "E105",
+                span,
+                f"malformed number `.{after.group()}`",
+                label="a number starts with a digit",
+                help=f"write `{digits}`",
+                fix=[Fix(span, digits)],
+            )
             return True
         if after and re.search(r"[0-9][eE][+-]?[0-9_]*$", before):
-            diags.error("E105", tok_span(path, tok), "malformed number: the exponent has a `.`",
-                        label="an exponent is a whole number",
-                        help="write the number without a fraction in its exponent, e.g. `3e-4`")
+            diags.error(
+                "E105",
+                tok_span(path, tok),
+                "malformed number: the exponent has a `.`",
+                label="an exponent is a whole number",
+                help="write the number without a fraction in its exponent, e.g. `3e-4`",
+            )
             return True
         whole = re.search(r"(?<![\w.])[0-9][0-9_]*$", before)
         if not after and whole:
             # `1.`: a fraction needs a digit after the point
             number = whole.group() + ".0"
             span = Span(path, tok.line, whole.start() + 1, tok.line, tok.column + 1)
-            diags.error("E105", span, f"malformed number `{whole.group()}.`",
-                        label="a digit must follow the point", help=f"write `{number}`", fix=[Fix(span, number)])
+            diags.error(
+                "E105",
+                span,
+                f"malformed number `{whole.group()}.`",
+                label="a digit must follow the point",
+                help=f"write `{number}`",
+                fix=[Fix(span, number)],
+            )
             return True
     return False
 
@@ -222,16 +254,21 @@ def slash_comment(source: SourceFile, last_line: int) -> Span | None:
         col = _code_find(text, "//")
         if col < 0:
             continue
-        before, after = text[:col].strip(), text[col + 2:]
+        before, after = text[:col].strip(), text[col + 2 :]
         if not before or len(re.findall(r"[^\s()]+", after)) > 1:
             return Span(source.path, line, col + 1, line, col + 3)
     return None
 
 
 def report_slash_comment(diags: Collector, slash: Span) -> None:
-    diags.error("E103", slash, "`//` does not start a comment",
-                label="`//` is integer division", help="comments start with `#`: write `#` instead of `//`",
-                fix=[Fix(slash, "#")])
+    diags.error(
+        "E103",
+        slash,
+        "`//` does not start a comment",
+        label="`//` is integer division",
+        help="comments start with `#`: write `#` instead of `//`",
+        fix=[Fix(slash, "#")],
+    )
 
 
 def _code_find(line: str, needle: str) -> int:

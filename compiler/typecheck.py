@@ -99,9 +99,13 @@ class TypeChecker:
             help = f"the training data has {found.describe()}: add `classes = {found.needed}`"
         else:
             help = "add `classes = N`, the number of labels (class ids 0..N-1)"
-        self.diags.error("E203", self.spans.key("model.transformer"), "a classifier needs `classes`",
-                         label="`classes` is required here: the output layer has one logit per class",
-                         help=help)
+        self.diags.error(
+            "E203",
+            self.spans.key("model.transformer"),
+            "a classifier needs `classes`",
+            label="`classes` is required here: the output layer has one logit per class",
+            help=help,
+        )
 
     # --- blocks ---
 
@@ -118,16 +122,21 @@ class TypeChecker:
             ft = known.get(key)
             sub = _join(path, key)
             if "." in key:
-                self.diags.error("E202", entry.key_span, f"dotted name `{key}` in a block",
-                                 label="dotted paths are only for `search.space` and profiles",
-                                 help=f"write the field inside its block: `{key.split('.')[0]} {{ ... }}`")
+                self.diags.error(
+                    "E202",
+                    entry.key_span,
+                    f"dotted name `{key}` in a block",
+                    label="dotted paths are only for `search.space` and profiles",
+                    help=f"write the field inside its block: `{key.split('.')[0]} {{ ... }}`",
+                )
                 continue
             if ft is None:
                 self.unknown(entry.key_span, key, path, known, block=False)
                 continue
             if ft.is_block:
-                self.diags.error("E204", entry.key_span, f"`{key}` is a block, not a field",
-                                 help=f"write `{key} {{ ... }}`")
+                self.diags.error(
+                    "E204", entry.key_span, f"`{key}` is a block, not a field", help=f"write `{key} {{ ... }}`"
+                )
                 continue
             self.spans.keys[sub] = entry.key_span
             value = self.eval.entry(entry.expr, sub)
@@ -142,8 +151,12 @@ class TypeChecker:
             ft = known.get(child.name)
             if ft is None or not ft.is_block:
                 if ft is not None:
-                    self.diags.error("E204", child.name_span, f"`{child.name}` is a field, not a block",
-                                     help=f"write `{child.name} = value`")
+                    self.diags.error(
+                        "E204",
+                        child.name_span,
+                        f"`{child.name}` is a field, not a block",
+                        help=f"write `{child.name} = value`",
+                    )
                 else:
                     self.unknown(child.name_span, child.name, path, known, block=True)
                 continue
@@ -156,16 +169,25 @@ class TypeChecker:
         label_field = model.label_field
         if label_field is None:
             if node.label is not None and node.label_span is not None:
-                self.diags.error("E202", node.label_span, f"block `{node.name}` takes no label",
-                                 label="unexpected label", help=f"write `{node.name} {{ ... }}`")
+                self.diags.error(
+                    "E202",
+                    node.label_span,
+                    f"block `{node.name}` takes no label",
+                    label="unexpected label",
+                    help=f"write `{node.name} {{ ... }}`",
+                )
             return
         if node.label is None:
             if model.label_required:
                 ft = model.model_fields[label_field]
                 example = _label_example(ft.annotation)
-                self.diags.error("E203", node.name_span, f"block `{node.name}` needs a label",
-                                 label=f"write `{node.name} {example} {{`",
-                                 help=f"the label names the {node.name}")
+                self.diags.error(
+                    "E203",
+                    node.name_span,
+                    f"block `{node.name}` needs a label",
+                    label=f"write `{node.name} {example} {{`",
+                    help=f"the label names the {node.name}",
+                )
             return
         ft = label_type(model)
         span = node.label_span or node.name_span
@@ -184,8 +206,13 @@ class TypeChecker:
             group = data.setdefault(name, {})
             label = child.label
             if label is None:
-                self.diags.error("E203", child.name_span, f"block `{name}` needs a label",
-                                 label=f'write `{name} "NAME" {{`', help=f"`{name}` may repeat; the label tells them apart")
+                self.diags.error(
+                    "E203",
+                    child.name_span,
+                    f"block `{name}` needs a label",
+                    label=f'write `{name} "NAME" {{`',
+                    help=f"`{name}` may repeat; the label tells them apart",
+                )
                 return
             group[label] = self.block(child, ft.model, _join(sub, label))
         elif ft.kind == "map":
@@ -198,8 +225,12 @@ class TypeChecker:
     def map_block(self, node: Node, path: str) -> dict[str, str]:
         out: dict[str, str] = {}
         for child in node.child_nodes():
-            self.diags.error("E201", child.name_span, f"`{node.name}` holds only `name = \"value\"` pairs",
-                             label="a block is not allowed here")
+            self.diags.error(
+                "E201",
+                child.name_span,
+                f'`{node.name}` holds only `name = "value"` pairs',
+                label="a block is not allowed here",
+            )
         for key, entry in node.entries.items():
             value = self.eval.entry(entry.expr, _join(path, key))
             if value is None:
@@ -215,8 +246,12 @@ class TypeChecker:
     def space_block(self, node: Node, path: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for child in node.child_nodes():
-            self.diags.error("E201", child.name_span, "`space` holds only `path = distribution` lines",
-                             label="a block is not allowed here")
+            self.diags.error(
+                "E201",
+                child.name_span,
+                "`space` holds only `path = distribution` lines",
+                label="a block is not allowed here",
+            )
         for key, entry in node.entries.items():
             sub = _join(path, key)
             value = self.eval.entry(entry.expr, sub)
@@ -225,9 +260,13 @@ class TypeChecker:
             self.spans.keys[sub] = entry.key_span
             self.spans.values[sub] = value.span
             if value.kind != "dist":
-                self.diags.error("E602", value.span, f"`{key}` in `space` needs a distribution",
-                                 label=f"this is {value.describe()}",
-                                 help="write e.g. `uniform(0.0, 0.3)`, `loguniform(1e-5, 1e-3)` or `choice(256, 512)`")
+                self.diags.error(
+                    "E602",
+                    value.span,
+                    f"`{key}` in `space` needs a distribution",
+                    label=f"this is {value.describe()}",
+                    help="write e.g. `uniform(0.0, 0.3)`, `loguniform(1e-5, 1e-3)` or `choice(256, 512)`",
+                )
                 continue
             name, args = value.value
             out[key] = {"kind": name, "args": [_plain(a) for a in args]}
@@ -271,7 +310,7 @@ class TypeChecker:
                 self.wrong_type(v, ft.describe(), path, ft)
                 return _BAD
             n = len(v.value)
-            if ft.min_items is not None and n < ft.min_items or ft.max_items is not None and n > ft.max_items:
+            if (ft.min_items is not None and n < ft.min_items) or (ft.max_items is not None and n > ft.max_items):
                 want = f"exactly {ft.min_items}" if ft.min_items == ft.max_items else f"at least {ft.min_items}"
                 self.diags.error("E205", v.span, f"`{path}` needs {want} items, found {n}", label=f"{n} items")
                 return _BAD
@@ -282,13 +321,19 @@ class TypeChecker:
         raise AssertionError(f"unhandled field kind {kind}")  # pragma: no cover
 
     def number(self, v: Value, ft: FieldType, path: str, written=None) -> Any:
-        if v.kind in QUANTITY_KINDS and v.kind != "fraction" or v.kind == "fraction" and ft.kind == "int":
+        if (v.kind in QUANTITY_KINDS and v.kind != "fraction") or (v.kind == "fraction" and ft.kind == "int"):
             help, fix = f"write {ft.describe()} without a unit", ()
             cores = _millicores_as_cores(path, getattr(written, "unit", None), v)
             if cores is not None:  # `cpu = 500m`: Kubernetes millicores, read here as 500 minutes
                 help, fix = _cores_help(cores), (Fix(v.span, cores),)
-            self.diags.error("E207", v.span, f"`{_last(path)}` takes a plain number, not {v.describe()}",
-                             label=f"{v.show()} is {v.describe()}", help=help, fix=fix)
+            self.diags.error(
+                "E207",
+                v.span,
+                f"`{_last(path)}` takes a plain number, not {v.describe()}",
+                label=f"{v.show()} is {v.describe()}",
+                help=help,
+                fix=fix,
+            )
             return _BAD
         if v.kind not in ("number", "fraction"):
             self.wrong_type(v, ft.describe(), path, ft)
@@ -299,8 +344,14 @@ class TypeChecker:
                 help, fix = f"write `{int(x)}`", (Fix(v.span, str(int(x))),)
             else:
                 help, fix = "use `//` for integer division", ()
-            self.diags.error("E204", v.span, f"`{_last(path)}` must be an integer, found {v.show()}",
-                             label="not a whole number", help=help, fix=fix)
+            self.diags.error(
+                "E204",
+                v.span,
+                f"`{_last(path)}` must be an integer, found {v.show()}",
+                label="not a whole number",
+                help=help,
+                fix=fix,
+            )
             return _BAD
         return self.in_range(v, ft, path, x if ft.kind == "int" else float(x))
 
@@ -314,8 +365,12 @@ class TypeChecker:
         if want == "fraction":
             if v.kind not in ("number", "fraction"):
                 if v.kind in QUANTITY_KINDS:
-                    self.diags.error("E207", v.span, f"`{_last(path)}` expects {ft.describe()}, found {v.describe()}",
-                                     label=f"{v.show()} is {v.describe()}")
+                    self.diags.error(
+                        "E207",
+                        v.span,
+                        f"`{_last(path)}` expects {ft.describe()}, found {v.describe()}",
+                        label=f"{v.show()} is {v.describe()}",
+                    )
                 else:
                     self.wrong_type(v, ft.describe(), path, ft)
                 return _BAD
@@ -328,11 +383,22 @@ class TypeChecker:
                     help, fix = f"add a unit: `{literal}`", (Fix(v.span, literal),)
                 else:
                     help, fix = f"add a unit: {ft.describe()}", ()
-                self.diags.error("E207", v.span, f"expected {want}, found a bare number",
-                                 label=f"expected {ft.describe()}", help=help, fix=fix)
+                self.diags.error(
+                    "E207",
+                    v.span,
+                    f"expected {want}, found a bare number",
+                    label=f"expected {ft.describe()}",
+                    help=help,
+                    fix=fix,
+                )
             elif v.kind in QUANTITY_KINDS:
-                self.diags.error("E207", v.span, f"expected {want}, found {v.describe()}",
-                                 label=f"{v.show()} is {v.describe()}", help=f"write {ft.describe()}")
+                self.diags.error(
+                    "E207",
+                    v.span,
+                    f"expected {want}, found {v.describe()}",
+                    label=f"{v.show()} is {v.describe()}",
+                    help=f"write {ft.describe()}",
+                )
             else:
                 self.wrong_type(v, ft.describe(), path, ft)
             return _BAD
@@ -346,9 +412,15 @@ class TypeChecker:
             if ft.quantity == "fraction" and v.kind == "number" and 1 < x <= 100 and ft.admits(x / 100):
                 # `availability = 99.9`: a percentage without its `%`
                 percent = format_quantity("fraction", x / 100)
-                help, fix = f"a percentage is written with `%`: write `{percent}`", (Fix(v.span, percent),)
-            self.diags.error("E205", v.span, f"`{_last(path)}` must be {ft.range_text()}, found {shown}",
-                             label="out of range", help=help, fix=fix)
+                help, fix = (f"a percentage is written with `%`: write `{percent}`", (Fix(v.span, percent),))
+            self.diags.error(
+                "E205",
+                v.span,
+                f"`{_last(path)}` must be {ft.range_text()}, found {shown}",
+                label="out of range",
+                help=help,
+                fix=fix,
+            )
             return _BAD
         return x
 
@@ -379,17 +451,26 @@ class TypeChecker:
         elif v.kind == "number" and "string" in expected:
             literal = f'"{v.show()}"'
             help = f"write it in double quotes: {literal}"
-        self.diags.error("E204", v.span, f"`{_last(path)}` expects {expected}, found {v.describe()}",
-                         label=f"this is {v.describe()}", help=help,
-                         fix=(Fix(v.span, literal),) if literal is not None else ())
+        self.diags.error(
+            "E204",
+            v.span,
+            f"`{_last(path)}` expects {expected}, found {v.describe()}",
+            label=f"this is {v.describe()}",
+            help=help,
+            fix=(Fix(v.span, literal),) if literal is not None else (),
+        )
 
     def bad_enum(self, span: Span, path: str, value: str, ft: FieldType, message: str = "") -> None:
         guess = closest(value, ft.enum)
         options = ", ".join(f'"{o}"' for o in ft.enum)
-        self.diags.error("E206", span, message or f'unknown value "{value}" for `{_last(path)}`',
-                         label=f"expected one of {options}",
-                         help=f'did you mean "{guess}"?' if guess else f"choose one of {options}",
-                         fix=(Fix(span, f'"{guess}"'),) if guess else ())
+        self.diags.error(
+            "E206",
+            span,
+            message or f'unknown value "{value}" for `{_last(path)}`',
+            label=f"expected one of {options}",
+            help=f'did you mean "{guess}"?' if guess else f"choose one of {options}",
+            fix=(Fix(span, f'"{guess}"'),) if guess else (),
+        )
 
     def unknown(self, span: Span, name: str, path: str, known: dict[str, FieldType], block: bool) -> None:
         pool = [k for k, f in known.items() if f.is_block == block] or list(known)
@@ -400,9 +481,14 @@ class TypeChecker:
         else:
             msg, code = f"unknown field `{name}` in {where}", "E202"
         choices = ", ".join(f"`{k}`" for k in pool)
-        self.diags.error(code, span, msg, label=f"did you mean `{guess}`?" if guess else "not known here",
-                         help=f"{where} accepts {choices}" if pool else "",
-                         fix=(Fix(span, guess),) if guess else ())
+        self.diags.error(
+            code,
+            span,
+            msg,
+            label=f"did you mean `{guess}`?" if guess else "not known here",
+            help=f"{where} accepts {choices}" if pool else "",
+            fix=(Fix(span, guess),) if guess else (),
+        )
 
     def one_of_and_required(self, node: Node, model: type, path: str, data: dict, known: dict[str, FieldType]) -> None:
         grouped: set[str] = set()
@@ -412,30 +498,60 @@ class TypeChecker:
             if len(given) > 1:
                 second = given[-1]
                 span = node.entries[second].key_span if second in node.entries else node.children[second].name_span
-                self.diags.error("E209", span, f"`{given[0]}` and `{second}` are both given in `{path or node.name}`",
-                                 label="exactly one of these may be set",
-                                 help=f"remove `{second}` or `{given[0]}`")
+                self.diags.error(
+                    "E209",
+                    span,
+                    f"`{given[0]}` and `{second}` are both given in `{path or node.name}`",
+                    label="exactly one of these may be set",
+                    help=f"remove `{second}` or `{given[0]}`",
+                )
             elif not given:
                 names = " or ".join(f"`{n}`" for n in group)
                 help, notes, fix = self.replaced_block_hint(_example_for(group))
-                self.diags.error("E203", node.name_span, f"`{path}` needs {names}",
-                                 label="exactly one of these is required", help=help, notes=notes, fix=fix)
-        missing = [name for name, ft in known.items()
-                   if ft.required and name not in grouped
-                   and name not in node.entries and name not in node.children and name not in data]
+                self.diags.error(
+                    "E203",
+                    node.name_span,
+                    f"`{path}` needs {names}",
+                    label="exactly one of these is required",
+                    help=help,
+                    notes=notes,
+                    fix=fix,
+                )
+        missing = [
+            name
+            for name, ft in known.items()
+            if ft.required
+            and name not in grouped
+            and name not in node.entries
+            and name not in node.children
+            and name not in data
+        ]
         if not missing:
             return
         if not path:
-            self.diags.error("E203", node.name_span, "the spec has no `model` block",
-                             label="a spec declares exactly one model",
-                             help='add `model NAME { task = "..." ... }`')
+            self.diags.error(
+                "E203",
+                node.name_span,
+                "the spec has no `model` block",
+                label="a spec declares exactly one model",
+                help='add `model NAME { task = "..." ... }`',
+            )
             return
         names = _and([f"`{n}`" for n in missing])
         plural = "s" if len(missing) > 1 else ""
-        adds = "; ".join(f"`{n} {{ ... }}`" if known[n].is_block else f"`{n} = ...` ({known[n].describe()})" for n in missing)
+        adds = "; ".join(
+            f"`{n} {{ ... }}`" if known[n].is_block else f"`{n} = ...` ({known[n].describe()})" for n in missing
+        )
         help, notes, fix = self.replaced_block_hint(f"add {adds}")
-        self.diags.error("E203", node.name_span, f"`{path}` is missing required field{plural} {names}",
-                         label=f"{names} {'are' if plural else 'is'} required here", help=help, notes=notes, fix=fix)
+        self.diags.error(
+            "E203",
+            node.name_span,
+            f"`{path}` is missing required field{plural} {names}",
+            label=f"{names} {'are' if plural else 'is'} required here",
+            help=help,
+            notes=notes,
+            fix=fix,
+        )
 
     def replaced_block_hint(self, help: str) -> tuple[str, tuple[str, ...], tuple[Fix, ...]]:
         """A required field is missing inside a block that replaced an extended spec's
@@ -446,13 +562,21 @@ class TypeChecker:
         old = node.replaces
         base = f'`{old.name} "{old.label}"`' if old.label is not None else f"`{old.name}`"
         where = f"{old.name_span.file}:{old.name_span.line}"
-        note = (f'`{node.name} "{node.label}"` replaces the whole {base} block of {where}: '
-                "a block with another label is a new block, not an override of the base's")
+        note = (
+            f'`{node.name} "{node.label}"` replaces the whole {base} block of {where}: '
+            "a block with another label is a new block, not an override of the base's"
+        )
         if old.label is None:
             return help, (note,), ()
         keep = f'`{old.name} "{old.label}" {{ ... }}`'
-        return (f"to change only some fields of the base's block, keep its label: write {keep} "
-                f"(or set single fields in a `profile`); otherwise {help}"), (note,), (Fix(node.label_span, f'"{old.label}"'),)
+        return (
+            (
+                f"to change only some fields of the base's block, keep its label: write {keep} "
+                f"(or set single fields in a `profile`); otherwise {help}"
+            ),
+            (note,),
+            (Fix(node.label_span, f'"{old.label}"'),),
+        )
 
 
 def _unquoted(text: str, ft: FieldType, path: str) -> str | None:

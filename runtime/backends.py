@@ -18,8 +18,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .data import Split
-from .folders import (NeedsTensorRT, configure_threads, cpu_threads, generates, model_files, model_format, prompts_np,
-                      read_meta)
+from .folders import (
+    NeedsTensorRT,
+    configure_threads,
+    cpu_threads,
+    generates,
+    model_files,
+    model_format,
+    prompts_np,
+    read_meta,
+)
 from .tokenizer import PAD
 
 Batch = dict[str, np.ndarray]
@@ -135,8 +143,9 @@ class SavedModelBackend(Backend):
         self.path = path
         self.meta = read_meta(path)
         self.signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-        self.input = (self.meta.get("signature") or {}).get("input") or list(
-            self.signature.structured_input_signature[1])[0]
+        self.input = (self.meta.get("signature") or {}).get("input") or next(
+            iter(self.signature.structured_input_signature[1])
+        )
         self._keras: Any = None
 
     def keras(self) -> Any:
@@ -200,8 +209,9 @@ class KerasBackend(SavedModelBackend):
         from .zoo_tf import to_inputs
 
         key = "features" if "features" in batch else "text"
-        out: np.ndarray = self.tf.cast(self._keras(to_inputs({key: batch[key]}), training=False),
-                                       self.tf.float32).numpy()
+        out: np.ndarray = self.tf.cast(
+            self._keras(to_inputs({key: batch[key]}), training=False), self.tf.float32
+        ).numpy()
         return out
 
     def generate(self, batch: Batch) -> np.ndarray:
@@ -221,10 +231,12 @@ def session_options(level: str | None = None) -> Any:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
     if level is not None:
-        so.graph_optimization_level = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                                       "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                                       "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                                       "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[level]
     return so
 
 
@@ -261,7 +273,11 @@ class OnnxBackend(Backend):
             return None
         if "source" in batch:
             memory, mask = self.parts["encoder.onnx"].run(None, {"input_ids": batch["source"].astype(np.int64)})
-            feed = {"decoder_input_ids": batch["target"][:, :-1].astype(np.int64), "memory": memory, "memory_mask": mask}
+            feed = {
+                "decoder_input_ids": batch["target"][:, :-1].astype(np.int64),
+                "memory": memory,
+                "memory_mask": mask,
+            }
         else:
             feed = {"decoder_input_ids": batch["tokens"][:, :-1].astype(np.int64)}
         out: np.ndarray = self.parts["decoder.onnx"].run(["logits"], feed)[0]
@@ -295,7 +311,7 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
 def _trim_pad(ids: np.ndarray) -> np.ndarray:
     """Drop trailing all-PAD columns (zoo_torch returns the longest row's width)."""
     cols = np.nonzero((ids != PAD).any(0))[0]
-    return ids[:, :int(cols[-1]) + 1] if len(cols) else ids[:, :0]
+    return ids[:, : int(cols[-1]) + 1] if len(cols) else ids[:, :0]
 
 
 class TfliteBackend(Backend):
@@ -320,7 +336,7 @@ class TfliteBackend(Backend):
         x = batch["features"] if "features" in batch else batch["text"]
         x = x.astype(np.float32 if x.dtype.kind == "f" else np.int32)
         # The converted signature has batch 1 fixed in places: run one row at a time.
-        return np.concatenate([self.runner(**{self.input: x[i:i + 1]})["logits"] for i in range(len(x))])
+        return np.concatenate([self.runner(**{self.input: x[i : i + 1]})["logits"] for i in range(len(x))])
 
     def generate(self, batch: Batch) -> np.ndarray:
         raise NotImplementedError("generation with a TensorFlow Lite model is not supported; evaluate the SavedModel")
@@ -332,8 +348,10 @@ def open_model(path: str | os.PathLike[str], prefer: str | None = None) -> Backe
     fmt = model_format(p)
     configure_threads(fmt)
     if fmt == "tensorrt":
-        raise NeedsTensorRT(f"{path} is a TensorRT engine: evaluate it on a machine with TensorRT and a GPU, "
-                            f"or evaluate the ONNX model export wrote")
+        raise NeedsTensorRT(
+            f"{path} is a TensorRT engine: evaluate it on a machine with TensorRT and a GPU, "
+            f"or evaluate the ONNX model export wrote"
+        )
     if p.is_file():
         if fmt == "tflite":
             return TfliteBackend(p)
@@ -381,8 +399,11 @@ def agreement_text(check: dict[str, Any]) -> str:
             parts.append(f"{name} agreement {check[key]:.0%}")
     seconds = check.get("seconds") or {}
     if seconds:
-        parts.append(" vs ".join(f"{check[role]} {seconds[role] * 1e3:.1f} ms" for role in ("reference", "candidate")
-                                 if role in seconds))
+        parts.append(
+            " vs ".join(
+                f"{check[role]} {seconds[role] * 1e3:.1f} ms" for role in ("reference", "candidate") if role in seconds
+            )
+        )
     return ", ".join(parts)
 
 

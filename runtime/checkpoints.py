@@ -50,7 +50,7 @@ def latest_checkpoint(folder: str | os.PathLike, suffix: str) -> Path | None:
 def prune_checkpoints(folder: str | os.PathLike, suffix: str, keep: int) -> list[Path]:
     """Delete all but the `keep` newest; returns what was deleted."""
     found = list_checkpoints(folder, suffix)
-    doomed = [p for _, p in found[:max(0, len(found) - keep)]]
+    doomed = [p for _, p in found[: max(0, len(found) - keep)]]
     for p in doomed:
         p.unlink(missing_ok=True)
     remove_orphans(folder)
@@ -89,7 +89,7 @@ class Policy:
     """When checkpoints are due: every N optimizer steps (int) or every S seconds (float)."""
 
     # An int is a number of optimizer steps, a float seconds: the union says so.
-    def __init__(self, every: int | float, clock: Callable[[], float] = time.monotonic) -> None:  # noqa: PYI041
+    def __init__(self, every: int | float, clock: Callable[[], float] = time.monotonic) -> None:
         self.by_steps = isinstance(every, int) and not isinstance(every, bool)
         self.every = every
         self.clock = clock

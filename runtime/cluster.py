@@ -111,8 +111,12 @@ def workload_state(obj: dict) -> tuple[str, str]:
     if obj["kind"] == "MPIJob":
         suspended = (obj.get("spec", {}).get("runPolicy") or {}).get("suspend")
         replicas = status.get("replicaStatuses") or {}
-        detail = ", ".join(f"{role.lower()} {n} {what}" for role, counts in sorted(replicas.items())
-                           for what, n in sorted(counts.items()) if isinstance(n, int) and n and what != "selector")
+        detail = ", ".join(
+            f"{role.lower()} {n} {what}"
+            for role, counts in sorted(replicas.items())
+            for what, n in sorted(counts.items())
+            if isinstance(n, int) and n and what != "selector"
+        )
     else:
         suspended = obj.get("spec", {}).get("suspend")
         counts = [f"{status[k]} {k}" for k in ("active", "ready", "failed") if status.get(k)]
@@ -200,26 +204,41 @@ class KubeApi:
 
         with _refused("read", doc):
             try:
-                return self._resource(doc).get(name=doc["metadata"]["name"],
-                                               namespace=doc["metadata"].get("namespace")).to_dict()
+                return (
+                    self._resource(doc)
+                    .get(name=doc["metadata"]["name"], namespace=doc["metadata"].get("namespace"))
+                    .to_dict()
+                )
             except NotFoundError:
                 return None
 
     def apply(self, doc: dict) -> None:
         with _refused("apply", doc):
-            self._client.server_side_apply(self._resource(doc), body=doc, namespace=doc["metadata"].get("namespace"),
-                                           field_manager="llmc", force_conflicts=True)
+            self._client.server_side_apply(
+                self._resource(doc),
+                body=doc,
+                namespace=doc["metadata"].get("namespace"),
+                field_manager="llmc",
+                force_conflicts=True,
+            )
 
     def patch(self, doc: dict, patch: dict) -> None:
         with _refused("resume", doc):
-            self._client.patch(self._resource(doc), body=patch, name=doc["metadata"]["name"],
-                               namespace=doc["metadata"].get("namespace"),
-                               content_type="application/merge-patch+json")
+            self._client.patch(
+                self._resource(doc),
+                body=patch,
+                name=doc["metadata"]["name"],
+                namespace=doc["metadata"].get("namespace"),
+                content_type="application/merge-patch+json",
+            )
 
     def delete(self, doc: dict) -> None:
         with _refused("delete", doc):
-            self._resource(doc).delete(name=doc["metadata"]["name"], namespace=doc["metadata"].get("namespace"),
-                                       body={"propagationPolicy": "Foreground"})
+            self._resource(doc).delete(
+                name=doc["metadata"]["name"],
+                namespace=doc["metadata"].get("namespace"),
+                body={"propagationPolicy": "Foreground"},
+            )
 
     def logs(self, namespace: str, selector: str, tail: int) -> list[tuple[str, str]]:
         pods = self._core.list_namespaced_pod(namespace, label_selector=selector).items
@@ -247,17 +266,25 @@ def _refused(action: str, doc: dict):
 
 
 def server_message(exc) -> str:
-    """"403 Forbidden: <the API server's Status message>" from a client exception."""
+    """ "403 Forbidden: <the API server's Status message>" from a client exception."""
     message = None
-    try:
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
         message = json.loads(exc.body).get("message")
-    except (TypeError, ValueError, AttributeError):
-        pass
     return f"{exc.status} {exc.reason}" + (f": {message}" if message else "")
 
 
-def submit(bundle, console, *, only: str | None = None, with_search: bool = False, force: bool = False,
-           api=None, poll_seconds: float = 5.0, clock=time.monotonic, sleep=time.sleep) -> list[StageResult]:
+def submit(
+    bundle,
+    console,
+    *,
+    only: str | None = None,
+    with_search: bool = False,
+    force: bool = False,
+    api=None,
+    poll_seconds: float = 5.0,
+    clock=time.monotonic,
+    sleep=time.sleep,
+) -> list[StageResult]:
     """Run the stages on the cluster; raises ClusterError when it cannot start."""
     k8s_dir = bundle.root / "k8s"
     if not (k8s_dir / "kustomization.yaml").is_file():
@@ -294,24 +321,31 @@ def preflight(api, plan: Submission, console) -> list[dict]:
     """Fail before touching anything; returns the setup objects the cluster can take."""
     namespace = plan.stages[0].doc["metadata"].get("namespace")
     if namespace and not api.namespace_exists(namespace):
-        raise ClusterError(f"namespace {namespace!r} does not exist; create it first: kubectl create namespace {namespace}")
+        raise ClusterError(
+            f"namespace {namespace!r} does not exist; create it first: kubectl create namespace {namespace}"
+        )
     kinds = {(d["apiVersion"], d["kind"]) for d in plan.setup + plan.rollout + [w.doc for w in plan.stages]}
     missing = {k for k in kinds if not api.serves(*k)}
     required = sorted(k for k in missing if k[1] not in OPTIONAL_KINDS)
     if required:
-        hint = " (install the MPI Operator, kubeflow/mpi-operator v0.4 or later)" if any(
-            k[1] == "MPIJob" for k in required) else ""
+        hint = (
+            " (install the MPI Operator, kubeflow/mpi-operator v0.4 or later)"
+            if any(k[1] == "MPIJob" for k in required)
+            else ""
+        )
         raise ClusterError("the cluster does not serve " + ", ".join(f"{v} {k}" for v, k in required) + hint)
     setup = [d for d in plan.setup if (d["apiVersion"], d["kind"]) not in missing]
     for version, kind in sorted(missing):
-        console.print(f"warning: the cluster does not serve {version} {kind} (the Prometheus Operator's); "
-                      f"skipping {sum(1 for d in plan.setup if d['kind'] == kind)} object(s)", markup=False,
-                      highlight=False)
+        console.print(
+            f"warning: the cluster does not serve {version} {kind} (the Prometheus Operator's); "
+            f"skipping {sum(1 for d in plan.setup if d['kind'] == kind)} object(s)",
+            markup=False,
+            highlight=False,
+        )
     return setup
 
 
-def run_workload(api, workload: Workload, key: str, force: bool, say, poll_seconds: float, clock,
-                 sleep) -> StageResult:
+def run_workload(api, workload: Workload, key: str, force: bool, say, poll_seconds: float, clock, sleep) -> StageResult:
     doc = with_inputs(workload.doc, key)
     name = describe(doc)
     started = clock()
@@ -326,8 +360,10 @@ def run_workload(api, workload: Workload, key: str, force: bool, say, poll_secon
         deadline = clock() + DELETE_TIMEOUT
         while api.get(doc) is not None:  # foreground deletion: gone once its pods are
             if clock() > deadline:
-                raise ClusterError(f"{name} still exists {DELETE_TIMEOUT:.0f}s after it was deleted "
-                                   "(a finalizer holding it?); delete it yourself and run again")
+                raise ClusterError(
+                    f"{name} still exists {DELETE_TIMEOUT:.0f}s after it was deleted "
+                    "(a finalizer holding it?); delete it yourself and run again"
+                )
             sleep(poll_seconds)
     say(f"==> {workload.stage}: {name}")
     api.apply(doc)
@@ -344,9 +380,11 @@ def run_workload(api, workload: Workload, key: str, force: bool, say, poll_secon
                 break
             sleep(poll_seconds)
     except KeyboardInterrupt:
-        say(f"==> {workload.stage} interrupted: {name} keeps running in the cluster; "
+        say(
+            f"==> {workload.stage} interrupted: {name} keeps running in the cluster; "
             f"stop it with kubectl -n {doc['metadata'].get('namespace')} delete {doc['kind'].lower()} "
-            f"{doc['metadata']['name']}")
+            f"{doc['metadata']['name']}"
+        )
         return StageResult(workload.stage, "interrupted", clock() - started, 130)
     seconds = clock() - started
     namespace = doc["metadata"].get("namespace")

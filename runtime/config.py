@@ -30,8 +30,12 @@ class ConfigError(ValueError):
     """A bad override or an impossible layout: the user's to fix, reported without a traceback."""
 
 
-def load_config(model_json: str | os.PathLike, overrides: list[str] = (), cwd: str | None = None,
-                data_root: str | os.PathLike | None = None) -> dict:
+def load_config(
+    model_json: str | os.PathLike,
+    overrides: list[str] = (),
+    cwd: str | None = None,
+    data_root: str | os.PathLike | None = None,
+) -> dict:
     """model.json with overrides applied and data paths made usable here.
 
     The spec's relative data paths are relative to the spec's folder; they are
@@ -118,9 +122,7 @@ def _coerce(key: str, old, value):
             return value
         if float(value).is_integer():
             return int(value)
-    elif isinstance(old, str) and isinstance(value, str):
-        return value
-    elif isinstance(old, list) and isinstance(value, list):
+    elif (isinstance(old, str) and isinstance(value, str)) or (isinstance(old, list) and isinstance(value, list)):
         return value
     raise ConfigError(f"--set {key}={json.dumps(value)}: expected a value like {json.dumps(old)}")
 

@@ -80,8 +80,10 @@ def open_text(path: str) -> io.TextIOBase:
         try:
             import fsspec
         except ImportError:
-            raise DataError(f"{path}: reading a URI needs fsspec (and its s3fs/gcsfs driver); "
-                            f"or copy the data locally and pass --set model.data.<split>=PATH") from None
+            raise DataError(
+                f"{path}: reading a URI needs fsspec (and its s3fs/gcsfs driver); "
+                f"or copy the data locally and pass --set model.data.<split>=PATH"
+            ) from None
         return fsspec.open(path, "r", encoding="utf-8", newline="").open()
     try:
         return open(path, encoding="utf-8", newline="")
@@ -110,7 +112,7 @@ def read_rows(path: str, fmt: str | None = None) -> tuple[list[str], list[dict]]
                 rows.append(row)
             return columns, rows
         # TSV is read without quoting: a `"` in a sentence is text, not a delimiter.
-        reader = (csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else csv.reader(f))
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else csv.reader(f)
         try:
             header = next(reader)
         except StopIteration:
@@ -140,10 +142,10 @@ def framing_for(model_cfg: dict) -> str:
         return "pairs"
     if kind == "decoder":
         if task == "classification":
-            raise DataError("a decoder-only model cannot be trained for classification; use kind = \"encoder\"")
+            raise DataError('a decoder-only model cannot be trained for classification; use kind = "encoder"')
         return "tokens"
     if task != "classification":
-        raise DataError(f"an encoder-only model classifies; task {task!r} needs kind \"encoder-decoder\" or \"decoder\"")
+        raise DataError(f'an encoder-only model classifies; task {task!r} needs kind "encoder-decoder" or "decoder"')
     return "classify"
 
 
@@ -157,7 +159,7 @@ def _column(cols: list[str], data: dict, key: str, default: str, path: str) -> s
 def _pad(seqs: list[list[int]], width: int) -> np.ndarray:
     out = np.full((len(seqs), width), PAD, dtype=np.int64)
     for i, s in enumerate(seqs):
-        out[i, :len(s)] = s
+        out[i, : len(s)] = s
     return out
 
 
@@ -184,7 +186,7 @@ def load_split(model_cfg: dict, path: str, label_names: list | None = None) -> S
         src_col = _column(cols, data, "source", "source", path)
         tgt_col = _column(cols, data, "target", "target", path)
         src = [tok.encode(str(r[src_col]))[:L] for r in rows]
-        tgt = [[BOS] + tok.encode(str(r[tgt_col]))[:L - 1] + [EOS] for r in rows]
+        tgt = [[BOS] + tok.encode(str(r[tgt_col]))[: L - 1] + [EOS] for r in rows]
         return Split({"source": _pad(src, L), "target": _pad(tgt, L + 1)}, framing, None, path)
     if framing == "tokens":
         if model_cfg["task"] in ("translation", "summarization"):
@@ -192,19 +194,19 @@ def load_split(model_cfg: dict, path: str, label_names: list | None = None) -> S
             tgt_col = _column(cols, data, "target", "target", path)
             seqs, masks = [], []
             for r in rows:
-                t = tok.encode(str(r[tgt_col]))[:L // 2] + [EOS]
-                s = tok.encode(str(r[src_col]))[:max(0, L - 1 - len(t))]  # the target keeps at least half
+                t = tok.encode(str(r[tgt_col]))[: L // 2] + [EOS]
+                s = tok.encode(str(r[src_col]))[: max(0, L - 1 - len(t))]  # the target keeps at least half
                 seq = [BOS] + s + [SEP] + t
-                seqs.append(seq[:L + 1])
+                seqs.append(seq[: L + 1])
                 # Position i predicts seq[i + 1]: only the target (after SEP) and its EOS count.
                 first = len(s) + 1  # the index of SEP: it predicts the first target token
-                masks.append([0] * first + [1] * (len(seq[:L + 1]) - 1 - first))
+                masks.append([0] * first + [1] * (len(seq[: L + 1]) - 1 - first))
             mask = np.zeros((len(rows), L), dtype=np.float32)
             for i, m in enumerate(masks):
-                mask[i, :len(m)] = m
+                mask[i, : len(m)] = m
             return Split({"tokens": _pad(seqs, L + 1), "loss_mask": mask}, framing, None, path)
         text_col = _column(cols, data, "text", "text", path)
-        seqs = [([BOS] + tok.encode(str(r[text_col])) + [EOS])[:L + 1] for r in rows]
+        seqs = [([BOS] + tok.encode(str(r[text_col])) + [EOS])[: L + 1] for r in rows]
         tokens = _pad(seqs, L + 1)
         mask = (tokens[:, 1:] != PAD).astype(np.float32)
         return Split({"tokens": tokens, "loss_mask": mask}, framing, None, path)
@@ -220,8 +222,10 @@ def _features(mlp: dict, data: dict, cols: list[str], rows: list[dict], path: st
     label_col = _column(cols, data, "label", "label", path)
     feature_cols = [c for c in cols if c != label_col]
     if len(feature_cols) != mlp["inputs"]:
-        raise DataError(f"{path}: {len(feature_cols)} feature columns (every column but {label_col!r}), "
-                        f"but the mlp has inputs = {mlp['inputs']}")
+        raise DataError(
+            f"{path}: {len(feature_cols)} feature columns (every column but {label_col!r}), "
+            f"but the mlp has inputs = {mlp['inputs']}"
+        )
     features = np.empty((len(rows), len(feature_cols)), dtype=np.float32)
     for i, r in enumerate(rows):
         try:
@@ -294,14 +298,15 @@ def shard(order: np.ndarray, rank: int, size: int, pad: bool = True) -> np.ndarr
     return order[rank::size]
 
 
-def batches(split: Split, indices: np.ndarray, batch_size: int, drop_last: bool = True,
-            trim: bool = True) -> Iterator[dict]:
+def batches(
+    split: Split, indices: np.ndarray, batch_size: int, drop_last: bool = True, trim: bool = True
+) -> Iterator[dict]:
     """Batches of `split` in `indices` order. `trim` cuts trailing all-PAD columns (a
     batch of 20-byte dates does not pay for max_len = 64); pass False where a fixed
     shape is wanted (a traced TensorFlow function)."""
     stop = len(indices) - (len(indices) % batch_size if drop_last else 0)
     for start in range(0, stop, batch_size):
-        idx = indices[start:start + batch_size]
+        idx = indices[start : start + batch_size]
         batch = {k: v[idx] for k, v in split.arrays.items()}
         yield trim_batch(batch) if trim else batch
 
@@ -309,13 +314,13 @@ def batches(split: Split, indices: np.ndarray, batch_size: int, drop_last: bool 
 def trim_batch(batch: dict) -> dict:
     for key in ("source", "text"):
         if key in batch:
-            batch[key] = batch[key][:, :max(1, _used(batch[key]))]
+            batch[key] = batch[key][:, : max(1, _used(batch[key]))]
     for key in ("target", "tokens"):
         if key in batch:
             n = max(2, _used(batch[key]))
             batch[key] = batch[key][:, :n]
             if "loss_mask" in batch:
-                batch["loss_mask"] = batch["loss_mask"][:, :n - 1]
+                batch["loss_mask"] = batch["loss_mask"][:, : n - 1]
     return batch
 
 

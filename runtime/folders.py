@@ -127,7 +127,7 @@ def write_meta(directory: str | os.PathLike[str], meta: dict[str, Any]) -> None:
 
 
 def model_format(path: str | os.PathLike[str]) -> str:
-    """"torch" | "tensorflow" | "onnx" | "tflite" | "tensorrt" for a model folder (or
+    """ "torch" | "tensorflow" | "onnx" | "tflite" | "tensorrt" for a model folder (or
     file); StepError when there is no model there. The served format wins when a
     folder holds several (an engine over ONNX over the framework's own)."""
     p = Path(path)
@@ -140,8 +140,13 @@ def model_format(path: str | os.PathLike[str]) -> str:
         raise StepError(f"no model at {path}")
     # A TensorFlow folder may hold model.tflite beside the SavedModel (quantize): the
     # SavedModel is what TF Serving serves; point at model.tflite itself to measure it.
-    for name, fmt in (("model.plan", "tensorrt"), ("model.onnx", "onnx"), ("saved_model.pb", "tensorflow"),
-                      ("model.tflite", "tflite"), ("model.pt", "torch")):
+    for name, fmt in (
+        ("model.plan", "tensorrt"),
+        ("model.onnx", "onnx"),
+        ("saved_model.pb", "tensorflow"),
+        ("model.tflite", "tflite"),
+        ("model.pt", "torch"),
+    ):
         if (p / name).is_file():
             return fmt
     raise StepError(f"no model in {path} (expected model.pt, a SavedModel, model.onnx, model.tflite or model.plan)")
@@ -181,7 +186,7 @@ def size_of(paths: Iterable[str | os.PathLike[str]]) -> int:
 def gzip_size(path: str | os.PathLike[str]) -> int:
     """Bytes after gzip -6: zeroed weights only shrink a file once it is compressed."""
     total = 0
-    for f in ([Path(path)] if Path(path).is_file() else sorted(Path(path).rglob("*"))):
+    for f in [Path(path)] if Path(path).is_file() else sorted(Path(path).rglob("*")):
         if f.is_file():
             with open(f, "rb") as fh:
                 total += len(gzip.compress(fh.read(), 6))
@@ -189,7 +194,7 @@ def gzip_size(path: str | os.PathLike[str]) -> int:
 
 
 def architecture(model_cfg: dict[str, Any]) -> str:
-    """"mlp" | "encoder" | "encoder-decoder" | "decoder"."""
+    """ "mlp" | "encoder" | "encoder-decoder" | "decoder"."""
     return "mlp" if model_cfg.get("mlp") is not None else str(model_cfg["transformer"]["kind"])
 
 
@@ -204,20 +209,24 @@ def check_data_file(path: str | None) -> None:
     if not path:
         raise StepError("the spec names no file for this split")
     if not path.startswith(URI_SCHEMES) and not os.path.isfile(path):
-        raise DataError(f"{path}: no such file (the spec's relative data paths are resolved against --data-root, "
-                        f"default $LLMC_DATA_ROOT or the working directory)")
+        raise DataError(
+            f"{path}: no such file (the spec's relative data paths are resolved against --data-root, "
+            f"default $LLMC_DATA_ROOT or the working directory)"
+        )
 
 
-def load_rows(model_cfg: dict[str, Any], path: str | None, label_names: list[str] | None = None,
-              limit: int | None = None) -> Split:
+def load_rows(
+    model_cfg: dict[str, Any], path: str | None, label_names: list[str] | None = None, limit: int | None = None
+) -> Split:
     """A data.py Split of `path` for this model, cut to the first `limit` examples."""
     check_data_file(path)
     assert path is not None  # check_data_file raised otherwise
     split = load_split(model_cfg, path, label_names=label_names)
     if limit is not None and limit < len(split):
         # Split defines __len__, which NamedTuple._replace trips over: build it anew.
-        split = type(split)({k: v[:limit] for k, v in split.arrays.items()}, split.framing, split.label_names,
-                            split.path)
+        split = type(split)(
+            {k: v[:limit] for k, v in split.arrays.items()}, split.framing, split.label_names, split.path
+        )
     return split
 
 
@@ -236,5 +245,5 @@ def prompts_np(tokens: np.ndarray, loss_mask: np.ndarray) -> np.ndarray:
     width = int(starts.max()) + 1
     out = np.full((tokens.shape[0], width), PAD, dtype=np.int64)
     for i, s in enumerate(starts.tolist()):
-        out[i, :s + 1] = tokens[i, :s + 1]
+        out[i, : s + 1] = tokens[i, : s + 1]
     return out

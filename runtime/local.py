@@ -16,8 +16,18 @@ from .progress import MetricsWatcher
 from .runner import Bundle, RunError, StageResult, plan_stages, preflight, run_stages
 
 
-def run(bundle_dir: str, *, name: str, data_root: Path, runs_root: Path, stage: str | None, target: str,
-        np: int | None, force: bool, profile: str | None) -> int:
+def run(
+    bundle_dir: str,
+    *,
+    name: str,
+    data_root: Path,
+    runs_root: Path,
+    stage: str | None,
+    target: str,
+    np: int | None,
+    force: bool,
+    profile: str | None,
+) -> int:
     console = Console(stderr=False, highlight=False)
     # Stages run in the bundle's folder: every path handed to them must be absolute.
     data_root, runs_root = data_root.resolve(), runs_root.resolve()
@@ -35,8 +45,9 @@ def run(bundle_dir: str, *, name: str, data_root: Path, runs_root: Path, stage: 
         sys.stderr.write(f"error: {exc}\n")
         return 2
     if target == "k8s":
-        return _on_cluster(bundle, console, name=name, runs_root=runs_root, work=work, stage=stage, force=force,
-                           profile=profile)
+        return _on_cluster(
+            bundle, console, name=name, runs_root=runs_root, work=work, stage=stage, force=force, profile=profile
+        )
     stages = plan_stages(bundle, work, data_root, np, with_search=stage == "search")
     if not stages:
         sys.stderr.write("error: the bundle has no stage to run\n")
@@ -65,8 +76,9 @@ def _on_cluster(bundle, console, *, name, runs_root, work, stage, force, profile
         sys.stderr.write(f"error: {exc}\n")
         return 2
     except KeyboardInterrupt:  # while applying: what was applied stays (server-side apply is idempotent)
-        sys.stderr.write("interrupted; what was applied stays in the cluster, and `llmc run --target k8s` "
-                         "picks up from there\n")
+        sys.stderr.write(
+            "interrupted; what was applied stays in the cluster, and `llmc run --target k8s` picks up from there\n"
+        )
         return 130
     if not _claimed(runs_root, name):
         return 2

@@ -36,10 +36,18 @@ CLASSIFICATION_METRICS = ("accuracy", "f1")
 LATENCY_METRICS = ("latency_p50", "latency_p99")
 # How a value is shown: "score" (0-100), "fraction", "seconds", "bytes", "number".
 UNITS = {
-    "bleu": "score", "chrf": "score", "ter": "score",
-    "rouge1": "fraction", "rouge2": "fraction", "rougeL": "fraction",
-    "accuracy": "fraction", "f1": "fraction", "perplexity": "number",
-    "latency_p50": "seconds", "latency_p99": "seconds", "model_size": "bytes",
+    "bleu": "score",
+    "chrf": "score",
+    "ter": "score",
+    "rouge1": "fraction",
+    "rouge2": "fraction",
+    "rougeL": "fraction",
+    "accuracy": "fraction",
+    "f1": "fraction",
+    "perplexity": "number",
+    "latency_p50": "seconds",
+    "latency_p99": "seconds",
+    "model_size": "bytes",
 }
 EPSILON = 1e-9  # bounds are compared with this slack, so 0.9 passes `min = 90%`
 
@@ -116,8 +124,15 @@ def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[int]
 
     if len(y_true) != len(y_pred) or not len(y_true):
         raise MetricError(f"{len(y_pred)} predictions for {len(y_true)} labels")
-    return float(f1_score(list(y_true), list(y_pred), labels=None if labels is None else list(labels),
-                          average="macro", zero_division=0))
+    return float(
+        f1_score(
+            list(y_true),
+            list(y_pred),
+            labels=None if labels is None else list(labels),
+            average="macro",
+            zero_division=0,
+        )
+    )
 
 
 def perplexity(nll_sum: float, tokens: float) -> float:
@@ -195,9 +210,17 @@ class Gate(NamedTuple):
         return self.verdict == "FAIL"
 
     def as_dict(self) -> dict:
-        return {"metric": self.metric, "bound": self.bound, "limit": self.limit, "value": self.value,
-                "baseline": self.baseline, "change": self.change, "verdict": self.verdict,
-                "passed": self.verdict != "FAIL", "note": self.note}
+        return {
+            "metric": self.metric,
+            "bound": self.bound,
+            "limit": self.limit,
+            "value": self.value,
+            "baseline": self.baseline,
+            "change": self.change,
+            "verdict": self.verdict,
+            "passed": self.verdict != "FAIL",
+            "note": self.note,
+        }
 
 
 def _finite(x) -> bool:
@@ -226,13 +249,29 @@ def check_gates(specs: Sequence[GateSpec], metrics: dict, baseline: dict | None 
 
 def _drop_gate(spec: GateSpec, value, baseline: dict | None) -> Gate:
     if baseline is None:
-        return Gate(spec.metric, "max_drop", spec.max_drop, value if _finite(value) else None, None, None,
-                    "skipped", "no --baseline model")
+        return Gate(
+            spec.metric,
+            "max_drop",
+            spec.max_drop,
+            value if _finite(value) else None,
+            None,
+            None,
+            "skipped",
+            "no --baseline model",
+        )
     base = baseline.get(spec.metric)
     if not _finite(value) or not _finite(base):
         which = "metric" if not _finite(value) else "baseline metric"
-        return Gate(spec.metric, "max_drop", spec.max_drop, value if _finite(value) else None,
-                    base if _finite(base) else None, None, "FAIL", f"{which} not computed")
+        return Gate(
+            spec.metric,
+            "max_drop",
+            spec.max_drop,
+            value if _finite(value) else None,
+            base if _finite(base) else None,
+            None,
+            "FAIL",
+            f"{which} not computed",
+        )
     change = base - value if spec.metric in HIGHER_IS_BETTER else value - base
     ok = change <= spec.max_drop + EPSILON
     return Gate(spec.metric, "max_drop", spec.max_drop, value, base, change, "pass" if ok else "FAIL", "")
@@ -301,8 +340,9 @@ def table(metrics: dict, gates: Sequence[Gate]) -> str:
 # --- running a model over a split (evaluate/evaluate.py) ---------------------------------------------
 
 
-def measure(backend, split, refs: Sequence[str] | None, names: Sequence[str], *, timed: bool = False,
-            batch_size: int = 32) -> tuple[dict, list]:
+def measure(
+    backend, split, refs: Sequence[str] | None, names: Sequence[str], *, timed: bool = False, batch_size: int = 32
+) -> tuple[dict, list]:
     """The metrics among `names` of `backend` (backends.open_model) on `split`, plus
     model_size. Quality metrics come from batched inference, or, when `timed`, from
     the single-example calls that are timed (after two untimed warm-up calls), so the
@@ -371,19 +411,35 @@ def evaluate_arguments(description: str, default_split: str):
     import argparse
 
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="the model folder (or model file) to evaluate (default $LLMC_OUTPUT/compress/model "
-                                    "when it exists, else $LLMC_OUTPUT/model; $LLMC_OUTPUT defaults to outputs/)")
-    p.add_argument("--baseline", help="the uncompressed model: max_drop gates compare against it (default "
-                                      "$LLMC_OUTPUT/model when --model defaults to the compressed one)")
-    p.add_argument("--json", help="write {metrics, gates, passed} here (default $LLMC_OUTPUT/evaluate/metrics.json "
-                                  "when --model is not given)")
-    p.add_argument("--data-root", help="relative data paths are relative to this folder "
-                                       "(default $LLMC_DATA_ROOT, else the working directory)")
-    p.add_argument("--split", choices=("train", "valid", "test"), default=default_split,
-                   help=f"the split to score (default: the spec's, {default_split})")
+    p.add_argument(
+        "--model",
+        help="the model folder (or model file) to evaluate (default $LLMC_OUTPUT/compress/model "
+        "when it exists, else $LLMC_OUTPUT/model; $LLMC_OUTPUT defaults to outputs/)",
+    )
+    p.add_argument(
+        "--baseline",
+        help="the uncompressed model: max_drop gates compare against it (default "
+        "$LLMC_OUTPUT/model when --model defaults to the compressed one)",
+    )
+    p.add_argument(
+        "--json",
+        help="write {metrics, gates, passed} here (default $LLMC_OUTPUT/evaluate/metrics.json "
+        "when --model is not given)",
+    )
+    p.add_argument(
+        "--data-root",
+        help="relative data paths are relative to this folder (default $LLMC_DATA_ROOT, else the working directory)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("train", "valid", "test"),
+        default=default_split,
+        help=f"the split to score (default: the spec's, {default_split})",
+    )
     p.add_argument("--limit", type=int, help="score only the first N examples")
-    p.add_argument("--latency", action="store_true",
-                   help="time single-example calls even when no latency gate asks for it")
+    p.add_argument(
+        "--latency", action="store_true", help="time single-example calls even when no latency gate asks for it"
+    )
     return p
 
 
@@ -435,8 +491,11 @@ def run_evaluate(cfg: EvaluateConfig, args) -> int:
     refs = references(model.model_cfg, path, args.limit) if model.generates else None
     timed = args.latency or any(m in LATENCY_METRICS for m in cfg.metrics)
     names = list(cfg.metrics) + ([m for m in LATENCY_METRICS if m not in cfg.metrics] if args.latency else [])
-    print(f"evaluate: {args.model} ({model.name}) on {len(split)} {args.split} examples from {path}",
-          file=sys.stderr, flush=True)
+    print(
+        f"evaluate: {args.model} ({model.name}) on {len(split)} {args.split} examples from {path}",
+        file=sys.stderr,
+        flush=True,
+    )
     values, examples = measure(model, split, refs, names, timed=timed)
     base_values = None
     drops = [g.metric for g in cfg.gates if g.max_drop is not None]
@@ -450,12 +509,22 @@ def run_evaluate(cfg: EvaluateConfig, args) -> int:
     gates = check_gates(cfg.gates, values, base_values)
     ok = passed(gates)
     print(table(values, gates))
-    print(f"\n{cfg.model_name}: {'PASSED' if ok else 'FAILED'} "
-          f"({sum(g.failed for g in gates)} of {len(gates)} gate bounds failed)")
+    print(
+        f"\n{cfg.model_name}: {'PASSED' if ok else 'FAILED'} "
+        f"({sum(g.failed for g in gates)} of {len(gates)} gate bounds failed)"
+    )
     if args.json:
-        document = {"model": str(args.model), "format": model.name, "split": args.split, "examples": len(split),
-                    "metrics": values, "baseline": base_values, "gates": [g.as_dict() for g in gates],
-                    "passed": ok, "samples": examples}
+        document = {
+            "model": str(args.model),
+            "format": model.name,
+            "split": args.split,
+            "examples": len(split),
+            "metrics": values,
+            "baseline": base_values,
+            "gates": [g.as_dict() for g in gates],
+            "passed": ok,
+            "samples": examples,
+        }
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(document, f, indent=2, sort_keys=True)

@@ -31,8 +31,14 @@ class MetricsWatcher:
         if self.interactive:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.description}"),
-                                      TimeRemainingColumn(), console=self.console, transient=True)
+            self._progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                TextColumn("{task.description}"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
             self._progress.start()
             self._task = self._progress.add_task("starting", total=None)
         self._thread.start()
@@ -106,7 +112,8 @@ class MetricsWatcher:
 
     def _show(self) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, description=self.describe(), total=self.total,
-                                  completed=int(self.last.get("step", 0)))
+            self._progress.update(
+                self._task, description=self.describe(), total=self.total, completed=int(self.last.get("step", 0))
+            )
         else:
             self.log(f"    progress: {self.describe()}")

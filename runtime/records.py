@@ -42,14 +42,18 @@ def check_runs_folder(runs_root: Path, name: str) -> None:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
         raise RunsFolderRefused(f"cannot read {folder}: {exc.strerror or exc}") from exc
-    foreign = [e.name + ("/" if e.is_dir(follow_symlinks=False) else "") for e in entries
-               if not (e.is_dir(follow_symlinks=False) and (e.name == "work" or _RECORD.fullmatch(e.name)))]
+    foreign = [
+        e.name + ("/" if e.is_dir(follow_symlinks=False) else "")
+        for e in entries
+        if not (e.is_dir(follow_symlinks=False) and (e.name == "work" or _RECORD.fullmatch(e.name)))
+    ]
     if foreign:
         more = f" and {len(foreign) - _SHOWN} more" if len(foreign) > _SHOWN else ""
         raise RunsFolderRefused(
             f"{folder} was not made by llmc (no {MARKER} in it), and a run replaces folders in it; it holds "
             f"{len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} llmc did not write: "
-            f"{', '.join(foreign[:_SHOWN])}{more}; pass --runs-dir a new directory")
+            f"{', '.join(foreign[:_SHOWN])}{more}; pass --runs-dir a new directory"
+        )
 
 
 def claim_runs_folder(runs_root: Path, name: str) -> Path:
@@ -90,8 +94,11 @@ def finish_record(record: Path, bundle_root: Path, work: Path, info: dict, resul
             shutil.copy2(src, dest)
     info = dict(info)
     info["stages"] = [r._asdict() for r in results]
-    info["status"] = "ok" if results and all(r.status in ("ok", "skipped") for r in results) else (
-        results[-1].status if results else "nothing to run")
+    info["status"] = (
+        "ok"
+        if results and all(r.status in ("ok", "skipped") for r in results)
+        else (results[-1].status if results else "nothing to run")
+    )
     tmp = record / "run.json.tmp"
     tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, record / "run.json")
@@ -123,5 +130,5 @@ def format_records(records: list[tuple[str, dict]]) -> str:
     lines = [f"{'run':<40} {'profile':<10} {'status':<12} stages"]
     for name, info in records:
         stages = ", ".join(f"{s['name']} {s['status']} {s['seconds']:.0f}s" for s in info.get("stages", []))
-        lines.append(f"{name:<40} {str(info.get('profile') or '-'):<10} {info.get('status', '?'):<12} {stages}")
+        lines.append(f"{name:<40} {info.get('profile') or '-'!s:<10} {info.get('status', '?'):<12} {stages}")
     return "\n".join(lines) + "\n"

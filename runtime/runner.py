@@ -86,7 +86,9 @@ def preflight(bundle: Bundle, data_root: Path) -> None:
     """Fail before any work starts when a data file is missing."""
     missing = [str(p) for p in data_files(bundle, data_root) if not p.is_file()]
     if missing:
-        raise RunError("data file not found: " + ", ".join(missing) + " (relative paths are relative to the spec's folder)")
+        raise RunError(
+            "data file not found: " + ", ".join(missing) + " (relative paths are relative to the spec's folder)"
+        )
 
 
 def plan_stages(bundle: Bundle, work: Path, data_root: Path, np: int | None, with_search: bool) -> list[Stage]:
@@ -98,18 +100,44 @@ def plan_stages(bundle: Bundle, work: Path, data_root: Path, np: int | None, wit
         n = np or bundle.world_size()
         horovodrun = shutil.which("horovodrun") or str(Path(sys.executable).parent / "horovodrun")
         launch = [horovodrun, "--gloo", "-np", str(n), "-H", f"localhost:{n}"]
-        stages.append(Stage("train", [launch + [py, str(root / "train/train.py"), "--output", str(work / "train"), *common]],
-                            "train", str(work / "train")))
+        stages.append(
+            Stage(
+                "train",
+                [launch + [py, str(root / "train/train.py"), "--output", str(work / "train"), *common]],
+                "train",
+                str(work / "train"),
+            )
+        )
     steps = [s for s in ("distill", "prune", "export", "quantize", "build_engine") if bundle.has(f"compress/{s}.py")]
     if steps:
-        cmds = [[py, str(root / f"compress/{s}.py"), "--model", str(work / "train" / "model"),
-                 "--output", str(work / "compress"), *common] for s in steps]
+        cmds = [
+            [
+                py,
+                str(root / f"compress/{s}.py"),
+                "--model",
+                str(work / "train" / "model"),
+                "--output",
+                str(work / "compress"),
+                *common,
+            ]
+            for s in steps
+        ]
         stages.append(Stage("compress", cmds, "compress", str(work / "compress")))
     if bundle.has("evaluate/evaluate.py"):
         # --latency: the run's table shows p50/p99 even when no gate asks for them.
         model = work / ("compress" if steps else "train") / "model"
-        cmd = [py, str(root / "evaluate/evaluate.py"), "--model", str(model), "--baseline", str(work / "train" / "model"),
-               "--json", str(work / "evaluate" / "metrics.json"), "--latency", *common]
+        cmd = [
+            py,
+            str(root / "evaluate/evaluate.py"),
+            "--model",
+            str(model),
+            "--baseline",
+            str(work / "train" / "model"),
+            "--json",
+            str(work / "evaluate" / "metrics.json"),
+            "--latency",
+            *common,
+        ]
         stages.append(Stage("evaluate", [cmd], "evaluate", str(work / "evaluate")))
     if with_search and bundle.has("search/search.py"):
         cmd = [py, str(root / "search/search.py"), "--local", "--output", str(work / "search"), *common]
@@ -138,8 +166,9 @@ def stage_key(bundle: Bundle, folder: str, upstream: str, data: str = "") -> str
     return h.hexdigest()
 
 
-def run_stages(bundle: Bundle, stages: list[Stage], work: Path, data_root: Path, force: bool,
-               only: str | None, log=print) -> list[StageResult]:
+def run_stages(
+    bundle: Bundle, stages: list[Stage], work: Path, data_root: Path, force: bool, only: str | None, log=print
+) -> list[StageResult]:
     """Run (or skip) each stage in order; stop at the first failure."""
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / "state.json"
@@ -186,8 +215,16 @@ def run_command(command: list[str], cwd: Path, log=print) -> int:
     # processes (--np) than cores, a starved rank takes longer than that.
     env.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", "300")
     quiet = env["TF_CPP_MIN_LOG_LEVEL"] not in ("", "0")
-    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1, start_new_session=True, env=env)
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -220,7 +257,7 @@ def rank_prefixed(line: str) -> str:
     """horovodrun tags lines `[1,0]<stdout>:text` (or `[0]<stdout>:`); show `[rank 0] text`."""
     if line.startswith("[") and "]<std" in line[:24]:
         tag, _, rest = line.partition(">:")
-        rank = tag[1:tag.index("]")].split(",")[-1]
+        rank = tag[1 : tag.index("]")].split(",")[-1]
         return f"[rank {rank}] {rest}"
     return line
 
@@ -228,9 +265,11 @@ def rank_prefixed(line: str) -> str:
 # C++ INFO lines logged before absl::InitializeLog(), which ignore TF_CPP_MIN_LOG_LEVEL
 # (abseil-cpp#1718): the warning about it, glog-style "I0000 00:00:... file.cc:N]"
 # lines, and the CPU-features line's second half.
-_NOISE = re.compile(r"(?:\[rank \d+\] )?(?:WARNING: All log messages before absl::InitializeLog\(\) is called"
-                    r"|I\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+\.cc:\d+\] "
-                    r"|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags)")
+_NOISE = re.compile(
+    r"(?:\[rank \d+\] )?(?:WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|I\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+\.cc:\d+\] "
+    r"|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags)"
+)
 
 
 def is_start_up_noise(line: str) -> bool:

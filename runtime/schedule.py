@@ -22,8 +22,9 @@ import math
 SCHEDULES = ("constant", "linear", "cosine", "inverse-sqrt")
 
 
-def lr_at(step: int, lr: float, name: str = "constant", warmup: int = 0, total_steps: int = 1,
-          min_lr: float = 0.0) -> float:
+def lr_at(
+    step: int, lr: float, name: str = "constant", warmup: int = 0, total_steps: int = 1, min_lr: float = 0.0
+) -> float:
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
     step = max(0, int(step))

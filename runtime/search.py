@@ -180,8 +180,9 @@ def run_logged(cmd: list[str], log_path: Path, timeout: float | None, cwd: Path 
     with open(log_path, "w", encoding="utf-8") as log:
         log.write("$ " + shlex.join(cmd) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cwd, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True
+        )
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -281,8 +282,11 @@ def run_trial(run: SearchRun, sampled: Mapping[str, Any]) -> dict[str, Any]:
         print(f"search: trial {trial_dir.name} failed: {exc}", file=sys.stderr, flush=True)
         # "loss": None keeps Hyperopt's bookkeeping (and stop functions) from a KeyError.
         return {"status": STATUS_FAIL, "loss": None, "failure": str(exc), **record}
-    print(f"search: trial {trial_dir.name}: {config.objective} = {value:.6g} with {json.dumps(params)}",
-          file=sys.stderr, flush=True)
+    print(
+        f"search: trial {trial_dir.name}: {config.objective} = {value:.6g} with {json.dumps(params)}",
+        file=sys.stderr,
+        flush=True,
+    )
     return {"status": STATUS_OK, "loss": -value if config.maximize else value, "objective": value, **record}
 
 
@@ -298,8 +302,11 @@ def no_progress(count: int) -> StopFunction:
     """
 
     def stop(trials: Any, *state: Any) -> tuple[bool, list[Any]]:
-        finished = [t["result"] for t in sorted(trials.trials, key=lambda t: t["tid"])
-                    if t["result"].get("status") in (STATUS_OK, STATUS_FAIL)]
+        finished = [
+            t["result"]
+            for t in sorted(trials.trials, key=lambda t: t["tid"])
+            if t["result"].get("status") in (STATUS_OK, STATUS_FAIL)
+        ]
         best, since = math.inf, 0
         for result in finished:
             loss = result.get("loss") if result["status"] == STATUS_OK else None
@@ -321,9 +328,11 @@ def make_trials(backend: str, parallel: int, mongo_url_env: str, bundle: Path) -
     if backend == "mongo":
         url = os.environ.get(mongo_url_env)
         if not url:
-            sys.exit(f"search: backend mongo needs the MongoDB jobs URL in ${mongo_url_env}, "
-                     f"e.g. mongo://host:27017/hyperopt/jobs; start `hyperopt-mongo-worker --mongo=host:27017/hyperopt` "
-                     f"workers beside it")
+            sys.exit(
+                f"search: backend mongo needs the MongoDB jobs URL in ${mongo_url_env}, "
+                f"e.g. mongo://host:27017/hyperopt/jobs; start `hyperopt-mongo-worker --mongo=host:27017/hyperopt` "
+                f"workers beside it"
+            )
         try:
             import pymongo  # noqa: F401  (MongoTrials needs it and only says so when constructed)
         except ImportError:
@@ -351,24 +360,50 @@ def best_record(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | Non
 
 
 def search_arguments(config: SearchConfig) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=f"Hyperopt search for {config.model}: {config.direction} {config.objective}")
-    p.add_argument("--max-evals", type=int, default=config.max_evals, help=f"trials in all (default {config.max_evals})")
-    p.add_argument("--local", action="store_true",
-                   help="train with `python train/train.py` instead of train/launch.sh (one process, no horovodrun)")
-    p.add_argument("--backend", choices=BACKENDS, default=config.backend,
-                   help=f"where trials run (default {config.backend})")
-    p.add_argument("--parallel", type=int, default=config.parallel,
-                   help=f"trials at once on spark/mongo (default {config.parallel})")
+    p = argparse.ArgumentParser(
+        description=f"Hyperopt search for {config.model}: {config.direction} {config.objective}"
+    )
+    p.add_argument(
+        "--max-evals", type=int, default=config.max_evals, help=f"trials in all (default {config.max_evals})"
+    )
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="train with `python train/train.py` instead of train/launch.sh (one process, no horovodrun)",
+    )
+    p.add_argument(
+        "--backend", choices=BACKENDS, default=config.backend, help=f"where trials run (default {config.backend})"
+    )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=config.parallel,
+        help=f"trials at once on spark/mongo (default {config.parallel})",
+    )
     default_output = os.path.join(os.environ["LLMC_OUTPUT"], "search") if os.environ.get("LLMC_OUTPUT") else "search"
-    p.add_argument("--output", default=default_output,
-                   help="where trials/<n>/ and results.json go (default: $LLMC_OUTPUT/search, or search)")
+    p.add_argument(
+        "--output",
+        default=default_output,
+        help="where trials/<n>/ and results.json go (default: $LLMC_OUTPUT/search, or search)",
+    )
     p.add_argument("--data-root", default=None, help="passed on to training and evaluation")
-    p.add_argument("--seed", type=int, default=config.seed, help=f"seed of the search algorithm (default {config.seed})")
-    p.add_argument("--trial-timeout", type=float, default=None, help="seconds before a trial's run is killed and failed")
-    p.add_argument("--train-cmd", default=None, help="command (shell words) replacing the training launcher; "
-                                                     "it gets the same --set/--output/--metrics arguments")
-    p.add_argument("--eval-cmd", default=None, help="command (shell words) replacing `python evaluate/evaluate.py`; "
-                                                    "it gets --model/--split/--json")
+    p.add_argument(
+        "--seed", type=int, default=config.seed, help=f"seed of the search algorithm (default {config.seed})"
+    )
+    p.add_argument(
+        "--trial-timeout", type=float, default=None, help="seconds before a trial's run is killed and failed"
+    )
+    p.add_argument(
+        "--train-cmd",
+        default=None,
+        help="command (shell words) replacing the training launcher; "
+        "it gets the same --set/--output/--metrics arguments",
+    )
+    p.add_argument(
+        "--eval-cmd",
+        default=None,
+        help="command (shell words) replacing `python evaluate/evaluate.py`; it gets --model/--split/--json",
+    )
     return p
 
 
@@ -391,8 +426,9 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
     )
 
 
-def search_results(run: SearchRun, args: argparse.Namespace, records: list[dict[str, Any]],
-                   best: Mapping[str, Any] | None) -> dict[str, Any]:
+def search_results(
+    run: SearchRun, args: argparse.Namespace, records: list[dict[str, Any]], best: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """results.json: the search's settings, the best trial and every trial."""
     config = run.config
     return {
@@ -447,8 +483,20 @@ def run_search(config: SearchConfig, bundle: Path, argv: Sequence[str] | None = 
     if best is None:
         print(f"search: all {len(records)} trials failed; see {out}", file=sys.stderr)
         return 1
-    print(f"search: best {config.objective} = {best['objective']:.6g} (trial {Path(best['trial_dir']).name}); "
-          f"results in {out}", file=sys.stderr)
-    print(json.dumps({"best": best["params"], "objective": config.objective, "value": best["objective"],
-                      "trial_dir": best["trial_dir"]}, sort_keys=True))
+    print(
+        f"search: best {config.objective} = {best['objective']:.6g} (trial {Path(best['trial_dir']).name}); "
+        f"results in {out}",
+        file=sys.stderr,
+    )
+    print(
+        json.dumps(
+            {
+                "best": best["params"],
+                "objective": config.objective,
+                "value": best["objective"],
+                "trial_dir": best["trial_dir"],
+            },
+            sort_keys=True,
+        )
+    )
     return 0

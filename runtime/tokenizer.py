@@ -121,16 +121,23 @@ def get_tokenizer(spec: str = "bytes", vocab: int | None = None) -> ByteTokenize
     if spec == "bytes":
         tok = ByteTokenizer()
         if vocab is not None and vocab < tok.vocab_size:
-            raise TokenizerError(f"the byte tokenizer needs vocab >= {tok.vocab_size} (256 bytes + PAD, BOS, EOS, SEP); "
-                                 f"the model has vocab = {vocab}")
+            raise TokenizerError(
+                f"the byte tokenizer needs vocab >= {tok.vocab_size} (256 bytes + PAD, BOS, EOS, SEP); "
+                f"the model has vocab = {vocab}"
+            )
         return tok
     tok = SentencePieceTokenizer(_processor(spec, *_file_key(spec)), spec)
     if vocab is not None and vocab != tok.vocab_size:
-        counted = (f"{tok.pieces} pieces + PAD, BOS, EOS, SEP" if tok.pieces >= 256
-                   else f"{tok.pieces} pieces in ids 0-255 + PAD, BOS, EOS, SEP")
-        raise TokenizerError(f"tokenizer {spec}: it produces {tok.vocab_size} ids ({counted}), but the model has "
-                             f"vocab = {vocab}: set vocab = {tok.vocab_size}, or use a SentencePiece model "
-                             f"with {vocab - len(SPECIALS)} pieces")
+        counted = (
+            f"{tok.pieces} pieces + PAD, BOS, EOS, SEP"
+            if tok.pieces >= 256
+            else f"{tok.pieces} pieces in ids 0-255 + PAD, BOS, EOS, SEP"
+        )
+        raise TokenizerError(
+            f"tokenizer {spec}: it produces {tok.vocab_size} ids ({counted}), but the model has "
+            f"vocab = {vocab}: set vocab = {tok.vocab_size}, or use a SentencePiece model "
+            f"with {vocab - len(SPECIALS)} pieces"
+        )
     return tok
 
 
@@ -152,15 +159,19 @@ def _processor(path: str, *_key):
     try:
         import sentencepiece
     except ImportError:
-        raise TokenizerError(f"tokenizer {path}: reading a SentencePiece model needs the sentencepiece package "
-                             f"(pip install sentencepiece)") from None
+        raise TokenizerError(
+            f"tokenizer {path}: reading a SentencePiece model needs the sentencepiece package "
+            f"(pip install sentencepiece)"
+        ) from None
     data = _read_bytes(path)
     processor = sentencepiece.SentencePieceProcessor()
     try:
         processor.LoadFromSerializedProto(data)
     except (RuntimeError, OSError, TypeError, ValueError):
-        raise TokenizerError(f"tokenizer {path}: not a SentencePiece model file; "
-                             f'the runtime reads "bytes" or a SentencePiece .model file') from None
+        raise TokenizerError(
+            f"tokenizer {path}: not a SentencePiece model file; "
+            f'the runtime reads "bytes" or a SentencePiece .model file'
+        ) from None
     return processor
 
 
@@ -169,8 +180,10 @@ def _read_bytes(path: str) -> bytes:
         try:
             import fsspec
         except ImportError:
-            raise TokenizerError(f"tokenizer {path}: reading a URI needs fsspec (and its s3fs/gcsfs driver); "
-                                 f"or copy the file locally and pass --set model.data.tokenizer=PATH") from None
+            raise TokenizerError(
+                f"tokenizer {path}: reading a URI needs fsspec (and its s3fs/gcsfs driver); "
+                f"or copy the file locally and pass --set model.data.tokenizer=PATH"
+            ) from None
         try:
             with fsspec.open(path, "rb") as f:
                 return f.read()
@@ -182,6 +195,8 @@ def _read_bytes(path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
-        raise TokenizerError(f"tokenizer {path}: no such file (a relative path is relative to the spec's folder)") from None
+        raise TokenizerError(
+            f"tokenizer {path}: no such file (a relative path is relative to the spec's folder)"
+        ) from None
     except OSError as exc:
         raise TokenizerError(f"tokenizer {path}: cannot be read: {exc.strerror or exc}") from None

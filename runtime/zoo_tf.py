@@ -116,11 +116,14 @@ class Layer(layers.Layer):
         super().build(input_shape)
 
     def call(self, x, key_mask=None, causal=False, memory=None, memory_mask=None, training=None):
-        x = x + self.drop(self.self_attn(self.ln1(x), key_mask=key_mask, causal=causal, training=training),
-                          training=training)
+        x = x + self.drop(
+            self.self_attn(self.ln1(x), key_mask=key_mask, causal=causal, training=training), training=training
+        )
         if self.cross:
-            x = x + self.drop(self.cross_attn(self.ln_cross(x), memory=memory, key_mask=memory_mask,
-                                              training=training), training=training)
+            x = x + self.drop(
+                self.cross_attn(self.ln_cross(x), memory=memory, key_mask=memory_mask, training=training),
+                training=training,
+            )
         h = self.ffn_drop(tf.nn.gelu(self.fc1(self.ln2(x)), approximate=False), training=training)
         return x + self.drop(self.fc2(h), training=training)
 
@@ -147,14 +150,14 @@ class Stack(layers.Layer):
         t = tf.shape(x)[1]
         h = self.drop(x + self.pos[:t][None], training=training)
         for block in self.blocks:
-            h = block(h, key_mask=key_mask, causal=self.causal, memory=memory, memory_mask=memory_mask,
-                      training=training)
+            h = block(
+                h, key_mask=key_mask, causal=self.causal, memory=memory, memory_mask=memory_mask, training=training
+            )
         return self.norm(h)
 
 
 class Transformer(keras.Model):
-    def __init__(self, kind, layers, d_model, heads, vocab, d_ff=None, max_len=512, dropout=0.1, classes=None,
-                 **kw):
+    def __init__(self, kind, layers, d_model, heads, vocab, d_ff=None, max_len=512, dropout=0.1, classes=None, **kw):
         super().__init__(**kw)
         if kind not in ("encoder-decoder", "encoder", "decoder"):
             raise ValueError(f"unknown transformer kind {kind!r}")
@@ -214,8 +217,9 @@ class Transformer(keras.Model):
         # eagerly or while another function is traced (a SavedModel signature).
         fn = self.__dict__.get("_greedy_fn")
         if fn is None:
-            fn = tf.function(self._greedy, input_signature=[tf.TensorSpec((None, None), tf.int32),
-                                                            tf.TensorSpec((), tf.int32)])
+            fn = tf.function(
+                self._greedy, input_signature=[tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((), tf.int32)]
+            )
             self.__dict__["_greedy_fn"] = fn
         steps = self.max_len if max_new_tokens is None else max_new_tokens
         return fn(tf.cast(ids, tf.int32), tf.cast(steps, tf.int32))
@@ -231,8 +235,7 @@ class Transformer(keras.Model):
             memory = mask = None
             ids = ids[:, :L]
             start = tf.maximum(tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD), tf.int32), 1), 1)
-            ids = tf.where(tf.logical_and(tf.equal(tf.range(tf.shape(ids)[1])[None], 0), tf.equal(ids, PAD)),
-                           BOS, ids)
+            ids = tf.where(tf.logical_and(tf.equal(tf.range(tf.shape(ids)[1])[None], 0), tf.equal(ids, PAD)), BOS, ids)
             buf = tf.concat([ids, tf.fill((b, L - tf.shape(ids)[1]), PAD)], 1)
         steps = tf.minimum(L - tf.reduce_max(start) + 1, max_new_tokens)
         out = tf.fill((b, L), PAD)
@@ -246,8 +249,9 @@ class Transformer(keras.Model):
             write = tf.logical_not(done)
             # Write the token at each unfinished row's next position (the last one is never fed back).
             at = tf.stack([rows, tf.minimum(lengths, L - 1)], 1)
-            buf = tf.tensor_scatter_nd_update(buf, at, tf.where(tf.logical_and(write, lengths < L), nxt,
-                                                                tf.gather_nd(buf, at)))
+            buf = tf.tensor_scatter_nd_update(
+                buf, at, tf.where(tf.logical_and(write, lengths < L), nxt, tf.gather_nd(buf, at))
+            )
             out = tf.tensor_scatter_nd_update(out, tf.stack([rows, tf.fill((b,), i)], 1), nxt)
             lengths = lengths + tf.cast(write, tf.int32)
             done = tf.logical_or(done, tf.equal(nxt, EOS))
@@ -294,16 +298,26 @@ def build_model(model_cfg: dict, seed: int | None = 0):
         model({"features": tf.zeros((1, m["inputs"]))})
         return model
     a = model_cfg["transformer"]
-    model = Transformer(a["kind"], a["layers"], a["d_model"], a["heads"], a["vocab"], a.get("d_ff"),
-                        a.get("max_len", 512), a.get("dropout", 0.1), a.get("classes"))
+    model = Transformer(
+        a["kind"],
+        a["layers"],
+        a["d_model"],
+        a["heads"],
+        a["vocab"],
+        a.get("d_ff"),
+        a.get("max_len", 512),
+        a.get("dropout", 0.1),
+        a.get("classes"),
+    )
     model(example_inputs(model))
     return model
 
 
 def example_inputs(model) -> dict:
     ids = tf.fill((1, 2), BOS)
-    return {"encoder-decoder": {"source": ids, "target": ids}, "encoder": {"text": ids},
-            "decoder": {"tokens": ids}}[model.kind]
+    return {"encoder-decoder": {"source": ids, "target": ids}, "encoder": {"text": ids}, "decoder": {"tokens": ids}}[
+        model.kind
+    ]
 
 
 def count_params(model) -> int:
@@ -315,7 +329,9 @@ def to_inputs(batch: dict) -> dict:
     out = {}
     for k, v in batch.items():
         v = np.asarray(v) if not isinstance(v, tf.Tensor) else v
-        out[k] = tf.cast(v, tf.int32) if k in ("source", "target", "text", "tokens", "label") else tf.cast(v, tf.float32)
+        out[k] = (
+            tf.cast(v, tf.int32) if k in ("source", "target", "text", "tokens", "label") else tf.cast(v, tf.float32)
+        )
     return out
 
 
@@ -344,13 +360,14 @@ def batch_loss(model, batch: dict, training: bool = False):
 def make_optimizer(opt: dict):
     """adam / adamw / sgd from a model.json optimizer block (the rate is set every step)."""
     lr = float(opt["lr"])
-    b1, b2 = (opt.get("betas") or (0.9, 0.999))
+    b1, b2 = opt.get("betas") or (0.9, 0.999)
     name = opt["name"]
     if name == "adam":
         return keras.optimizers.Adam(learning_rate=lr, beta_1=b1, beta_2=b2)
     if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, beta_1=b1, beta_2=b2,
-                                      weight_decay=float(opt.get("weight_decay", 0.0)))
+        return keras.optimizers.AdamW(
+            learning_rate=lr, beta_1=b1, beta_2=b2, weight_decay=float(opt.get("weight_decay", 0.0))
+        )
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate=lr, momentum=float(opt.get("momentum", 0.0)))
     raise ValueError(f"unknown optimizer {name!r}")
@@ -385,8 +402,13 @@ def save_model(directory, model, model_cfg: dict, label_names=None, **extra) -> 
     archive.add_endpoint(name="serving_default", fn=serve, input_signature=[spec])
     archive.write_out(str(directory), verbose=False)
     model.save_weights(os.path.join(directory, "model.weights.h5"))
-    meta = {"format": MODEL_FORMAT, "model": model_cfg, "label_names": label_names,
-            "signature": {"input": name, "outputs": ["logits", "probabilities"] if classify else ["tokens"]}, **extra}
+    meta = {
+        "format": MODEL_FORMAT,
+        "model": model_cfg,
+        "label_names": label_names,
+        "signature": {"input": name, "outputs": ["logits", "probabilities"] if classify else ["tokens"]},
+        **extra,
+    }
     with open(os.path.join(directory, "llmc.json"), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2, sort_keys=True)
         f.write("\n")

@@ -44,10 +44,11 @@ Horovod is imported only when tp.size > 1: the zoo runs (and is tested) without 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -120,7 +121,7 @@ def reduce_from_tensor_parallel(x, tp: TensorParallel, name: str):
 class ColumnParallelLinear(nn.Module):
     """y_r = x W_r^T + b_r: this rank's rows of W (output features), input replicated."""
 
-    shard_dims = {"weight": 0, "bias": 0}
+    shard_dims: ClassVar[dict[str, int]] = {"weight": 0, "bias": 0}
 
     def __init__(self, in_features: int, out_features: int, tp: TensorParallel):
         super().__init__()
@@ -138,7 +139,7 @@ class RowParallelLinear(nn.Module):
     """y = g(x_r W_r^T) + b: this rank's columns of W (input features); the partial
     products are summed over the group, then the replicated bias is added once."""
 
-    shard_dims = {"weight": 1}
+    shard_dims: ClassVar[dict[str, int]] = {"weight": 1}
 
     def __init__(self, in_features: int, out_features: int, tp: TensorParallel):
         super().__init__()
@@ -192,8 +193,9 @@ class Attention(nn.Module):
         kv = x if memory is None else copy_to_tensor_parallel(memory, self.tp, self.tp_name + ".memory")
         q, k, v = self._split(self.q(x)), self._split(self.k(kv)), self._split(self.v(kv))
         mask = None if key_mask is None else key_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal and mask is None, dropout_p=self.dropout if self.training else 0.0
+        )
         b, _, t, _ = out.shape
         return self.o(out.transpose(1, 2).reshape(b, t, self.local_heads * self.head_dim))
 
@@ -257,17 +259,28 @@ class Stack(nn.Module):
             if self.checkpoint_activations and self.training:
                 # Recompute the layer in backward instead of keeping its activations
                 # (train.activation_checkpointing); dropout masks are replayed exactly.
-                h = torch.utils.checkpoint.checkpoint(layer, h, key_mask, self.causal, memory, memory_mask,
-                                                      use_reentrant=False)
+                h = torch.utils.checkpoint.checkpoint(
+                    layer, h, key_mask, self.causal, memory, memory_mask, use_reentrant=False
+                )
             else:
                 h = layer(h, key_mask, self.causal, memory, memory_mask)
         return self.norm(h)
 
 
 class Transformer(nn.Module):
-    def __init__(self, kind: str, layers: int, d_model: int, heads: int, vocab: int, d_ff: int | None = None,
-                 max_len: int = 512, dropout: float = 0.1, classes: int | None = None,
-                 tp: TensorParallel = NO_TP):
+    def __init__(
+        self,
+        kind: str,
+        layers: int,
+        d_model: int,
+        heads: int,
+        vocab: int,
+        d_ff: int | None = None,
+        max_len: int = 512,
+        dropout: float = 0.1,
+        classes: int | None = None,
+        tp: TensorParallel = NO_TP,
+    ):
         super().__init__()
         if kind not in ("encoder-decoder", "encoder", "decoder"):
             raise ValueError(f"unknown transformer kind {kind!r}")
@@ -357,7 +370,7 @@ class Transformer(nn.Module):
         out = torch.full((b, n), PAD, dtype=torch.long, device=device)
         for i in range(b):
             k = int(lengths[i] - start[i])
-            out[i, :k] = buf[i, int(start[i]):int(lengths[i])]
+            out[i, :k] = buf[i, int(start[i]) : int(lengths[i])]
         return out
 
 
@@ -374,14 +387,13 @@ def _name_tensor_parallel_ops(model: nn.Module) -> None:
 class MLP(nn.Module):
     """inputs -> hidden... -> classes: Linear, activation, dropout; logits out."""
 
-    def __init__(self, inputs: int, hidden: list[int], classes: int, activation: str = "relu",
-                 dropout: float = 0.0):
+    def __init__(self, inputs: int, hidden: list[int], classes: int, activation: str = "relu", dropout: float = 0.0):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}")
         widths = [inputs, *hidden]
         layers: list[nn.Module] = []
-        for a, b in zip(widths, widths[1:]):
+        for a, b in itertools.pairwise(widths):
             layers += [nn.Linear(a, b), ACTIVATIONS[activation](), nn.Dropout(dropout)]
         layers.append(nn.Linear(widths[-1], classes))
         self.net = nn.Sequential(*layers)
@@ -407,9 +419,17 @@ def build_model(model_cfg: dict, tp: TensorParallel = NO_TP, seed: int | None = 
             init_weights(model, seed)
         return model
     a = model_cfg["transformer"]
-    kwargs = dict(kind=a["kind"], layers=a["layers"], d_model=a["d_model"], heads=a["heads"], vocab=a["vocab"],
-                  d_ff=a.get("d_ff"), max_len=a.get("max_len", 512), dropout=a.get("dropout", 0.1),
-                  classes=a.get("classes"))
+    kwargs = {
+        "kind": a["kind"],
+        "layers": a["layers"],
+        "d_model": a["d_model"],
+        "heads": a["heads"],
+        "vocab": a["vocab"],
+        "d_ff": a.get("d_ff"),
+        "max_len": a.get("max_len", 512),
+        "dropout": a.get("dropout", 0.1),
+        "classes": a.get("classes"),
+    }
     if tp.size == 1:
         model = Transformer(**kwargs)
         if seed is not None:
@@ -455,8 +475,9 @@ def count_params(model: nn.Module) -> int:
 
 
 def to_tensors(batch: dict, device="cpu") -> dict:
-    return {k: torch.as_tensor(v, device=device) if isinstance(v, np.ndarray) else v.to(device)
-            for k, v in batch.items()}
+    return {
+        k: torch.as_tensor(v, device=device) if isinstance(v, np.ndarray) else v.to(device) for k, v in batch.items()
+    }
 
 
 def batch_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -472,13 +493,13 @@ def batch_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tenso
         tgt = batch["target"]
         logits = model(batch["source"], tgt[:, :-1])
         labels = tgt[:, 1:]
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                               ignore_index=PAD, reduction="sum")
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=PAD, reduction="sum"
+        )
         return loss, (labels != PAD).sum().float(), None
     tokens, mask = batch["tokens"], batch["loss_mask"]
     logits = model(tokens[:, :-1])
-    per = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
-                          reduction="none")
+    per = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none")
     return (per * mask.reshape(-1)).sum(), mask.sum(), None
 
 
@@ -489,7 +510,7 @@ def prompts(batch: dict) -> torch.Tensor:
     width = int(starts.max()) + 1
     out = torch.full((tokens.shape[0], width), PAD, dtype=torch.long, device=tokens.device)
     for i, s in enumerate(starts.tolist()):
-        out[i, :s + 1] = tokens[i, :s + 1]
+        out[i, : s + 1] = tokens[i, : s + 1]
     return out
 
 
@@ -575,12 +596,16 @@ def full_optimizer_state(model: nn.Module, optimizer) -> dict:
         return state
     dims, keys = shard_dims(model), _optimizer_keys(model, optimizer)
     params = dict(model.named_parameters())
-    split = [(idx, name) for idx in sorted(state["state"]) for name, value in sorted(state["state"][idx].items())
-             if keys[idx] in dims and torch.is_tensor(value) and value.shape == params[keys[idx]].shape]
-    whole = gather_shards([(state["state"][idx][name], dims[keys[idx]]) for idx, name in split], tp,
-                          "tp.gather.optimizer")
-    out = {"param_groups": state["param_groups"],
-           "state": {idx: dict(entry) for idx, entry in state["state"].items()}}
+    split = [
+        (idx, name)
+        for idx in sorted(state["state"])
+        for name, value in sorted(state["state"][idx].items())
+        if keys[idx] in dims and torch.is_tensor(value) and value.shape == params[keys[idx]].shape
+    ]
+    whole = gather_shards(
+        [(state["state"][idx][name], dims[keys[idx]]) for idx, name in split], tp, "tp.gather.optimizer"
+    )
+    out = {"param_groups": state["param_groups"], "state": {idx: dict(entry) for idx, entry in state["state"].items()}}
     for (idx, name), value in zip(split, whole):
         out["state"][idx][name] = value
     return out
@@ -590,11 +615,18 @@ def load_full_optimizer_state(model: nn.Module, optimizer, state: dict) -> None:
     tp = getattr(model, "tp", NO_TP)
     if tp.size > 1:
         dims, keys = shard_dims(model), _optimizer_keys(model, optimizer)
-        state = {"param_groups": state["param_groups"],
-                 "state": {idx: {name: _slice(v, dims[keys[idx]], tp)
-                                 if keys[idx] in dims and torch.is_tensor(v) and v.dim() > 0 else v
-                                 for name, v in entry.items()}
-                           for idx, entry in state["state"].items()}}
+        state = {
+            "param_groups": state["param_groups"],
+            "state": {
+                idx: {
+                    name: _slice(v, dims[keys[idx]], tp)
+                    if keys[idx] in dims and torch.is_tensor(v) and v.dim() > 0
+                    else v
+                    for name, v in entry.items()
+                }
+                for idx, entry in state["state"].items()
+            },
+        }
     optimizer.load_state_dict(state)
 
 

@@ -38,27 +38,67 @@ PORT = (1, 65535)
 QUANTITY_MAX = 2**63 - 1
 
 K8S_INT32 = {
-    "replicas": (0, INT32[1]), "minReplicas": (1, INT32[1]), "maxReplicas": (1, INT32[1]),
-    "slotsPerWorker": (1, INT32[1]), "backoffLimit": (0, INT32[1]), "parallelism": (0, INT32[1]),
-    "completions": (0, INT32[1]), "periodSeconds": (1, INT32[1]), "timeoutSeconds": (1, INT32[1]),
-    "failureThreshold": (1, INT32[1]), "successThreshold": (1, INT32[1]), "initialDelaySeconds": (0, INT32[1]),
-    "averageUtilization": (1, INT32[1]), "stabilizationWindowSeconds": (0, 3600), "maxSkew": (1, INT32[1]),
-    "maxUnavailable": (0, INT32[1]), "minAvailable": (0, INT32[1]),
+    "replicas": (0, INT32[1]),
+    "minReplicas": (1, INT32[1]),
+    "maxReplicas": (1, INT32[1]),
+    "slotsPerWorker": (1, INT32[1]),
+    "backoffLimit": (0, INT32[1]),
+    "parallelism": (0, INT32[1]),
+    "completions": (0, INT32[1]),
+    "periodSeconds": (1, INT32[1]),
+    "timeoutSeconds": (1, INT32[1]),
+    "failureThreshold": (1, INT32[1]),
+    "successThreshold": (1, INT32[1]),
+    "initialDelaySeconds": (0, INT32[1]),
+    "averageUtilization": (1, INT32[1]),
+    "stabilizationWindowSeconds": (0, 3600),
+    "maxSkew": (1, INT32[1]),
+    "maxUnavailable": (0, INT32[1]),
+    "minAvailable": (0, INT32[1]),
 }
 K8S_PORTS = {"containerPort", "port", "targetPort"}
-K8S_INT64 = {"runAsUser": (0, INT64[1]), "runAsGroup": (0, INT64[1]), "fsGroup": (0, INT64[1]),
-             "terminationGracePeriodSeconds": (0, INT64[1]), "activeDeadlineSeconds": (1, INT64[1])}
+K8S_INT64 = {
+    "runAsUser": (0, INT64[1]),
+    "runAsGroup": (0, INT64[1]),
+    "fsGroup": (0, INT64[1]),
+    "terminationGracePeriodSeconds": (0, INT64[1]),
+    "activeDeadlineSeconds": (1, INT64[1]),
+}
 QUANTITY_KEYS = {"cpu", "memory", "nvidia.com/gpu", "storage", "sizeLimit", "ephemeral-storage"}
 
 # resource.Quantity: a decimal number, then a binary or decimal SI suffix or an exponent.
-_QUANTITY = re.compile(r"(?P<num>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?")
-_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-           "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 10**3), "": 1, "k": 10**3, "M": 10**6,
-           "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_QUANTITY = re.compile(
+    r"(?P<num>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?"
+)
+_SUFFIX = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+    "n": Fraction(1, 10**9),
+    "u": Fraction(1, 10**6),
+    "m": Fraction(1, 10**3),
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+}
 # Prometheus' model.ParseDuration.
 _PROM_DURATION = re.compile(r"(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?")
-_PROM_UNIT_MS = {"y": 365 * 86400_000, "w": 7 * 86400_000, "d": 86400_000, "h": 3600_000, "m": 60_000, "s": 1000,
-                 "ms": 1}
+_PROM_UNIT_MS = {
+    "y": 365 * 86400_000,
+    "w": 7 * 86400_000,
+    "d": 86400_000,
+    "h": 3600_000,
+    "m": 60_000,
+    "s": 1000,
+    "ms": 1,
+}
 _RANGE = re.compile(r"\[([^\]]*)\]")
 _NUMBER_TOKEN = re.compile(r"(?<![\w.:])(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)(?![\w.])")
 _NOT_FINITE = re.compile(r"(?<![\w$])(?:[+-]?inf(?:inity)?|nan)(?!\w)", re.IGNORECASE)
@@ -75,9 +115,22 @@ def violations(files: dict[str, str]) -> list[str]:
                 if path.startswith("k8s/"):
                     _kubernetes(path, doc, [], out)
         elif name == "config.pbtxt":
-            _text_proto(path, text, {"max_batch_size": INT32, "preferred_batch_size": INT32, "count": INT32,
-                                     "num_versions": UINT32, "dims": INT64, "max_queue_delay_microseconds": UINT64,
-                                     "default_timeout_microseconds": UINT64, "max_queue_size": UINT32}, INT64, out)
+            _text_proto(
+                path,
+                text,
+                {
+                    "max_batch_size": INT32,
+                    "preferred_batch_size": INT32,
+                    "count": INT32,
+                    "num_versions": UINT32,
+                    "dims": INT64,
+                    "max_queue_delay_microseconds": UINT64,
+                    "default_timeout_microseconds": UINT64,
+                    "max_queue_size": UINT32,
+                },
+                INT64,
+                out,
+            )
         elif name == "batching.config":
             _text_proto(path, text, {}, INT64, out)
         elif name == "models.config":
@@ -94,7 +147,7 @@ def _kubernetes(path: str, node, keys: list, out: list[str]) -> None:
     where = f"{path}: {'.'.join(map(str, keys))}"
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in QUANTITY_KEYS and keys[-1:] in (["requests"], ["limits"]) or key in ("sizeLimit", "storage"):
+            if (key in QUANTITY_KEYS and keys[-1:] in (["requests"], ["limits"])) or key in ("sizeLimit", "storage"):
                 _quantity(f"{where}.{key}", key, value, out)
             else:
                 _kubernetes(path, value, keys + [key], out)

@@ -43,7 +43,7 @@ def checked(spec: str | Path, profile: str | None = None):
     return _checked(str(spec), profile)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _checked(spec: str, profile: str | None):
     from llmc.compiler.driver import check_spec
 

@@ -10,8 +10,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, compare_or_update, run_cli
+
 from llmc.compiler.codes import CODES
 
 CASES = ROOT / "tests" / "diagnostics"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from helpers import ROOT
+
 from llmc.compiler.bundle import build_files
 from llmc.compiler.driver import check_spec
 

@@ -45,9 +45,13 @@ def _classes(ctx: CheckContext) -> None:
             return
         if arch.classes is None:
             # The spec itself got this from the type checker; a search variant gets it here.
-            ctx.diags.error("E203", ctx.spans.key("model.transformer"), "a classifier needs `classes`",
-                            label="`classes` is required here: the output layer has one logit per class",
-                            help="add `classes = N`, the number of labels (class ids 0..N-1)")
+            ctx.diags.error(
+                "E203",
+                ctx.spans.key("model.transformer"),
+                "a classifier needs `classes`",
+                label="`classes` is required here: the output layer has one logit per class",
+                help="add `classes = N`, the number of labels (class ids 0..N-1)",
+            )
             return
         path, classes = "model.transformer.classes", arch.classes
     elif mlp is not None:
@@ -57,9 +61,13 @@ def _classes(ctx: CheckContext) -> None:
     data = model.data
     found = count_labels(os.path.join(ctx.spans.main_dir, data.train), data.format, data.label or "label")
     if found is not None and classes < found.needed:
-        ctx.diags.error("E205", ctx.spans.attribute(path), f"`classes = {classes}` is fewer than the training data's labels",
-                        label=f"the training data has {found.describe()}",
-                        help=f"set classes = {found.needed}")
+        ctx.diags.error(
+            "E205",
+            ctx.spans.attribute(path),
+            f"`classes = {classes}` is fewer than the training data's labels",
+            label=f"the training data has {found.describe()}",
+            help=f"set classes = {found.needed}",
+        )
 
 
 def _tokenizer(ctx: CheckContext) -> None:
@@ -73,52 +81,79 @@ def _tokenizer(ctx: CheckContext) -> None:
             _unknown_tokenizer(ctx, name, file)
             return
         if os.path.isdir(file):  # the runtime reads one SentencePiece model file
-            ctx.diags.error("E214", ctx.spans.value(path), f'tokenizer "{name}" is a folder',
-                            label="the runtime reads a SentencePiece model file (.model), not a folder",
-                            help="name the .model file in it")
+            ctx.diags.error(
+                "E214",
+                ctx.spans.value(path),
+                f'tokenizer "{name}" is a folder',
+                label="the runtime reads a SentencePiece model file (.model), not a folder",
+                help="name the .model file in it",
+            )
             return
     arch = model.transformer
     if name == "bytes" and arch is not None and arch.vocab < BYTE_VOCAB:
-        ctx.diags.error("E215", ctx.spans.attribute("model.transformer.vocab"),
-                        "vocab too small for the byte tokenizer",
-                        label=f"vocab = {arch.vocab}, but the byte tokenizer produces {BYTE_VOCAB} ids "
-                              f"(256 bytes + PAD, BOS, EOS, SEP)",
-                        help=f"set vocab = {BYTE_VOCAB}")
+        ctx.diags.error(
+            "E215",
+            ctx.spans.attribute("model.transformer.vocab"),
+            "vocab too small for the byte tokenizer",
+            label=f"vocab = {arch.vocab}, but the byte tokenizer produces {BYTE_VOCAB} ids "
+            f"(256 bytes + PAD, BOS, EOS, SEP)",
+            help=f"set vocab = {BYTE_VOCAB}",
+        )
     elif name == "bytes" and arch is not None and arch.vocab > BYTE_VOCAB:
         # The embedding is tied to the output projection (estimate.py): each unused row costs d_model parameters once.
         rows = arch.vocab - BYTE_VOCAB
         written = ctx.spans.values.get("model.transformer.vocab")
-        ctx.diags.warning("W201", ctx.spans.attribute("model.transformer.vocab"),
-                          "vocab larger than the byte tokenizer produces",
-                          label=f"vocab = {arch.vocab}, but the byte tokenizer produces {BYTE_VOCAB} ids: "
-                                f"{rows:,} embedding rows x d_model {arch.d_model} = "
-                                f"{format_count(rows * arch.d_model)} parameters are never used",
-                          help=f"set vocab = {BYTE_VOCAB}, or name a tokenizer file whose vocabulary has "
-                               f"{arch.vocab} ids (a SentencePiece model of {arch.vocab - 4:,} pieces)",
-                          fix=(Fix(written, str(BYTE_VOCAB)),) if written is not None else ())
+        ctx.diags.warning(
+            "W201",
+            ctx.spans.attribute("model.transformer.vocab"),
+            "vocab larger than the byte tokenizer produces",
+            label=f"vocab = {arch.vocab}, but the byte tokenizer produces {BYTE_VOCAB} ids: "
+            f"{rows:,} embedding rows x d_model {arch.d_model} = "
+            f"{format_count(rows * arch.d_model)} parameters are never used",
+            help=f"set vocab = {BYTE_VOCAB}, or name a tokenizer file whose vocabulary has "
+            f"{arch.vocab} ids (a SentencePiece model of {arch.vocab - 4:,} pieces)",
+            fix=(Fix(written, str(BYTE_VOCAB)),) if written is not None else (),
+        )
 
 
 def _unknown_tokenizer(ctx: CheckContext, name: str, file: str) -> None:
     span = ctx.spans.value("model.data.tokenizer")
     known = ", ".join(f'"{t}"' for t in TOKENIZERS)
     if not name.strip():
-        ctx.diags.error("E214", span, "empty tokenizer name", label=f"known tokenizer names: {known}",
-                        help='write `tokenizer = "bytes"` or the path of a tokenizer file')
+        ctx.diags.error(
+            "E214",
+            span,
+            "empty tokenizer name",
+            label=f"known tokenizer names: {known}",
+            help='write `tokenizer = "bytes"` or the path of a tokenizer file',
+        )
         return
     bare = "/" not in name and "\\" not in name and "." not in name
     if bare and name.lower() in FILE_KINDS:
-        ctx.diags.error("E214", span, f'tokenizer "{name}" names a kind of tokenizer, not its file',
-                        label=f'no file "{name}" exists; known tokenizer names: {known}',
-                        help=f'write the path of the {name} model file, or `tokenizer = "bytes"`')
+        ctx.diags.error(
+            "E214",
+            span,
+            f'tokenizer "{name}" names a kind of tokenizer, not its file',
+            label=f'no file "{name}" exists; known tokenizer names: {known}',
+            help=f'write the path of the {name} model file, or `tokenizer = "bytes"`',
+        )
         return
     guess = closest(name, TOKENIZERS) if bare else None
     if guess:
-        ctx.diags.error("E214", span, f'unknown tokenizer "{name}"',
-                        label=f"not a tokenizer name ({known}) nor a file",
-                        help=f'did you mean "{guess}"?')
+        ctx.diags.error(
+            "E214",
+            span,
+            f'unknown tokenizer "{name}"',
+            label=f"not a tokenizer name ({known}) nor a file",
+            help=f'did you mean "{guess}"?',
+        )
         return
     shown = os.path.normpath(file).replace(os.sep, "/")
-    ctx.diags.error("E214", span, f'tokenizer file "{name}" does not exist',
-                    label=f"not a tokenizer name ({known}) nor a file",
-                    help=f"the file {shown} does not exist: give the path of an existing tokenizer file "
-                         f'(relative to the spec that names it), or use `tokenizer = "bytes"`')
+    ctx.diags.error(
+        "E214",
+        span,
+        f'tokenizer file "{name}" does not exist',
+        label=f"not a tokenizer name ({known}) nor a file",
+        help=f"the file {shown} does not exist: give the path of an existing tokenizer file "
+        f'(relative to the spec that names it), or use `tokenizer = "bytes"`',
+    )

@@ -12,9 +12,13 @@ def check(ctx: CheckContext) -> None:
     spans, diags = ctx.spans, ctx.diags
     arch = model.transformer
     if arch is not None and arch.d_model % arch.heads:
-        diags.error("E304", spans.attribute("model.transformer.heads"), "d_model not divisible by heads",
-                    label=f"d_model = {arch.d_model} is not a multiple of heads = {arch.heads}",
-                    help=f"heads must divide d_model: {_divisors(arch.d_model, limit=64)}")
+        diags.error(
+            "E304",
+            spans.attribute("model.transformer.heads"),
+            "d_model not divisible by heads",
+            label=f"d_model = {arch.d_model} is not a multiple of heads = {arch.heads}",
+            help=f"heads must divide d_model: {_divisors(arch.d_model, limit=64)}",
+        )
     if train is None:
         return
     cluster, par = train.cluster, train.parallel
@@ -24,58 +28,96 @@ def check(ctx: CheckContext) -> None:
 
     if data is None:
         # `data` was left to fill the cluster, but tensor x pipeline does not divide it.
-        diags.error("E301", spans.attribute("train.parallel.tensor"), "parallel layout does not cover the cluster",
-                    label=f"tensor × pipeline = {tensor} × {pipeline} = {tensor * pipeline} does not divide "
-                          f"the cluster's {_count(cluster.hosts, 'host')} × {_count(cluster.slots_per_host, 'slot')} = {slots}",
-                    help=_fits_help(slots, tensor, pipeline))
+        diags.error(
+            "E301",
+            spans.attribute("train.parallel.tensor"),
+            "parallel layout does not cover the cluster",
+            label=f"tensor × pipeline = {tensor} × {pipeline} = {tensor * pipeline} does not divide "
+            f"the cluster's {_count(cluster.hosts, 'host')} × {_count(cluster.slots_per_host, 'slot')} = {slots}",
+            help=_fits_help(slots, tensor, pipeline),
+        )
     elif data * tensor * pipeline != slots:
-        diags.error("E301", spans.attribute("train.parallel.data"), "parallel layout does not cover the cluster",
-                    label=f"data × tensor × pipeline = {data} × {tensor} × {pipeline} = {data * tensor * pipeline}, "
-                          f"but the cluster has {_count(cluster.hosts, 'host')} × {_count(cluster.slots_per_host, 'slot')} = {slots}",
-                    help=_cover_help(slots, data, tensor, pipeline))
+        diags.error(
+            "E301",
+            spans.attribute("train.parallel.data"),
+            "parallel layout does not cover the cluster",
+            label=f"data × tensor × pipeline = {data} × {tensor} × {pipeline} = {data * tensor * pipeline}, "
+            f"but the cluster has {_count(cluster.hosts, 'host')} × {_count(cluster.slots_per_host, 'slot')} = {slots}",
+            help=_cover_help(slots, data, tensor, pipeline),
+        )
 
     if data is not None and data * tensor * pipeline == slots:
         _tensor_across_hosts(ctx)
 
     if arch is not None:
         if arch.heads % tensor:
-            diags.error("E302", spans.attribute("train.parallel.tensor"), "heads not divisible by tensor parallelism",
-                        label=f"{arch.heads} heads cannot be split evenly over tensor = {tensor}",
-                        help=f"set tensor to a divisor of {arch.heads}: {_divisors(arch.heads)}")
+            diags.error(
+                "E302",
+                spans.attribute("train.parallel.tensor"),
+                "heads not divisible by tensor parallelism",
+                label=f"{arch.heads} heads cannot be split evenly over tensor = {tensor}",
+                help=f"set tensor to a divisor of {arch.heads}: {_divisors(arch.heads)}",
+            )
         if arch.layers % pipeline:
-            diags.error("E303", spans.attribute("train.parallel.pipeline"), "layers not divisible by pipeline parallelism",
-                        label=f"{arch.layers} layers cannot be split evenly into {pipeline} pipeline stages",
-                        help=f"set pipeline to a divisor of {arch.layers}: {_divisors(arch.layers)}")
+            diags.error(
+                "E303",
+                spans.attribute("train.parallel.pipeline"),
+                "layers not divisible by pipeline parallelism",
+                label=f"{arch.layers} layers cannot be split evenly into {pipeline} pipeline stages",
+                help=f"set pipeline to a divisor of {arch.layers}: {_divisors(arch.layers)}",
+            )
         if arch.d_ff % tensor and arch.heads % tensor == 0:
-            diags.error("E302", spans.attribute("model.transformer.d_ff"), "d_ff not divisible by tensor parallelism",
-                        label=f"the feed-forward width {arch.d_ff} cannot be split evenly over tensor = {tensor}",
-                        help="make d_ff a multiple of the tensor-parallel size")
+            diags.error(
+                "E302",
+                spans.attribute("model.transformer.d_ff"),
+                "d_ff not divisible by tensor parallelism",
+                label=f"the feed-forward width {arch.d_ff} cannot be split evenly over tensor = {tensor}",
+                help="make d_ff a multiple of the tensor-parallel size",
+            )
         if tensor > 1 and model.framework == "tensorflow":
-            diags.error("E308", spans.attribute("train.parallel.tensor"),
-                        "tensor parallelism is only implemented for torch models",
-                        label=f"tensor = {tensor} with framework = \"tensorflow\"",
-                        help="set tensor = 1 (TensorFlow models train data-parallel) or use framework = \"torch\"")
+            diags.error(
+                "E308",
+                spans.attribute("train.parallel.tensor"),
+                "tensor parallelism is only implemented for torch models",
+                label=f'tensor = {tensor} with framework = "tensorflow"',
+                help='set tensor = 1 (TensorFlow models train data-parallel) or use framework = "torch"',
+            )
     elif tensor > 1 or pipeline > 1:
-        diags.error("E308", spans.attribute("train.parallel.tensor" if tensor > 1 else "train.parallel.pipeline"),
-                    "model parallelism is only implemented for Transformers",
-                    label="an mlp trains data-parallel only", help="set tensor = 1 and pipeline = 1")
+        diags.error(
+            "E308",
+            spans.attribute("train.parallel.tensor" if tensor > 1 else "train.parallel.pipeline"),
+            "model parallelism is only implemented for Transformers",
+            label="an mlp trains data-parallel only",
+            help="set tensor = 1 and pipeline = 1",
+        )
 
     if data is not None and train.micro_batch is None:
-        diags.error("E305", spans.attribute("train.batch_size"), "batch size not divisible by data parallelism",
-                    label=f"batch_size = {train.batch_size} cannot be split over data = {data} replicas",
-                    help=f"make batch_size a multiple of {data}")
+        diags.error(
+            "E305",
+            spans.attribute("train.batch_size"),
+            "batch size not divisible by data parallelism",
+            label=f"batch_size = {train.batch_size} cannot be split over data = {data} replicas",
+            help=f"make batch_size a multiple of {data}",
+        )
     elif data is not None and train.batch_size % (data * train.micro_batch):
         step = data * train.micro_batch
-        diags.error("E305", spans.attribute("train.batch_size"),
-                    "batch size not divisible by data parallelism times micro-batch",
-                    label=f"batch_size = {train.batch_size} is not a multiple of data × micro_batch = "
-                          f"{data} × {train.micro_batch} = {step}",
-                    help=_batch_help(train.batch_size, data, train.micro_batch))
+        diags.error(
+            "E305",
+            spans.attribute("train.batch_size"),
+            "batch size not divisible by data parallelism times micro-batch",
+            label=f"batch_size = {train.batch_size} is not a multiple of data × micro_batch = "
+            f"{data} × {train.micro_batch} = {step}",
+            help=_batch_help(train.batch_size, data, train.micro_batch),
+        )
 
     if pipeline > 1:
-        diags.error("E308", spans.attribute("train.parallel.pipeline"), "pipeline parallelism is not available on horovod",
-                    label=f"pipeline = {pipeline}",
-                    help="Horovod has no pipeline schedule: use pipeline = 1 and raise tensor or data parallelism")
+        diags.error(
+            "E308",
+            spans.attribute("train.parallel.pipeline"),
+            "pipeline parallelism is not available on horovod",
+            label=f"pipeline = {pipeline}",
+            help="Horovod has no pipeline schedule: use pipeline = 1 and raise tensor or data parallelism",
+        )
 
 
 def _tensor_across_hosts(ctx) -> None:
@@ -90,21 +132,31 @@ def _tensor_across_hosts(ctx) -> None:
     if cluster.hosts == 1 or tensor == 1 or per_host % tensor == 0:
         return
     if tensor > per_host:
-        label = (f"a tensor group of {tensor} ranks spans {-(-tensor // per_host)} hosts of {per_host} slots: "
-                 f"its all-reduces cross the network in every layer")
+        label = (
+            f"a tensor group of {tensor} ranks spans {-(-tensor // per_host)} hosts of {per_host} slots: "
+            f"its all-reduces cross the network in every layer"
+        )
     else:
-        label = (f"tensor = {tensor} does not divide slots_per_host = {per_host}: "
-                 f"some tensor groups straddle two hosts")
-    ctx.diags.warning("W302", ctx.spans.attribute("train.parallel.tensor"), "tensor-parallel group spans hosts",
-                      label=label, help=_tensor_help(ctx, tensor, per_host, pipeline, arch))
+        label = f"tensor = {tensor} does not divide slots_per_host = {per_host}: some tensor groups straddle two hosts"
+    ctx.diags.warning(
+        "W302",
+        ctx.spans.attribute("train.parallel.tensor"),
+        "tensor-parallel group spans hosts",
+        label=label,
+        help=_tensor_help(ctx, tensor, per_host, pipeline, arch),
+    )
 
 
 def _tensor_help(ctx, tensor: int, per_host: int, pipeline: int, arch) -> str:
     train = ctx.ir.train
     slots = train.cluster.hosts * per_host
-    fits = [t for t in range(min(tensor, per_host), 0, -1)
-            if per_host % t == 0 and (arch is None or arch.heads % t == 0 and arch.d_ff % t == 0)
-            and slots % (t * pipeline) == 0]
+    fits = [
+        t
+        for t in range(min(tensor, per_host), 0, -1)
+        if per_host % t == 0
+        and (arch is None or (arch.heads % t == 0 and arch.d_ff % t == 0))
+        and slots % (t * pipeline) == 0
+    ]
     if not fits:
         return f"make tensor a divisor of slots_per_host = {per_host}"
     t = fits[0]
@@ -132,8 +184,10 @@ def _batch_help(batch: int, data: int, micro: int) -> str:
     text = f"use batch_size = {_round_to(batch, step)}"
     if batch % data == 0:
         per_replica = batch // data
-        text += (f", or micro_batch = {_largest_divisor_up_to(per_replica, micro)} "
-                 f"(it must divide batch_size / data = {per_replica})")
+        text += (
+            f", or micro_batch = {_largest_divisor_up_to(per_replica, micro)} "
+            f"(it must divide batch_size / data = {per_replica})"
+        )
     return text
 
 

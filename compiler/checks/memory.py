@@ -20,15 +20,23 @@ def check(ctx: CheckContext) -> None:
     span = ctx.spans.attribute("train.cluster.device")
     need, have = _size(mem.total), _size(mem.device_memory)
     if not mem.fits:
-        ctx.diags.error("E306", span, "training does not fit in device memory",
-                        label=f"needs {need} per device; each {device} has {have}",
-                        notes=(mem.breakdown(),),
-                        help=_help(ctx))
+        ctx.diags.error(
+            "E306",
+            span,
+            "training does not fit in device memory",
+            label=f"needs {need} per device; each {device} has {have}",
+            notes=(mem.breakdown(),),
+            help=_help(ctx),
+        )
     elif mem.headroom < HEADROOM_WARNING:
-        ctx.diags.warning("W301", span, f"memory headroom under {HEADROOM_WARNING:.0%}",
-                          label=f"{need} of {have} per device ({mem.headroom:.1%} free)",
-                          notes=(mem.breakdown(),),
-                          help="allocator fragmentation and framework buffers need room: " + _help(ctx))
+        ctx.diags.warning(
+            "W301",
+            span,
+            f"memory headroom under {HEADROOM_WARNING:.0%}",
+            label=f"{need} of {have} per device ({mem.headroom:.1%} free)",
+            notes=(mem.breakdown(),),
+            help="allocator fragmentation and framework buffers need room: " + _help(ctx),
+        )
 
 
 def _size(n: float) -> str:

@@ -24,9 +24,13 @@ def check(ctx: CheckContext) -> None:
     for name, metric in ev.metric.items():
         base = f"evaluate.metric.{name}"
         if name not in allowed:
-            ctx.diags.error("E501", ctx.spans.value(f"{base}.name"), f"metric `{name}` is not defined for {task}",
-                            label=f"a {task} model is not scored with {name}",
-                            help="metrics for " + task + ": " + ", ".join(allowed))
+            ctx.diags.error(
+                "E501",
+                ctx.spans.value(f"{base}.name"),
+                f"metric `{name}` is not defined for {task}",
+                label=f"a {task} model is not scored with {name}",
+                help="metrics for " + task + ": " + ", ".join(allowed),
+            )
             continue
         kind, lo, hi = BOUND_KIND[name]
         for bound in ("min", "max", "max_drop"):
@@ -36,17 +40,30 @@ def check(ctx: CheckContext) -> None:
             path = f"{base}.{bound}"
             written = ctx.spans.kinds.get(path, "number")
             if not _kind_fits(kind, written):
-                ctx.diags.error("E207", ctx.spans.value(path), f"`{name}` bounds are {_SCALE_WORDS[kind]}",
-                                label=f"this is {_a(written)}", help=_scale_help(name, kind))
+                ctx.diags.error(
+                    "E207",
+                    ctx.spans.value(path),
+                    f"`{name}` bounds are {_SCALE_WORDS[kind]}",
+                    label=f"this is {_a(written)}",
+                    help=_scale_help(name, kind),
+                )
                 continue
             if value < lo or (hi is not None and value > hi):
-                ctx.diags.error("E205", ctx.spans.value(path), f"`{name}` {bound} {_show(kind, value)} is outside its scale",
-                                label=f"{name} ranges over {lo}..{hi if hi is not None else '∞'}",
-                                help=_scale_help(name, kind))
+                ctx.diags.error(
+                    "E205",
+                    ctx.spans.value(path),
+                    f"`{name}` {bound} {_show(kind, value)} is outside its scale",
+                    label=f"{name} ranges over {lo}..{hi if hi is not None else '∞'}",
+                    help=_scale_help(name, kind),
+                )
         if metric.min is not None and metric.max is not None and metric.min > metric.max:
-            ctx.diags.error("E502", ctx.spans.attribute(f"{base}.min"), f"`{name}` min is above its max",
-                            label=f"min {_show(kind, metric.min)} > max {_show(kind, metric.max)} (line {ctx.spans.value(base + '.max').line})",
-                            help="no model can pass this gate: lower min or raise max")
+            ctx.diags.error(
+                "E502",
+                ctx.spans.attribute(f"{base}.min"),
+                f"`{name}` min is above its max",
+                label=f"min {_show(kind, metric.min)} > max {_show(kind, metric.max)} (line {ctx.spans.value(base + '.max').line})",
+                help="no model can pass this gate: lower min or raise max",
+            )
 
 
 def _show(kind: str, value: float) -> str:

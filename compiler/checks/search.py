@@ -35,18 +35,25 @@ def _objective(ctx: CheckContext) -> None:
     allowed = ("valid_loss",) + METRICS_BY_TASK[task]
     if search.objective not in allowed:
         guess = closest(search.objective, allowed)
-        ctx.diags.error("E604", ctx.spans.value("search.objective"), f'unknown search objective "{search.objective}"',
-                        label=f'did you mean "{guess}"?' if guess else f"not a metric of a {task} model",
-                        help="the objective is \"valid_loss\" or one of: " + ", ".join(METRICS_BY_TASK[task]))
+        ctx.diags.error(
+            "E604",
+            ctx.spans.value("search.objective"),
+            f'unknown search objective "{search.objective}"',
+            label=f'did you mean "{guess}"?' if guess else f"not a metric of a {task} model",
+            help='the objective is "valid_loss" or one of: ' + ", ".join(METRICS_BY_TASK[task]),
+        )
         return
     # An unset direction follows the objective (schema.derive_defaults); a stated one must agree.
     right = direction_of(search.objective)
     if ctx.spans.has("search.direction") and search.direction != right:
         better = "larger" if right == "maximize" else "smaller"
-        ctx.diags.error("E605", ctx.spans.attribute("search.direction"),
-                        f'search direction "{search.direction}" contradicts the objective "{search.objective}"',
-                        label=f"a {better} {search.objective} is better: this search would look for the worst trial",
-                        help=f'set direction = "{right}", or leave it out: it follows the objective')
+        ctx.diags.error(
+            "E605",
+            ctx.spans.attribute("search.direction"),
+            f'search direction "{search.direction}" contradicts the objective "{search.objective}"',
+            label=f"a {better} {search.objective} is better: this search would look for the worst trial",
+            help=f'set direction = "{right}", or leave it out: it follows the objective',
+        )
 
 
 def _one(ctx: CheckContext, key: str, dist: Value) -> None:
@@ -63,24 +70,41 @@ def _one(ctx: CheckContext, key: str, dist: Value) -> None:
             help = "only numeric fields (and enum fields, with `choice`) can be searched"
         else:
             help = "search paths are absolute field paths such as `train.optimizer.lr`"
-        ctx.diags.error("E601", key_span, f"search path `{key}` does not name a numeric field",
-                        label=problem or (f"`{key}` is {ft.describe()}" if ft is not None else "unknown"), help=help)
+        ctx.diags.error(
+            "E601",
+            key_span,
+            f"search path `{key}` does not name a numeric field",
+            label=problem or (f"`{key}` is {ft.describe()}" if ft is not None else "unknown"),
+            help=help,
+        )
         return
     missing = _missing_block(ctx, key.rpartition(".")[0])
     if missing:
-        ctx.diags.error("E601", key_span, f"search path `{key}` names a field of a block this spec leaves out",
-                        label=f"there is no `{missing}` block", help=f"add the `{missing}` block or drop this line")
+        ctx.diags.error(
+            "E601",
+            key_span,
+            f"search path `{key}` names a field of a block this spec leaves out",
+            label=f"there is no `{missing}` block",
+            help=f"add the `{missing}` block or drop this line",
+        )
         return
     name, args = dist.value
     expected = ARITY.get(name)
-    if expected is not None and len(args) != expected or name == "choice" and not args:
+    if (expected is not None and len(args) != expected) or (name == "choice" and not args):
         want = f"{expected} arguments" if expected else "at least one value"
-        ctx.diags.error("E602", dist.span, f"`{name}` takes {want}, found {len(args)}", label=_signature(name),
-                        help=f"write {_signature(name).split(',  ')[0]}")
+        ctx.diags.error(
+            "E602",
+            dist.span,
+            f"`{name}` takes {want}, found {len(args)}",
+            label=_signature(name),
+            help=f"write {_signature(name).split(',  ')[0]}",
+        )
         return
     if ft.kind == "enum":
         if name != "choice":
-            ctx.diags.error("E602", dist.span, f"`{key}` is {ft.describe()}: only `choice` fits", label=f"`{name}` draws numbers")
+            ctx.diags.error(
+                "E602", dist.span, f"`{key}` is {ft.describe()}: only `choice` fits", label=f"`{name}` draws numbers"
+            )
             return
         for a in args:
             if a.kind != "str" or a.value not in ft.enum:
@@ -91,8 +115,13 @@ def _one(ctx: CheckContext, key: str, dist: Value) -> None:
     field = _numeric_option(ft, args)
     if field is None:
         kinds = ", ".join(sorted({a.describe() for a in args}))
-        ctx.diags.error("E602", dist.span, f"`{name}` over {kinds} does not fit `{key}`",
-                        label=f"`{key}` expects {ft.describe()}", help=_fit_help(ft))
+        ctx.diags.error(
+            "E602",
+            dist.span,
+            f"`{name}` over {kinds} does not fit `{key}`",
+            label=f"`{key}` expects {ft.describe()}",
+            help=_fit_help(ft),
+        )
         return
     if name == "choice":
         _choice(ctx, key, field, args)
@@ -135,12 +164,17 @@ def _arg_fits(a: Value, ft: FieldType) -> bool:
 def _choice(ctx: CheckContext, key: str, ft: FieldType, args: tuple[Value, ...]) -> None:
     for a in args:
         if ft.kind == "int" and not isinstance(a.value, int):
-            ctx.diags.error("E602", a.span, f"`{key}` is an integer field, but choice offers {a.show()}",
-                            label="not a whole number")
+            ctx.diags.error(
+                "E602", a.span, f"`{key}` is an integer field, but choice offers {a.show()}", label="not a whole number"
+            )
             continue
         if not ft.admits(a.value):
-            ctx.diags.error("E603", a.span, f"`{key}` must be {ft.range_text()}, but choice can produce {a.show()}",
-                            label="out of the field's range")
+            ctx.diags.error(
+                "E603",
+                a.span,
+                f"`{key}` must be {ft.range_text()}, but choice can produce {a.show()}",
+                label="out of the field's range",
+            )
             continue
         if len(args) <= MAX_RECHECK:
             _recheck(ctx, key, a.value, a.span, a.show())
@@ -152,16 +186,25 @@ def _randint(ctx: CheckContext, key: str, ft: FieldType, dist: Value, args: tupl
         ctx.diags.error("E602", dist.span, "`randint` bounds must be integers", label=_signature("randint"))
         return
     if ft.kind != "int":
-        ctx.diags.error("E602", dist.span, f"`randint` draws integers, but `{key}` is {ft.describe()}",
-                        help="use `uniform` or `quniform` for a real-valued field")
+        ctx.diags.error(
+            "E602",
+            dist.span,
+            f"`randint` draws integers, but `{key}` is {ft.describe()}",
+            help="use `uniform` or `quniform` for a real-valued field",
+        )
         return
     if lo.value >= hi.value:
         ctx.diags.error("E602", dist.span, "`randint(low, high)` needs low < high", label="draws from [low, high)")
         return
     for bound, x in (("lowest", lo.value), ("highest", hi.value - 1)):
         if not ft.admits(x):
-            ctx.diags.error("E603", dist.span, f"`{key}` must be {ft.range_text()}, but randint can produce {x}",
-                            label=f"its {bound} value, {x}, is out of range", help="randint(low, high) draws from [low, high)")
+            ctx.diags.error(
+                "E603",
+                dist.span,
+                f"`{key}` must be {ft.range_text()}, but randint can produce {x}",
+                label=f"its {bound} value, {x}, is out of range",
+                help="randint(low, high) draws from [low, high)",
+            )
             return
     if hi.value - lo.value <= MAX_RECHECK:
         for x in range(lo.value, hi.value):
@@ -172,25 +215,38 @@ def _randint(ctx: CheckContext, key: str, ft: FieldType, dist: Value, args: tupl
 def _continuous(ctx: CheckContext, key: str, ft: FieldType, dist: Value, name: str, args: tuple[Value, ...]) -> None:
     vals = [float(a.value) for a in args]
     if name == "normal":
-        mu, sigma = vals
+        _mu, sigma = vals
         if sigma <= 0:
             ctx.diags.error("E602", args[1].span, "`normal` needs sigma > 0", label=_signature("normal"))
             return
         if ft.range_text():
-            ctx.diags.error("E603", dist.span, f"`normal` can produce any value, but `{key}` must be {ft.range_text()}",
-                            label="unbounded distribution", help="use `uniform` or `loguniform` between the field's bounds")
+            ctx.diags.error(
+                "E603",
+                dist.span,
+                f"`normal` can produce any value, but `{key}` must be {ft.range_text()}",
+                label="unbounded distribution",
+                help="use `uniform` or `loguniform` between the field's bounds",
+            )
         elif ft.kind == "int":
-            ctx.diags.error("E602", dist.span, f"`normal` draws real numbers, but `{key}` is an integer",
-                            help="use `quniform(low, high, 1)` or `randint`")
+            ctx.diags.error(
+                "E602",
+                dist.span,
+                f"`normal` draws real numbers, but `{key}` is an integer",
+                help="use `quniform(low, high, 1)` or `randint`",
+            )
         return
     lo, hi = vals[0], vals[1]
     if not lo < hi:
         ctx.diags.error("E602", dist.span, f"`{name}(low, high)` needs low < high", label=_signature(name))
         return
     if name == "loguniform" and lo <= 0:
-        ctx.diags.error("E602", args[0].span, "`loguniform` bounds must be positive",
-                        label="the logarithm of a value <= 0 is undefined",
-                        help="the bounds are values, not logarithms: write `loguniform(1e-5, 1e-3)`")
+        ctx.diags.error(
+            "E602",
+            args[0].span,
+            "`loguniform` bounds must be positive",
+            label="the logarithm of a value <= 0 is undefined",
+            help="the bounds are values, not logarithms: write `loguniform(1e-5, 1e-3)`",
+        )
         return
     if name == "quniform":
         q = vals[2]
@@ -199,19 +255,33 @@ def _continuous(ctx: CheckContext, key: str, ft: FieldType, dist: Value, name: s
             return
         # hyperopt: round(uniform(low, high) / q) * q
         lo, hi = round(lo / q) * q, round(hi / q) * q
-        if ft.kind == "int" and not (float(q).is_integer() and float(vals[0]).is_integer() and float(vals[1]).is_integer()):
-            ctx.diags.error("E602", dist.span, f"`{key}` is an integer field: quniform needs whole low, high and q",
-                            label="can produce fractions")
+        if ft.kind == "int" and not (
+            float(q).is_integer() and float(vals[0]).is_integer() and float(vals[1]).is_integer()
+        ):
+            ctx.diags.error(
+                "E602",
+                dist.span,
+                f"`{key}` is an integer field: quniform needs whole low, high and q",
+                label="can produce fractions",
+            )
             return
     elif ft.kind == "int":
-        ctx.diags.error("E602", dist.span, f"`{name}` draws real numbers, but `{key}` is an integer",
-                        help="use `randint(low, high)`, `quniform(low, high, 1)` or `choice(...)`")
+        ctx.diags.error(
+            "E602",
+            dist.span,
+            f"`{name}` draws real numbers, but `{key}` is an integer",
+            help="use `randint(low, high)`, `quniform(low, high, 1)` or `choice(...)`",
+        )
         return
     for bound, x in (("low", lo), ("high", hi)):
         if not math.isfinite(x) or not ft.admits(x):
-            ctx.diags.error("E603", dist.span,
-                            f"`{key}` must be {ft.range_text()}, but {name} can produce {_fmt(x)}",
-                            label=f"its {bound} end is out of range", help=f"keep the distribution's values {ft.range_text()}")
+            ctx.diags.error(
+                "E603",
+                dist.span,
+                f"`{key}` must be {ft.range_text()}, but {name} can produce {_fmt(x)}",
+                label=f"its {bound} end is out of range",
+                help=f"keep the distribution's values {ft.range_text()}",
+            )
             return
 
 
@@ -219,9 +289,13 @@ def _recheck(ctx: CheckContext, key: str, value, span, shown: str) -> bool:
     """Run every check with `key = value`; report the first error it causes as E603."""
     problems = ctx.variant(key, value) if ctx.variant is not None else []
     for d in problems:
-        ctx.diags.error("E603", span, f"with `{key} = {shown}` the spec fails {d.code}: {d.message}",
-                        label=d.label or "this value fails another check",
-                        help=f"remove {shown} from the search space, or adjust the spec so it passes")
+        ctx.diags.error(
+            "E603",
+            span,
+            f"with `{key} = {shown}` the spec fails {d.code}: {d.message}",
+            label=d.label or "this value fails another check",
+            help=f"remove {shown} from the search space, or adjust the spec so it passes",
+        )
         return True
     return False
 

@@ -70,8 +70,9 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
     steps = pipeline(ir.compress)
     out = []
     for i, step in enumerate(steps):
-        out.append(Artifact(f"compress/{step}.py", f"compress/{step}.py.j2", step_script(ctx, steps, i),
-                            executable=True))
+        out.append(
+            Artifact(f"compress/{step}.py", f"compress/{step}.py.j2", step_script(ctx, steps, i), executable=True)
+        )
     return out
 
 
@@ -102,12 +103,14 @@ def step_script(ctx: BuildContext, steps: list[str], index: int) -> StepScript:
 def _about(steps: list[str], index: int) -> str:
     step = steps[index]
     reads = f"OUT/{steps[index - 1]}/ (the {steps[index - 1]} step's model)" if index else "--model"
-    return (f"Pipeline: {' -> '.join(steps)}. Every step gets the same --model (the trained model, train's "
-            f"OUTPUT/model; default $LLMC_OUTPUT/model) and --output folder OUT (default $LLMC_OUTPUT/compress; "
-            f"$LLMC_OUTPUT defaults to outputs/). This one reads {reads} and writes OUT/{step}/ (its model and "
-            f"report.json), a copy at OUT/model/ (what evaluate/evaluate.py reads) and the stage summary "
-            f"OUT/report.json. Relative data paths are relative to --data-root (default $LLMC_DATA_ROOT, else the "
-            f"working directory). The library behind it is llmc/runtime/steps/.")
+    return (
+        f"Pipeline: {' -> '.join(steps)}. Every step gets the same --model (the trained model, train's "
+        f"OUTPUT/model; default $LLMC_OUTPUT/model) and --output folder OUT (default $LLMC_OUTPUT/compress; "
+        f"$LLMC_OUTPUT defaults to outputs/). This one reads {reads} and writes OUT/{step}/ (its model and "
+        f"report.json), a copy at OUT/model/ (what evaluate/evaluate.py reads) and the stage summary "
+        f"OUT/report.json. Relative data paths are relative to --data-root (default $LLMC_DATA_ROOT, else the "
+        f"working directory). The library behind it is llmc/runtime/steps/."
+    )
 
 
 def _engine_details(ctx: BuildContext, settings: dict) -> list[str]:
@@ -117,37 +120,53 @@ def _engine_details(ctx: BuildContext, settings: dict) -> list[str]:
     precision = (s["precision"] or "fp32").upper()
     top = serving["max_batch_size"]
     if s["engine"] == "onnxruntime":
-        level = ("basic, portable to the GPU it is served on" if serving["gpu"]
-                 else "extended, for the CPU it is served on")
-        engine = (f"onnxruntime: each ONNX graph is loaded once with graph optimizations ({level}) and saved "
-                  f"optimized, so a server loads it ready.")
+        level = (
+            "basic, portable to the GPU it is served on" if serving["gpu"] else "extended, for the CPU it is served on"
+        )
+        engine = (
+            f"onnxruntime: each ONNX graph is loaded once with graph optimizations ({level}) and saved "
+            f"optimized, so a server loads it ready."
+        )
         if ir.model.framework == "tensorflow":
-            engine = ("onnxruntime: llmc writes no ONNX for TensorFlow models (tf2onnx is not one of its "
-                      "runtime dependencies), so the SavedModel is served as it is.")
+            engine = (
+                "onnxruntime: llmc writes no ONNX for TensorFlow models (tf2onnx is not one of its "
+                "runtime dependencies), so the SavedModel is served as it is."
+            )
     elif ir.model.framework == "torch":
-        calib = (f" (an IInt8EntropyCalibrator2 over the first {s['samples']} calibration rows, FP16 as the "
-                 f"fallback)" if s["precision"] == "int8" else "")
+        calib = (
+            f" (an IInt8EntropyCalibrator2 over the first {s['samples']} calibration rows, FP16 as the fallback)"
+            if s["precision"] == "int8"
+            else ""
+        )
         length = f", length 1 to {s['max_len']}" if s["max_len"] else ""
-        engine = (f"TensorRT: the fp32 ONNX model export wrote goes through TensorRT's ONNX parser into a "
-                  f"serialized plan (model.plan) with {precision} precision{calib} and one optimization profile "
-                  f"from batch 1 to {top}{length}. It needs TensorRT and a GPU: without them it exits 2 and says so.")
+        engine = (
+            f"TensorRT: the fp32 ONNX model export wrote goes through TensorRT's ONNX parser into a "
+            f"serialized plan (model.plan) with {precision} precision{calib} and one optimization profile "
+            f"from batch 1 to {top}{length}. It needs TensorRT and a GPU: without them it exits 2 and says so."
+        )
     else:
         calib = f" calibrated on the first {s['samples']} calibration rows" if s["precision"] == "int8" else ""
-        engine = (f"TF-TRT (tf.experimental.tensorrt.Converter) on the SavedModel, {precision}{calib}, engines "
-                  f"built ahead for batch sizes up to {top}. It needs a TensorFlow built with TensorRT and a GPU: "
-                  f"without them it exits 2 and says so.")
+        engine = (
+            f"TF-TRT (tf.experimental.tensorrt.Converter) on the SavedModel, {precision}{calib}, engines "
+            f"built ahead for batch sizes up to {top}. It needs a TensorFlow built with TensorRT and a GPU: "
+            f"without them it exits 2 and says so."
+        )
     lines = list(wrapped(engine))
     name = serving["name"]
     if serving["platform"] == "triton":
-        layout = (f"Serving layout: SERVE/{name}/1/ holds the model and SERVE/{name}/config.pbtxt is this "
-                  f"bundle's serve/model_repository/{name}/config.pbtxt, so `tritonserver --model-repository "
-                  f"SERVE` serves it. SERVE is --serve, by default serve/ beside --output ($LLMC_OUTPUT/serve, "
-                  f"which the k8s serving pods copy from).")
+        layout = (
+            f"Serving layout: SERVE/{name}/1/ holds the model and SERVE/{name}/config.pbtxt is this "
+            f"bundle's serve/model_repository/{name}/config.pbtxt, so `tritonserver --model-repository "
+            f"SERVE` serves it. SERVE is --serve, by default serve/ beside --output ($LLMC_OUTPUT/serve, "
+            f"which the k8s serving pods copy from)."
+        )
     elif serving["platform"] == "tf-serving":
-        layout = (f"Serving layout: SERVE/{name}/1/ holds the SavedModel: `--model_base_path=SERVE/{name}`, or "
-                  f"SERVE mounted at /models (serve/models.config's base_path is /models/{name}). SERVE is "
-                  f"--serve, by default serve/ beside --output ($LLMC_OUTPUT/serve, which the k8s serving pods "
-                  f"copy from).")
+        layout = (
+            f"Serving layout: SERVE/{name}/1/ holds the SavedModel: `--model_base_path=SERVE/{name}`, or "
+            f"SERVE mounted at /models (serve/models.config's base_path is /models/{name}). SERVE is "
+            f"--serve, by default serve/ beside --output ($LLMC_OUTPUT/serve, which the k8s serving pods "
+            f"copy from)."
+        )
     else:
         return lines
     return lines + [""] + list(wrapped(layout))
@@ -174,27 +193,41 @@ def _settings(ctx: BuildContext, step: str) -> tuple[dict, str, bool]:
         if ir.model.transformer is not None and "d_model" in student and "d_ff" not in student:
             student["d_ff"] = 4 * student["d_model"]
         fields = ", ".join(f"{k} {v}" for k, v in student.items()) or "the teacher's architecture"
-        return ({"student": student, "temperature": d.temperature, "alpha": d.alpha, "epochs": d.epochs},
-                f"a student ({fields}) learns from the teacher: alpha {d.alpha:g} x T^2 x KL at T = "
-                f"{d.temperature:g} + {1 - d.alpha:g} x cross-entropy, {_plural(d.epochs, 'epoch')}", True)
+        return (
+            {"student": student, "temperature": d.temperature, "alpha": d.alpha, "epochs": d.epochs},
+            f"a student ({fields}) learns from the teacher: alpha {d.alpha:g} x T^2 x KL at T = "
+            f"{d.temperature:g} + {1 - d.alpha:g} x cross-entropy, {_plural(d.epochs, 'epoch')}",
+            True,
+        )
     if step == "prune":
         p = c.prune
         kind = "magnitude (smallest |w|)" if p.method == "magnitude" else "structured (whole units by L2 norm)"
-        return ({"method": p.method, "sparsity": p.sparsity, "finetune_epochs": p.finetune_epochs},
-                f"{kind} pruning to {p.sparsity:.0%} sparsity, then {_plural(p.finetune_epochs, 'fine-tuning epoch')}",
-                True)
+        return (
+            {"method": p.method, "sparsity": p.sparsity, "finetune_epochs": p.finetune_epochs},
+            f"{kind} pruning to {p.sparsity:.0%} sparsity, then {_plural(p.finetune_epochs, 'fine-tuning epoch')}",
+            True,
+        )
     if step == "export":
-        what = ("ONNX (opset 17, dynamic batch; generation as a greedy loop in the graph)"
-                if ir.model.framework == "torch" else "the TensorFlow SavedModel (serving_default)")
+        what = (
+            "ONNX (opset 17, dynamic batch; generation as a greedy loop in the graph)"
+            if ir.model.framework == "torch"
+            else "the TensorFlow SavedModel (serving_default)"
+        )
         return {}, f"writes {what}", False
     if step == "quantize":
         q = c.quantize
         how = f"{q.method} int8" if q.precision == "int8" else "fp16"
-        calib = f", calibrated on the first {q.samples} rows of {q.calibration}" if (
-            q.precision == "int8" and q.method == "static" and q.calibration) else ""
+        calib = (
+            f", calibrated on the first {q.samples} rows of {q.calibration}"
+            if (q.precision == "int8" and q.method == "static" and q.calibration)
+            else ""
+        )
         tool = "onnxruntime" if ir.model.framework == "torch" else "TensorFlow Lite"
-        return ({"precision": q.precision, "method": q.method, "calibration": q.calibration, "samples": q.samples},
-                f"{how} quantization with {tool}{calib}", False)
+        return (
+            {"precision": q.precision, "method": q.method, "calibration": q.calibration, "samples": q.samples},
+            f"{how} quantization with {tool}{calib}",
+            False,
+        )
     return _engine_settings(ctx)
 
 

@@ -31,6 +31,8 @@ from .docstrings import doc_text
 from .gates import Gate, gate
 
 LATENCY = ("latency_p50", "latency_p99")
+
+
 class EvaluateScript(NamedTuple):
     model_name: str
     model_doc: str  # the model's name made docstring-safe (docstrings.doc_text)

@@ -73,12 +73,7 @@ def model_document(ctx: BuildContext) -> dict:
     train = ir.train.model_dump(mode="json")
     # Data paths stay as the IR holds them (relative to the spec's folder); scripts
     # resolve them against --data-root (docs/bundle.md).
-    return {
-        "framework": ir.model.framework,
-        "parallel": train["parallel"],
-        "model": model,
-        "train": train,
-    }
+    return {"framework": ir.model.framework, "parallel": train["parallel"], "model": model, "train": train}
 
 
 # --- train.py and launch.sh ------------------------------------------------------------------
@@ -101,7 +96,8 @@ def launch_script(ctx: BuildContext) -> LaunchScript:
     t = ir.train
     c, p = t.cluster, t.parallel
     processes = c.hosts * c.slots_per_host
-    layout = (f"{c.hosts} x {c.slots_per_host} = {processes} processes on {c.device}: "
-              f"data {p.data} x tensor {p.tensor} x pipeline {p.pipeline}")
-    return LaunchScript(ir.model.name, c.hosts, c.slots_per_host, processes,
-                        not catalog.is_gpu(c.device), layout)
+    layout = (
+        f"{c.hosts} x {c.slots_per_host} = {processes} processes on {c.device}: "
+        f"data {p.data} x tensor {p.tensor} x pipeline {p.pipeline}"
+    )
+    return LaunchScript(ir.model.name, c.hosts, c.slots_per_host, processes, not catalog.is_gpu(c.device), layout)

@@ -97,7 +97,7 @@ def cast_for(path: str, kind: str, args: list[Any]) -> str:
             return "str"
         if ft.kind == "bool":
             return "bool"
-        if ft.kind == "int" or ft.kind == "quantity" and ft.quantity == "size":
+        if ft.kind == "int" or (ft.kind == "quantity" and ft.quantity == "size"):
             return "int"
         if ft.kind == "union":
             whole = all(isinstance(a, int) and not isinstance(a, bool) for a in args)

@@ -48,8 +48,16 @@ from typing import NamedTuple
 from ..limits import INT32_MAX, QUANTITY_MAX, require
 from ..plan import CORES_PER_CPU_SLOT, CORES_PER_GPU, GIB, SHM_PER_SLOT, min_replicas_for
 from . import Artifact, BuildContext
-from .k8s_common import (TF_SERVING_METRICS_PATH, KV, Names, ServingPlan, cpu_quantity, memory_quantity, names,
-                         serving_plan)
+from .k8s_common import (
+    KV,
+    TF_SERVING_METRICS_PATH,
+    Names,
+    ServingPlan,
+    cpu_quantity,
+    memory_quantity,
+    names,
+    serving_plan,
+)
 from .slo_rules import Group, rule_groups
 
 # --- fixed choices -----------------------------------------------------------------
@@ -249,13 +257,17 @@ class ReadmeContext(NamedTuple):
 
 # --- names and labels --------------------------------------------------------------
 
+
 def _labels(n: Names, component: str) -> list[KV]:
     return n.common_labels + [KV("app.kubernetes.io/component", component)]
 
 
 def _selector(n: Names, component: str) -> list[KV]:
-    return [KV("app.kubernetes.io/name", n.base), KV("app.kubernetes.io/instance", n.base),
-            KV("app.kubernetes.io/component", component)]
+    return [
+        KV("app.kubernetes.io/name", n.base),
+        KV("app.kubernetes.io/instance", n.base),
+        KV("app.kubernetes.io/component", component),
+    ]
 
 
 def _meta(n: Names, name: str, component: str) -> Meta:
@@ -294,8 +306,11 @@ def _artifacts_volume(n: Names, read_only: bool = False) -> Volume:
 
 def _stage_resources(ctx: BuildContext, stage: str) -> Resources:
     size = ctx.facts.stage_pods[stage]  # plan.stage_devices says where each stage runs
-    return Resources(cpu_quantity(size.cores), memory_quantity(size.memory_bytes),
-                     require(size.gpus, 1, QUANTITY_MAX, "nvidia.com/gpu") if size.gpus else 0)
+    return Resources(
+        cpu_quantity(size.cores),
+        memory_quantity(size.memory_bytes),
+        require(size.gpus, 1, QUANTITY_MAX, "nvidia.com/gpu") if size.gpus else 0,
+    )
 
 
 def _stage_pod(ctx: BuildContext, n: Names, component: str, command: list[str], restart_policy: str | None) -> Pod:
@@ -303,10 +318,12 @@ def _stage_pod(ctx: BuildContext, n: Names, component: str, command: list[str], 
     volumes, mounts = _tmp_volumes(size.slots * SHM_PER_SLOT)
     volumes.append(_artifacts_volume(n))
     mounts.append(Mount("artifacts", ARTIFACTS_DIR, False))
-    container = Container(component, n.image, command, [], BUNDLE_DIR, _stage_env(), [],
-                          _stage_resources(ctx, component), mounts)
-    return Pod(_labels(n, component), [], n.service_account, UID, restart_policy, [], [container], volumes,
-               size.gpus > 0, [])
+    container = Container(
+        component, n.image, command, [], BUNDLE_DIR, _stage_env(), [], _stage_resources(ctx, component), mounts
+    )
+    return Pod(
+        _labels(n, component), [], n.service_account, UID, restart_policy, [], [container], volumes, size.gpus > 0, []
+    )
 
 
 def _mpijob(ctx: BuildContext, n: Names) -> MpiJobContext:
@@ -319,16 +336,32 @@ def _mpijob(ctx: BuildContext, n: Names) -> MpiJobContext:
     launch = ["bash", f"{BUNDLE_DIR}/train/launch.sh", "--output", OUTPUT_DIR]
     env = _stage_env() + [EnvVar("HOROVOD_HOSTFILE", HOSTFILE)]
     volumes, mounts = _tmp_volumes()
-    launcher = Pod(_labels(n, "train"), [], n.service_account, UID, None, [],
-                   [Container("launcher", n.image, launch, [], BUNDLE_DIR, env, [], Resources("1", "2Gi", 0), mounts)],
-                   volumes, False, [])
+    launcher = Pod(
+        _labels(n, "train"),
+        [],
+        n.service_account,
+        UID,
+        None,
+        [],
+        [Container("launcher", n.image, launch, [], BUNDLE_DIR, env, [], Resources("1", "2Gi", 0), mounts)],
+        volumes,
+        False,
+        [],
+    )
     sshd = ["/usr/sbin/sshd", "-De", "-f", "/home/mpiuser/.sshd_config", "-o", "PidFile=/tmp/sshd.pid"]
     worker = _stage_pod(ctx, n, "train", sshd, None)
-    worker_container = worker.containers[0]._replace(name="worker", add_capabilities=("NET_BIND_SERVICE",),
-                                                     working_dir=None)
+    worker_container = worker.containers[0]._replace(
+        name="worker", add_capabilities=("NET_BIND_SERVICE",), working_dir=None
+    )
     worker = worker._replace(containers=[worker_container])
-    return MpiJobContext(_meta(n, f"{n.base}-train", "train"), require(cluster.hosts, 1, INT32_MAX, "MPIJob workers"),
-                         require(slots, 1, INT32_MAX, "slotsPerWorker"), 3, launcher, worker)
+    return MpiJobContext(
+        _meta(n, f"{n.base}-train", "train"),
+        require(cluster.hosts, 1, INT32_MAX, "MPIJob workers"),
+        require(slots, 1, INT32_MAX, "slotsPerWorker"),
+        3,
+        launcher,
+        worker,
+    )
 
 
 def _compress_scripts(ctx: BuildContext) -> list[str]:
@@ -381,17 +414,19 @@ def serving_config_files(ctx: BuildContext, plan: ServingPlan) -> list[KV]:
             raise AssertionError(f"two serving files are named {key}: the ConfigMap needs unique names")
         files[key] = render(artifact.template, artifact.context)
     if plan.platform == "tf-serving" and "monitoring.config" not in files:
-        files["monitoring.config"] = render("k8s/monitoring.config.j2", MonitoringConfigContext(TF_SERVING_METRICS_PATH))
+        files["monitoring.config"] = render(
+            "k8s/monitoring.config.j2", MonitoringConfigContext(TF_SERVING_METRICS_PATH)
+        )
     return [KV(k, files[k]) for k in sorted(files)]
 
 
 _COPY_MODEL = (
-    'set -eu\n'
+    "set -eu\n"
     'src="$1"; dst="$2"; model="$3"; shift 3\n'
     'if [ ! -d "$src/$model" ]; then\n'
     '  echo "llmc: no exported model at $src/$model: run the train and compress stages first" >&2\n'
-    '  exit 1\n'
-    'fi\n'
+    "  exit 1\n"
+    "fi\n"
     'mkdir -p "$dst/$model"\n'
     'cp -R "$src/$model/." "$dst/$model/"\n'
     'for file in "$@"; do cp "' + CONFIG_DIR + '/$file" "$dst/$model/$file"; done\n'
@@ -400,17 +435,28 @@ _COPY_MODEL = (
 
 def _server_args(plan: ServingPlan) -> list[str]:
     if plan.platform == "tf-serving":
-        return [f"--port={plan.grpc_port}", f"--rest_api_port={plan.http_port}",
-                f"--model_config_file={CONFIG_DIR}/models.config",
-                "--enable_batching=true", f"--batching_parameters_file={CONFIG_DIR}/batching.config",
-                f"--monitoring_config_file={CONFIG_DIR}/monitoring.config"]
-    return [f"--model-repository={MODELS_DIR}", f"--http-port={plan.http_port}", f"--grpc-port={plan.grpc_port}",
-            f"--metrics-port={plan.metrics_port}", "--allow-metrics=true",
-            f"--allow-gpu-metrics={'true' if plan.gpu else 'false'}",
-            # Triton 2.51 has no request-latency histogram (only decoupled models' first
-            # response one): the p99 comes from the summary this enables.
-            "--metrics-config=summary_latencies=true",
-            "--disable-auto-complete-config", "--exit-on-error=true", "--strict-readiness=true"]
+        return [
+            f"--port={plan.grpc_port}",
+            f"--rest_api_port={plan.http_port}",
+            f"--model_config_file={CONFIG_DIR}/models.config",
+            "--enable_batching=true",
+            f"--batching_parameters_file={CONFIG_DIR}/batching.config",
+            f"--monitoring_config_file={CONFIG_DIR}/monitoring.config",
+        ]
+    return [
+        f"--model-repository={MODELS_DIR}",
+        f"--http-port={plan.http_port}",
+        f"--grpc-port={plan.grpc_port}",
+        f"--metrics-port={plan.metrics_port}",
+        "--allow-metrics=true",
+        f"--allow-gpu-metrics={'true' if plan.gpu else 'false'}",
+        # Triton 2.51 has no request-latency histogram (only decoupled models' first
+        # response one): the p99 comes from the summary this enables.
+        "--metrics-config=summary_latencies=true",
+        "--disable-auto-complete-config",
+        "--exit-on-error=true",
+        "--strict-readiness=true",
+    ]
 
 
 def _probes(plan: ServingPlan) -> tuple[Probe, Probe, Probe]:
@@ -427,28 +473,62 @@ def _deployment(ctx: BuildContext, n: Names, plan: ServingPlan, config: list[KV]
     resources = Resources(res.cpu, res.memory, res.gpus)
     assert ctx.facts.serving_resources is not None  # serving_plan reads it too
     models_size = memory_quantity(ctx.facts.serving_resources.models_volume_bytes)
-    volumes = [Volume("tmp", "emptyDir", memory_quantity(GIB)),
-               Volume("models", "emptyDir", models_size),
-               Volume("config", "configMap", source=f"{n.base}-serving"),
-               _artifacts_volume(n, read_only=True)]
+    volumes = [
+        Volume("tmp", "emptyDir", memory_quantity(GIB)),
+        Volume("models", "emptyDir", models_size),
+        Volume("config", "configMap", source=f"{n.base}-serving"),
+        _artifacts_volume(n, read_only=True),
+    ]
     model_files = [kv.key for kv in config if kv.key.endswith(".pbtxt")] if plan.platform == "triton" else []
-    init = Container("model-repository", plan.image, ["/bin/sh", "-c", _COPY_MODEL, "model-repository",
-                                                      f"{OUTPUT_DIR}/serve", MODELS_DIR, plan.model] + model_files,
-                     [], None, [], [], Resources("1", "1Gi", 0),
-                     [Mount("artifacts", ARTIFACTS_DIR, True), Mount("models", MODELS_DIR, False),
-                      Mount("config", CONFIG_DIR, True), Mount("tmp", "/tmp", False)])
+    init = Container(
+        "model-repository",
+        plan.image,
+        ["/bin/sh", "-c", _COPY_MODEL, "model-repository", f"{OUTPUT_DIR}/serve", MODELS_DIR, plan.model] + model_files,
+        [],
+        None,
+        [],
+        [],
+        Resources("1", "1Gi", 0),
+        [
+            Mount("artifacts", ARTIFACTS_DIR, True),
+            Mount("models", MODELS_DIR, False),
+            Mount("config", CONFIG_DIR, True),
+            Mount("tmp", "/tmp", False),
+        ],
+    )
     ports = [ContainerPort("http", plan.http_port), ContainerPort("grpc", plan.grpc_port)]
     if plan.metrics_port != plan.http_port:
         ports.append(ContainerPort("metrics", plan.metrics_port))
     startup, ready, live = _probes(plan)
     command = ["tensorflow_model_server"] if plan.platform == "tf-serving" else ["tritonserver"]
-    server = Container("server", plan.image, command, _server_args(plan), None, [], ports, resources,
-                       [Mount("models", MODELS_DIR, True), Mount("config", CONFIG_DIR, True),
-                        Mount("tmp", "/tmp", False)],
-                       startup, ready, live)
+    server = Container(
+        "server",
+        plan.image,
+        command,
+        _server_args(plan),
+        None,
+        [],
+        ports,
+        resources,
+        [Mount("models", MODELS_DIR, True), Mount("config", CONFIG_DIR, True), Mount("tmp", "/tmp", False)],
+        startup,
+        ready,
+        live,
+    )
     config_hash = hashlib.sha256("".join(f"{kv.key}\0{kv.value}\0" for kv in config).encode()).hexdigest()
-    pod = Pod(_labels(n, "server"), [KV("llmc/serving-config-sha256", config_hash)], n.service_account, UID, None,
-              [init], [server], volumes, plan.gpu, _selector(n, "server"), 45)
+    pod = Pod(
+        _labels(n, "server"),
+        [KV("llmc/serving-config-sha256", config_hash)],
+        n.service_account,
+        UID,
+        None,
+        [init],
+        [server],
+        volumes,
+        plan.gpu,
+        _selector(n, "server"),
+        45,
+    )
     return DeploymentContext(_meta(n, n.base, "server"), _selector(n, "server"), pod)
 
 
@@ -465,10 +545,16 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
     def add(path: str, template: str, context) -> None:
         out.append(Artifact(f"k8s/{path}", f"k8s/{template}", context))
 
-    add("serviceaccount.yaml", "serviceaccount.yaml.j2",
-        MetaContext(Meta(n.service_account, n.namespace, _labels(n, "workloads"), [])))
-    add("pvc.yaml", "pvc.yaml.j2", PvcContext(_meta(n, f"{n.base}-artifacts", "artifacts"),
-                                                   memory_quantity(ctx.facts.storage_bytes)))
+    add(
+        "serviceaccount.yaml",
+        "serviceaccount.yaml.j2",
+        MetaContext(Meta(n.service_account, n.namespace, _labels(n, "workloads"), [])),
+    )
+    add(
+        "pvc.yaml",
+        "pvc.yaml.j2",
+        PvcContext(_meta(n, f"{n.base}-artifacts", "artifacts"), memory_quantity(ctx.facts.storage_bytes)),
+    )
     plan = serving_plan(ctx)
     if plan is not None:
         config = serving_config_files(ctx, plan)
@@ -479,16 +565,29 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
         if plan.metrics_port != plan.http_port:
             ports.append(ServicePort("metrics", plan.metrics_port, "metrics"))
         add("service.yaml", "service.yaml.j2", ServiceContext(_meta(n, n.base, "server"), selector, ports))
-        add("hpa.yaml", "hpa.yaml.j2", HpaContext(_meta(n, n.base, "server"), n.base, plan.replicas.min,
-                                                   plan.replicas.max, HPA_CPU_UTILIZATION))
+        add(
+            "hpa.yaml",
+            "hpa.yaml.j2",
+            HpaContext(_meta(n, n.base, "server"), n.base, plan.replicas.min, plan.replicas.max, HPA_CPU_UTILIZATION),
+        )
         add("pdb.yaml", "pdb.yaml.j2", PdbContext(_meta(n, n.base, "server"), selector, 1))
-        add("networkpolicy.yaml", "networkpolicy.yaml.j2",
-            NetworkPolicyContext(_meta(n, n.base, "server"), selector, [p.name for p in ports]))
-        add("servicemonitor.yaml", "servicemonitor.yaml.j2",
-            ServiceMonitorContext(_meta(n, n.base, "server"), selector, plan.metrics_port_name, plan.metrics_path,
-                                  "15s"))
-        add("prometheusrule.yaml", "prometheusrule.yaml.j2",
-            PrometheusRuleContext(_meta(n, f"{n.base}-slo", "server"), rule_groups(plan)))
+        add(
+            "networkpolicy.yaml",
+            "networkpolicy.yaml.j2",
+            NetworkPolicyContext(_meta(n, n.base, "server"), selector, [p.name for p in ports]),
+        )
+        add(
+            "servicemonitor.yaml",
+            "servicemonitor.yaml.j2",
+            ServiceMonitorContext(
+                _meta(n, n.base, "server"), selector, plan.metrics_port_name, plan.metrics_path, "15s"
+            ),
+        )
+        add(
+            "prometheusrule.yaml",
+            "prometheusrule.yaml.j2",
+            PrometheusRuleContext(_meta(n, f"{n.base}-slo", "server"), rule_groups(plan)),
+        )
     stages = []
     if ir.train is not None:
         mpi = _mpijob(ctx, n)
@@ -497,14 +596,36 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
     for path, job in _jobs(ctx, n):
         add(path, "job.yaml.j2", job)
         command = job.pod.containers[0].command
-        what = ("python3 on each of " + (", ".join(command[4:]) or "the compress scripts") + ", in order"
-                if command[0] == "/bin/sh" else " ".join(command))
+        what = (
+            "python3 on each of " + (", ".join(command[4:]) or "the compress scripts") + ", in order"
+            if command[0] == "/bin/sh"
+            else " ".join(command)
+        )
         stages.append(KV(f"Job/{job.meta.name}", what))
     resources = [a.path.split("/", 1)[1] for a in out]
-    out.insert(0, Artifact("k8s/kustomization.yaml", "k8s/kustomization.yaml.j2",
-                           KustomizationContext(n.namespace, n.common_labels, resources)))
-    add("README.md", "README.md.j2", ReadmeContext(ir.model.name, n.namespace, n.image, BUNDLE_DIR, OUTPUT_DIR,
-                                                   stages, plan, _sizing_notes(ctx, plan), resources))
+    out.insert(
+        0,
+        Artifact(
+            "k8s/kustomization.yaml",
+            "k8s/kustomization.yaml.j2",
+            KustomizationContext(n.namespace, n.common_labels, resources),
+        ),
+    )
+    add(
+        "README.md",
+        "README.md.j2",
+        ReadmeContext(
+            ir.model.name,
+            n.namespace,
+            n.image,
+            BUNDLE_DIR,
+            OUTPUT_DIR,
+            stages,
+            plan,
+            _sizing_notes(ctx, plan),
+            resources,
+        ),
+    )
     return out
 
 
@@ -513,28 +634,49 @@ def _sizing_notes(ctx: BuildContext, plan: ServingPlan | None) -> list[KV]:
     ir, notes = ctx.ir, []
     if plan is not None:
         r, res = plan.replicas, plan.resources
-        bounds = ("serve.replicas" if not (r.min_derived or r.max_derived) else
-                  f"min = max(needed {r.needed}, {min_replicas_for(plan.availability)} for availability "
-                  f"{plan.availability * 100:.4g}%) and max = 3 x min where the spec leaves them out")
-        notes.append(KV("serving replicas", f"{r.min} to {r.max} ({bounds}); the HPA scales on "
-                                            f"{HPA_CPU_UTILIZATION}% CPU"))
-        cpu_rule = ("serve.resources.cpu" if not res.cpu_derived else
-                    f"{CORES_PER_GPU} cores per GPU" if plan.gpu else
-                    "twice the share of the catalog's 16-core cpu slice the planned load keeps busy, 2 to 16")
-        mem_rule = ("serve.resources.memory" if not res.memory_derived else
-                    f"{'2 GiB' if plan.gpu else '1 GiB'} + twice the served weights "
-                    f"({res.model_bytes / 1e6:.3g} MB), rounded up to 256 MiB")
+        bounds = (
+            "serve.replicas"
+            if not (r.min_derived or r.max_derived)
+            else f"min = max(needed {r.needed}, {min_replicas_for(plan.availability)} for availability "
+            f"{plan.availability * 100:.4g}%) and max = 3 x min where the spec leaves them out"
+        )
+        notes.append(
+            KV("serving replicas", f"{r.min} to {r.max} ({bounds}); the HPA scales on {HPA_CPU_UTILIZATION}% CPU")
+        )
+        cpu_rule = (
+            "serve.resources.cpu"
+            if not res.cpu_derived
+            else f"{CORES_PER_GPU} cores per GPU"
+            if plan.gpu
+            else "twice the share of the catalog's 16-core cpu slice the planned load keeps busy, 2 to 16"
+        )
+        mem_rule = (
+            "serve.resources.memory"
+            if not res.memory_derived
+            else f"{'2 GiB' if plan.gpu else '1 GiB'} + twice the served weights "
+            f"({res.model_bytes / 1e6:.3g} MB), rounded up to 256 MiB"
+        )
         notes.append(KV("serving CPU", f"{res.cpu} ({cpu_rule})"))
         notes.append(KV("serving memory", f"{res.memory} ({mem_rule})"))
     if ir.train is not None:
         worker = _stage_resources(ctx, "train")
         gpu = f", {worker.gpus} GPU" if worker.gpus else ""
         per_core = f"{CORES_PER_GPU} per GPU" if worker.gpus else f"{CORES_PER_CPU_SLOT} per cpu slot"
-        notes.append(KV("training worker", f"{worker.cpu} CPU, {worker.memory}{gpu} per host ({per_core}; memory: 1.5 x "
-                                           "(1 GiB + the host copy of weights and optimizer state, or the whole "
-                                           "estimate on cpu) per slot, at least 8 GiB per GPU or 2 GiB, plus 1 GiB "
-                                           "of /dev/shm per slot)"))
+        notes.append(
+            KV(
+                "training worker",
+                f"{worker.cpu} CPU, {worker.memory}{gpu} per host ({per_core}; memory: 1.5 x "
+                "(1 GiB + the host copy of weights and optimizer state, or the whole "
+                "estimate on cpu) per slot, at least 8 GiB per GPU or 2 GiB, plus 1 GiB "
+                "of /dev/shm per slot)",
+            )
+        )
     storage = memory_quantity(ctx.facts.storage_bytes)
-    notes.append(KV("artifacts volume", f"{storage} (twice (checkpoints kept + 2) fp32 checkpoints "
-                                        "of weights and optimizer state, at least 10 GiB)"))
+    notes.append(
+        KV(
+            "artifacts volume",
+            f"{storage} (twice (checkpoints kept + 2) fp32 checkpoints "
+            "of weights and optimizer state, at least 10 GiB)",
+        )
+    )
     return notes

@@ -58,10 +58,14 @@ def names(ctx: BuildContext) -> Names:
     base = k8s_name(ir.model.name)
     deploy = ir.deploy
     namespace = deploy.namespace if deploy is not None else "default"
-    image = (deploy.image if deploy is not None and deploy.image else f"{ir.model.name}:latest")
+    image = deploy.image if deploy is not None and deploy.image else f"{ir.model.name}:latest"
     account = deploy.service_account if deploy is not None and deploy.service_account else base
-    own = {"app.kubernetes.io/name": base, "app.kubernetes.io/instance": base,
-           "app.kubernetes.io/part-of": "llmc", "app.kubernetes.io/managed-by": "llmc"}
+    own = {
+        "app.kubernetes.io/name": base,
+        "app.kubernetes.io/instance": base,
+        "app.kubernetes.io/part-of": "llmc",
+        "app.kubernetes.io/managed-by": "llmc",
+    }
     user = {k: v for k, v in sorted((deploy.labels if deploy is not None else {}).items()) if k not in own}
     labels = [KV(k, v) for k, v in user.items()] + [KV(k, v) for k, v in own.items()]
     return Names(base, namespace, image, account, labels)
@@ -147,8 +151,32 @@ def serving_plan(ctx: BuildContext) -> ServingPlan | None:
     require(replicas.min, 1, INT32_MAX, "minReplicas")
     require(replicas.max, 1, INT32_MAX, "maxReplicas")
     res = facts.serving_resources
-    resources = ServingQuantities(cpu_quantity(res.cpu_cores), memory_quantity(res.memory_bytes), res.gpus,
-                                  res.cpu_derived, res.memory_derived, res.model_bytes, res.params)
-    return ServingPlan(n.base, serving_name(ir.model.name), n.namespace, serve.platform or "triton", serve.device,
-                       gpu, image, http, grpc, metrics, metrics_name, path, replicas, resources,
-                       sla.p99_latency, sla.throughput, sla.availability, budget)
+    resources = ServingQuantities(
+        cpu_quantity(res.cpu_cores),
+        memory_quantity(res.memory_bytes),
+        res.gpus,
+        res.cpu_derived,
+        res.memory_derived,
+        res.model_bytes,
+        res.params,
+    )
+    return ServingPlan(
+        n.base,
+        serving_name(ir.model.name),
+        n.namespace,
+        serve.platform or "triton",
+        serve.device,
+        gpu,
+        image,
+        http,
+        grpc,
+        metrics,
+        metrics_name,
+        path,
+        replicas,
+        resources,
+        sla.p99_latency,
+        sla.throughput,
+        sla.availability,
+        budget,
+    )

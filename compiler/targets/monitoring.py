@@ -47,8 +47,23 @@ from typing import NamedTuple
 
 from . import Artifact, BuildContext
 from .k8s_common import KV, ServingPlan, serving_plan
-from .slo_rules import (BURN_ALERTS, ERROR_RATIO, LATENCY_ALERT, P99, REQUESTS, AlertText, Group, burn_text, duration,
-                        latency_text, matchers, number, own_matchers, percent, rule_groups)
+from .slo_rules import (
+    BURN_ALERTS,
+    ERROR_RATIO,
+    LATENCY_ALERT,
+    P99,
+    REQUESTS,
+    AlertText,
+    Group,
+    burn_text,
+    duration,
+    latency_text,
+    matchers,
+    number,
+    own_matchers,
+    percent,
+    rule_groups,
+)
 
 # --- context types -----------------------------------------------------------------
 
@@ -138,14 +153,21 @@ def _traffic(plan: ServingPlan, total: int, errors: int, client_errors: int, min
     ns = ("namespace", plan.namespace)
     if plan.platform == "tf-serving":
         labels = [("model_name", plan.model), ns]
-        return [Series(_series_name(":tensorflow:serving:request_count", labels + [("status", status)]),
-                       _counter(count, minutes))
-                for status, count in (("OK", ok), ("UNAVAILABLE", errors), ("INVALID_ARGUMENT", client_errors))]
+        return [
+            Series(
+                _series_name(":tensorflow:serving:request_count", labels + [("status", status)]),
+                _counter(count, minutes),
+            )
+            for status, count in (("OK", ok), ("UNAVAILABLE", errors), ("INVALID_ARGUMENT", client_errors))
+        ]
     labels = [("model", plan.model), ns, ("version", "1")]
     out = [Series(_series_name("nv_inference_request_success", labels), _counter(ok, minutes))]
     for reason, count in (("BACKEND", errors), ("CANCELED", client_errors), ("REJECTED", 0), ("OTHER", 0)):
-        out.append(Series(_series_name("nv_inference_request_failure", labels + [("reason", reason)]),
-                          _counter(count, minutes)))
+        out.append(
+            Series(
+                _series_name("nv_inference_request_failure", labels + [("reason", reason)]), _counter(count, minutes)
+            )
+        )
     return out
 
 
@@ -159,9 +181,13 @@ def _latency(plan: ServingPlan, factor: float, minutes: int) -> list[Series]:
         labels = [("API", "predict"), ("entrypoint", "REST"), ("model_name", plan.model), ns]
         low, high = number(0.5 * sla_us), number(2 * sla_us)
         slow = factor > 1
-        return [Series(_series_name(":tensorflow:serving:request_latency_bucket", labels + [("le", le)]),
-                       _counter(count, minutes))
-                for le, count in ((low, 0 if slow else PER_MINUTE), (high, PER_MINUTE), ("+Inf", PER_MINUTE))]
+        return [
+            Series(
+                _series_name(":tensorflow:serving:request_latency_bucket", labels + [("le", le)]),
+                _counter(count, minutes),
+            )
+            for le, count in ((low, 0 if slow else PER_MINUTE), (high, PER_MINUTE), ("+Inf", PER_MINUTE))
+        ]
     labels = [("model", plan.model), ns, ("quantile", "0.99"), ("version", "1")]
     return [Series(_series_name("nv_inference_request_summary_us", labels), f"{number(factor * sla_us)}x{minutes}")]
 
@@ -170,8 +196,11 @@ def _expected(plan: ServingPlan, severity: str, slo: str, texts: tuple[AlertText
     summary, detail = texts
     return ExpectedAlert(
         [KV("model", plan.model), KV("namespace", plan.namespace), KV("severity", severity), KV("slo", slo)],
-        [KV("description", detail.expand(plan.namespace, plan.model)),
-         KV("summary", summary.expand(plan.namespace, plan.model))])
+        [
+            KV("description", detail.expand(plan.namespace, plan.model)),
+            KV("summary", summary.expand(plan.namespace, plan.model)),
+        ],
+    )
 
 
 def _burn_fires(ratio: float, budget: float, pairs) -> bool:
@@ -206,27 +235,47 @@ def rule_tests(plan: ServingPlan) -> RuleTestsContext:
     tests = []
     # Healthy: no server errors, p99 at half the SLA. Nothing fires; the error ratio is 0.
     ratio_5m = ERROR_RATIO.format(w="5m")
-    tests.append(TestCase("healthy traffic: nothing fires",
-                          _traffic(plan, total, 0, client, minutes) + _latency(plan, 0.5, minutes),
-                          _checks(plan, "5m", 0.0, False),
-                          [SampleCheck("5m", ratio_5m, ratio_5m + own_labels, 0.0)]))
+    tests.append(
+        TestCase(
+            "healthy traffic: nothing fires",
+            _traffic(plan, total, 0, client, minutes) + _latency(plan, 0.5, minutes),
+            _checks(plan, "5m", 0.0, False),
+            [SampleCheck("5m", ratio_5m, ratio_5m + own_labels, 0.0)],
+        )
+    )
     # Fast burn: half the requests fail (all of them when the budget is that loose).
     fast = 0.5 if 14.4 * budget < 0.5 else 1.0
     errors = _errors_for(fast, total)
     ratio = errors / total
-    tests.append(TestCase("fast burn: page (and ticket) fire",
-                          _traffic(plan, total, errors, 0, minutes) + _latency(plan, 0.5, minutes),
-                          _checks(plan, "5m", ratio, False), []))
+    tests.append(
+        TestCase(
+            "fast burn: page (and ticket) fire",
+            _traffic(plan, total, errors, 0, minutes) + _latency(plan, 0.5, minutes),
+            _checks(plan, "5m", ratio, False),
+            [],
+        )
+    )
     # Slow burn: 4.5x the budget, above the ticket's 3x, below the page's 6x.
     errors = _errors_for(4.5 * budget, total)
     ratio = errors / total
-    tests.append(TestCase("slow burn: ticket fires, page does not",
-                          _traffic(plan, total, errors, 0, minutes) + _latency(plan, 0.5, minutes),
-                          _checks(plan, "5m", ratio, False), []))
+    tests.append(
+        TestCase(
+            "slow burn: ticket fires, page does not",
+            _traffic(plan, total, errors, 0, minutes) + _latency(plan, 0.5, minutes),
+            _checks(plan, "5m", ratio, False),
+            [],
+        )
+    )
     # Slow responses: p99 at twice the SLA, no errors. Pending for 10 minutes, then firing.
     slow_series = _traffic(plan, total, 0, 0, minutes) + _latency(plan, 2.0, minutes)
-    tests.append(TestCase("p99 above the SLA: latency alert fires after 10 minutes", slow_series,
-                          _checks(plan, "5m", 0.0, False) + _checks(plan, "12m", 0.0, True), []))
+    tests.append(
+        TestCase(
+            "p99 above the SLA: latency alert fires after 10 minutes",
+            slow_series,
+            _checks(plan, "5m", 0.0, False) + _checks(plan, "12m", 0.0, True),
+            [],
+        )
+    )
     return RuleTestsContext("alerts.yaml", tests)
 
 
@@ -239,21 +288,59 @@ def dashboard(plan: ServingPlan) -> DashboardContext:
     deployment = matchers([ns, ("deployment", "=", plan.name)])
     hpa = matchers([ns, ("horizontalpodautoscaler", "=", plan.name)])
     panels = [
-        Panel(1, "Request rate", "Requests per second (5m rate), successes and failures.", "reqps",
-              [Target(f"{REQUESTS.format(w='5m')}{own}", "requests/s")], None, 0, 0, 12, 8),
-        Panel(2, "Error ratio", f"Server-side error ratio; the line is the {percent(plan.error_budget)} error budget.",
-              "percentunit",
-              [Target(f"{ERROR_RATIO.format(w='5m')}{own}", "5m"), Target(f"{ERROR_RATIO.format(w='1h')}{own}", "1h")],
-              plan.error_budget, 12, 0, 12, 8),
-        Panel(3, "p99 latency", f"p99 request latency; the line is the {duration(plan.p99_s)} SLA.", "s",
-              [Target(f"{P99}{own}", "p99")], plan.p99_s, 0, 8, 12, 8),
-        Panel(4, "Replicas",
-              f"Available and desired replicas; the HPA runs {plan.replicas.min} to {plan.replicas.max}.", "short",
-              [Target(f"kube_deployment_status_replicas_available{deployment}", "available"),
-               Target(f"kube_horizontalpodautoscaler_status_desired_replicas{hpa}", "desired"),
-               Target(f"kube_horizontalpodautoscaler_spec_min_replicas{hpa}", "min"),
-               Target(f"kube_horizontalpodautoscaler_spec_max_replicas{hpa}", "max")],
-              None, 12, 8, 12, 8),
+        Panel(
+            1,
+            "Request rate",
+            "Requests per second (5m rate), successes and failures.",
+            "reqps",
+            [Target(f"{REQUESTS.format(w='5m')}{own}", "requests/s")],
+            None,
+            0,
+            0,
+            12,
+            8,
+        ),
+        Panel(
+            2,
+            "Error ratio",
+            f"Server-side error ratio; the line is the {percent(plan.error_budget)} error budget.",
+            "percentunit",
+            [Target(f"{ERROR_RATIO.format(w='5m')}{own}", "5m"), Target(f"{ERROR_RATIO.format(w='1h')}{own}", "1h")],
+            plan.error_budget,
+            12,
+            0,
+            12,
+            8,
+        ),
+        Panel(
+            3,
+            "p99 latency",
+            f"p99 request latency; the line is the {duration(plan.p99_s)} SLA.",
+            "s",
+            [Target(f"{P99}{own}", "p99")],
+            plan.p99_s,
+            0,
+            8,
+            12,
+            8,
+        ),
+        Panel(
+            4,
+            "Replicas",
+            f"Available and desired replicas; the HPA runs {plan.replicas.min} to {plan.replicas.max}.",
+            "short",
+            [
+                Target(f"kube_deployment_status_replicas_available{deployment}", "available"),
+                Target(f"kube_horizontalpodautoscaler_status_desired_replicas{hpa}", "desired"),
+                Target(f"kube_horizontalpodautoscaler_spec_min_replicas{hpa}", "min"),
+                Target(f"kube_horizontalpodautoscaler_spec_max_replicas{hpa}", "max"),
+            ],
+            None,
+            12,
+            8,
+            12,
+            8,
+        ),
     ]
     digest = hashlib.sha256(plan.namespace.encode()).hexdigest()[:8]
     uid = f"llmc-{plan.name[:26]}-{digest}"

@@ -24,8 +24,13 @@ class ReportContext(NamedTuple):
 def artifacts(ctx: BuildContext) -> list[Artifact]:
     ir = ctx.ir
     facts = fact_lines(_Result(ir, ctx.facts))
-    return [Artifact("report.md", "report/report.md.j2",
-                     ReportContext(ir.model.name, _spec_name(ctx), ctx.profile, facts, stages(ir)))]
+    return [
+        Artifact(
+            "report.md",
+            "report/report.md.j2",
+            ReportContext(ir.model.name, _spec_name(ctx), ctx.profile, facts, stages(ir)),
+        )
+    ]
 
 
 class _Result(NamedTuple):
@@ -42,9 +47,14 @@ def stages(ir) -> list[Stage]:
     if ir.train is not None:
         t = ir.train
         length = f"{t.epochs} epochs" if t.epochs else f"{t.steps} steps"
-        out.append(Stage("train", f"Horovod, {t.cluster.hosts * t.cluster.slots_per_host} processes, {t.precision}, "
-                                  f"global batch {t.batch_size}, {length}, {t.optimizer.name} lr {t.optimizer.lr:g}, "
-                                  f"checkpoints kept: {t.checkpoint.keep}"))
+        out.append(
+            Stage(
+                "train",
+                f"Horovod, {t.cluster.hosts * t.cluster.slots_per_host} processes, {t.precision}, "
+                f"global batch {t.batch_size}, {length}, {t.optimizer.name} lr {t.optimizer.lr:g}, "
+                f"checkpoints kept: {t.checkpoint.keep}",
+            )
+        )
     if ir.compress is not None:
         c = ir.compress
         steps = [name for name in ("distill", "prune") if getattr(c, name) is not None] + ["export"]
@@ -57,8 +67,13 @@ def stages(ir) -> list[Stage]:
         out.append(Stage("evaluate", f"on the {ir.evaluate.split} split: {gates}"))
     if ir.search is not None:
         s = ir.search
-        out.append(Stage("search", f"Hyperopt {s.algorithm}, {s.max_evals} trials ({s.parallel} in parallel, {s.backend}), "
-                                   f"{s.direction} {s.objective} over {', '.join(sorted(s.space))}"))
+        out.append(
+            Stage(
+                "search",
+                f"Hyperopt {s.algorithm}, {s.max_evals} trials ({s.parallel} in parallel, {s.backend}), "
+                f"{s.direction} {s.objective} over {', '.join(sorted(s.space))}",
+            )
+        )
     if ir.serve is not None:
         sv = ir.serve
         out.append(Stage("serve", f"{sv.platform} on {sv.device}, batches up to {sv.batching.max_batch_size}"))

@@ -37,7 +37,7 @@ def serving_name(model_name: str) -> str:
 
 def microseconds(seconds: float) -> int:
     """A duration in whole microseconds (0.005 s -> 5000, not 5000.000000000001)."""
-    return int(round(seconds * 1e6))
+    return round(seconds * 1e6)
 
 
 def triton_platform(ir: Spec) -> str:

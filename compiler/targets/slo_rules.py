@@ -107,8 +107,10 @@ class Source(NamedTuple):
 
     def p99_seconds(self) -> str:
         if self.platform == "tf-serving":
-            return ("histogram_quantile(0.99, sum by (namespace, le) "
-                    f"(rate(:tensorflow:serving:request_latency_bucket{self._own()}[5m]))) / 1e6")
+            return (
+                "histogram_quantile(0.99, sum by (namespace, le) "
+                f"(rate(:tensorflow:serving:request_latency_bucket{self._own()}[5m]))) / 1e6"
+            )
         return f"max by (namespace) (nv_inference_request_summary_us{self._own([('quantile', '=', '0.99')])}) / 1e6"
 
 
@@ -138,22 +140,28 @@ def burn_text(plan: ServingPlan, severity: str, pairs) -> tuple[AlertText, Alert
     windows = " or ".join(f"{rate:g}x over {long} and {short}" for rate, long, short in pairs)
     fastest = max(rate for rate, _, _ in pairs)
     days = 30 / fastest
-    summary = AlertText(f"{{{{ $labels.model }}}} in {{{{ $labels.namespace }}}} is burning its error budget "
-                        f"({windows})")
+    summary = AlertText(
+        f"{{{{ $labels.model }}}} in {{{{ $labels.namespace }}}} is burning its error budget ({windows})"
+    )
     thresholds = " / ".join(percent(rate * budget) for rate, _, _ in pairs)
-    detail = AlertText(f"The server-side error ratio is above {thresholds}"
-                       f" ({windows} the {percent(budget)} error budget, availability SLO "
-                       f"{percent(plan.availability)}): at {fastest:g}x a 30-day budget lasts {days:.3g} days. "
-                       f"Severity {severity}.")
+    detail = AlertText(
+        f"The server-side error ratio is above {thresholds}"
+        f" ({windows} the {percent(budget)} error budget, availability SLO "
+        f"{percent(plan.availability)}): at {fastest:g}x a 30-day budget lasts {days:.3g} days. "
+        f"Severity {severity}."
+    )
     return summary, detail
 
 
 def latency_text(plan: ServingPlan) -> tuple[AlertText, AlertText]:
-    summary = AlertText(f"{{{{ $labels.model }}}} in {{{{ $labels.namespace }}}} has a p99 latency above its "
-                        f"{duration(plan.p99_s)} SLA")
-    detail = AlertText(f"The p99 request latency has stayed above {duration(plan.p99_s)} for {LATENCY_FOR} "
-                       f"(SLA: {plan.throughput_rps:g} req/s at p99 {duration(plan.p99_s)}; the plan needs "
-                       f"{plan.replicas.needed} replicas, the HPA runs {plan.replicas.min}-{plan.replicas.max}).")
+    summary = AlertText(
+        f"{{{{ $labels.model }}}} in {{{{ $labels.namespace }}}} has a p99 latency above its {duration(plan.p99_s)} SLA"
+    )
+    detail = AlertText(
+        f"The p99 request latency has stayed above {duration(plan.p99_s)} for {LATENCY_FOR} "
+        f"(SLA: {plan.throughput_rps:g} req/s at p99 {duration(plan.p99_s)}; the plan needs "
+        f"{plan.replicas.needed} replicas, the HPA runs {plan.replicas.min}-{plan.replicas.max})."
+    )
     return summary, detail
 
 
@@ -165,23 +173,47 @@ def rule_groups(plan: ServingPlan) -> list[Group]:
     for w in WINDOWS:
         recording.append(Rule(REQUESTS.format(w=w), None, src.requests(w), None, model, []))
         recording.append(Rule(ERRORS.format(w=w), None, src.errors(w), None, model, []))
-        recording.append(Rule(ERROR_RATIO.format(w=w), None,
-                              f"{ERRORS.format(w=w)}{own} / {REQUESTS.format(w=w)}{own}", None, model, []))
+        recording.append(
+            Rule(
+                ERROR_RATIO.format(w=w),
+                None,
+                f"{ERRORS.format(w=w)}{own} / {REQUESTS.format(w=w)}{own}",
+                None,
+                model,
+                [],
+            )
+        )
     recording.append(Rule(P99, None, src.p99_seconds(), None, model, []))
     alerts: list[Rule] = []
     for severity, name, pairs in BURN_ALERTS:
         terms = []
         for rate, long, short in pairs:
             threshold = number(rate * plan.error_budget)
-            terms.append(f"({ERROR_RATIO.format(w=long)}{own} > {threshold}"
-                         f" and {ERROR_RATIO.format(w=short)}{own} > {threshold})")
+            terms.append(
+                f"({ERROR_RATIO.format(w=long)}{own} > {threshold}"
+                f" and {ERROR_RATIO.format(w=short)}{own} > {threshold})"
+            )
         summary, detail = burn_text(plan, severity, pairs)
-        alerts.append(Rule(None, name, " or ".join(terms), None,
-                           [KV("severity", severity), KV("slo", "availability")],
-                           [KV("summary", summary.template), KV("description", detail.template)]))
+        alerts.append(
+            Rule(
+                None,
+                name,
+                " or ".join(terms),
+                None,
+                [KV("severity", severity), KV("slo", "availability")],
+                [KV("summary", summary.template), KV("description", detail.template)],
+            )
+        )
     summary, detail = latency_text(plan)
-    alerts.append(Rule(None, LATENCY_ALERT, f"{P99}{own} > {number(plan.p99_s)}", LATENCY_FOR,
-                       [KV("severity", "page"), KV("slo", "latency")],
-                       [KV("summary", summary.template), KV("description", detail.template)]))
+    alerts.append(
+        Rule(
+            None,
+            LATENCY_ALERT,
+            f"{P99}{own} > {number(plan.p99_s)}",
+            LATENCY_FOR,
+            [KV("severity", "page"), KV("slo", "latency")],
+            [KV("summary", summary.template), KV("description", detail.template)],
+        )
+    )
     prefix = f"llmc.{plan.name}"
     return [Group(f"{prefix}.recording", "30s", recording), Group(f"{prefix}.alerts", "30s", alerts)]

@@ -105,8 +105,9 @@ def triton_context(ctx: BuildContext) -> TritonContext:
         inputs=inputs,
         outputs=outputs,
         preferred_batch_sizes=power_of_two_sizes(max_batch, smallest=2) if max_batch > 1 else [],
-        max_queue_delay_microseconds=require(microseconds(serve.batching.timeout), 0, UINT64_MAX,
-                                             "max_queue_delay_microseconds"),
+        max_queue_delay_microseconds=require(
+            microseconds(serve.batching.timeout), 0, UINT64_MAX, "max_queue_delay_microseconds"
+        ),
         instance_kind=kind,
         instance_count=1,
         versions=1,

@@ -56,8 +56,9 @@ class Framework(Protocol):
 
     def build(self, model_cfg: dict[str, Any], seed: int) -> Any: ...
 
-    def save(self, directory: Path, model: Any, model_cfg: dict[str, Any], label_names: list[str] | None,
-             **extra: Any) -> None: ...
+    def save(
+        self, directory: Path, model: Any, model_cfg: dict[str, Any], label_names: list[str] | None, **extra: Any
+    ) -> None: ...
 
     def count_params(self, model: Any) -> int: ...
 
@@ -65,9 +66,17 @@ class Framework(Protocol):
 
     def task_loss(self, model: Any, batch: dict[str, Any]) -> Any: ...
 
-    def train(self, model: Any, split: Split, settings: TrainSettings, epochs: int, loss_fn: LossFn,
-              max_steps: int | None = None, after_step: Callable[[], None] | None = None,
-              say: Callable[[str], None] = print) -> int: ...
+    def train(
+        self,
+        model: Any,
+        split: Split,
+        settings: TrainSettings,
+        epochs: int,
+        loss_fn: LossFn,
+        max_steps: int | None = None,
+        after_step: Callable[[], None] | None = None,
+        say: Callable[[str], None] = print,
+    ) -> int: ...
 
     def validate(self, model: Any, split: Split, batch_size: int = 64) -> dict[str, float]: ...
 
@@ -88,8 +97,9 @@ def adapter_for(fmt: str) -> Framework | None:
     return cast(Framework, importlib.import_module(f"{__name__}.{name}"))
 
 
-def validate_split(split: Split, batch_size: int,
-                   loss_of: Callable[[dict[str, np.ndarray]], tuple[Any, Any, Any]]) -> dict[str, float]:
+def validate_split(
+    split: Split, batch_size: int, loss_of: Callable[[dict[str, np.ndarray]], tuple[Any, Any, Any]]
+) -> dict[str, float]:
     """Sum `loss_of(batch) -> (loss sum, count, correct or None)` over a split: mean
     loss, and accuracy for classifiers. Shared by both adapters' `validate`."""
     loss = count = correct = 0.0

@@ -28,8 +28,7 @@ def build(model_cfg: dict[str, Any], seed: int) -> Any:
     return zoo_tf.build_model(model_cfg, seed=seed)
 
 
-def save(directory: Path, model: Any, model_cfg: dict[str, Any], label_names: list[str] | None,
-         **extra: Any) -> None:
+def save(directory: Path, model: Any, model_cfg: dict[str, Any], label_names: list[str] | None, **extra: Any) -> None:
     zoo_tf.save_model(str(directory), model, model_cfg, label_names, **extra)
 
 
@@ -55,8 +54,9 @@ def logits(model: Any, batch: dict[str, Any], training: bool = False) -> tuple[t
     return tf.boolean_mask(tf.cast(out, tf.float32), keep), tf.boolean_mask(labels, keep)
 
 
-def kd_loss(student_logits: tf.Tensor, teacher_logits: tf.Tensor, labels: tf.Tensor, temperature: float,
-            alpha: float) -> tf.Tensor:
+def kd_loss(
+    student_logits: tf.Tensor, teacher_logits: tf.Tensor, labels: tf.Tensor, temperature: float, alpha: float
+) -> tf.Tensor:
     """frameworks/torch.py's kd_loss in TensorFlow."""
     t = float(temperature)
     s_log = tf.nn.log_softmax(student_logits / t, -1)
@@ -83,9 +83,16 @@ def task_loss(model: Any, batch: dict[str, Any]) -> tf.Tensor:
     return total / count
 
 
-def train(model: Any, split: Split, settings: TrainSettings, epochs: int, loss_fn: LossFn,
-          max_steps: int | None = None, after_step: Callable[[], None] | None = None,
-          say: Callable[[str], None] = print) -> int:
+def train(
+    model: Any,
+    split: Split,
+    settings: TrainSettings,
+    epochs: int,
+    loss_fn: LossFn,
+    max_steps: int | None = None,
+    after_step: Callable[[], None] | None = None,
+    say: Callable[[str], None] = print,
+) -> int:
     """Epochs over `split` with `loss_fn(model, batch) -> loss`; returns the steps taken."""
     optimizer = zoo_tf.make_optimizer(settings.optimizer)
     batch_size = max(1, min(settings.batch_size, len(split)))
@@ -141,11 +148,11 @@ def masks(kernels: list[Any], method: str, sparsity: float) -> list[np.ndarray]:
         w = v.numpy()
         if method == "structured":
             norms = np.linalg.norm(w, axis=0)
-            k = int(round(sparsity * w.shape[1]))
+            k = round(sparsity * w.shape[1])
             mask = np.ones_like(w)
             mask[:, np.argsort(norms, kind="stable")[:k]] = 0.0
         else:
-            k = int(round(sparsity * w.size))
+            k = round(sparsity * w.size)
             flat = np.ones(w.size, dtype=w.dtype)
             flat[np.argsort(np.abs(w).ravel(), kind="stable")[:k]] = 0.0
             mask = flat.reshape(w.shape)

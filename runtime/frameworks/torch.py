@@ -29,8 +29,9 @@ def build(model_cfg: dict[str, Any], seed: int) -> nn.Module:
     return zoo_torch.build_model(model_cfg, seed=seed)
 
 
-def save(directory: Path, model: nn.Module, model_cfg: dict[str, Any], label_names: list[str] | None,
-         **extra: Any) -> None:
+def save(
+    directory: Path, model: nn.Module, model_cfg: dict[str, Any], label_names: list[str] | None, **extra: Any
+) -> None:
     zoo_torch.save_model(directory, model, model_cfg, label_names, **extra)
 
 
@@ -55,8 +56,9 @@ def logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tens
     return out[keep], labels[keep]
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float,
-            alpha: float) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
     """alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(student, labels),
     averaged over the predicted positions (Hinton et al. 2015: the T^2 keeps the soft
     term's gradients on the scale of the hard one's as T changes)."""
@@ -88,9 +90,16 @@ def task_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return total / count.clamp_min(1)
 
 
-def train(model: nn.Module, split: Split, settings: TrainSettings, epochs: int, loss_fn: LossFn,
-          max_steps: int | None = None, after_step: Callable[[], None] | None = None,
-          say: Callable[[str], None] = print) -> int:
+def train(
+    model: nn.Module,
+    split: Split,
+    settings: TrainSettings,
+    epochs: int,
+    loss_fn: LossFn,
+    max_steps: int | None = None,
+    after_step: Callable[[], None] | None = None,
+    say: Callable[[str], None] = print,
+) -> int:
     """Epochs over `split` with `loss_fn(model, batch) -> loss`; returns the steps taken."""
     torch.manual_seed(settings.seed)
     optimizer = zoo_torch.make_optimizer(model, settings.optimizer)

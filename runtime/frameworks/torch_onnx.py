@@ -68,12 +68,27 @@ class Decoder(nn.Module):
         return self.model.decode(decoder_input_ids)
 
 
-def _export(module: nn.Module, args: tuple[Any, ...], path: Path, input_names: list[str], output_names: list[str],
-            dynamic_axes: dict[str, dict[int, str]]) -> None:
+def _export(
+    module: nn.Module,
+    args: tuple[Any, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+) -> None:
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, do_constant_folding=True,
-                          input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+        )
 
 
 def export_onnx(model: nn.Module, model_cfg: dict[str, Any], directory: Path) -> dict[str, Any]:
@@ -87,30 +102,62 @@ def export_onnx(model: nn.Module, model_cfg: dict[str, Any], directory: Path) ->
     with torch.no_grad():
         if arch == "mlp":
             x = torch.zeros(2, model_cfg["mlp"]["inputs"])
-            _export(Classifier(model), (x,), directory / "model.onnx", ["features"], ["logits"],
-                    {"features": batch_axes, "logits": batch_axes})
+            _export(
+                Classifier(model),
+                (x,),
+                directory / "model.onnx",
+                ["features"],
+                ["logits"],
+                {"features": batch_axes, "logits": batch_axes},
+            )
             return {"served": "model.onnx", "inputs": ["features"], "outputs": ["logits"]}
         ids = _example_ids(model_cfg)
         if arch == "encoder":
-            _export(Classifier(model), (ids,), directory / "model.onnx", ["input_ids"], ["logits"],
-                    {"input_ids": seq_axes, "logits": batch_axes})
+            _export(
+                Classifier(model),
+                (ids,),
+                directory / "model.onnx",
+                ["input_ids"],
+                ["logits"],
+                {"input_ids": seq_axes, "logits": batch_axes},
+            )
             return {"served": "model.onnx", "inputs": ["input_ids"], "outputs": ["logits"]}
         encoder = None
         prefix = ids[:, :3].clone()
         prefix[:, 0] = BOS
         if arch == "encoder-decoder":
-            _export(Encoder(model), (ids,), directory / "encoder.onnx", ["input_ids"], ["memory", "memory_mask"],
-                    {"input_ids": seq_axes, "memory": seq_axes, "memory_mask": seq_axes})
+            _export(
+                Encoder(model),
+                (ids,),
+                directory / "encoder.onnx",
+                ["input_ids"],
+                ["memory", "memory_mask"],
+                {"input_ids": seq_axes, "memory": seq_axes, "memory_mask": seq_axes},
+            )
             memory, mask = model.encode(ids)  # type: ignore[operator]
-            _export(CrossDecoder(model), (prefix, memory, mask), directory / "decoder.onnx",
-                    ["decoder_input_ids", "memory", "memory_mask"], ["logits"],
-                    {"decoder_input_ids": {0: "batch", 1: "target_length"}, "memory": seq_axes,
-                     "memory_mask": seq_axes, "logits": {0: "batch", 1: "target_length"}})
+            _export(
+                CrossDecoder(model),
+                (prefix, memory, mask),
+                directory / "decoder.onnx",
+                ["decoder_input_ids", "memory", "memory_mask"],
+                ["logits"],
+                {
+                    "decoder_input_ids": {0: "batch", 1: "target_length"},
+                    "memory": seq_axes,
+                    "memory_mask": seq_axes,
+                    "logits": {0: "batch", 1: "target_length"},
+                },
+            )
             encoder = onnx.load(str(directory / "encoder.onnx"))
         else:
-            _export(Decoder(model), (prefix,), directory / "decoder.onnx", ["decoder_input_ids"], ["logits"],
-                    {"decoder_input_ids": {0: "batch", 1: "target_length"},
-                     "logits": {0: "batch", 1: "target_length"}})
+            _export(
+                Decoder(model),
+                (prefix,),
+                directory / "decoder.onnx",
+                ["decoder_input_ids"],
+                ["logits"],
+                {"decoder_input_ids": {0: "batch", 1: "target_length"}, "logits": {0: "batch", 1: "target_length"}},
+            )
     decoder = onnx.load(str(directory / "decoder.onnx"))
     composed = compose_greedy(decoder, encoder, int(model_cfg["transformer"]["max_len"]))
     onnx.save(composed, str(directory / "model.onnx"))

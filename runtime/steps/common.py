@@ -17,25 +17,48 @@ import numpy as np
 
 from ..backends import compare_backends, open_model
 from ..data import Split
-from ..folders import (META, StepError, configure_threads, default_data_root, load_rows, model_format, outputs_root,
-                       resolve_data)
+from ..folders import (
+    META,
+    StepError,
+    configure_threads,
+    default_data_root,
+    load_rows,
+    model_format,
+    outputs_root,
+    resolve_data,
+)
 from ..scripts import remove_on_failure
 
 
 def step_arguments(description: str | None, extra: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None,
-                   help="the trained model folder (default $LLMC_OUTPUT/model: train's output; $LLMC_OUTPUT "
-                        "defaults to outputs/)")
-    p.add_argument("--output", default=None,
-                   help="the compress stage's folder, shared by every step (default $LLMC_OUTPUT/compress)")
-    p.add_argument("--serve", default=None,
-                   help="where the serving layout goes (default: serve/ beside --output, i.e. $LLMC_OUTPUT/serve)")
-    p.add_argument("--data-root", default=None,
-                   help="relative data paths are relative to this folder (default $LLMC_DATA_ROOT, else the working directory)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="the trained model folder (default $LLMC_OUTPUT/model: train's output; $LLMC_OUTPUT defaults to outputs/)",
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        help="the compress stage's folder, shared by every step (default $LLMC_OUTPUT/compress)",
+    )
+    p.add_argument(
+        "--serve",
+        default=None,
+        help="where the serving layout goes (default: serve/ beside --output, i.e. $LLMC_OUTPUT/serve)",
+    )
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="relative data paths are relative to this folder (default $LLMC_DATA_ROOT, else the working directory)",
+    )
     if extra:
-        p.add_argument("--max-steps", type=int, default=None, help="stop training after this many optimizer steps (smoke tests)")
-        p.add_argument("--limit", type=int, default=None, help="use only the first N examples of each split (smoke tests)")
+        p.add_argument(
+            "--max-steps", type=int, default=None, help="stop training after this many optimizer steps (smoke tests)"
+        )
+        p.add_argument(
+            "--limit", type=int, default=None, help="use only the first N examples of each split (smoke tests)"
+        )
     return p
 
 
@@ -78,8 +101,12 @@ class Step:
 
     def publish(self, report: dict[str, Any]) -> dict[str, Any]:
         """Move the finished folder into place, copy it to OUT/model, record the report."""
-        report = {"step": self.name, "input": str(self.input), **report,
-                  "seconds": round(time.perf_counter() - self.started, 2)}
+        report = {
+            "step": self.name,
+            "input": str(self.input),
+            **report,
+            "seconds": round(time.perf_counter() - self.started, 2),
+        }
         with open(self.work / "report.json", "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2, sort_keys=True, default=_json_default)
             f.write("\n")
@@ -122,8 +149,10 @@ def replace_dir(src: Path, dst: Path) -> None:
     StepError, and `src` (a partial folder) is removed by run_script."""
     aside = None
     if os.path.lexists(dst) and not _written_by_llmc(dst):
-        raise StepError(f"refusing to replace {dst}: llmc did not write it (a model folder has {META}; a "
-                        f"serving folder holds only 1/ and config.pbtxt); move it away or pass another --output")
+        raise StepError(
+            f"refusing to replace {dst}: llmc did not write it (a model folder has {META}; a "
+            f"serving folder holds only 1/ and config.pbtxt); move it away or pass another --output"
+        )
     if dst.exists():
         aside = dst.with_name(f".{dst.name}.old")
         if aside.exists():

@@ -30,8 +30,16 @@ def student_config(model_cfg: dict[str, Any], student: dict[str, Any]) -> dict[s
     return cfg
 
 
-def distill(step: Step, student: dict[str, Any], temperature: float, alpha: float, epochs: int,
-            settings: TrainSettings, train_path: str, valid_path: str) -> dict[str, Any]:
+def distill(
+    step: Step,
+    student: dict[str, Any],
+    temperature: float,
+    alpha: float,
+    epochs: int,
+    settings: TrainSettings,
+    train_path: str,
+    valid_path: str,
+) -> dict[str, Any]:
     """Train the student `epochs` times over the train split on
     alpha * T^2 * KL(teacher || student at temperature T) + (1 - alpha) * CE, and
     report both models' size and validation loss."""
@@ -44,24 +52,49 @@ def distill(step: Step, student: dict[str, Any], temperature: float, alpha: floa
     train = load_rows(cfg, step.data(train_path), names, step.limit)
     valid = load_rows(cfg, step.data(valid_path), names, step.limit)
     model = fw.build(cfg, settings.seed)
-    step.say(f"teacher {fw.count_params(teacher):,} parameters -> student {fw.count_params(model):,}; "
-             f"T = {temperature}, alpha = {alpha}, {epochs} epochs on {len(train)} examples")
+    step.say(
+        f"teacher {fw.count_params(teacher):,} parameters -> student {fw.count_params(model):,}; "
+        f"T = {temperature}, alpha = {alpha}, {epochs} epochs on {len(train)} examples"
+    )
     loss_fn = fw.distill_loss(teacher, temperature, alpha)
     steps = fw.train(model, train, settings, epochs, loss_fn, step.max_steps, say=step.say)
     extra = {k: v for k, v in meta.items() if k not in fw.META_REWRITTEN}
     fw.save(step.work, model, cfg, names, **{**extra, "distilled_from": str(step.input)})
-    return {"teacher": {"params": fw.count_params(teacher), "bytes": size_of(model_files(step.input)),
-                        **fw.validate(teacher, valid)},
-            "student": {"params": fw.count_params(model), "bytes": size_of(model_files(step.work)),
-                        **fw.validate(model, valid)},
-            "temperature": temperature, "alpha": alpha, "epochs": epochs, "steps": steps}
+    return {
+        "teacher": {
+            "params": fw.count_params(teacher),
+            "bytes": size_of(model_files(step.input)),
+            **fw.validate(teacher, valid),
+        },
+        "student": {
+            "params": fw.count_params(model),
+            "bytes": size_of(model_files(step.work)),
+            **fw.validate(model, valid),
+        },
+        "temperature": temperature,
+        "alpha": alpha,
+        "epochs": epochs,
+        "steps": steps,
+    }
 
 
-def main(doc: str | None, argv: Sequence[str] | None, name: str, previous: str | None, *, student: dict[str, Any],
-         temperature: float, alpha: float, epochs: int, train: dict[str, Any], data: dict[str, str]) -> int:
+def main(
+    doc: str | None,
+    argv: Sequence[str] | None,
+    name: str,
+    previous: str | None,
+    *,
+    student: dict[str, Any],
+    temperature: float,
+    alpha: float,
+    epochs: int,
+    train: dict[str, Any],
+    data: dict[str, str],
+) -> int:
     """compress/distill.py's main: the spec's constants in, the step run and published."""
     args = step_arguments(doc).parse_args(argv)
     step = Step(name, previous, args)
-    step.publish(distill(step, student, temperature, alpha, epochs, TrainSettings(**train), data["train"],
-                         data["valid"]))
+    step.publish(
+        distill(step, student, temperature, alpha, epochs, TrainSettings(**train), data["train"], data["valid"])
+    )
     return 0

@@ -31,7 +31,7 @@ def served_feeds(model_cfg: dict[str, Any], split: Split, batch_size: int, width
             out.append({"features": b["features"].astype(np.float32)})
             continue
         ids = b["text"] if arch == "encoder" else inputs_for_generation(b)
-        ids = pad_to(ids.astype(np.int64), width or ids.shape[1])[:, :width or ids.shape[1]]
+        ids = pad_to(ids.astype(np.int64), width or ids.shape[1])[:, : width or ids.shape[1]]
         out.append({"input_ids": np.ascontiguousarray(ids)})
     return out
 
@@ -66,8 +66,11 @@ def place_for_serving(step: Step, serving: Serving, bundle: Path) -> dict[str, A
         shutil.rmtree(staged)
     version = staged / "1"
     if serving.platform == "triton":
-        target = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan",
-                  "tensorflow_savedmodel": "model.savedmodel"}.get(serving.triton_platform or "")
+        target = {
+            "onnxruntime_onnx": "model.onnx",
+            "tensorrt_plan": "model.plan",
+            "tensorflow_savedmodel": "model.savedmodel",
+        }.get(serving.triton_platform or "")
         if target is None:
             raise StepError(f"no compressed model for Triton platform {serving.triton_platform!r}")
         version.mkdir(parents=True)
@@ -102,8 +105,9 @@ def build_onnxruntime(step: Step, serving: Serving, bundle: Path, valid_path: st
     import onnxruntime as ort
 
     if step.format == "tensorflow":
-        return _serve_savedmodel(step, serving, bundle, "no ONNX for a TensorFlow model (no tf2onnx): "
-                                                         "the SavedModel is served as it is")
+        return _serve_savedmodel(
+            step, serving, bundle, "no ONNX for a TensorFlow model (no tf2onnx): the SavedModel is served as it is"
+        )
     if step.format != "onnx":
         raise StepError(f"build_engine (onnxruntime) needs an ONNX model, found {step.format} at {step.input}")
     meta = read_meta(step.input)
@@ -113,9 +117,12 @@ def build_onnxruntime(step: Step, serving: Serving, bundle: Path, valid_path: st
         so.optimized_model_filepath = str(step.work / name)
         ort.InferenceSession(str(step.input / name), so, providers=["CPUExecutionProvider"])
     write_meta(step.work, {**meta, "engine": {"name": "onnxruntime", "optimization": level}})
-    report: dict[str, Any] = {"engine": "onnxruntime", "optimization": level,
-              "bytes": {"before": size_of(model_files(step.input)), "after": size_of(model_files(step.work))},
-              "files": {p.name: p.stat().st_size for p in sorted(step.work.glob("*.onnx"))}}
+    report: dict[str, Any] = {
+        "engine": "onnxruntime",
+        "optimization": level,
+        "bytes": {"before": size_of(model_files(step.input)), "after": size_of(model_files(step.work))},
+        "files": {p.name: p.stat().st_size for p in sorted(step.work.glob("*.onnx"))},
+    }
     report["check"] = check_against_input(step, meta, valid_path)
     report["serving"] = place_for_serving(step, serving, bundle)
     return report
@@ -163,8 +170,16 @@ def _entropy_calibrator(trt: Any, feeds: list[Feed], cache: Path) -> Any:
     return Calibrator()
 
 
-def build_tensorrt(step: Step, serving: Serving, bundle: Path, precision: str | None, calibration: str | None,
-                   samples: int, max_len: int | None, export_dir: Path) -> dict[str, Any]:
+def build_tensorrt(
+    step: Step,
+    serving: Serving,
+    bundle: Path,
+    precision: str | None,
+    calibration: str | None,
+    samples: int,
+    max_len: int | None,
+    export_dir: Path,
+) -> dict[str, Any]:
     """TensorRT from the fp32 ONNX that export wrote (a dynamic-quantized graph has ops
     TensorRT does not parse; TensorRT quantizes with its own calibrator instead):
     ONNX parser -> network, FP16 / INT8 builder flags (INT8 calibrated with
@@ -177,9 +192,11 @@ def build_tensorrt(step: Step, serving: Serving, bundle: Path, precision: str | 
     try:
         import tensorrt as trt
     except ImportError:
-        raise NeedsTensorRT("TensorRT is not installed here (`import tensorrt` failed): build the engine on a "
-                            "machine with TensorRT and a GPU, e.g. the compress Job of k8s/, or set "
-                            "compress.engine = \"onnxruntime\"") from None
+        raise NeedsTensorRT(
+            "TensorRT is not installed here (`import tensorrt` failed): build the engine on a "
+            "machine with TensorRT and a GPU, e.g. the compress Job of k8s/, or set "
+            'compress.engine = "onnxruntime"'
+        ) from None
     meta = read_meta(export_dir)
     onnx_path = export_dir / meta["onnx"]["served"]
     logger = trt.Logger(trt.Logger.WARNING)
@@ -222,17 +239,28 @@ def build_tensorrt(step: Step, serving: Serving, bundle: Path, precision: str | 
     if plan is None:
         raise StepError("TensorRT failed to build the engine (see its log above)")
     (step.work / "model.plan").write_bytes(bytes(plan))
-    write_meta(step.work, {**meta, "format": "llmc-tensorrt-1",
-                           "engine": {"name": "tensorrt", "precision": precision or "fp32", "version": trt.__version__}})
-    report: dict[str, Any] = {"engine": "tensorrt", "version": trt.__version__, "precision": precision or "fp32",
-              "bytes": {"onnx": onnx_path.stat().st_size, "plan": (step.work / "model.plan").stat().st_size},
-              "profile": {"batch": [1, top, top], "length": [1, max_len, max_len] if max_len else None}}
+    write_meta(
+        step.work,
+        {
+            **meta,
+            "format": "llmc-tensorrt-1",
+            "engine": {"name": "tensorrt", "precision": precision or "fp32", "version": trt.__version__},
+        },
+    )
+    report: dict[str, Any] = {
+        "engine": "tensorrt",
+        "version": trt.__version__,
+        "precision": precision or "fp32",
+        "bytes": {"onnx": onnx_path.stat().st_size, "plan": (step.work / "model.plan").stat().st_size},
+        "profile": {"batch": [1, top, top], "length": [1, max_len, max_len] if max_len else None},
+    }
     report["serving"] = place_for_serving(step, serving, bundle)
     return report
 
 
-def build_tftrt(step: Step, serving: Serving, bundle: Path, precision: str | None, calibration: str | None,
-                samples: int) -> dict[str, Any]:
+def build_tftrt(
+    step: Step, serving: Serving, bundle: Path, precision: str | None, calibration: str | None, samples: int
+) -> dict[str, Any]:
     """TF-TRT (tf.experimental.tensorrt.Converter) on the SavedModel: FP32/FP16/INT8,
     INT8 calibrated on the calibration rows, engines built ahead for the batch sizes
     TF Serving's allowed_batch_sizes pad to; writes a SavedModel with TensorRT ops."""
@@ -245,23 +273,30 @@ def build_tftrt(step: Step, serving: Serving, bundle: Path, precision: str | Non
     except (ImportError, AttributeError):
         enabled = False
     if not enabled:
-        raise NeedsTensorRT("this TensorFlow is not built with TensorRT (TF-TRT unavailable): build the engine on a "
-                            "GPU machine with tensorflow[and-cuda] and TensorRT, or set compress.engine = \"onnxruntime\"")
+        raise NeedsTensorRT(
+            "this TensorFlow is not built with TensorRT (TF-TRT unavailable): build the engine on a "
+            'GPU machine with tensorflow[and-cuda] and TensorRT, or set compress.engine = "onnxruntime"'
+        )
     meta = read_meta(step.input)
     mode = {"int8": "INT8", "fp16": "FP16"}.get(precision or "", "FP32")
     converter = tf.experimental.tensorrt.Converter(
-        input_saved_model_dir=str(step.input), precision_mode=mode, use_calibration=mode == "INT8",
-        maximum_cached_engines=16)
+        input_saved_model_dir=str(step.input),
+        precision_mode=mode,
+        use_calibration=mode == "INT8",
+        maximum_cached_engines=16,
+    )
     name = meta["signature"]["input"]
     width = meta["model"]["mlp"]["inputs"] if meta["model"].get("mlp") else meta["model"]["transformer"]["max_len"]
     dtype = np.float32 if meta["model"].get("mlp") else np.int32
     if mode == "INT8":
         split = calibration_split(step, meta, calibration, samples)
-        arrays = split.arrays["features" if "features" in split.arrays else ("text" if "text" in split.arrays else "source")]
+        arrays = split.arrays[
+            "features" if "features" in split.arrays else ("text" if "text" in split.arrays else "source")
+        ]
 
         def calibration_input() -> Iterator[dict[str, Any]]:  # the signature's keyword argument, batches of 16
             for i in range(0, len(arrays), 16):
-                yield {name: tf.constant(arrays[i:i + 16].astype(dtype))}
+                yield {name: tf.constant(arrays[i : i + 16].astype(dtype))}
 
         converter.convert(calibration_input_fn=calibration_input)
     else:
@@ -281,15 +316,31 @@ def build_tftrt(step: Step, serving: Serving, bundle: Path, precision: str | Non
     converter.save(str(step.work))
     shutil.copy2(step.input / META, step.work / META)
     write_meta(step.work, {**meta, "engine": {"name": "tf-trt", "precision": mode}})
-    report: dict[str, Any] = {"engine": "tf-trt", "precision": mode, "batch_sizes": sizes,
-              "bytes": {"before": size_of(model_files(step.input)), "after": size_of(model_files(step.work))}}
+    report: dict[str, Any] = {
+        "engine": "tf-trt",
+        "precision": mode,
+        "batch_sizes": sizes,
+        "bytes": {"before": size_of(model_files(step.input)), "after": size_of(model_files(step.work))},
+    }
     report["serving"] = place_for_serving(step, serving, bundle)
     return report
 
 
-def main(doc: str | None, argv: Sequence[str] | None, name: str, previous: str | None, *, bundle: Path,
-         engine: str, precision: str | None, calibration: str | None, samples: int, max_len: int | None,
-         serving: dict[str, Any], data: dict[str, str]) -> int:
+def main(
+    doc: str | None,
+    argv: Sequence[str] | None,
+    name: str,
+    previous: str | None,
+    *,
+    bundle: Path,
+    engine: str,
+    precision: str | None,
+    calibration: str | None,
+    samples: int,
+    max_len: int | None,
+    serving: dict[str, Any],
+    data: dict[str, str],
+) -> int:
     """compress/build_engine.py's main: the spec's constants in, the step run and published."""
     args = step_arguments(doc, extra=False).parse_args(argv)
     step = Step(name, previous, args)
@@ -297,7 +348,6 @@ def main(doc: str | None, argv: Sequence[str] | None, name: str, previous: str |
     if engine == "onnxruntime":
         report = build_onnxruntime(step, served, bundle, data["valid"])
     else:
-        report = build_tensorrt(step, served, bundle, precision, calibration, samples, max_len,
-                                step.output / "export")
+        report = build_tensorrt(step, served, bundle, precision, calibration, samples, max_len, step.output / "export")
     step.publish(report)
     return 0

@@ -31,12 +31,17 @@ def _export_onnx(step: Step, valid_path: str | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     info = export_onnx(model, cfg, step.work)
     seconds = time.perf_counter() - t0
-    write_meta(step.work, {**{k: v for k, v in meta.items() if k != "format"}, "format": "llmc-onnx-1",
-                           "onnx": {**info, "opset": OPSET}})
+    write_meta(
+        step.work,
+        {**{k: v for k, v in meta.items() if k != "format"}, "format": "llmc-onnx-1", "onnx": {**info, "opset": OPSET}},
+    )
     report: dict[str, Any] = {
-        "format": "onnx", "opset": OPSET, "export_seconds": round(seconds, 2),
+        "format": "onnx",
+        "opset": OPSET,
+        "export_seconds": round(seconds, 2),
         "files": {p.name: p.stat().st_size for p in sorted(step.work.glob("*.onnx"))},
-        "bytes": {"before": size_of(model_files(step.input)), "after": size_of(model_files(step.work))}}
+        "bytes": {"before": size_of(model_files(step.input)), "after": size_of(model_files(step.work))},
+    }
     if valid_path:
         split = load_rows(cfg, step.data(valid_path), meta.get("label_names"), limit=min(step.limit or 32, 32))
         report["check"] = compare_backends(open_model(step.input), open_model(step.work), split)
@@ -50,10 +55,14 @@ def _export_savedmodel(step: Step, valid_path: str | None) -> dict[str, Any]:
     copy_model(step.input, step.work)
     meta = read_meta(step.work)
     report: dict[str, Any] = {
-        "format": "savedmodel", "onnx": "not written (no tf2onnx); the SavedModel is the served model",
-        "bytes": {"before": size_of(model_files(step.input)), "after": size_of(model_files(step.work))}}
+        "format": "savedmodel",
+        "onnx": "not written (no tf2onnx); the SavedModel is the served model",
+        "bytes": {"before": size_of(model_files(step.input)), "after": size_of(model_files(step.work))},
+    }
     if valid_path:
-        split = load_rows(meta["model"], step.data(valid_path), meta.get("label_names"), limit=min(step.limit or 32, 32))
+        split = load_rows(
+            meta["model"], step.data(valid_path), meta.get("label_names"), limit=min(step.limit or 32, 32)
+        )
         report["check"] = compare_backends(open_model(step.input, prefer="keras"), open_model(step.work), split)
         step.say(f"SavedModel vs Keras on {len(split)} valid examples: {agreement_text(report['check'])}")
     return report
@@ -61,11 +70,12 @@ def _export_savedmodel(step: Step, valid_path: str | None) -> dict[str, Any]:
 
 # The exporter of each trained format: the one place export tells torch from TensorFlow.
 _EXPORTERS: dict[str, Callable[[Step, str | None], dict[str, Any]]] = {
-    "torch": _export_onnx, "tensorflow": _export_savedmodel}
+    "torch": _export_onnx,
+    "tensorflow": _export_savedmodel,
+}
 
 
-def main(doc: str | None, argv: Sequence[str] | None, name: str, previous: str | None, *,
-         data: dict[str, str]) -> int:
+def main(doc: str | None, argv: Sequence[str] | None, name: str, previous: str | None, *, data: dict[str, str]) -> int:
     """compress/export.py's main: the spec's constants in, the step run and published."""
     args = step_arguments(doc, extra=False).parse_args(argv)
     step = Step(name, previous, args)

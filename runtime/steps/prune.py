@@ -13,8 +13,15 @@ from ..frameworks import ADAPTERS, TrainSettings, adapter_for
 from .common import Step, step_arguments
 
 
-def prune(step: Step, method: str, sparsity: float, finetune_epochs: int, settings: TrainSettings,
-          train_path: str, valid_path: str) -> dict[str, Any]:
+def prune(
+    step: Step,
+    method: str,
+    sparsity: float,
+    finetune_epochs: int,
+    settings: TrainSettings,
+    train_path: str,
+    valid_path: str,
+) -> dict[str, Any]:
     """`method` "magnitude" (the smallest |w| of each layer) or "structured" (whole
     output units by L2 norm); the quality before, right after pruning and after
     fine-tuning goes in the report."""
@@ -32,8 +39,16 @@ def prune(step: Step, method: str, sparsity: float, finetune_epochs: int, settin
     steps = 0
     if finetune_epochs:
         train = load_rows(cfg, step.data(train_path), names, step.limit)
-        steps = fw.train(model, train, settings, finetune_epochs, fw.task_loss, step.max_steps,
-                         after_step=masks.after_step, say=step.say)
+        steps = fw.train(
+            model,
+            train,
+            settings,
+            finetune_epochs,
+            fw.task_loss,
+            step.max_steps,
+            after_step=masks.after_step,
+            say=step.say,
+        )
     masks.finish()
     after = fw.validate(model, valid)
     extra = {k: v for k, v in meta.items() if k not in fw.META_REWRITTEN}
@@ -41,16 +56,32 @@ def prune(step: Step, method: str, sparsity: float, finetune_epochs: int, settin
     achieved = masks.sparsity()
     step.say(f"{method}: {achieved:.1%} of the weights of {masks.layers} layers are zero")
     src, dst = model_files(step.input), model_files(step.work)
-    return {"method": method, "requested_sparsity": sparsity, "sparsity": round(achieved, 6),
-            "overall_sparsity": round(fw.overall_sparsity(model), 6), "layers": masks.layers,
-            "finetune_epochs": finetune_epochs, "finetune_steps": steps,
-            "bytes": {"before": size_of(src), "after": size_of(dst)},
-            "gzip_bytes": {"before": sum(gzip_size(p) for p in src), "after": sum(gzip_size(p) for p in dst)},
-            "quality": {"before": before, "pruned": pruned, "after": after}}
+    return {
+        "method": method,
+        "requested_sparsity": sparsity,
+        "sparsity": round(achieved, 6),
+        "overall_sparsity": round(fw.overall_sparsity(model), 6),
+        "layers": masks.layers,
+        "finetune_epochs": finetune_epochs,
+        "finetune_steps": steps,
+        "bytes": {"before": size_of(src), "after": size_of(dst)},
+        "gzip_bytes": {"before": sum(gzip_size(p) for p in src), "after": sum(gzip_size(p) for p in dst)},
+        "quality": {"before": before, "pruned": pruned, "after": after},
+    }
 
 
-def main(doc: str | None, argv: Sequence[str] | None, name: str, previous: str | None, *, method: str,
-         sparsity: float, finetune_epochs: int, train: dict[str, Any], data: dict[str, str]) -> int:
+def main(
+    doc: str | None,
+    argv: Sequence[str] | None,
+    name: str,
+    previous: str | None,
+    *,
+    method: str,
+    sparsity: float,
+    finetune_epochs: int,
+    train: dict[str, Any],
+    data: dict[str, str],
+) -> int:
     """compress/prune.py's main: the spec's constants in, the step run and published."""
     args = step_arguments(doc).parse_args(argv)
     step = Step(name, previous, args)

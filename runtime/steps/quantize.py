@@ -26,8 +26,9 @@ from .common import Step, calibration_split, check_against_input, copy_model, st
 Feed = dict[str, np.ndarray]
 
 
-def quantize(step: Step, precision: str, method: str, calibration: str | None, samples: int,
-             valid_path: str | None = None) -> dict[str, Any]:
+def quantize(
+    step: Step, precision: str, method: str, calibration: str | None, samples: int, valid_path: str | None = None
+) -> dict[str, Any]:
     quantizer = _QUANTIZERS.get(step.format)
     if quantizer is None:
         raise StepError(f"quantize needs the exported model (ONNX or SavedModel), found {step.format} at {step.input}")
@@ -51,7 +52,9 @@ class _Feeds:
         self.i = 0
 
 
-def calibration_feeds(directory: Path, meta: dict[str, Any], split: Split, batch_size: int = 16) -> dict[str, list[Feed]]:
+def calibration_feeds(
+    directory: Path, meta: dict[str, Any], split: Split, batch_size: int = 16
+) -> dict[str, list[Feed]]:
     """Inputs for each graph of an ONNX model folder, from the calibration rows:
     the served graph's inputs for single-graph models; for generation the encoder's
     source ids and the decoder's teacher-forced prefixes with the fp32 encoder's memory
@@ -62,25 +65,32 @@ def calibration_feeds(directory: Path, meta: dict[str, Any], split: Split, batch
     feeds: dict[str, list[Feed]] = {}
     order = np.arange(len(split))
     if arch == "mlp":
-        feeds["model.onnx"] = [{"features": b["features"].astype(np.float32)}
-                               for b in batches(split, order, batch_size, drop_last=False)]
+        feeds["model.onnx"] = [
+            {"features": b["features"].astype(np.float32)} for b in batches(split, order, batch_size, drop_last=False)
+        ]
         return feeds
     if arch == "encoder":
-        feeds["model.onnx"] = [{"input_ids": b["text"].astype(np.int64)}
-                               for b in batches(split, order, batch_size, drop_last=False)]
+        feeds["model.onnx"] = [
+            {"input_ids": b["text"].astype(np.int64)} for b in batches(split, order, batch_size, drop_last=False)
+        ]
         return feeds
     if arch == "encoder-decoder":
-        enc = ort.InferenceSession(str(directory / "encoder.onnx"), session_options(), providers=["CPUExecutionProvider"])
+        enc = ort.InferenceSession(
+            str(directory / "encoder.onnx"), session_options(), providers=["CPUExecutionProvider"]
+        )
         feeds["encoder.onnx"], feeds["decoder.onnx"] = [], []
         for b in batches(split, order, batch_size, drop_last=False):
             src = b["source"].astype(np.int64)
             memory, mask = enc.run(None, {"input_ids": src})
             feeds["encoder.onnx"].append({"input_ids": src})
-            feeds["decoder.onnx"].append({"decoder_input_ids": b["target"][:, :-1].astype(np.int64),
-                                          "memory": memory, "memory_mask": mask})
+            feeds["decoder.onnx"].append(
+                {"decoder_input_ids": b["target"][:, :-1].astype(np.int64), "memory": memory, "memory_mask": mask}
+            )
         return feeds
-    feeds["decoder.onnx"] = [{"decoder_input_ids": b["tokens"][:, :-1].astype(np.int64)}
-                             for b in batches(split, order, batch_size, drop_last=False)]
+    feeds["decoder.onnx"] = [
+        {"decoder_input_ids": b["tokens"][:, :-1].astype(np.int64)}
+        for b in batches(split, order, batch_size, drop_last=False)
+    ]
     return feeds
 
 
@@ -106,12 +116,25 @@ def quantize_graph(src: Path, dst: Path, precision: str, method: str, feeds: lis
             return {"precision": "int8", "method": "dynamic"}
         if not feeds:
             raise StepError("static quantization needs calibration data (compress.quantize.calibration)")
-        quantize_static(str(src), str(dst), _Feeds(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["MatMul", "Gemm"], calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        return {"precision": "int8", "method": "static", "format": "QDQ", "per_channel": True,
-                "calibration_batches": len(feeds)}
+        quantize_static(
+            str(src),
+            str(dst),
+            _Feeds(feeds),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+        return {
+            "precision": "int8",
+            "method": "static",
+            "format": "QDQ",
+            "per_channel": True,
+            "calibration_batches": len(feeds),
+        }
 
 
 @contextlib.contextmanager
@@ -125,8 +148,9 @@ def _quiet_logging() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _quantize_onnx(step: Step, precision: str, method: str, calibration: str | None, samples: int,
-                   valid_path: str | None) -> dict[str, Any]:
+def _quantize_onnx(
+    step: Step, precision: str, method: str, calibration: str | None, samples: int, valid_path: str | None
+) -> dict[str, Any]:
     import onnx
 
     meta = read_meta(step.input)
@@ -140,14 +164,21 @@ def _quantize_onnx(step: Step, precision: str, method: str, calibration: str | N
         details[name] = quantize_graph(step.input / name, step.work / name, precision, method, feeds.get(name))
     if info.get("parts"):
         encoder = onnx.load(str(step.work / "encoder.onnx")) if "encoder.onnx" in graphs else None
-        composed = compose_greedy(onnx.load(str(step.work / "decoder.onnx")), encoder,
-                                  int(meta["model"]["transformer"]["max_len"]))
+        composed = compose_greedy(
+            onnx.load(str(step.work / "decoder.onnx")), encoder, int(meta["model"]["transformer"]["max_len"])
+        )
         onnx.save(composed, str(step.work / "model.onnx"))
-    write_meta(step.work, {**meta, "quantized": {"precision": precision, "method": method if precision == "int8" else None}})
+    write_meta(
+        step.work, {**meta, "quantized": {"precision": precision, "method": method if precision == "int8" else None}}
+    )
     before, after = size_of(model_files(step.input)), size_of(model_files(step.work))
-    report: dict[str, Any] = {"precision": precision, "method": method if precision == "int8" else None,
-                              "graphs": details, "bytes": {"before": before, "after": after},
-                              "ratio": round(after / max(before, 1), 4)}
+    report: dict[str, Any] = {
+        "precision": precision,
+        "method": method if precision == "int8" else None,
+        "graphs": details,
+        "bytes": {"before": before, "after": after},
+        "ratio": round(after / max(before, 1), 4),
+    }
     if split is not None:
         report["calibration"] = {"path": step.data(calibration), "samples": len(split)}
     step.say(f"{precision} {report['method'] or ''}: {before:,} -> {after:,} bytes")
@@ -155,8 +186,9 @@ def _quantize_onnx(step: Step, precision: str, method: str, calibration: str | N
     return report
 
 
-def _quantize_tflite(step: Step, precision: str, method: str, calibration: str | None, samples: int,
-                     valid_path: str | None) -> dict[str, Any]:
+def _quantize_tflite(
+    step: Step, precision: str, method: str, calibration: str | None, samples: int, valid_path: str | None
+) -> dict[str, Any]:
     """TensorFlow Lite from the SavedModel: dynamic-range int8 (weights), full int8 with a
     representative dataset of the calibration rows (float I/O kept), or fp16 weights.
     The SavedModel stays in the folder: it is what TF Serving serves; model.tflite
@@ -167,8 +199,11 @@ def _quantize_tflite(step: Step, precision: str, method: str, calibration: str |
     copy_model(step.input, step.work)
     converter = tf.lite.TFLiteConverter.from_saved_model(str(step.input))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    report: dict[str, Any] = {"precision": precision, "method": method if precision == "int8" else None,
-                              "format": "tflite"}
+    report: dict[str, Any] = {
+        "precision": precision,
+        "method": method if precision == "int8" else None,
+        "format": "tflite",
+    }
     if precision == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     elif method == "static":
@@ -178,7 +213,7 @@ def _quantize_tflite(step: Step, precision: str, method: str, calibration: str |
 
         def representative() -> Iterator[Feed]:
             for i in range(len(arrays)):
-                x = arrays[i:i + 1]
+                x = arrays[i : i + 1]
                 yield {name: x.astype(np.float32 if x.dtype.kind == "f" else np.int32)}
 
         converter.representative_dataset = representative
@@ -202,11 +237,23 @@ def _quantize_tflite(step: Step, precision: str, method: str, calibration: str |
 
 # The quantizer of each input format: the one place quantize tells ONNX from a SavedModel.
 _QUANTIZERS: dict[str, Callable[[Step, str, str, str | None, int, str | None], dict[str, Any]]] = {
-    "onnx": _quantize_onnx, "tensorflow": _quantize_tflite}
+    "onnx": _quantize_onnx,
+    "tensorflow": _quantize_tflite,
+}
 
 
-def main(doc: str | None, argv: Sequence[str] | None, name: str, previous: str | None, *, precision: str,
-         method: str, calibration: str | None, samples: int, data: dict[str, str]) -> int:
+def main(
+    doc: str | None,
+    argv: Sequence[str] | None,
+    name: str,
+    previous: str | None,
+    *,
+    precision: str,
+    method: str,
+    calibration: str | None,
+    samples: int,
+    data: dict[str, str],
+) -> int:
     """compress/quantize.py's main: the spec's constants in, the step run and published."""
     args = step_arguments(doc, extra=False).parse_args(argv)
     step = Step(name, previous, args)

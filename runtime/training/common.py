@@ -64,13 +64,24 @@ class BuildConstants:
 
 def parse_args(model_name: str, argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=f"Horovod training of {model_name}.")
-    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="override one model.json field for this run (value: JSON)")
-    p.add_argument("--output", default=os.environ.get("LLMC_OUTPUT", "outputs"),
-                   help="checkpoints, the final model and metrics go here (default $LLMC_OUTPUT or outputs/)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override one model.json field for this run (value: JSON)",
+    )
+    p.add_argument(
+        "--output",
+        default=os.environ.get("LLMC_OUTPUT", "outputs"),
+        help="checkpoints, the final model and metrics go here (default $LLMC_OUTPUT or outputs/)",
+    )
     p.add_argument("--metrics", help="metrics JSON lines (default OUTPUT/metrics.jsonl)")
-    p.add_argument("--data-root", default=os.environ.get("LLMC_DATA_ROOT"),
-                   help="the spec's relative data paths are relative to this folder (default: the working directory)")
+    p.add_argument(
+        "--data-root",
+        default=os.environ.get("LLMC_DATA_ROOT"),
+        help="the spec's relative data paths are relative to this folder (default: the working directory)",
+    )
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps in all (smoke tests, trials)")
     p.add_argument("--log-every", type=int, default=10, help="optimizer steps between metrics lines (default 10)")
     return p.parse_args(argv)
@@ -122,27 +133,34 @@ class StepPlan:
     lr_at: Callable[[int], float]
 
 
-def plan_steps(train: dict[str, Any], examples: int, layout: BatchLayout, max_steps: int | None,
-               say: Callable[[str], None]) -> StepPlan:
+def plan_steps(
+    train: dict[str, Any], examples: int, layout: BatchLayout, max_steps: int | None, say: Callable[[str], None]
+) -> StepPlan:
     micro_per_epoch = micro_batches_per_rank(examples, layout.data, layout.micro_batch)
     steps_per_epoch = micro_per_epoch // layout.accumulation
     if steps_per_epoch == 0:
-        raise SystemExit(f"train.py: error: the train split has {examples} examples, "
-                         f"fewer than one global batch of {layout.batch_size}")
+        raise SystemExit(
+            f"train.py: error: the train split has {examples} examples, "
+            f"fewer than one global batch of {layout.batch_size}"
+        )
     planned = int(train["steps"]) if train.get("steps") else int(train["epochs"]) * steps_per_epoch
     last_step = min(planned, max_steps) if max_steps else planned
     warmup = int((train.get("schedule") or {}).get("warmup", 0))
     if warmup >= planned:
-        say(f"warning: schedule warmup ({warmup} steps) is not shorter than the run ({planned} steps): "
-            f"the learning rate never reaches {train['optimizer']['lr']}")
+        say(
+            f"warning: schedule warmup ({warmup} steps) is not shorter than the run ({planned} steps): "
+            f"the learning rate never reaches {train['optimizer']['lr']}"
+        )
     return StepPlan(steps_per_epoch, planned, last_step, schedule_fn(train, planned))
 
 
 def layout_line(size: int, layout: BatchLayout, plan: StepPlan, progress: Progress, with_tensor: bool) -> str:
     tensor = f" x tensor {layout.tensor}" if with_tensor else ""
-    return (f"{size} processes: data {layout.data}{tensor}; global batch {layout.batch_size} = "
-            f"{layout.data} x micro-batch {layout.micro_batch} x accumulation {layout.accumulation}; "
-            f"{plan.steps_per_epoch} steps per epoch; steps {progress['step']} -> {plan.last_step} of {plan.planned}")
+    return (
+        f"{size} processes: data {layout.data}{tensor}; global batch {layout.batch_size} = "
+        f"{layout.data} x micro-batch {layout.micro_batch} x accumulation {layout.accumulation}; "
+        f"{plan.steps_per_epoch} steps per epoch; steps {progress['step']} -> {plan.last_step} of {plan.planned}"
+    )
 
 
 # --- metrics.jsonl -----------------------------------------------------------------------
@@ -197,8 +215,10 @@ def host_random_state() -> RandomState:
     """Python's and numpy's global random state, as plain data (lists and numbers)."""
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    return {"python": [version, list(internal), gauss],
-            "numpy": [str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]}
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
+    }
 
 
 def restore_host_random_state(state: RandomState) -> None:
@@ -208,15 +228,18 @@ def restore_host_random_state(state: RandomState) -> None:
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
-def own_random_state(saved: list[RandomState] | None, rank: int, size: int,
-                     say: Callable[[str], None]) -> RandomState | None:
+def own_random_state(
+    saved: list[RandomState] | None, rank: int, size: int, say: Callable[[str], None]
+) -> RandomState | None:
     """This rank's state from a checkpoint's list of every rank's, when the run has as
     many processes as the one that saved it (else its data shards differ anyway)."""
     if not saved:
         return None
     if len(saved) != size:
-        say(f"the checkpoint holds the random state of {len(saved)} processes, this run has {size}: "
-            f"dropout continues from fresh seeds")
+        say(
+            f"the checkpoint holds the random state of {len(saved)} processes, this run has {size}: "
+            f"dropout continues from fresh seeds"
+        )
         return None
     return saved[rank]
 
@@ -246,8 +269,15 @@ class LoopSettings:
     trim: bool  # trim padding columns (torch); TensorFlow keeps fixed shapes so its step traces once
 
 
-def train_loop(hooks: StepHooks, split: Split, settings: LoopSettings, progress: Progress, metrics: MetricsLog,
-               policy: ck.Policy, agree: Callable[[bool], bool] | None) -> int:
+def train_loop(
+    hooks: StepHooks,
+    split: Split,
+    settings: LoopSettings,
+    progress: Progress,
+    metrics: MetricsLog,
+    policy: ck.Policy,
+    agree: Callable[[bool], bool] | None,
+) -> int:
     """Optimizer steps from `progress` to the plan's last step; returns the last step."""
     layout, plan = settings.layout, settings.plan
     micro_per_epoch = plan.steps_per_epoch * layout.accumulation
@@ -278,8 +308,15 @@ def train_loop(hooks: StepHooks, split: Split, settings: LoopSettings, progress:
             if logged:
                 loss = hooks.window_loss(window_micro)
                 elapsed = time.perf_counter() - window_start
-                metrics.write({"step": step, "epoch": round(step / plan.steps_per_epoch, 4), "loss": loss, "lr": lr,
-                               "throughput": round(window_steps * layout.batch_size / max(elapsed, 1e-9), 2)})
+                metrics.write(
+                    {
+                        "step": step,
+                        "epoch": round(step / plan.steps_per_epoch, 4),
+                        "loss": loss,
+                        "lr": lr,
+                        "throughput": round(window_steps * layout.batch_size / max(elapsed, 1e-9), 2),
+                    }
+                )
                 window_micro, window_steps, window_start = 0, 0, time.perf_counter()
             at_end = micro + 1 == micro_per_epoch
             # A time-based decision is shared by every rank (saving is collective), so it is
@@ -301,23 +338,30 @@ def train_loop(hooks: StepHooks, split: Split, settings: LoopSettings, progress:
     return step
 
 
-def validation_totals(split: Split, settings: LoopSettings,
-                      batch_totals: Callable[[Batch], tuple[float, float, float | None]]) -> np.ndarray:
+def validation_totals(
+    split: Split, settings: LoopSettings, batch_totals: Callable[[Batch], tuple[float, float, float | None]]
+) -> np.ndarray:
     """Loss sum, token or example count and correct count of this replica's share of
     the whole split (no example twice); the caller adds them over the replicas."""
     totals = np.zeros(3, dtype=np.float64)
-    mine = shard(epoch_order(len(split), settings.seed, 0, shuffle=False), settings.dp_rank,
-                 settings.layout.data, pad=False)
+    mine = shard(
+        epoch_order(len(split), settings.seed, 0, shuffle=False), settings.dp_rank, settings.layout.data, pad=False
+    )
     for batch in batches(split, mine, settings.layout.micro_batch, drop_last=False, trim=settings.trim):
         loss_sum, count, correct = batch_totals(batch)
         totals += [loss_sum, count, correct if correct is not None else 0.0]
     return totals
 
 
-def final_record(totals: np.ndarray, step: int, plan: StepPlan, constants: BuildConstants,
-                 started: float) -> dict[str, Any]:
-    final: dict[str, Any] = {"final": True, "valid_loss": float(totals[0] / totals[1]), "steps": step,
-                             "epoch": round(step / plan.steps_per_epoch, 4)}
+def final_record(
+    totals: np.ndarray, step: int, plan: StepPlan, constants: BuildConstants, started: float
+) -> dict[str, Any]:
+    final: dict[str, Any] = {
+        "final": True,
+        "valid_loss": float(totals[0] / totals[1]),
+        "steps": step,
+        "epoch": round(step / plan.steps_per_epoch, 4),
+    }
     if constants.reports_accuracy:
         final["valid_accuracy"] = float(totals[2] / totals[1])
     final["seconds"] = round(time.perf_counter() - started, 2)

@@ -70,9 +70,18 @@ def random_variables(model: Any) -> list[Any]:
 class TfSteps:
     """The framework half of the loop (common.StepHooks) for a Keras model."""
 
-    def __init__(self, model: Any, optimizer: Any, compression: Any, accumulation: int, loss_scaling: bool,
-                 rank: int, folder: Path, keep: int) -> None:
-        self.model, self.optimizer, self.rank, self.folder, self.keep = model, optimizer, rank, folder, keep
+    def __init__(
+        self,
+        model: Any,
+        optimizer: Any,
+        compression: Any,
+        accumulation: int,
+        loss_scaling: bool,
+        rank: int,
+        folder: Path,
+        keep: int,
+    ) -> None:
+        self.model, self.optimizer, self.rank, self.folder, self.keep = (model, optimizer, rank, folder, keep)
         self._window = 0.0
         variables = model.trainable_variables
         # Horovod's tape keys gradients by tf.Variable.ref(): hand it the tf.Variables that
@@ -106,14 +115,19 @@ class TfSteps:
 
         @tf.function
         def apply_accumulated() -> None:
-            grads = hvd.grouped_allreduce([acc.read_value() for acc in accumulated], op=hvd.Average,
-                                          compression=compression)
+            grads = hvd.grouped_allreduce(
+                [acc.read_value() for acc in accumulated], op=hvd.Average, compression=compression
+            )
             optimizer.apply(grads, variables)
             for acc in accumulated:
                 acc.assign(tf.zeros_like(acc))
 
         self._accumulation = accumulation
-        self._train_step, self._accumulate_step, self._apply_accumulated = train_step, accumulate_step, apply_accumulated
+        self._train_step, self._accumulate_step, self._apply_accumulated = (
+            train_step,
+            accumulate_step,
+            apply_accumulated,
+        )
 
     def micro_step(self, batch: Batch, lr: float | None) -> None:
         if lr is not None:
@@ -127,8 +141,9 @@ class TfSteps:
         self._window += float(loss)
 
     def window_loss(self, micro_batches: int) -> float:
-        totals = hvd.allreduce(tf.constant([self._window, float(micro_batches)], tf.float64), op=hvd.Sum,
-                               name="metrics.loss").numpy()
+        totals = hvd.allreduce(
+            tf.constant([self._window, float(micro_batches)], tf.float64), op=hvd.Sum, name="metrics.loss"
+        ).numpy()
         self._window = 0.0
         return float(totals[0] / totals[1])
 
@@ -174,8 +189,10 @@ def train(constants: BuildConstants, argv: list[str] | None = None) -> int:
     args = parse_args(constants.model_name, argv)
     started = time.perf_counter()
     if constants.tensor_parallel > 1:
-        raise SystemExit("train.py: error: tensor parallelism is implemented for torch models only; "
-                         "set train.parallel.tensor = 1 for a TensorFlow model")
+        raise SystemExit(
+            "train.py: error: tensor parallelism is implemented for torch models only; "
+            "set train.parallel.tensor = 1 for a TensorFlow model"
+        )
     cfg = load_config(constants.model_json, args.set, data_root=args.data_root)
     model_cfg, train_cfg = cfg["model"], cfg["train"]
     hvd.init()
@@ -231,8 +248,16 @@ def train(constants: BuildConstants, argv: list[str] | None = None) -> int:
     # Where this run starts and ends, for progress and ETA (a resumed run starts late).
     metrics.write({"start": True, "from_step": progress["step"], "total_steps": plan.last_step})
 
-    steps = TfSteps(model, optimizer, compression, layout.accumulation, precision == "fp16", rank, folder,
-                    int(train_cfg["checkpoint"]["keep"]))
+    steps = TfSteps(
+        model,
+        optimizer,
+        compression,
+        layout.accumulation,
+        precision == "fp16",
+        rank,
+        folder,
+        int(train_cfg["checkpoint"]["keep"]),
+    )
     # Transformers see fixed-shape batches (no trimming), so the step traces once.
     settings = LoopSettings(layout, plan, seed, rank, args.log_every, trim=False)
     policy = ck.Policy(train_cfg["checkpoint"]["every"])
@@ -249,8 +274,16 @@ def train(constants: BuildConstants, argv: list[str] | None = None) -> int:
         target = output / "model"
         staging = output / ".model.partial"
         shutil.rmtree(staging, ignore_errors=True)
-        save_model(str(staging), model, model_cfg, train_split.label_names, framework="tensorflow",
-                   **bundle_identity(constants.bundle), steps=step, valid_loss=final["valid_loss"])
+        save_model(
+            str(staging),
+            model,
+            model_cfg,
+            train_split.label_names,
+            framework="tensorflow",
+            **bundle_identity(constants.bundle),
+            steps=step,
+            valid_loss=final["valid_loss"],
+        )
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
     metrics.write(final)

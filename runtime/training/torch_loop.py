@@ -82,8 +82,10 @@ def init_horovod(tensor: int) -> tuple[TensorParallel, Any, int]:
     # launcher's environment.
     size = int(os.environ.get("HOROVOD_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or 0)
     if size == 0 or size % tensor:
-        raise SystemExit(f"train.py: error: {size or 'an unknown number of'} processes cannot be split into "
-                         f"tensor-parallel groups of {tensor}; start it with train/launch.sh")
+        raise SystemExit(
+            f"train.py: error: {size or 'an unknown number of'} processes cannot be split into "
+            f"tensor-parallel groups of {tensor}; start it with train/launch.sh"
+        )
     everyone = list(range(size))
     tensor_ranks = [list(range(d * tensor, (d + 1) * tensor)) for d in range(size // tensor)]
     data_ranks = [list(range(t, size, tensor)) for t in range(tensor)]
@@ -117,8 +119,18 @@ def restore_random_state(state: RandomState) -> None:
 class TorchSteps:
     """The framework half of the loop (common.StepHooks) for a torch model."""
 
-    def __init__(self, model: torch.nn.Module, optimizer: Any, device: torch.device, amp_dtype: torch.dtype | None,
-                 accumulation: int, rank: int, tensor: int, folder: Path, keep: int) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: Any,
+        device: torch.device,
+        amp_dtype: torch.dtype | None,
+        accumulation: int,
+        rank: int,
+        tensor: int,
+        folder: Path,
+        keep: int,
+    ) -> None:
         self.model, self.optimizer, self.device = model, optimizer, device
         self.amp_dtype, self.accumulation = amp_dtype, accumulation
         self.scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -162,8 +174,12 @@ class TorchSteps:
         if self.tensor == 1 and self.rank != 0:
             return
         # With tensor parallelism every rank takes part in gathering the shards.
-        state = {"model": full_state_dict(self.model), "optimizer": full_optimizer_state(self.model, self.optimizer),
-                 "progress": progress, "random": states}
+        state = {
+            "model": full_state_dict(self.model),
+            "optimizer": full_optimizer_state(self.model, self.optimizer),
+            "progress": progress,
+            "random": states,
+        }
         if self.rank == 0:
             path = ck.checkpoint_path(self.folder, progress["step"], "pt")
             ck.atomic_write(path, lambda tmp: torch.save(state, tmp))
@@ -259,8 +275,17 @@ def train(constants: BuildConstants, argv: list[str] | None = None) -> int:
     # Where this run starts and ends, for progress and ETA (a resumed run starts late).
     metrics.write({"start": True, "from_step": progress["step"], "total_steps": plan.last_step})
 
-    steps = TorchSteps(model, optimizer, device, amp_dtype, layout.accumulation, rank, tensor, folder,
-                       int(train_cfg["checkpoint"]["keep"]))
+    steps = TorchSteps(
+        model,
+        optimizer,
+        device,
+        amp_dtype,
+        layout.accumulation,
+        rank,
+        tensor,
+        folder,
+        int(train_cfg["checkpoint"]["keep"]),
+    )
     settings = LoopSettings(layout, plan, seed, dp_rank, args.log_every, trim=True)
     policy = ck.Policy(train_cfg["checkpoint"]["every"])
     # Saving is collective (random states are gathered), so a time-based decision is rank 0's.
@@ -277,8 +302,16 @@ def train(constants: BuildConstants, argv: list[str] | None = None) -> int:
     final = final_record(totals, step, plan, constants, started)
 
     if tensor > 1 or rank == 0:
-        save_model(output / "model" if rank == 0 else None, model, model_cfg, train_split.label_names,
-                   framework="torch", **bundle_identity(constants.bundle), steps=step, valid_loss=final["valid_loss"])
+        save_model(
+            output / "model" if rank == 0 else None,
+            model,
+            model_cfg,
+            train_split.label_names,
+            framework="torch",
+            **bundle_identity(constants.bundle),
+            steps=step,
+            valid_loss=final["valid_loss"],
+        )
     metrics.write(final)
     say(f"done: {step} steps, valid loss {final['valid_loss']:.4f}; model in {output / 'model'}")
     metrics.close()

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -33,13 +32,24 @@ def _needs_horovod():
 
 
 def env() -> dict:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONWARNINGS": "ignore",
-            "COLUMNS": "200"}
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONWARNINGS": "ignore",
+        "COLUMNS": "200",
+    }
 
 
 def llmc(cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LLMC), *args], cwd=cwd, env=env(), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(LLMC), *args],
+        cwd=cwd,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def run_spec(tmp_path: Path, spec: Path, *args: str) -> subprocess.CompletedProcess:
@@ -51,7 +61,7 @@ def table_rows(stdout: str) -> dict[str, list[str]]:
     rows: dict[str, list[str]] = {}
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["metric", "value"])
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.strip():
             break
         cells = [c for c in line.split("  ") if c.strip()]
@@ -100,8 +110,10 @@ def test_classifier_local_pipeline_trains_tensorflow_over_horovod_and_passes_acc
     # trained and compressed models of the run above): the run fails with the table.
     strict = tmp_path / "strict" / "classifier.llm"
     strict.parent.mkdir()
-    strict.write_text(f'extends "{ROOT / "specs" / "classifier.llm"}"\n\n'
-                      "profile local {\n  evaluate.metric.accuracy.min = 0.9999\n}\n")
+    strict.write_text(
+        f'extends "{ROOT / "specs" / "classifier.llm"}"\n\n'
+        "profile local {\n  evaluate.metric.accuracy.min = 0.9999\n}\n"
+    )
     failed = run_spec(tmp_path, strict, "--stage", "evaluate")
     assert failed.returncode == 1, failed.stdout[-4000:]
     assert "==> train" not in failed.stdout and "==> compress" not in failed.stdout
@@ -126,18 +138,37 @@ def _train_processes(marker: str) -> list[int]:
 
 def test_ctrl_c_stops_training_and_the_next_run_resumes_from_the_newest_checkpoint(tmp_path):
     spec = tmp_path / "resumable.llm"
-    spec.write_text(f'extends "{ROOT / "specs" / "translator.llm"}"\n\n'
-                    "train {\n  checkpoint {\n    every = 30\n    keep  = 2\n  }\n}\n")
-    args = [str(LLMC), "run", str(spec), "--profile", "local", "--stage", "train", "-o", "build/bundle",
-            "--runs-dir", "runs"]
+    spec.write_text(
+        f'extends "{ROOT / "specs" / "translator.llm"}"\n\n'
+        "train {\n  checkpoint {\n    every = 30\n    keep  = 2\n  }\n}\n"
+    )
+    args = [
+        str(LLMC),
+        "run",
+        str(spec),
+        "--profile",
+        "local",
+        "--stage",
+        "train",
+        "-o",
+        "build/bundle",
+        "--runs-dir",
+        "runs",
+    ]
     work = tmp_path / "runs" / "resumable-local" / "work" / "train"
     checkpoints = work / "checkpoints"
     log = (tmp_path / "first.log").open("w")
     # A shell without job control starts background commands with SIGINT ignored, and
     # children inherit that: give llmc the default Ctrl-C, as a terminal would.
-    first = subprocess.Popen(args, cwd=tmp_path, env=env(), stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    first = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        env=env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 300
     while not (checkpoints.is_dir() and any(checkpoints.glob("ckpt-*.pt"))):
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-4000:]
@@ -154,13 +185,14 @@ def test_ctrl_c_stops_training_and_the_next_run_resumes_from_the_newest_checkpoi
     planned = lines[0]["total_steps"]
     assert saved and saved[-1] < planned and not any(line.get("final") for line in lines)
 
-    second = subprocess.run(args, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600,
-                            stdin=subprocess.DEVNULL)
+    second = subprocess.run(
+        args, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+    )
     assert second.returncode == 0, second.stdout[-4000:]
     assert f"at step {saved[-1]}" in second.stdout and "resuming from" in second.stdout
     lines = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     starts = [line for line in lines if line.get("start")]
     assert [s["from_step"] for s in starts] == [0, saved[-1]] and starts[-1]["total_steps"] == planned
     assert lines[-1]["final"] is True and lines[-1]["steps"] == planned
-    steps_after = [line["step"] for line in lines[lines.index(starts[-1]):] if "step" in line]
+    steps_after = [line["step"] for line in lines[lines.index(starts[-1]) :] if "step" in line]
     assert steps_after[0] > saved[-1] and steps_after[-1] == planned

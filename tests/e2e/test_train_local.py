@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 from helpers import ROOT, run_cli
+
 from llmc.runtime import checkpoints as ck
 
 pytestmark = pytest.mark.slow
@@ -43,11 +44,17 @@ FAST = ["--set", "train.schedule.warmup=5", "--set", "train.optimizer.lr=0.001"]
 
 def env() -> dict:
     # The specs' relative data paths are relative to specs/ (docs/bundle.md: --data-root).
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHON": sys.executable,
-            "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore", "LLMC_DATA_ROOT": str(ROOT / "specs"),
-            # 4 processes share 2 cores here: a rank can wait longer than Gloo's default
-            # 30 s for a peer that has no core, and Gloo then aborts the job.
-            "HOROVOD_GLOO_TIMEOUT_SECONDS": "300"}
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHON": sys.executable,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONWARNINGS": "ignore",
+        "LLMC_DATA_ROOT": str(ROOT / "specs"),
+        # 4 processes share 2 cores here: a rank can wait longer than Gloo's default
+        # 30 s for a peer that has no core, and Gloo then aborts the job.
+        "HOROVOD_GLOO_TIMEOUT_SECONDS": "300",
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -65,15 +72,23 @@ def build(tmp_path: Path, spec: Path, name: str) -> Path:
     return bundle
 
 
-def launch(bundle: Path, *args: str, np: int | None = None, timeout: int = 240,
-           data_root: Path | None = None) -> subprocess.CompletedProcess:
+def launch(
+    bundle: Path, *args: str, np: int | None = None, timeout: int = 240, data_root: Path | None = None
+) -> subprocess.CompletedProcess:
     e = env()
     if np is not None:
         e["HOROVOD_NP"] = str(np)
     if data_root is not None:  # a spec outside specs/: its relative paths are relative to its own folder
         e["LLMC_DATA_ROOT"] = str(data_root)
-    proc = subprocess.run([str(bundle / "train" / "launch.sh"), *args], capture_output=True, text=True,
-                          timeout=timeout, env=e, stdin=subprocess.DEVNULL, cwd=bundle)
+    proc = subprocess.run(
+        [str(bundle / "train" / "launch.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=e,
+        stdin=subprocess.DEVNULL,
+        cwd=bundle,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc
 
@@ -101,6 +116,7 @@ def test_translator_trains_with_horovod_and_resumes(tmp_path):
 
     # The exported model is whole and loads without Horovod; it decodes dates.
     import torch
+
     from llmc.runtime.data import load_split
     from llmc.runtime.zoo_torch import load_model, to_tensors
 
@@ -113,8 +129,20 @@ def test_translator_trains_with_horovod_and_resumes(tmp_path):
 
     # A second run resumes from the newest checkpoint and continues the metrics from
     # its step: the first run's final line goes, each step stays once.
-    proc = launch(bundle, "--max-steps", "24", "--log-every", "2", "--output", str(out), *FAST,
-                  "--set", "train.checkpoint.every=2", "--set", "train.checkpoint.keep=2")
+    proc = launch(
+        bundle,
+        "--max-steps",
+        "24",
+        "--log-every",
+        "2",
+        "--output",
+        str(out),
+        *FAST,
+        "--set",
+        "train.checkpoint.every=2",
+        "--set",
+        "train.checkpoint.keep=2",
+    )
     assert "resuming from" in proc.stderr and "at step 20" in proc.stderr
     steps, finals = metrics(out / "metrics.jsonl")
     assert [m["step"] for m in steps] == [1, 10, 20, 22, 24] and len(finals) == 1 and finals[0]["steps"] == 24
@@ -233,8 +261,14 @@ print(f"RANK{r}-OK", flush=True)
 def test_tensor_parallel_layers_match_tensor_1_on_the_same_weights(tmp_path):
     script = tmp_path / "tp.py"
     script.write_text(textwrap.dedent(TP_SCRIPT))
-    proc = subprocess.run([str(HOROVODRUN), "--gloo", "-np", "4", "-H", "localhost:4", sys.executable, str(script)],
-                          capture_output=True, text=True, timeout=240, env=env(), stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [str(HOROVODRUN), "--gloo", "-np", "4", "-H", "localhost:4", sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env(),
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert all(f"RANK{r}-OK" in proc.stdout for r in range(4)), proc.stdout[-2000:]
 
@@ -264,8 +298,17 @@ def test_generated_training_is_the_same_at_every_layout(tmp_path):
     dp_bundle = build(tmp_path, ROOT / "specs" / "translator.llm", "translator-local")
     # No dropout (masks differ between layouts) and no fp16 compression (rounding of
     # sums taken in a different order), so the runs compute the same numbers.
-    same = [*FAST, "--set", "model.transformer.dropout=0.0", "--set", "train.gradient_compression=\"none\"",
-            "--max-steps", "3", "--log-every", "1"]
+    same = [
+        *FAST,
+        "--set",
+        "model.transformer.dropout=0.0",
+        "--set",
+        'train.gradient_compression="none"',
+        "--max-steps",
+        "3",
+        "--log-every",
+        "1",
+    ]
     proc = launch(tp_bundle, *same, "--output", str(tmp_path / "tp"), data_root=tmp_path)
     assert "data 2 x tensor 2" in proc.stderr
     launch(dp_bundle, *same, "--output", str(tmp_path / "dp"))
@@ -295,9 +338,15 @@ def kill_after_checkpoint(bundle: Path, out: Path, args: list[str], suffix: str,
     import psutil
 
     log = (out.parent / f"{out.name}.killed.log").open("w")
-    proc = subprocess.Popen([str(bundle / "train" / "launch.sh"), *args, "--output", str(out)], env=env(),
-                            cwd=bundle, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(bundle / "train" / "launch.sh"), *args, "--output", str(out)],
+        env=env(),
+        cwd=bundle,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline:
@@ -334,8 +383,17 @@ def test_a_killed_run_resumes_bit_identical(tmp_path, spec, suffix, steps, past)
     bundle = build(tmp_path, ROOT / "specs" / f"{spec}.llm", f"{spec}-local")
     model = json.loads((bundle / "model.json").read_text())["model"]
     assert (model.get("transformer") or model.get("mlp"))["dropout"] > 0
-    args = [*(FAST if spec == "translator" else []), "--max-steps", str(steps), "--log-every", "1",
-            "--set", "train.checkpoint.every=4", "--set", "train.checkpoint.keep=2"]
+    args = [
+        *(FAST if spec == "translator" else []),
+        "--max-steps",
+        str(steps),
+        "--log-every",
+        "1",
+        "--set",
+        "train.checkpoint.every=4",
+        "--set",
+        "train.checkpoint.keep=2",
+    ]
     launch(bundle, *args, "--output", str(tmp_path / "whole"))
 
     resumed = tmp_path / "resumed"

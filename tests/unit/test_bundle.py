@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import ROOT, run_cli
+
 from llmc.compiler import bundle as bundle_mod
 from llmc.compiler.bundle import build_files, write_bundle
 from llmc.compiler.driver import check_spec
@@ -119,10 +119,11 @@ def test_killing_a_build_midway_never_leaves_a_partial_bundle(tmp_path):
 def _complete(tree: dict[str, bytes]) -> bool:
     lock = json.loads(tree["llmc.lock.json"])
     return set(lock["artifacts"]) == set(tree) - {"llmc.lock.json"} and all(
-        hashlib.sha256(tree[p]).hexdigest() == d for p, d in lock["artifacts"].items())
+        hashlib.sha256(tree[p]).hexdigest() == d for p, d in lock["artifacts"].items()
+    )
 
 
-HOSTILE = 'x"\'\\n\n{{ y }} # z: &a *b !t %p {% if %}\t\u202e'
+HOSTILE = "x\"'\\n\n{{ y }} # z: &a *b !t %p {% if %}\t\u202e"
 
 
 def test_hostile_strings_stay_data(tmp_path):
@@ -144,7 +145,9 @@ def test_hostile_strings_stay_data(tmp_path):
 
 def _strings_in(rel: str, content: str) -> list[str]:
     if rel.endswith(".py"):
-        return [n.value for n in ast.walk(ast.parse(content)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        return [
+            n.value for n in ast.walk(ast.parse(content)) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        ]
     if rel.endswith((".yaml", ".yml")):
         out: list[str] = []
         for doc in yaml.safe_load_all(content):
@@ -186,8 +189,15 @@ def test_a_build_removes_staging_folders_that_killed_builds_left(tmp_path):
 def test_yaml_literals_escape_what_yaml_would_fold_or_reject():
     from llmc.compiler.render import yaml_literal
 
-    for value in ["line\u2028separator", "next\x85line", "para\u2029graph", "del\x7f", "bom\ufeff",
-                  "c1\x9fend", "plain: # {x} *a &b !c %d 'q' \"qq\" \\"]:
+    for value in [
+        "line\u2028separator",
+        "next\x85line",
+        "para\u2029graph",
+        "del\x7f",
+        "bom\ufeff",
+        "c1\x9fend",
+        "plain: # {x} *a &b !c %d 'q' \"qq\" \\",
+    ]:
         text = yaml_literal(value)
         assert yaml.safe_load(text) == value, text
         assert not any(ch in text for ch in "\u2028\u2029\x85\x7f\x9f\ufeff"), text
@@ -196,8 +206,27 @@ def test_yaml_literals_escape_what_yaml_would_fold_or_reject():
 def test_json_and_yaml_literals_fast_paths_write_what_json_dumps_would():
     from llmc.compiler.render import _YAML_UNSAFE, _yaml_escape, json_literal, yaml_literal
 
-    for value in ["plain", "", "with space: # x", 'q"uote', "back\\slash", "tab\tnl\n", "é ✓ 😀", "\x7f", "\x1f",
-                  "\u2028", 0, -3, 10**20, True, False, None, 2.5, [1, "a"], {"k": "v", "a": 1}]:
+    for value in [
+        "plain",
+        "",
+        "with space: # x",
+        'q"uote',
+        "back\\slash",
+        "tab\tnl\n",
+        "é ✓ 😀",
+        "\x7f",
+        "\x1f",
+        "\u2028",
+        0,
+        -3,
+        10**20,
+        True,
+        False,
+        None,
+        2.5,
+        [1, "a"],
+        {"k": "v", "a": 1},
+    ]:
         dumped = json.dumps(value, ensure_ascii=False)
         assert yaml_literal(value) == _YAML_UNSAFE.sub(_yaml_escape, dumped), value
         assert json_literal(value) == json.dumps(value, ensure_ascii=False, sort_keys=True), value
@@ -240,9 +269,18 @@ def test_rebuilds_reuse_swapped_out_trees_and_write_exactly_the_bundle(tmp_path)
         Bundle({"x/y": "a file where a folder was\n", "q/r.txt/s.txt": "a folder where a file was\n"}, frozenset()),
     ]
     # Each with a lock file as llmc writes one: a build replaces only an llmc bundle.
-    shapes = [Bundle({**b.files, "llmc.lock.json": json.dumps(
-        {"artifacts": {p: "" for p in b.files}, "compiler": "llmc test", "spec_sha256": ""})}, b.executable)
-        for b in shapes]
+    shapes = [
+        Bundle(
+            {
+                **b.files,
+                "llmc.lock.json": json.dumps(
+                    {"artifacts": dict.fromkeys(b.files, ""), "compiler": "llmc test", "spec_sha256": ""}
+                ),
+            },
+            b.executable,
+        )
+        for b in shapes
+    ]
     outside = tmp_path / "outside"
     outside.mkdir()
     for i in range(15):

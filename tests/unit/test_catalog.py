@@ -8,8 +8,19 @@ import pytest
 
 from llmc.compiler import catalog
 
-REQUIRED = ["V100-16GB", "V100-32GB", "T4", "A10", "L4", "L40S", "A100-40GB", "A100-80GB",
-            "H100-80GB", "H200-141GB", "cpu"]
+REQUIRED = [
+    "V100-16GB",
+    "V100-32GB",
+    "T4",
+    "A10",
+    "L4",
+    "L40S",
+    "A100-40GB",
+    "A100-80GB",
+    "H100-80GB",
+    "H200-141GB",
+    "cpu",
+]
 T = 1e12
 
 
@@ -28,12 +39,12 @@ def test_names_are_unique_and_a_list():
 
 def test_lookup_is_exact_and_case_sensitive():
     assert catalog.get("A100") is None
-    assert catalog.get("t4") is None            # no silent aliases...
-    assert catalog.canonical("t4") == "T4"      # ...but the help can suggest the canonical name
+    assert catalog.get("t4") is None  # no silent aliases...
+    assert catalog.canonical("t4") == "T4"  # ...but the help can suggest the canonical name
     assert catalog.canonical("h100-80gb") == "H100-80GB"
     assert catalog.canonical("CPU") == "cpu"
     assert catalog.canonical("B200") is None
-    assert catalog.get(None) is None            # not a string: unknown, no exception
+    assert catalog.get(None) is None  # not a string: unknown, no exception
 
 
 def test_no_bf16_on_volta_and_turing():
@@ -74,8 +85,17 @@ def test_sparsity_figures_are_halved():
 
 
 def test_bandwidths_from_datasheets():
-    expect = {"V100-16GB": 900e9, "T4": 320e9, "A10": 600e9, "L4": 300e9, "L40S": 864e9,
-              "A100-40GB": 1555e9, "A100-80GB": 2039e9, "H100-80GB": 3.35e12, "H200-141GB": 4.8e12}
+    expect = {
+        "V100-16GB": 900e9,
+        "T4": 320e9,
+        "A10": 600e9,
+        "L4": 300e9,
+        "L40S": 864e9,
+        "A100-40GB": 1555e9,
+        "A100-80GB": 2039e9,
+        "H100-80GB": 3.35e12,
+        "H200-141GB": 4.8e12,
+    }
     for name, bw in expect.items():
         assert catalog.get(name).bandwidth_bytes_per_s == pytest.approx(bw)
 
@@ -96,7 +116,7 @@ def test_figures_are_sane_for_every_device():
         assert dev.source
         assert dev.peak_ops("fp32") == dev.fp32_flops
         assert dev.peak_ops("int8") == dev.int8_ops
-        assert dev.peak_ops("fp64") == 0.0      # unknown precision: no throughput, no exception
+        assert dev.peak_ops("fp64") == 0.0  # unknown precision: no throughput, no exception
 
 
 def test_cpu_entry_is_a_modest_server():

@@ -4,7 +4,6 @@ in tests/conftest.py; outside CI a skip is only reported."""
 from __future__ import annotations
 
 import pytest
-
 from helpers import ROOT
 
 pytest_plugins = ["pytester"]

@@ -136,7 +136,9 @@ def test_check_without_profile_checks_every_profile(tmp_path):
     code, out, _ = run_cli("check", "--format", "json", spec)
     assert code == 1
     found = json.loads(out)
-    assert [(d["code"], d["profile"], d["line"]) for d in found] == [("E213", "broken", CLASSIFIER_BASE.count("\n") + 5)]
+    assert [(d["code"], d["profile"], d["line"]) for d in found] == [
+        ("E213", "broken", CLASSIFIER_BASE.count("\n") + 5)
+    ]
     assert found[0]["notes"] == []  # the profile is its own key in JSON, not a note
 
 
@@ -155,7 +157,7 @@ def test_a_base_finding_is_not_repeated_per_profile(tmp_path):
 def test_a_finding_only_a_profile_makes_names_it_even_where_the_base_text_is(tmp_path):
     # One host of 2 slots cannot hold a layout of data 4: the error is at the base's
     # `data = 4`, but only the profile makes it.
-    text = CLASSIFIER_BASE.replace("  precision  = \"fp16\"", "  parallel {\n    data = 4\n  }\n  precision  = \"fp16\"")
+    text = CLASSIFIER_BASE.replace('  precision  = "fp16"', '  parallel {\n    data = 4\n  }\n  precision  = "fp16"')
     spec = _spec(tmp_path, text + "profile one_host {\n  train.cluster.hosts = 1\n}\n")
     assert run_cli("check", "--profile", "one_host", spec)[0] == 1
     code, out, _ = run_cli("check", "--format", "json", spec)
@@ -173,7 +175,9 @@ def test_profile_narrows_the_check(tmp_path):
     code, out, err = run_cli("check", "--profile", "broken", spec)
     assert code == 1 and "E213" in err
     assert "with profile" not in err  # the profile asked for needs no note
-    assert {d["profile"] for d in json.loads(run_cli("check", "--format", "json", "--profile", "broken", spec)[1])} == {"broken"}
+    assert {d["profile"] for d in json.loads(run_cli("check", "--format", "json", "--profile", "broken", spec)[1])} == {
+        "broken"
+    }
 
 
 def test_profiles_of_the_extends_chain_are_checked(tmp_path):
@@ -232,8 +236,12 @@ def test_json_keeps_findings_before_a_usage_error(tmp_path):
 
 
 def test_json_argparse_errors(tmp_path):
-    for argv in (("check", "--format", "json", "--frobnicate", "x.llm"), ("check", "--format=json", "--frobnicate", "x.llm"),
-                 ("fmt", "--format", "json"), ("build", "--format", "json", "a.llm", "b.llm")):
+    for argv in (
+        ("check", "--format", "json", "--frobnicate", "x.llm"),
+        ("check", "--format=json", "--frobnicate", "x.llm"),
+        ("fmt", "--format", "json"),
+        ("build", "--format", "json", "a.llm", "b.llm"),
+    ):
         code, found, _ = _json_run(*argv)
         assert code == 2
         _usage(found)
@@ -276,7 +284,11 @@ def test_json_of_fmt(tmp_path):
     broken = _spec(tmp_path, "model m {\n", "broken.llm")
     code, found, err = _json_run("fmt", "--check", "--format", "json", neat, messy, broken)
     assert code == 1
-    assert [(r["file"], r["status"]) for r in found] == [(neat, "formatted"), (messy, "unformatted"), (broken, "failed")]
+    assert [(r["file"], r["status"]) for r in found] == [
+        (neat, "formatted"),
+        (messy, "unformatted"),
+        (broken, "failed"),
+    ]
     assert [d["code"] for d in found[2]["diagnostics"]] == ["E103"] and found[2]["diagnostics"][0]["line"] == 1
     assert "error[E103]" not in err  # said once, in the JSON
     code, found, _ = _json_run("fmt", "--format", "json", neat, messy)

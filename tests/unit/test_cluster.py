@@ -18,10 +18,17 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import ROOT, run_cli
-from llmc.runtime.cluster import (INPUTS_ANNOTATION, ClusterError, plan_submission, pod_selector, read_manifests,
-                                  submit, workload_state)
+
+from llmc.runtime.cluster import (
+    INPUTS_ANNOTATION,
+    ClusterError,
+    plan_submission,
+    pod_selector,
+    read_manifests,
+    submit,
+    workload_state,
+)
 from llmc.runtime.runner import Bundle
 
 
@@ -43,13 +50,26 @@ class Console:
 
 def succeeded(obj: dict) -> dict:
     kind = "Succeeded" if obj["kind"] == "MPIJob" else "Complete"
-    return {"conditions": [{"type": "Running" if kind == "Succeeded" else "SuccessCriteriaMet", "status": "True"},
-                           {"type": kind, "status": "True"}]}
+    return {
+        "conditions": [
+            {"type": "Running" if kind == "Succeeded" else "SuccessCriteriaMet", "status": "True"},
+            {"type": kind, "status": "True"},
+        ]
+    }
 
 
 def failed(obj: dict) -> dict:
-    return {"failed": 3, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                                         "message": "Job has reached the specified backoff limit"}]}
+    return {
+        "failed": 3,
+        "conditions": [
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+            }
+        ],
+    }
 
 
 class FakeCluster:
@@ -117,9 +137,26 @@ def run(bundle, cluster, **kwargs):
 def test_without_a_cluster_llmc_run_fails_at_once_with_exit_2(tmp_path):
     env = {**os.environ, "KUBECONFIG": str(tmp_path / "missing-kubeconfig"), "HOME": str(tmp_path)}
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    proc = subprocess.run([sys.executable, "-m", "llmc.compiler.cli", "run", str(ROOT / "specs" / "translator.llm"),
-                           "--target", "k8s", "-o", str(tmp_path / "bundle"), "--runs-dir", str(tmp_path / "runs")],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmc.compiler.cli",
+            "run",
+            str(ROOT / "specs" / "translator.llm"),
+            "--target",
+            "k8s",
+            "-o",
+            str(tmp_path / "bundle"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "error: no Kubernetes cluster configured" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()  # nothing ran, nothing to record
@@ -127,11 +164,22 @@ def test_without_a_cluster_llmc_run_fails_at_once_with_exit_2(tmp_path):
 
 def test_the_bundle_splits_into_setup_stages_and_rollout(bundle):
     plan = plan_submission(read_manifests(bundle.root / "k8s"))
-    assert [(w.stage, w.doc["kind"]) for w in plan.stages] == [("train", "MPIJob"), ("compress", "Job"),
-                                                                ("evaluate", "Job")]
+    assert [(w.stage, w.doc["kind"]) for w in plan.stages] == [
+        ("train", "MPIJob"),
+        ("compress", "Job"),
+        ("evaluate", "Job"),
+    ]
     assert sorted(d["kind"] for d in plan.rollout) == ["Deployment", "HorizontalPodAutoscaler"]
-    assert {"ServiceAccount", "PersistentVolumeClaim", "ConfigMap", "Service", "PodDisruptionBudget",
-            "NetworkPolicy", "PrometheusRule", "ServiceMonitor"} == {d["kind"] for d in plan.setup}
+    assert {
+        "ServiceAccount",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "PrometheusRule",
+        "ServiceMonitor",
+    } == {d["kind"] for d in plan.setup}
     # Every workload arrives suspended: applying never starts training by itself.
     assert plan.stages[0].doc["spec"]["runPolicy"]["suspend"] is True
     assert all(w.doc["spec"]["suspend"] is True for w in plan.stages[1:])
@@ -144,8 +192,11 @@ def test_stages_are_resumed_in_order_each_after_the_last_succeeded_then_the_serv
     results, lines = run(bundle, cluster)
     assert [(r.name, r.status) for r in results] == [("train", "ok"), ("compress", "ok"), ("evaluate", "ok")]
     resumes = [c for c in cluster.calls if c.startswith("resume")]
-    assert resumes == ["resume MPIJob/translator-train", "resume Job/translator-compress",
-                       "resume Job/translator-evaluate"]
+    assert resumes == [
+        "resume MPIJob/translator-train",
+        "resume Job/translator-compress",
+        "resume Job/translator-evaluate",
+    ]
     calls = cluster.calls
     # Each stage is created only after the one before it succeeded; the server last.
     assert calls.index("apply Job/translator-compress") > calls.index("resume MPIJob/translator-train")
@@ -174,16 +225,18 @@ def test_a_rerun_keeps_what_succeeded_with_the_same_inputs_and_recreates_the_res
     run(bundle, cluster)
     cluster.outcomes = {}
     cluster.calls.clear()
-    results, lines = run(bundle, cluster)
-    assert [(r.name, r.status) for r in results] == [("train", "skipped"), ("compress", "skipped"),
-                                                    ("evaluate", "ok")]
+    results, _lines = run(bundle, cluster)
+    assert [(r.name, r.status) for r in results] == [("train", "skipped"), ("compress", "skipped"), ("evaluate", "ok")]
     assert "delete Job/translator-evaluate" in cluster.calls and "apply MPIJob/translator-train" not in cluster.calls
     # --force reruns everything: Jobs are immutable, so each is deleted and created again.
     cluster.calls.clear()
     results, _ = run(bundle, cluster, force=True)
     assert [r.status for r in results] == ["ok", "ok", "ok"]
     assert [c for c in cluster.calls if c.startswith("delete")] == [
-        "delete MPIJob/translator-train", "delete Job/translator-compress", "delete Job/translator-evaluate"]
+        "delete MPIJob/translator-train",
+        "delete Job/translator-compress",
+        "delete Job/translator-evaluate",
+    ]
 
 
 def test_a_changed_bundle_reruns_its_stage(bundle, tmp_path):
@@ -209,17 +262,36 @@ def test_nothing_is_touched_when_the_namespace_or_the_mpi_operator_is_missing(bu
     with pytest.raises(ClusterError, match="namespace 'ml-translation' does not exist"):
         run(bundle, cluster)
     assert cluster.calls == []
-    served = {"ServiceAccount", "PersistentVolumeClaim", "ConfigMap", "Service", "PodDisruptionBudget",
-              "NetworkPolicy", "Deployment", "HorizontalPodAutoscaler", "Job"}
+    served = {
+        "ServiceAccount",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "Job",
+    }
     cluster = FakeCluster(served=served | {"PrometheusRule", "ServiceMonitor"})
-    with pytest.raises(ClusterError, match="does not serve kubeflow.org/v2beta1 MPIJob.*MPI Operator"):
+    with pytest.raises(ClusterError, match=r"does not serve kubeflow.org/v2beta1 MPIJob.*MPI Operator"):
         run(bundle, cluster)
     assert cluster.calls == []
 
 
 def test_monitoring_kinds_are_optional(bundle):
-    served = {"ServiceAccount", "PersistentVolumeClaim", "ConfigMap", "Service", "PodDisruptionBudget",
-              "NetworkPolicy", "Deployment", "HorizontalPodAutoscaler", "Job", "MPIJob"}
+    served = {
+        "ServiceAccount",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "Job",
+        "MPIJob",
+    }
     cluster = FakeCluster(served=served)
     results, lines = run(bundle, cluster)
     assert [r.status for r in results] == ["ok", "ok", "ok"]
@@ -232,14 +304,21 @@ def test_workload_states_from_the_api_status():
     assert workload_state(job) == ("suspended", "")
     job = {"kind": "Job", "spec": {"suspend": False}, "status": {"active": 2, "ready": 1}}
     assert workload_state(job) == ("running", "2 active, 1 ready")
-    job["status"] = {"succeeded": 1, "conditions": [{"type": "SuccessCriteriaMet", "status": "True"},
-                                                    {"type": "Complete", "status": "True"}]}
+    job["status"] = {
+        "succeeded": 1,
+        "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}],
+    }
     assert workload_state(job)[0] == "succeeded"
     job["status"] = {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}
     assert workload_state(job) == ("failed", "DeadlineExceeded")
-    mpi = {"kind": "MPIJob", "spec": {"runPolicy": {"suspend": False}},
-           "status": {"conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}],
-                      "replicaStatuses": {"Launcher": {"active": 1}, "Worker": {"active": 2}}}}
+    mpi = {
+        "kind": "MPIJob",
+        "spec": {"runPolicy": {"suspend": False}},
+        "status": {
+            "conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}],
+            "replicaStatuses": {"Launcher": {"active": 1}, "Worker": {"active": 2}},
+        },
+    }
     assert workload_state(mpi) == ("running", "launcher 1 active, worker 2 active")
     mpi["status"]["conditions"].append({"type": "Running", "status": "False"})
     mpi["status"]["conditions"].append({"type": "Succeeded", "status": "True"})
@@ -254,15 +333,21 @@ def test_a_refusal_names_the_object_and_the_servers_reason():
     from llmc.runtime.cluster import _refused
 
     refusal = ApiException(status=403, reason="Forbidden")
-    refusal.body = json.dumps({"kind": "Status", "message": 'jobs.batch is forbidden: User "ci" cannot create '
-                               'resource "jobs" in API group "batch" in the namespace "ml-translation"'})
+    refusal.body = json.dumps(
+        {
+            "kind": "Status",
+            "message": 'jobs.batch is forbidden: User "ci" cannot create '
+            'resource "jobs" in API group "batch" in the namespace "ml-translation"',
+        }
+    )
     doc = {"kind": "Job", "metadata": {"name": "translator-compress"}}
-    with pytest.raises(ClusterError) as info:
-        with _refused("apply", doc):
-            raise refusal
-    assert str(info.value) == ('the cluster refused to apply Job/translator-compress: 403 Forbidden: jobs.batch is '
-                               'forbidden: User "ci" cannot create resource "jobs" in API group "batch" in the '
-                               'namespace "ml-translation"')
+    with pytest.raises(ClusterError) as info, _refused("apply", doc):
+        raise refusal
+    assert str(info.value) == (
+        "the cluster refused to apply Job/translator-compress: 403 Forbidden: jobs.batch is "
+        'forbidden: User "ci" cannot create resource "jobs" in API group "batch" in the '
+        'namespace "ml-translation"'
+    )
 
 
 def test_an_earlier_workload_that_will_not_go_stops_the_run(bundle):
@@ -274,5 +359,6 @@ def test_an_earlier_workload_that_will_not_go_stops_the_run(bundle):
     run(bundle, cluster)
     clock = iter(range(0, 10_000, 60))
     with pytest.raises(ClusterError, match="MPIJob/translator-train still exists 300s after it was deleted"):
-        submit(bundle, Console(), api=cluster, force=True, poll_seconds=0, sleep=lambda s: None,
-               clock=lambda: next(clock))
+        submit(
+            bundle, Console(), api=cluster, force=True, poll_seconds=0, sleep=lambda s: None, clock=lambda: next(clock)
+        )

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import ROOT, build_spec
+
 from llmc.runtime import folders
 from llmc.runtime.backends import agreement_text, pad_to
 from llmc.runtime.folders import StepError
@@ -81,8 +81,10 @@ def test_run_script_reports_user_errors_in_one_line_and_removes_partial_folders(
     assert not partial.exists()
 
 
-@pytest.mark.parametrize("exc, status, text", [(ImportError("no module named x"), 2, "runtime dependency is missing"),
-                                               (KeyboardInterrupt(), 130, "interrupted")])
+@pytest.mark.parametrize(
+    "exc, status, text",
+    [(ImportError("no module named x"), 2, "runtime dependency is missing"), (KeyboardInterrupt(), 130, "interrupted")],
+)
 def test_run_script_exit_statuses(exc, status, text, capsys):
     def main(argv):
         raise exc
@@ -158,8 +160,9 @@ def torch_mlp(tmp_path_factory):
 def step_for(name: str, model: Path, out: Path, previous: str | None = None):
     from llmc.runtime.steps.common import Step
 
-    args = argparse.Namespace(model=str(model), output=str(out), serve=None, data_root=str(DIGITS), max_steps=3,
-                              limit=64)
+    args = argparse.Namespace(
+        model=str(model), output=str(out), serve=None, data_root=str(DIGITS), max_steps=3, limit=64
+    )
     return Step(name, previous, args)
 
 
@@ -197,7 +200,7 @@ def test_steps_refuse_a_model_they_cannot_read(torch_mlp, tmp_path):
     from llmc.runtime.steps.quantize import quantize
 
     step = step_for("quantize", torch_mlp, tmp_path / "out")
-    with pytest.raises(StepError, match="quantize needs the exported model .* found torch"):
+    with pytest.raises(StepError, match=r"quantize needs the exported model .* found torch"):
         quantize(step, "int8", "dynamic", None, 8)
     onnx_folder = tmp_path / "onnx"
     onnx_folder.mkdir()
@@ -229,8 +232,16 @@ def test_tensorflow_masks_zero_exactly_the_requested_share():
 
 
 def test_agreement_text_and_padding():
-    check = {"max_abs_logit_diff": 1.5e-6, "top1_agreement": 1.0, "reference": "torch", "candidate": "onnxruntime",
-             "seconds": {"reference": 0.002, "candidate": 0.001}}
-    assert agreement_text(check) == "max |logit difference| 1.5e-06, top-1 agreement 100%, torch 2.0 ms vs onnxruntime 1.0 ms"
+    check = {
+        "max_abs_logit_diff": 1.5e-6,
+        "top1_agreement": 1.0,
+        "reference": "torch",
+        "candidate": "onnxruntime",
+        "seconds": {"reference": 0.002, "candidate": 0.001},
+    }
+    assert (
+        agreement_text(check)
+        == "max |logit difference| 1.5e-06, top-1 agreement 100%, torch 2.0 ms vs onnxruntime 1.0 ms"
+    )
     padded = pad_to(np.ones((2, 2), np.int64), 4)
     assert padded.shape == (2, 4) and (padded[:, 2:] == PAD).all() and (padded[:, :2] == 1).all()

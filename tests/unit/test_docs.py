@@ -44,8 +44,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, run_cli
+
 from llmc.compiler import ast, catalog
 from llmc.compiler.diagnostics import Collector
 from llmc.compiler.parse import parse
@@ -174,8 +174,9 @@ def _overlay_one(base_text: str, fragment: str, st) -> str:
     path, kind = min(places, key=lambda pk: len(pk[0]))
     if sum(len(p) == len(path) for p, _ in places) > 1:
         raise ValueError(f"block `{st.name}` could sit in several places: {places}")
-    same = [(d, b) for d, b in _blocks(base.statements)
-            if b.name == st.name and (kind != "blocks" or b.label == st.label)]
+    same = [
+        (d, b) for d, b in _blocks(base.statements) if b.name == st.name and (kind != "blocks" or b.label == st.label)
+    ]
     if same:
         return replace(min(same, key=lambda db: db[0])[1])
     # Not in the base: put it inside its parent, creating the parents it lacks.
@@ -214,8 +215,9 @@ def complete(snippet: str, over: tuple[str, str, list[str]] | None = None) -> tu
     if fragment is None:
         return path, snippet, []
     profiles = [st.name for st in fragment.statements if isinstance(st, ast.Profile)]
-    if any(isinstance(st, ast.Extends) or (isinstance(st, ast.Block) and st.name == "model")
-           for st in fragment.statements):
+    if any(
+        isinstance(st, ast.Extends) or (isinstance(st, ast.Block) and st.name == "model") for st in fragment.statements
+    ):
         return path, snippet, profiles
     if over is not None:
         path, text = over[0], over[1]
@@ -284,12 +286,14 @@ def test_a_block_the_base_lacks_goes_into_its_parent_and_missing_parents_are_mad
     without = base[:start] + base[end:]
     without = re.sub(r"\n  compress\.[^\n]*", "", without)  # the local profile's overrides
     (tmp_path / "base.llm").write_text(without, encoding="utf-8")
-    snippet = (f"# base: {tmp_path / 'base.llm'}\nprune {{\n  method   = \"magnitude\"\n  sparsity = 20%\n}}\n"
-               "resources {\n  cpu = 3\n}\n")
+    snippet = (
+        f'# base: {tmp_path / "base.llm"}\nprune {{\n  method   = "magnitude"\n  sparsity = 20%\n}}\n'
+        "resources {\n  cpu = 3\n}\n"
+    )
     ir, text = _ir(snippet)
     assert ir.compress.prune.sparsity == 0.2 and ir.compress.distill is None
     assert ir.serve.resources.cpu == 3 and ir.serve.device == "T4"
-    assert "\ncompress {\n  prune {\n    method   = \"magnitude\"\n" in text
+    assert '\ncompress {\n  prune {\n    method   = "magnitude"\n' in text
 
 
 def test_a_let_replaces_the_base_let_of_that_name():
@@ -325,7 +329,9 @@ def test_a_block_the_schema_does_not_know_goes_to_the_top_level():
 
 def test_a_fragment_laid_over_another_keeps_what_it_leaves_out():
     over = complete("let width = 256\n")
-    path, text, _ = complete('serve {\n  device = "L4"\n  sla {\n    p99_latency = 90ms\n    throughput  = 10rps\n  }\n}\n', over)
+    path, text, _ = complete(
+        'serve {\n  device = "L4"\n  sla {\n    p99_latency = 90ms\n    throughput  = 10rps\n  }\n}\n', over
+    )
     assert path == over[0] and "let width = 256" in text and 'device = "L4"' in text
 
 
@@ -340,7 +346,7 @@ def test_a_fragment_attribute_outside_any_block_is_refused():
 NOT_CLEAN: dict[str, str] = {}
 # Pages whose fixed example is laid over the base, not over the erroneous example, with the reason.
 FIXED_OVER_BASE = {
-    "E201": "the fix renames a block (`trian` to `train`): over the erroneous example the misspelled one would stay",
+    "E201": "the fix renames a block (`trian` to `train`): over the erroneous example the misspelled one would stay"
 }
 
 
@@ -530,8 +536,12 @@ def _paths() -> list[tuple[str, str]]:
         for target in re.findall(r"\]\(([^)\s]+)\)", prose(text)):
             if not re.match(r"[a-z]+:|#", target):
                 resolved = (doc.parent / target.split("#")[0]).resolve()
-                found.append((_rel(doc), resolved.relative_to(ROOT).as_posix() if resolved.is_relative_to(ROOT)
-                              else str(resolved)))
+                found.append(
+                    (
+                        _rel(doc),
+                        resolved.relative_to(ROOT).as_posix() if resolved.is_relative_to(ROOT) else str(resolved),
+                    )
+                )
     return sorted(set(found))
 
 
@@ -569,8 +579,10 @@ def test_the_device_table_in_the_docs_is_the_catalog():
 def test_the_device_table_states_each_figure_of_the_catalog():
     from llmc.compiler.docs import device_table
 
-    rows = {line.split("|")[1].strip().strip("`"): [c.strip() for c in line.split("|")[2:-1]]
-            for line in device_table().strip().split("\n")[2:]}
+    rows = {
+        line.split("|")[1].strip().strip("`"): [c.strip() for c in line.split("|")[2:-1]]
+        for line in device_table().strip().split("\n")[2:]
+    }
     a100 = rows["A100-80GB"]
     assert a100 == ["80", "19.5", "312", "312", "624", "2,039"]
     assert rows["T4"][3] == "-"  # no bf16

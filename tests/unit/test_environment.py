@@ -75,9 +75,7 @@ def test_horovodrun_gloo_two_ranks_allreduce_torch(tmp_path):
     script = tmp_path / "allreduce.py"
     script.write_text(ALLREDUCE_SCRIPT)
     proc = run(
-        [HOROVODRUN, "--gloo", "-np", "2", "-H", "localhost:2", sys.executable, script],
-        timeout=60,
-        cwd=tmp_path,
+        [HOROVODRUN, "--gloo", "-np", "2", "-H", "localhost:2", sys.executable, script], timeout=60, cwd=tmp_path
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]

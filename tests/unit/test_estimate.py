@@ -86,7 +86,7 @@ def test_bytes_per_parameter():
 def test_mixed_precision_adam_is_16_bytes_per_param():
     m = E.training_memory(1e9, 0, 1024, 16, 512, 1, "bf16", "adamw", 0.0, 1, 1, False, 80 * GB)
     assert m.weights + m.gradients + m.optimizer == pytest.approx(16e9)
-    assert m.activations == pytest.approx(5 * 512 * 1 * 1024)   # layers = 0: only embedding/output extras
+    assert m.activations == pytest.approx(5 * 512 * 1 * 1024)  # layers = 0: only embedding/output extras
 
 
 def test_korthikanti_formula_worked_case():
@@ -110,7 +110,10 @@ def test_training_memory_by_hand():
     assert m.activations == 320_864_256
     assert m.total == 16_320_864_256
     assert m.fits and m.headroom == pytest.approx(1 - 16_320_864_256 / 80e9)
-    assert m.breakdown() == "weights 2.0 GB + gradients 2.0 GB + optimizer 12.0 GB + activations 0.3 GB = 16.3 GB of 80.0 GB"
+    assert (
+        m.breakdown()
+        == "weights 2.0 GB + gradients 2.0 GB + optimizer 12.0 GB + activations 0.3 GB = 16.3 GB of 80.0 GB"
+    )
     # Full recomputation keeps each layer's 2 sbh input + one layer's working set (74 sbh) + 5 sbh
     ck = E.training_memory(1e9, 2, 1024, 16, 512, 4, "bf16", "adamw", 0.0, 1, 1, True, 80 * GB)
     assert ck.activations == (2 * 2 + 74 + 5) * 2_097_152
@@ -144,8 +147,22 @@ def test_13b_decoder_data_parallel_does_not_fit_on_a100_80gb():
     pc = E.transformer_params("decoder", 40, 5120, 40, None, 32000, 2048)
     assert 12.5e9 < pc.total < 13.2e9
     dev = catalog.get("A100-80GB")
-    m = E.training_memory(pc.total, pc.transformer_layers, 5120, 40, 2048, 1, "bf16", "adamw", 0.0,
-                          1, 1, False, dev.memory_bytes, vocab=32000)
+    m = E.training_memory(
+        pc.total,
+        pc.transformer_layers,
+        5120,
+        40,
+        2048,
+        1,
+        "bf16",
+        "adamw",
+        0.0,
+        1,
+        1,
+        False,
+        dev.memory_bytes,
+        vocab=32000,
+    )
     assert m.weights + m.gradients + m.optimizer == pytest.approx(16 * pc.total)
     assert not m.fits and m.headroom < 0
     assert m.breakdown().endswith("of 80.0 GB")
@@ -156,8 +173,22 @@ def test_7b_decoder_tensor_8_with_checkpointing_fits_on_h100():
     # 32 layers x 2 sbh (s 2048, b 1, h 4096: 16.8 MB) + one layer 23 sbh + 5 sbh + 4 s v (262 MB) ~ 1 GB
     pc = E.transformer_params("decoder", 32, 4096, 32, None, 32000, 2048)
     dev = catalog.get("H100-80GB")
-    m = E.training_memory(pc.total, pc.transformer_layers, 4096, 32, 2048, 1, "bf16", "adamw", 0.0,
-                          8, 1, True, dev.memory_bytes, vocab=32000)
+    m = E.training_memory(
+        pc.total,
+        pc.transformer_layers,
+        4096,
+        32,
+        2048,
+        1,
+        "bf16",
+        "adamw",
+        0.0,
+        8,
+        1,
+        True,
+        dev.memory_bytes,
+        vocab=32000,
+    )
     assert m.fits
     assert 12 * GB < m.total < 20 * GB
 
@@ -167,8 +198,19 @@ def test_7b_decoder_tensor_8_with_checkpointing_fits_on_h100():
 
 def _t4_student(out_len, batch=1, precision="int8"):
     t4 = catalog.get("T4")
-    return E.request_latency("encoder-decoder", 3, 256, 1024, 32000, 256, out_len, precision,
-                             t4.peak_ops(precision), t4.bandwidth_bytes_per_s, batch=batch)
+    return E.request_latency(
+        "encoder-decoder",
+        3,
+        256,
+        1024,
+        32000,
+        256,
+        out_len,
+        precision,
+        t4.peak_ops(precision),
+        t4.bandwidth_bytes_per_s,
+        batch=batch,
+    )
 
 
 def test_translation_latency_grows_with_out_len():
@@ -179,8 +221,9 @@ def test_translation_latency_grows_with_out_len():
 
 def test_encoder_has_no_decode_steps():
     t4 = catalog.get("T4")
-    lat = E.request_latency("encoder", 6, 512, None, 32000, 128, 999, "fp16", t4.fp16_flops,
-                            t4.bandwidth_bytes_per_s, classes=4)
+    lat = E.request_latency(
+        "encoder", 6, 512, None, 32000, 128, 999, "fp16", t4.fp16_flops, t4.bandwidth_bytes_per_s, classes=4
+    )
     assert lat.steps == 0 and lat.decode_s == 0
     assert lat.total_s == pytest.approx(lat.prefill_s + E.REQUEST_OVERHEAD_S)
 
@@ -189,12 +232,11 @@ def test_memory_bound_decode_step_by_hand():
     # A 7B-class decoder at batch 1 in fp16 on an A100-80GB is bandwidth-bound: a step reads
     # every weight (2 bytes each) + the KV cache at 0.7 x 2,039 GB/s, plus the host round trip.
     dev = catalog.get("A100-80GB")
-    lat = E.request_latency("decoder", 32, 4096, None, 32000, 1, 1, "fp16", dev.fp16_flops,
-                            dev.bandwidth_bytes_per_s)
+    lat = E.request_latency("decoder", 32, 4096, None, 32000, 1, 1, "fp16", dev.fp16_flops, dev.bandwidth_bytes_per_s)
     assert lat.step_bound == "memory"
     layer = E.encoder_layer_params(4096, 4 * 4096)
     weights = 32 * layer + 2 * 4096 + 32000 * 4096
-    ctx = 1 + (1 + 1) / 2                           # prompt + mean generated context
+    ctx = 1 + (1 + 1) / 2  # prompt + mean generated context
     kv = 2 * 32 * ctx * 4096 * 2
     assert lat.step_bytes == pytest.approx(2 * weights + kv)
     assert lat.per_step_s == pytest.approx((2 * weights + kv) / (0.7 * 2039e9) + E.STEP_SYNC_S)
@@ -214,8 +256,9 @@ def test_request_lengths_worst_case():
 
 def test_bf16_on_a_device_without_it_is_infinitely_slow():
     t4 = catalog.get("T4")
-    lat = E.request_latency("encoder", 2, 64, None, 100, 16, 0, "bf16", t4.peak_ops("bf16"),
-                            t4.bandwidth_bytes_per_s, classes=2)
+    lat = E.request_latency(
+        "encoder", 2, 64, None, 100, 16, 0, "bf16", t4.peak_ops("bf16"), t4.bandwidth_bytes_per_s, classes=2
+    )
     assert lat.total_s == math.inf
 
 
@@ -286,12 +329,24 @@ def _translator_serve(dev_name, layers, d_model, d_ff, vocab, max_len, rps, p99,
     s_len, o_len = E.request_lengths("encoder-decoder", max_len)
 
     def latency(batch):
-        return E.request_latency("encoder-decoder", layers, d_model, d_ff, vocab, s_len, o_len, "int8",
-                                 dev.peak_ops("int8"), dev.bandwidth_bytes_per_s, batch=batch)
+        return E.request_latency(
+            "encoder-decoder",
+            layers,
+            d_model,
+            d_ff,
+            vocab,
+            s_len,
+            o_len,
+            "int8",
+            dev.peak_ops("int8"),
+            dev.bandwidth_bytes_per_s,
+            batch=batch,
+        )
 
     one = latency(1)
-    sizing = E.replicas_needed(rps, one.total_s, p99, max_batch, timeout,
-                               batch_service_time=lambda b: latency(b).total_s)
+    sizing = E.replicas_needed(
+        rps, one.total_s, p99, max_batch, timeout, batch_service_time=lambda b: latency(b).total_s
+    )
     return one, sizing
 
 
@@ -312,9 +367,24 @@ def test_translator_local_profile_serve_on_cpu_is_feasible():
 def test_translator_training_layout_fits_on_a100_80gb():
     pc = E.transformer_params("encoder-decoder", 6, 512, 8, 2048, 32000, 256)
     dev = catalog.get("A100-80GB")
-    m = E.training_memory(pc.total, pc.transformer_layers, 512, 8, 256, 32, "bf16", "adamw", 0.0, 2, 1,
-                          False, dev.memory_bytes, cross_attention_layers=pc.cross_attention_layers,
-                          vocab=32000, d_ff=2048)
+    m = E.training_memory(
+        pc.total,
+        pc.transformer_layers,
+        512,
+        8,
+        256,
+        32,
+        "bf16",
+        "adamw",
+        0.0,
+        2,
+        1,
+        False,
+        dev.memory_bytes,
+        cross_attention_layers=pc.cross_attention_layers,
+        vocab=32000,
+        d_ff=2048,
+    )
     assert m.fits and m.headroom > 0.5
 
 
@@ -327,8 +397,23 @@ HUGE = (1e30, 10**40, 1e300, math.inf)
 def test_no_function_raises_on_extreme_inputs(big):
     pc = E.transformer_params("encoder-decoder", big, big, 8, None, big, big)
     pc.explain()
-    m = E.training_memory(1e30, 1e9, 1e9, 1e9, 1e9, 1e9, "fp32", "sgd", 0.9, big, big, True, 80 * GB,
-                          cross_attention_layers=big, vocab=big)
+    m = E.training_memory(
+        1e30,
+        1e9,
+        1e9,
+        1e9,
+        1e9,
+        1e9,
+        "fp32",
+        "sgd",
+        0.9,
+        big,
+        big,
+        True,
+        80 * GB,
+        cross_attention_layers=big,
+        vocab=big,
+    )
     assert not m.fits
     m.breakdown(), m.explain()
     m = E.training_memory(big, 2, 8, 2, 1e9, 1, "bf16", "adam", 0.0, 1, 1, False, 80 * GB)

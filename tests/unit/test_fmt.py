@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, run_cli
+
 from llmc.compiler.diagnostics import Collector
 from llmc.compiler.fmt import FormatError, format_text
 from llmc.compiler.parse import parse
@@ -19,7 +19,8 @@ def _shape(node):
     """A node with its spans (and literal spellings kept by fmt) stripped: its meaning."""
     if isinstance(node, tuple) and hasattr(node, "_fields"):
         return (type(node).__name__,) + tuple(
-            _shape(getattr(node, f)) for f in node._fields
+            _shape(getattr(node, f))
+            for f in node._fields
             if f not in ("span", "key_span", "name_span", "label_span", "close_span", "op_span", "comments", "path")
             or (f == "path" and not isinstance(getattr(node, f), str))
         )
@@ -52,13 +53,13 @@ def test_fmt_is_idempotent_and_keeps_meaning_and_comments(spec: Path):
 def test_canonical_layout():
     messy = (
         '# spec\nlet   w=512\nmodel  m {task="translation"\n'
-        '  transformer {\n\n\n    layers=2 # two\n    d_model = w*2\n  heads = (w/64)\n  }\n'
+        "  transformer {\n\n\n    layers=2 # two\n    d_model = w*2\n  heads = (w/64)\n  }\n"
         '  metric "b" { min = 1 }\n}\n\n\n\nserve{}\n'
     )
     assert format_text(messy) == (
-        "# spec\nlet w = 512\n\nmodel m {\n  task = \"translation\"\n"
+        '# spec\nlet w = 512\n\nmodel m {\n  task = "translation"\n'
         "  transformer {\n    layers  = 2  # two\n    d_model = w * 2\n    heads   = w / 64\n  }\n"
-        "  metric \"b\" {\n    min = 1\n  }\n}\n\nserve {}\n"
+        '  metric "b" {\n    min = 1\n  }\n}\n\nserve {}\n'
     )
 
 
@@ -93,10 +94,10 @@ def test_fmt_refuses_a_file_with_syntax_errors(tmp_path):
 def test_a_comment_on_a_list_item_stays_beside_it():
     text = (
         "evaluate {\n"
-        "  tags = [\"a\",   # first\n"
-        "    \"b\", \"c\",  # second and third\n"
+        '  tags = ["a",   # first\n'
+        '    "b", "c",  # second and third\n'
         "    # before the last\n"
-        "    \"d\"\n"
+        '    "d"\n'
         "  ]  # after the list\n"
         "}\n"
     )
@@ -104,10 +105,10 @@ def test_a_comment_on_a_list_item_stays_beside_it():
     assert once == (
         "evaluate {\n"
         "  tags = [\n"
-        "    \"a\",  # first\n"
-        "    \"b\", \"c\",  # second and third\n"
+        '    "a",  # first\n'
+        '    "b", "c",  # second and third\n'
         "    # before the last\n"
-        "    \"d\",\n"
+        '    "d",\n'
         "  ]  # after the list\n"
         "}\n"
     )
@@ -167,5 +168,5 @@ def test_a_list_without_comments_still_joins_one_line():
 
 
 def test_trailing_comments_after_attributes_and_closing_braces_stay():
-    text = "train {  # the block\n  epochs = 3  # the attribute\n  optimizer \"adam\" {\n    lr = 1e-3\n  }  # the inner block\n}  # the outer block\n"
+    text = 'train {  # the block\n  epochs = 3  # the attribute\n  optimizer "adam" {\n    lr = 1e-3\n  }  # the inner block\n}  # the outer block\n'
     assert format_text(text) == text

@@ -16,27 +16,69 @@ from __future__ import annotations
 import os
 import re
 
+from artifact_ranges import violations
+from helpers import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from artifact_ranges import violations
-from helpers import ROOT
 from llmc.compiler.bundle import build_files
+from llmc.compiler.diagnostic_output import render_human, render_json
 from llmc.compiler.diagnostics import Collector
 from llmc.compiler.driver import check_spec
 from llmc.compiler.fmt import FormatError, format_text
-from llmc.compiler.diagnostic_output import render_human, render_json
 from llmc.compiler.source import Span, decode_source
 
 SEEDS = [(ROOT / "specs" / name).read_bytes() for name in ("translator.llm", "classifier.llm")]
 EXAMPLES = int(os.environ.get("LLMC_FUZZ_EXAMPLES", "2000"))
 
 FRAGMENTS = [
-    b"{", b"}", b"[", b"]", b"(", b")", b"=", b'"', b"\\", b"#", b"\n", b".", b",", b"-", b"*", b"/", b"//", b"%",
-    b"let", b"extends", b"profile", b"true", b"1e999", b"9" * 400, b"0.000000001", b"1__0", b"5parsecs",
-    b"30m", b"1GiB", b"99.9%", b"400rps", b"\xff\xfe", b"\x00", "é\u202e\U0001F600".encode(), b'"\\u{110000}"',
-    b"choice(", b"uniform(1, 2)", b"model.transformer.d_model", b"a.b.c.d", b"metric \"x\" {", b"\t", b"\r\n",
-    b'extends "missing.llm"\n', b"let x = x\n", b"1 / 0", b"(((((", b"-" * 50,
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b"(",
+    b")",
+    b"=",
+    b'"',
+    b"\\",
+    b"#",
+    b"\n",
+    b".",
+    b",",
+    b"-",
+    b"*",
+    b"/",
+    b"//",
+    b"%",
+    b"let",
+    b"extends",
+    b"profile",
+    b"true",
+    b"1e999",
+    b"9" * 400,
+    b"0.000000001",
+    b"1__0",
+    b"5parsecs",
+    b"30m",
+    b"1GiB",
+    b"99.9%",
+    b"400rps",
+    b"\xff\xfe",
+    b"\x00",
+    "é\u202e\U0001f600".encode(),
+    b'"\\u{110000}"',
+    b"choice(",
+    b"uniform(1, 2)",
+    b"model.transformer.d_model",
+    b"a.b.c.d",
+    b'metric "x" {',
+    b"\t",
+    b"\r\n",
+    b'extends "missing.llm"\n',
+    b"let x = x\n",
+    b"1 / 0",
+    b"(((((",
+    b"-" * 50,
 ]
 
 
@@ -98,18 +140,38 @@ FRACTIONS = ["0", "1e-300", "0.5", "0.999", "99.9999999999%", "0.9999999999999",
 SIZES = ["1B", "1GiB", "1e300B", "9223372036854775807B", "9223372036854775807KB"]
 
 COMMON_FIELDS = {
-    "serve.sla.throughput": RATES, "serve.sla.p99_latency": DURATIONS, "serve.sla.availability": FRACTIONS,
-    "serve.sla.error_rate": FRACTIONS, "serve.replicas.min": INTS, "serve.replicas.max": INTS,
-    "serve.batching.max_batch_size": INTS, "serve.batching.timeout": DURATIONS,
-    "serve.resources.cpu": FLOATS + ["2147483648", "9223372036854775"], "serve.resources.memory": SIZES,
-    "serve.device": ['"cpu"', '"T4"', '"A100-80GB"'], "serve.platform": ['"triton"', '"tf-serving"'],
-    "train.batch_size": INTS, "train.epochs": INTS, "train.optimizer.lr": FLOATS, "train.cluster.hosts": INTS,
-    "train.cluster.slots_per_host": INTS, "train.checkpoint.keep": INTS, "train.checkpoint.every": DURATIONS,
-    "compress.quantize.samples": INTS, "search.max_evals": INTS, "search.parallel": INTS,
+    "serve.sla.throughput": RATES,
+    "serve.sla.p99_latency": DURATIONS,
+    "serve.sla.availability": FRACTIONS,
+    "serve.sla.error_rate": FRACTIONS,
+    "serve.replicas.min": INTS,
+    "serve.replicas.max": INTS,
+    "serve.batching.max_batch_size": INTS,
+    "serve.batching.timeout": DURATIONS,
+    "serve.resources.cpu": FLOATS + ["2147483648", "9223372036854775"],
+    "serve.resources.memory": SIZES,
+    "serve.device": ['"cpu"', '"T4"', '"A100-80GB"'],
+    "serve.platform": ['"triton"', '"tf-serving"'],
+    "train.batch_size": INTS,
+    "train.epochs": INTS,
+    "train.optimizer.lr": FLOATS,
+    "train.cluster.hosts": INTS,
+    "train.cluster.slots_per_host": INTS,
+    "train.checkpoint.keep": INTS,
+    "train.checkpoint.every": DURATIONS,
+    "compress.quantize.samples": INTS,
+    "search.max_evals": INTS,
+    "search.parallel": INTS,
 }
 TRANSFORMER_FIELDS = {f"model.transformer.{name}": INTS for name in ("layers", "d_model", "heads", "vocab", "max_len")}
-TRANSFORMER_FIELDS.update({"train.micro_batch": INTS, "compress.distill.student.d_model": INTS,
-                           "compress.distill.student.layers": INTS, "compress.distill.epochs": INTS})
+TRANSFORMER_FIELDS.update(
+    {
+        "train.micro_batch": INTS,
+        "compress.distill.student.d_model": INTS,
+        "compress.distill.student.layers": INTS,
+        "compress.distill.epochs": INTS,
+    }
+)
 MLP_FIELDS = {"model.mlp.inputs": INTS, "model.mlp.classes": INTS, "model.mlp.hidden": [f"[{v}]" for v in INTS]}
 RANGE_SEEDS = [("translator", {**COMMON_FIELDS, **TRANSFORMER_FIELDS}), ("classifier", {**COMMON_FIELDS, **MLP_FIELDS})]
 
@@ -126,8 +188,11 @@ def extreme_spec(draw) -> tuple[str, str]:
         text = re.sub(r"\n  replicas \{[^}]*\}\n", "\n", text, count=1)
     if draw(st.booleans()):
         # Over the local profile: its lines for these paths go, the rest stay.
-        text = "".join(line for line in text.splitlines(keepends=True)
-                       if not any(line.strip().startswith(f"{path} ") for path in overrides))
+        text = "".join(
+            line
+            for line in text.splitlines(keepends=True)
+            if not any(line.strip().startswith(f"{path} ") for path in overrides)
+        )
         text = text.rstrip()
         assert text.endswith("}")
         body = "".join(f"  {path} = {value}\n" for path, value in overrides.items())
@@ -156,6 +221,6 @@ def test_collector_sorts_by_position():
         c.error("E202", Span("x.llm", line, col, line, col + 1), f"at {line}:{col}")
     assert [(d.span.line, d.span.col) for d in c.sorted()] == [(1, 2), (1, 5), (3, 1)]
     # The driver's result is sorted the same way: two errors, on lines 2 and 3.
-    result = check_spec("x.llm", text='model m {\n  task = 1\n  framework = 2\n}\n')
+    result = check_spec("x.llm", text="model m {\n  task = 1\n  framework = 2\n}\n")
     lines = [d.span.line for d in result.diagnostics if d.severity == "error"]
     assert {2, 3} <= set(lines) and lines == sorted(lines)

@@ -20,8 +20,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, run_cli
+
 from llmc.compiler.diagnostics import Diagnostic, Fix
 from llmc.compiler.driver import check_spec
 
@@ -84,8 +84,12 @@ deploy {
 MISTAKES = [
     pytest.param("p99_latency  = 50ms", "p99_latency  = 300 ms", "E104", id="space-before-unit"),
     pytest.param("availability = 99.9%", "availability = 99.9 %", "E104", id="space-before-percent"),
-    pytest.param("availability = 99.9%\n  }", "availability = 99.9 %  # three nines\n  }", "E104",
-                 id="space-before-percent-then-comment"),
+    pytest.param(
+        "availability = 99.9%\n  }",
+        "availability = 99.9 %  # three nines\n  }",
+        "E104",
+        id="space-before-percent-then-comment",
+    ),
     pytest.param("every = 30m", "every = 30 min", "E104", id="space-before-unit-alias"),
     pytest.param("every = 30m", "every = 30min", "E104", id="unit-alias"),
     pytest.param("memory = 4GB", "memory = 4Gi", "E104", id="kubernetes-gibibytes"),
@@ -104,17 +108,22 @@ MISTAKES = [
     pytest.param("p99_latency  = 50ms", 'p99_latency  = "300ms"', "E204", id="quoted-duration"),
     pytest.param("p99_latency  = 50ms", "p99_latency  = 50", "E207", id="bare-number-for-duration"),
     pytest.param("epochs     = 10", "epochs     = 10.0", "E204", id="float-for-integer"),
-    pytest.param("namespace = \"ml-digits\"", "namespace = 5", "E204", id="number-for-string"),
+    pytest.param('namespace = "ml-digits"', "namespace = 5", "E204", id="number-for-string"),
     pytest.param('precision  = "fp16"', 'precision  = "bf61"', "E206", id="misspelt-enum-value"),
     pytest.param("batch_size = 256", "batch_sise = 256", "E202", id="misspelt-field"),
     pytest.param("  batch_size = 256", "  // the global batch\n  batch_size = 256", "E103", id="slash-comment-line"),
     pytest.param("batch_size = 256", "batch_size = 256 // across all ranks", "E103", id="slash-comment-after-value"),
     pytest.param("batch_size = 256", "batch_size = 256 // global", "E210", id="slash-comment-of-one-word"),
-    pytest.param('task = "classification"', 'task = "classification"  // what it learns', "E103",
-                 id="slash-comment-before-block"),
+    pytest.param(
+        'task = "classification"', 'task = "classification"  // what it learns', "E103", id="slash-comment-before-block"
+    ),
     # `// the task` then `mlp {` parses (as `... // the` and a block `task mlp {`): lowering finds it
-    pytest.param('task = "classification"', 'task = "classification"  // the task', "E103",
-                 id="slash-comment-words-parse-as-a-block"),
+    pytest.param(
+        'task = "classification"',
+        'task = "classification"  // the task',
+        "E103",
+        id="slash-comment-words-parse-as-a-block",
+    ),
     pytest.param("batch_size = 256", "batch_size = 1,024", "E105", id="thousands-comma"),
     pytest.param("hidden  = [128]", "hidden  = [1,024]", "E105", id="thousands-comma-in-list"),
     pytest.param("batch_size = 256", "batch_size = 1__024", "E105", id="double-underscore"),
@@ -141,8 +150,10 @@ def apply_fixes(text: str, fixes: tuple[Fix, ...]) -> str:
     def offset(line: int, col: int) -> int:
         return starts[line - 1] + col - 1
 
-    edits = sorted(((offset(f.span.line, f.span.col), offset(f.span.end_line, f.span.end_col), f.replacement)
-                    for f in fixes), reverse=True)
+    edits = sorted(
+        ((offset(f.span.line, f.span.col), offset(f.span.end_line, f.span.end_col), f.replacement) for f in fixes),
+        reverse=True,
+    )
     for start, end, replacement in edits:
         text = text[:start] + replacement + text[end:]
     return text
@@ -199,7 +210,9 @@ def test_space_before_unit_is_read_as_the_unit_and_the_file_goes_on(tmp_path):
     spec.write_text(text, encoding="utf-8")
     found = errors(check_spec(str(spec)).diagnostics)
     assert [(d.code, d.span.line, d.span.col, d.span.end_col) for d in found] == [
-        ("E104", 35, 20, 26), ("E104", 44, 14, 19)], shown(found)
+        ("E104", 35, 20, 26),
+        ("E104", 44, 14, 19),
+    ], shown(found)
     assert "`300ms`" in found[0].help
 
 
@@ -209,8 +222,9 @@ def test_modulo_and_statements_after_a_number_are_not_units(tmp_path):
     spec = tmp_path / "spec.llm"
     spec.write_text(BASE.replace("classes = 10", "classes = 17 % 7"), encoding="utf-8")
     assert not errors(check_spec(str(spec)).diagnostics)
-    spec.write_text(BASE.replace("    classes = 10\n", "").replace("inputs  = 64", "inputs  = 64 d = 10"),
-                    encoding="utf-8")
+    spec.write_text(
+        BASE.replace("    classes = 10\n", "").replace("inputs  = 64", "inputs  = 64 d = 10"), encoding="utf-8"
+    )
     found = errors(check_spec(str(spec)).diagnostics)
     assert [d.message for d in found] == ["expected a new line before this statement"], shown(found)
 
@@ -220,8 +234,10 @@ def test_division_is_not_taken_for_a_comment(tmp_path):
     spec = tmp_path / "spec.llm"
     spec.write_text(BASE.replace("batch_size = 256", "batch_size = 512 // 2"), encoding="utf-8")
     assert not errors(check_spec(str(spec)).diagnostics)
-    spec.write_text("let width = 512\nlet two = 2\n" + BASE.replace("batch_size = 256", "batch_size = width // two"),
-                    encoding="utf-8")
+    spec.write_text(
+        "let width = 512\nlet two = 2\n" + BASE.replace("batch_size = 256", "batch_size = width // two"),
+        encoding="utf-8",
+    )
     assert not errors(check_spec(str(spec)).diagnostics)
     # A misspelt name on the right of `//` is a misspelt name, not a comment.
     spec.write_text("let two = 2\n" + BASE.replace("batch_size = 256", "batch_size = 512 // tow"), encoding="utf-8")
@@ -231,8 +247,10 @@ def test_division_is_not_taken_for_a_comment(tmp_path):
 
 def test_renamed_block_in_an_extending_spec_explains_the_replacement(tmp_path):
     (tmp_path / "base.llm").write_text(BASE, encoding="utf-8")
-    child = ('extends "base.llm"\n\nmodel "xlator" {\n  task = "classification"\n'
-             "  mlp {\n    inputs  = 64\n    hidden  = [256]\n    classes = 10\n  }\n}\n")
+    child = (
+        'extends "base.llm"\n\nmodel "xlator" {\n  task = "classification"\n'
+        "  mlp {\n    inputs  = 64\n    hidden  = [256]\n    classes = 10\n  }\n}\n"
+    )
     spec = tmp_path / "child.llm"
     spec.write_text(child, encoding="utf-8")
     found = errors(check_spec(str(spec)).diagnostics)
@@ -248,7 +266,7 @@ def test_replaced_block_without_missing_fields_has_no_note(tmp_path):
     # A new label that sets everything itself is a legitimate replacement: no E203.
     (tmp_path / "base.llm").write_text(BASE, encoding="utf-8")
     spec = tmp_path / "child.llm"
-    model = BASE[BASE.index("model digits"):BASE.index("train {")].replace("model digits", 'model "xlator"')
+    model = BASE[BASE.index("model digits") : BASE.index("train {")].replace("model digits", 'model "xlator"')
     spec.write_text('extends "base.llm"\n\n' + model, encoding="utf-8")
     assert not errors(check_spec(str(spec)).diagnostics)
 
@@ -259,8 +277,9 @@ def test_json_output_carries_the_fix(tmp_path):
     code, out, _ = run_cli("check", "--format", "json", str(spec))
     assert code == 1
     found = [d for d in json.loads(out) if d["code"] == "E104"]
-    assert found and found[0]["fix"] == [{"file": str(spec), "line": 35, "column": 20, "end_line": 35,
-                                          "end_column": 26, "replacement": "300ms"}]
+    assert found and found[0]["fix"] == [
+        {"file": str(spec), "line": 35, "column": 20, "end_line": 35, "end_column": 26, "replacement": "300ms"}
+    ]
 
 
 # --- every diagnostics case ---

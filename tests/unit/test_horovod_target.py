@@ -9,13 +9,14 @@ horovodrun command from the spec's cluster and the environment's hosts.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import subprocess
 
 import pytest
-
 from helpers import ROOT
+
 from llmc.compiler.bundle import build_files
 from llmc.compiler.driver import check_spec
 
@@ -36,10 +37,8 @@ def literals(source: str) -> dict:
     out = {}
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
+            with contextlib.suppress(ValueError):
                 out[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass
     return out
 
 
@@ -77,8 +76,11 @@ def test_train_scripts_are_thin(spec, profile):
     source = bundle(spec, profile)["train/train.py"]
     assert len(source.splitlines()) < 80
     tree = ast.parse(source)
-    defined = [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                                                    ast.ClassDef, ast.Lambda))]
+    defined = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))
+    ]
     assert [node.name for node in defined if not isinstance(node, ast.Lambda)] == ["main"] and len(defined) == 1
     (main,) = defined
     assert main.end_lineno - main.lineno < 8
@@ -92,8 +94,12 @@ def launch(text: str, tmp_path, **env) -> subprocess.CompletedProcess:
     script.write_text(text)
     script.chmod(0o755)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "LLMC_"))}
-    return subprocess.run([str(script), "--max-steps", "5"], capture_output=True, text=True,
-                          env={**clean, "HOROVODRUN": "echo", "PYTHON": "py", **env})
+    return subprocess.run(
+        [str(script), "--max-steps", "5"],
+        capture_output=True,
+        text=True,
+        env={**clean, "HOROVODRUN": "echo", "PYTHON": "py", **env},
+    )
 
 
 def test_launch_sh_for_a_two_host_gpu_cluster(tmp_path):
@@ -102,8 +108,16 @@ def test_launch_sh_for_a_two_host_gpu_cluster(tmp_path):
     assert proc.returncode == 2 and "LLMC_HOSTS" in proc.stderr  # two hosts, none named
     proc = launch(text, tmp_path, LLMC_HOSTS="node-a node-b")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["-np", "8", "-H", "node-a:4,node-b:4", "py", str(tmp_path / "train.py"),
-                                   "--max-steps", "5"]  # no --gloo on GPUs
+    assert proc.stdout.split() == [
+        "-np",
+        "8",
+        "-H",
+        "node-a:4,node-b:4",
+        "py",
+        str(tmp_path / "train.py"),
+        "--max-steps",
+        "5",
+    ]  # no --gloo on GPUs
     assert launch(text, tmp_path, LLMC_HOSTS="node-a").returncode == 2
     proc = launch(text, tmp_path, HOROVOD_HOSTFILE="/etc/mpi/hostfile")
     assert "--hostfile /etc/mpi/hostfile" in proc.stdout
@@ -120,7 +134,7 @@ def test_launch_sh_locally_on_cpu(tmp_path):
     assert proc.stdout.split()[:4] == ["-np", "4", "-H", "h1:2,h2:2"]
 
 
-@pytest.mark.parametrize("name", ["model\"; rm -rf / #", "a\nb", "{{ x }}", "it's"])
+@pytest.mark.parametrize("name", ['model"; rm -rf / #', "a\nb", "{{ x }}", "it's"])
 def test_values_stay_data(name):
     """A hostile model name is a string literal in Python and one word in the shell."""
     from llmc.compiler.render import render

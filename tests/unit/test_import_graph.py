@@ -15,8 +15,8 @@ import functools
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT
+
 
 def module_name(path: Path, root: Path = ROOT) -> str:
     parts = list(path.relative_to(root).with_suffix("").parts)
@@ -60,8 +60,10 @@ def imported_names(path: Path, name: str) -> set[str]:
 def import_graph(package: str, root: Path = ROOT) -> dict[str, set[str]]:
     """module -> the modules of the same package it imports."""
     paths = {module_name(p, root): p for p in sorted((root / package).rglob("*.py"))}
-    return {name: {dep for dep in imported_names(path, name) if dep in paths and dep != name}
-            for name, path in paths.items()}
+    return {
+        name: {dep for dep in imported_names(path, name) if dep in paths and dep != name}
+        for name, path in paths.items()
+    }
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -119,7 +121,8 @@ def test_imports_are_read_relative_absolute_lazy_and_not_under_type_checking(tmp
         "if TYPE_CHECKING:\n"
         "    from ..hidden import T\n"
         "def f():\n"
-        "    import llmc.compiler.lazy\n")
+        "    import llmc.compiler.lazy\n"
+    )
     for name in ("top", "hidden", "lazy"):
         (root / "compiler" / f"{name}.py").write_text("")
     graph = import_graph("compiler", root)
@@ -139,9 +142,11 @@ def test_no_import_cycle_in_the_runtime():
 
 
 def test_the_compiler_imports_the_runtime_only_in_the_cli():
-    importers = sorted(name for name, path in ((module_name(p), p) for p in (ROOT / "compiler").rglob("*.py"))
-                       if any(dep == "llmc.runtime" or dep.startswith("llmc.runtime.")
-                              for dep in imported_names(path, name)))
+    importers = sorted(
+        name
+        for name, path in ((module_name(p), p) for p in (ROOT / "compiler").rglob("*.py"))
+        if any(dep == "llmc.runtime" or dep.startswith("llmc.runtime.") for dep in imported_names(path, name))
+    )
     assert importers in ([], ["llmc.compiler.cli"])
 
 

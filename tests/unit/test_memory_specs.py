@@ -42,8 +42,9 @@ train {{
 
 
 def test_13b_data_parallel_on_80gb_fails_with_breakdown():
-    text = DECODER.format(layers=40, d_model=5120, heads=40, hosts=4, device="A100-80GB", tensor=1,
-                          batch=32, checkpointing="false")
+    text = DECODER.format(
+        layers=40, d_model=5120, heads=40, hosts=4, device="A100-80GB", tensor=1, batch=32, checkpointing="false"
+    )
     result = check_spec("lm13b.llm", text=text)
     e306 = [d for d in result.diagnostics if d.code == "E306"]
     assert len(e306) == 1, result.diagnostics
@@ -55,8 +56,9 @@ def test_13b_data_parallel_on_80gb_fails_with_breakdown():
 
 
 def test_7b_tensor_8_on_h100_with_checkpointing_fits():
-    text = DECODER.format(layers=32, d_model=4096, heads=32, hosts=1, device="H100-80GB", tensor=8,
-                          batch=8, checkpointing="true")
+    text = DECODER.format(
+        layers=32, d_model=4096, heads=32, hosts=1, device="H100-80GB", tensor=8, batch=8, checkpointing="true"
+    )
     result = check_spec("lm7b.llm", text=text)
     assert result.ok, result.diagnostics
     assert not [d for d in result.diagnostics if d.code in ("E306", "W301")]

@@ -113,12 +113,18 @@ def test_max_drop_is_a_fall_for_higher_is_better_metrics():
 
 
 def test_max_drop_is_a_rise_for_the_other_metrics():
-    specs = [M.GateSpec("ter", max_drop=2.0), M.GateSpec("latency_p99", max_drop=0.005),
-             M.GateSpec("perplexity", max_drop=0.5)]
+    specs = [
+        M.GateSpec("ter", max_drop=2.0),
+        M.GateSpec("latency_p99", max_drop=0.005),
+        M.GateSpec("perplexity", max_drop=0.5),
+    ]
     base = {"ter": 50.0, "latency_p99": 0.020, "perplexity": 3.0}
     gates = M.check_gates(specs, {"ter": 51.0, "latency_p99": 0.030, "perplexity": 2.0}, base)
-    assert verdicts(gates) == [("ter", "max_drop", "pass"), ("latency_p99", "max_drop", "FAIL"),
-                               ("perplexity", "max_drop", "pass")]
+    assert verdicts(gates) == [
+        ("ter", "max_drop", "pass"),
+        ("latency_p99", "max_drop", "FAIL"),
+        ("perplexity", "max_drop", "pass"),
+    ]
     assert gates[1].change == pytest.approx(0.010)
 
 
@@ -136,8 +142,17 @@ def test_max_drop_without_baseline_is_skipped_and_missing_metrics_fail():
 
 def test_gate_json_shape():
     gate = M.check_gates([M.GateSpec("accuracy", min=0.9)], {"accuracy": 0.8})[0]
-    assert gate.as_dict() == {"metric": "accuracy", "bound": "min", "limit": 0.9, "value": 0.8, "baseline": None,
-                              "change": None, "verdict": "FAIL", "passed": False, "note": ""}
+    assert gate.as_dict() == {
+        "metric": "accuracy",
+        "bound": "min",
+        "limit": 0.9,
+        "value": 0.8,
+        "baseline": None,
+        "change": None,
+        "verdict": "FAIL",
+        "passed": False,
+        "note": "",
+    }
 
 
 # --- the table -----------------------------------------------------------------------------------
@@ -160,7 +175,7 @@ def test_verdict_table():
     ]
     # Columns line up: every row's value starts where the header's does.
     col = lines[0].index("value")
-    assert all(line[col - 2:col] == "  " for line in lines[2:])
+    assert all(line[col - 2 : col] == "  " for line in lines[2:])
 
 
 def test_table_shows_missing_values_and_notes():

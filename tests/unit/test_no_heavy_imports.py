@@ -9,8 +9,18 @@ import sys
 
 from helpers import ROOT
 
-FORBIDDEN = ("torch", "tensorflow", "tensorrt", "horovod", "hyperopt", "kubernetes", "onnx", "onnxruntime", "jax",
-             "sentencepiece")
+FORBIDDEN = (
+    "torch",
+    "tensorflow",
+    "tensorrt",
+    "horovod",
+    "hyperopt",
+    "kubernetes",
+    "onnx",
+    "onnxruntime",
+    "jax",
+    "sentencepiece",
+)
 
 
 def _imported_roots(path) -> set[str]:

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, run_cli
+
 from llmc.compiler import bundle as bundle_mod
 from llmc.runtime import local, records
 
@@ -158,12 +158,15 @@ def test_a_bundle_with_files_its_lock_does_not_list_is_refused(tmp_path, outside
     assert run_cli("plan", str(SPEC), "-o", str(out), "-q", cwd=tmp_path)[0] == 0
 
 
-@pytest.mark.parametrize("lock", [
-    "not json\n",
-    "{}\n",
-    '{"artifacts": {"keep.txt": "0"}, "spec_sha256": "0"}\n',  # no `compiler`: not as llmc writes it
-    '["llmc"]\n',
-])
+@pytest.mark.parametrize(
+    "lock",
+    [
+        "not json\n",
+        "{}\n",
+        '{"artifacts": {"keep.txt": "0"}, "spec_sha256": "0"}\n',  # no `compiler`: not as llmc writes it
+        '["llmc"]\n',
+    ],
+)
 def test_a_lock_file_llmc_did_not_write_does_not_make_a_bundle(tmp_path, lock):
     out = tmp_path / "out"
     out.mkdir()
@@ -179,11 +182,18 @@ def test_a_lock_file_llmc_did_not_write_does_not_make_a_bundle(tmp_path, lock):
 def _with_local_data(tmp_path: Path, **paths: str) -> Path:
     """The classifier spec with local data paths, written to tmp_path."""
     text = SPEC.read_text()
-    defaults = {"train": "data/train.csv", "valid": "data/valid.csv", "test": "data/test.csv",
-                "calibration": "data/valid.csv"}
+    defaults = {
+        "train": "data/train.csv",
+        "valid": "data/valid.csv",
+        "test": "data/test.csv",
+        "calibration": "data/valid.csv",
+    }
     for split, path in {**defaults, **paths}.items():
-        text = text.replace(f'"gs://llmc-data/digits/{"valid" if split == "calibration" else split}.csv"',
-                            f'"{path}"', 1 if split != "calibration" else 2)
+        text = text.replace(
+            f'"gs://llmc-data/digits/{"valid" if split == "calibration" else split}.csv"',
+            f'"{path}"',
+            1 if split != "calibration" else 2,
+        )
     spec = tmp_path / "classifier.llm"
     spec.write_text(text)
     return spec
@@ -274,7 +284,7 @@ def test_write_bundle_refuses_for_every_caller(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine\n")
-    with pytest.raises(bundle_mod.OutputRefused, match="keep.txt"):
+    with pytest.raises(bundle_mod.OutputRefused, match=r"keep.txt"):
         bundle_mod.write_bundle(bundle_mod.Bundle({"a.txt": "a\n"}, frozenset()), str(out))
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and (out / "keep.txt").read_text() == "mine\n"
 
@@ -301,8 +311,9 @@ def test_run_into_a_foreign_output_directory_is_refused_before_anything_starts(t
     out = tmp_path / "out"
     _plant(out, outside)
     before = _snapshot(tmp_path)
-    code, _, err = run_cli("run", str(SPEC), "--profile", "local", "-o", str(out), "--runs-dir",
-                           str(tmp_path / "runs"), cwd=tmp_path)
+    code, _, err = run_cli(
+        "run", str(SPEC), "--profile", "local", "-o", str(out), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path
+    )
     _refused(code, err)
     assert calls == [] and _snapshot(tmp_path) == before  # no runs folder either
 
@@ -315,8 +326,17 @@ def test_run_where_the_bundle_cannot_be_written_is_an_error_not_a_crash(tmp_path
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(bundle_mod, "_fill", full)
-    code, _, err = run_cli("run", str(SPEC), "--profile", "local", "-o", str(tmp_path / "b"), "--runs-dir",
-                           str(tmp_path / "runs"), cwd=tmp_path)
+    code, _, err = run_cli(
+        "run",
+        str(SPEC),
+        "--profile",
+        "local",
+        "-o",
+        str(tmp_path / "b"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
     assert code == 2 and calls == [], err
     assert err.startswith(f"error: cannot write {tmp_path / 'b'}: No space left on device"), err
     assert "internal compiler error" not in err
@@ -329,16 +349,26 @@ def test_a_runs_folder_llmc_did_not_make_survives(tmp_path, outside, no_stage_ru
     (mine / "work").mkdir()  # even a folder named like llmc's
     (runs / "other.txt").write_text("beside the runs\n")
     before, runs_before = _snapshot(tmp_path), _snapshot(runs)
-    code, _, err = run_cli("run", str(SPEC), "--profile", "local", "-o", str(tmp_path / "b"), "--runs-dir",
-                           str(runs), cwd=tmp_path)
+    code, _, err = run_cli(
+        "run", str(SPEC), "--profile", "local", "-o", str(tmp_path / "b"), "--runs-dir", str(runs), cwd=tmp_path
+    )
     assert code == 2, err
     assert err.startswith(f"error: {mine} was not made by llmc"), err
     assert "keep.txt" in err and "4 entries" in err and "--runs-dir a new directory" in err, err
     assert no_stage_runs == [] and _snapshot(tmp_path) == before  # not even the bundle was written
     # The runtime checks on its own, for any caller (the bundle exists now).
     assert run_cli("build", str(SPEC), "--profile", "local", "-o", "b", "-q", cwd=tmp_path)[0] == 0
-    code = local.run(str(tmp_path / "b"), name="classifier-local", data_root=ROOT / "specs", runs_root=runs,
-                     stage=None, target="local", np=None, force=False, profile="local")
+    code = local.run(
+        str(tmp_path / "b"),
+        name="classifier-local",
+        data_root=ROOT / "specs",
+        runs_root=runs,
+        stage=None,
+        target="local",
+        np=None,
+        force=False,
+        profile="local",
+    )
     assert code == 2 and no_stage_runs == []
     assert _snapshot(runs) == runs_before
 
@@ -350,8 +380,17 @@ def test_runs_folders_llmc_made_are_marked_and_used(tmp_path, no_stage_runs):
     for name in ("fresh", "legacy"):
         bundle = tmp_path / f"b-{name}"
         assert run_cli("build", str(SPEC), "--profile", "local", "-o", str(bundle), "-q", cwd=tmp_path)[0] == 0
-        code = local.run(str(bundle), name=name, data_root=ROOT / "specs", runs_root=runs, stage=None,
-                         target="local", np=None, force=False, profile="local")
+        code = local.run(
+            str(bundle),
+            name=name,
+            data_root=ROOT / "specs",
+            runs_root=runs,
+            stage=None,
+            target="local",
+            np=None,
+            force=False,
+            profile="local",
+        )
         assert code == 0
         assert (runs / name / records.MARKER).is_file()
     assert len(no_stage_runs) == 2
@@ -365,7 +404,8 @@ def test_runs_folders_llmc_made_are_marked_and_used(tmp_path, no_stage_runs):
 
 
 def test_compress_steps_never_replace_a_folder_llmc_did_not_write(tmp_path):
-    from llmc.runtime.steps.common import META, StepError, replace_dir as _replace_dir
+    from llmc.runtime.steps.common import META, StepError
+    from llmc.runtime.steps.common import replace_dir as _replace_dir
 
     def staged(name: str) -> Path:
         src = tmp_path / name
@@ -418,6 +458,7 @@ def test_a_parent_that_cannot_be_created_is_said_plainly(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "mkdir", mkdir)
     code, _, err = run_cli("build", str(SPEC), "-o", str(parent / "bundle"), cwd=tmp_path)
     _refused(code, err)
-    assert err.startswith(f"error: cannot create {parent / 'bundle'}: its parent folder {parent} cannot be created: "
-                          "Permission denied"), err
+    assert err.startswith(
+        f"error: cannot create {parent / 'bundle'}: its parent folder {parent} cannot be created: Permission denied"
+    ), err
     assert list(tmp_path.iterdir()) == []

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT
+
 from llmc.compiler import parse as parse_mod
 from llmc.compiler.diagnostics import Collector
 from llmc.compiler.source import SourceFile
@@ -48,8 +48,12 @@ def test_chunked_parse_equals_the_full_parse(spec: Path):
 
 def test_files_with_errors_get_the_full_parse_diagnostics():
     good = (ROOT / "specs" / "translator.llm").read_text(encoding="utf-8")
-    for broken, code in [(good + "\n}\n", "E103"), (good.replace("{", "{ {", 1), "E103"),
-                         (good + "\nx = 50parsecs\n", "E104"), (good + "\na = 1 b = 2\n", "E103")]:
+    for broken, code in [
+        (good + "\n}\n", "E103"),
+        (good.replace("{", "{ {", 1), "E103"),
+        (good + "\nx = 50parsecs\n", "E104"),
+        (good + "\na = 1 b = 2\n", "E103"),
+    ]:
         source = SourceFile("spec.llm", broken)
         tree, codes = _from_scratch(source)
         assert code in codes

@@ -12,8 +12,8 @@ import math
 
 import pytest
 import yaml
-
 from helpers import ROOT
+
 from llmc.compiler import catalog, plan
 from llmc.compiler.bundle import build_files
 from llmc.compiler.driver import check_spec
@@ -28,8 +28,9 @@ def _checked(spec: str, profile: str | None = None):
 
 
 def _manifests(files: dict[str, str]) -> dict[str, dict]:
-    return {path: yaml.safe_load(text) for path, text in files.items() if path.startswith("k8s/") and
-            path.endswith(".yaml")}
+    return {
+        path: yaml.safe_load(text) for path, text in files.items() if path.startswith("k8s/") and path.endswith(".yaml")
+    }
 
 
 @pytest.mark.parametrize("spec", ["translator", "classifier"])
@@ -39,12 +40,12 @@ def test_the_manifests_hold_the_planned_sizes(spec):
     manifests = _manifests(build_files(result).files)
     hpa = manifests["k8s/hpa.yaml"]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (facts.replicas.min, facts.replicas.max)
-    server = next(c for c in manifests["k8s/deployment.yaml"]["spec"]["template"]["spec"]["containers"]
-                  if c["name"] == "server")
+    server = next(
+        c for c in manifests["k8s/deployment.yaml"]["spec"]["template"]["spec"]["containers"] if c["name"] == "server"
+    )
     assert server["resources"]["requests"]["cpu"] == cpu_quantity(facts.serving_resources.cpu_cores)
     assert server["resources"]["requests"]["memory"] == memory_quantity(facts.serving_resources.memory_bytes)
-    assert manifests["k8s/pvc.yaml"]["spec"]["resources"]["requests"]["storage"] == memory_quantity(
-        facts.storage_bytes)
+    assert manifests["k8s/pvc.yaml"]["spec"]["resources"]["requests"]["storage"] == memory_quantity(facts.storage_bytes)
     worker = manifests["k8s/mpijob.yaml"]["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
     train = facts.stage_pods["train"]
     assert worker["resources"]["limits"]["memory"] == memory_quantity(train.memory_bytes)

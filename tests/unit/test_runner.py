@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 
 from llmc.runtime import progress, records
-from llmc.runtime.runner import (Bundle, RunError, Stage, is_start_up_noise, preflight, rank_prefixed, run_command,
-                                  run_stages)
+from llmc.runtime.runner import (
+    Bundle,
+    RunError,
+    Stage,
+    is_start_up_noise,
+    preflight,
+    rank_prefixed,
+    run_command,
+    run_stages,
+)
 
 
 def _bundle(root: Path, evaluate_code: str, data: str = "data/train.tsv") -> Bundle:
@@ -23,8 +31,10 @@ def _bundle(root: Path, evaluate_code: str, data: str = "data/train.tsv") -> Bun
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
-    lock = {"artifacts": {rel: hashlib.sha256(text.encode()).hexdigest() for rel, text in files.items()},
-            "inputs": {"train": data, "valid": data, "test": data}}
+    lock = {
+        "artifacts": {rel: hashlib.sha256(text.encode()).hexdigest() for rel, text in files.items()},
+        "inputs": {"train": data, "valid": data, "test": data},
+    }
     (root / "llmc.lock.json").write_text(json.dumps(lock))
     return Bundle(str(root))
 
@@ -33,11 +43,15 @@ def _stage(bundle: Bundle, work: Path) -> Stage:
     import sys
 
     out = work / "evaluate"
-    return Stage("evaluate", [[sys.executable, str(bundle.root / "evaluate/evaluate.py"), str(out)]], "evaluate", str(out))
+    return Stage(
+        "evaluate", [[sys.executable, str(bundle.root / "evaluate/evaluate.py"), str(out)]], "evaluate", str(out)
+    )
 
 
-SCRIPT = "import sys, pathlib\np = pathlib.Path(sys.argv[1]); p.mkdir(parents=True, exist_ok=True)\n" \
-         "(p / 'count').write_text(str(len(list(p.iterdir()))))\nprint('evaluated')\n"
+SCRIPT = (
+    "import sys, pathlib\np = pathlib.Path(sys.argv[1]); p.mkdir(parents=True, exist_ok=True)\n"
+    "(p / 'count').write_text(str(len(list(p.iterdir()))))\nprint('evaluated')\n"
+)
 
 
 def test_a_stage_runs_then_is_skipped_until_its_inputs_change(tmp_path):
@@ -71,7 +85,7 @@ def test_a_failing_stage_stops_the_run_with_its_exit_status(tmp_path):
 
 def test_missing_data_fails_before_any_work_naming_the_file(tmp_path):
     bundle = _bundle(tmp_path / "bundle", SCRIPT, data="data/nope.tsv")
-    with pytest.raises(RunError, match="data/nope.tsv"):
+    with pytest.raises(RunError, match=r"data/nope.tsv"):
         preflight(bundle, tmp_path)
 
 

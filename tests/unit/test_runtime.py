@@ -11,12 +11,11 @@ import math
 
 import numpy as np
 import pytest
-
 from helpers import ROOT
+
 from llmc.runtime import checkpoints as ck
 from llmc.runtime.config import ConfigError, batch_layout, load_config, parse_override
-from llmc.runtime.data import (DataError, batches, epoch_order, load_split, micro_batches_per_rank, read_rows,
-                               shard)
+from llmc.runtime.data import DataError, batches, epoch_order, load_split, micro_batches_per_rank, read_rows, shard
 from llmc.runtime.schedule import lr_at
 from llmc.runtime.tokenizer import BOS, EOS, PAD, SEP, VOCAB_SIZE, ByteTokenizer, get_tokenizer
 
@@ -34,10 +33,12 @@ def test_runtime_never_imports_the_compiler():
                 module = node.module or ""
                 absolute = node.level == 0 and (module == "llmc.compiler" or module.startswith("llmc.compiler."))
                 # `from ..compiler import x` / `from .. import compiler` inside llmc.runtime
-                relative = node.level >= 2 and (module.split(".")[0] == "compiler"
-                                                or (not module and any(a.name == "compiler" for a in node.names)))
-                absolute = absolute or (node.level == 0 and module == "llmc"
-                                        and any(a.name == "compiler" for a in node.names))
+                relative = node.level >= 2 and (
+                    module.split(".")[0] == "compiler" or (not module and any(a.name == "compiler" for a in node.names))
+                )
+                absolute = absolute or (
+                    node.level == 0 and module == "llmc" and any(a.name == "compiler" for a in node.names)
+                )
                 bad = [("." * node.level) + module] if absolute or relative else []
             else:
                 continue
@@ -63,7 +64,7 @@ def test_tokenizer_checks_the_vocab():
     assert get_tokenizer("bytes", 260).vocab_size == 260
     with pytest.raises(ValueError, match="vocab >= 260"):
         get_tokenizer("bytes", 258)
-    with pytest.raises(ValueError, match="spm.model: no such file"):
+    with pytest.raises(ValueError, match=r"spm.model: no such file"):
         get_tokenizer("spm.model")
 
 
@@ -71,9 +72,11 @@ def test_tokenizer_checks_the_vocab():
 
 
 def translator_cfg(max_len=64):
-    return {"task": "translation",
-            "transformer": {"kind": "encoder-decoder", "vocab": 260, "max_len": max_len},
-            "data": {"format": "tsv", "source": "source", "target": "target", "tokenizer": "bytes"}}
+    return {
+        "task": "translation",
+        "transformer": {"kind": "encoder-decoder", "vocab": 260, "max_len": max_len},
+        "data": {"format": "tsv", "source": "source", "target": "target", "tokenizer": "bytes"},
+    }
 
 
 def test_dates_corpus_is_framed_for_an_encoder_decoder():
@@ -96,8 +99,11 @@ def test_truncation_keeps_eos_within_max_len():
 
 
 def test_digits_csv_reads_every_column_but_the_label_as_features():
-    cfg = {"task": "classification", "mlp": {"inputs": 64, "hidden": [8], "classes": 10},
-           "data": {"format": "csv", "label": "label"}}
+    cfg = {
+        "task": "classification",
+        "mlp": {"inputs": 64, "hidden": [8], "classes": 10},
+        "data": {"format": "csv", "label": "label"},
+    }
     split = load_split(cfg, str(DIGITS / "train.csv"))
     assert split.arrays["features"].shape == (len(split), 64) and split.arrays["features"].dtype == np.float32
     assert split.arrays["label"].min() == 0 and split.arrays["label"].max() == 9 and split.label_names is None
@@ -110,8 +116,11 @@ def test_jsonl_text_classification_numbers_string_labels(tmp_path):
     rows = [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}, {"text": "fine", "label": "pos"}]
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (tmp_path / "valid.jsonl").write_text(json.dumps({"text": "meh", "label": "maybe"}) + "\n")
-    cfg = {"task": "classification", "transformer": {"kind": "encoder", "vocab": 260, "max_len": 8, "classes": 2},
-           "data": {"text": "text", "label": "label"}}
+    cfg = {
+        "task": "classification",
+        "transformer": {"kind": "encoder", "vocab": 260, "max_len": 8, "classes": 2},
+        "data": {"text": "text", "label": "label"},
+    }
     split = load_split(cfg, str(tmp_path / "train.jsonl"))
     assert split.label_names == ["neg", "pos"] and split.arrays["label"].tolist() == [1, 0, 1]
     with pytest.raises(DataError, match="does not occur in the train split"):
@@ -120,8 +129,11 @@ def test_jsonl_text_classification_numbers_string_labels(tmp_path):
 
 def test_prompted_decoder_masks_the_prompt(tmp_path):
     (tmp_path / "t.tsv").write_text("source\ttarget\nab\txyz\n")
-    cfg = {"task": "translation", "transformer": {"kind": "decoder", "vocab": 260, "max_len": 16},
-           "data": {"source": "source", "target": "target"}}
+    cfg = {
+        "task": "translation",
+        "transformer": {"kind": "decoder", "vocab": 260, "max_len": 16},
+        "data": {"source": "source", "target": "target"},
+    }
     split = load_split(cfg, str(tmp_path / "t.tsv"))
     tokens, mask = split.arrays["tokens"][0], split.arrays["loss_mask"][0]
     assert tokens[:8].tolist() == [BOS, 97, 98, SEP, 120, 121, 122, EOS]
@@ -160,10 +172,19 @@ def test_batches_trim_padding_columns():
 
 
 def model_json(tmp_path):
-    doc = {"framework": "torch", "parallel": {"data": 2, "tensor": 1, "pipeline": 1},
-           "model": {"data": {"train": "../data/train.tsv", "valid": "s3://bucket/v.tsv", "test": "/abs/t.tsv"}},
-           "train": {"batch_size": 64, "micro_batch": 32, "optimizer": {"name": "adamw", "lr": 0.0003},
-                     "checkpoint": {"every": 1800.0, "keep": 3}, "epochs": 3, "steps": None}}
+    doc = {
+        "framework": "torch",
+        "parallel": {"data": 2, "tensor": 1, "pipeline": 1},
+        "model": {"data": {"train": "../data/train.tsv", "valid": "s3://bucket/v.tsv", "test": "/abs/t.tsv"}},
+        "train": {
+            "batch_size": 64,
+            "micro_batch": 32,
+            "optimizer": {"name": "adamw", "lr": 0.0003},
+            "checkpoint": {"every": 1800.0, "keep": 3},
+            "epochs": 3,
+            "steps": None,
+        },
+    }
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "model.json").write_text(json.dumps(doc))
@@ -172,8 +193,12 @@ def model_json(tmp_path):
 
 def test_config_resolves_paths_against_the_data_root_and_overrides_against_cwd(tmp_path):
     path = model_json(tmp_path)
-    cfg = load_config(path, ["train.optimizer.lr=1e-3", "model.data.test=local.tsv", "train.checkpoint.every=100"],
-                      cwd=str(tmp_path / "here"), data_root=tmp_path / "spec")
+    cfg = load_config(
+        path,
+        ["train.optimizer.lr=1e-3", "model.data.test=local.tsv", "train.checkpoint.every=100"],
+        cwd=str(tmp_path / "here"),
+        data_root=tmp_path / "spec",
+    )
     data = cfg["model"]["data"]
     assert data["train"] == str(tmp_path / "data" / "train.tsv")  # ../data relative to the spec's folder
     assert data["valid"] == "s3://bucket/v.tsv"
@@ -185,10 +210,10 @@ def test_config_resolves_paths_against_the_data_root_and_overrides_against_cwd(t
 
 def test_config_rejects_unknown_fields_and_wrong_types(tmp_path):
     path = model_json(tmp_path)
-    with pytest.raises(ConfigError, match="did you mean `train.optimizer.lr`"):
+    with pytest.raises(ConfigError, match=r"did you mean `train.optimizer.lr`"):
         load_config(path, ["train.optimizer.lrr=1"])
     with pytest.raises(ConfigError, match="expected a value like 64"):
-        load_config(path, ["train.batch_size=\"big\""])
+        load_config(path, ['train.batch_size="big"'])
     with pytest.raises(ConfigError, match="names a block"):
         load_config(path, ["train.optimizer=1"])
     with pytest.raises(ConfigError, match="PATH=VALUE"):

@@ -4,13 +4,17 @@ from checked data validates unchanged, and the models' defaults are docs/languag
 from __future__ import annotations
 
 import pytest
-
 from helpers import ROOT
+
 from llmc.compiler import fields, schema
 from llmc.compiler.driver import check_spec
 
-CASES = [("specs/translator.llm", None), ("specs/translator.llm", "local"),
-         ("specs/classifier.llm", None), ("specs/classifier.llm", "local")]
+CASES = [
+    ("specs/translator.llm", None),
+    ("specs/translator.llm", "local"),
+    ("specs/classifier.llm", None),
+    ("specs/classifier.llm", "local"),
+]
 
 
 @pytest.mark.parametrize("spec,profile", CASES)
@@ -56,7 +60,8 @@ def test_relative_paths_follow_the_file_that_wrote_them(tmp_path):
     base.mkdir()
     (base / "base.llm").write_text(
         'model m {\n  task = "classification"\n  mlp {\n    inputs = 4\n    hidden = [8]\n    classes = 2\n  }\n'
-        '  data {\n    train = "data/train.csv"\n    valid = "s3://bucket/valid.csv"\n    test = "/abs/test.csv"\n  }\n}\n')
+        '  data {\n    train = "data/train.csv"\n    valid = "s3://bucket/valid.csv"\n    test = "/abs/test.csv"\n  }\n}\n'
+    )
     (tmp_path / "child.llm").write_text('extends "base/base.llm"\n')
     result = check_spec(str(tmp_path / "child.llm"))
     data = result.ir.model.data
@@ -66,10 +71,19 @@ def test_relative_paths_follow_the_file_that_wrote_them(tmp_path):
 
 
 # One key in every block, and the model fields other blocks derive their defaults from.
-VARIANT_KEYS = [("model.name", "renamed"), ("model.framework", "tensorflow"), ("model.task", "classification"),
-                ("model.transformer.d_model", 256), ("train.batch_size", 256), ("train.cluster.hosts", 1),
-                ("compress.prune.sparsity", 0.5), ("evaluate.split", "valid"), ("search.max_evals", 3),
-                ("serve.device", "cpu"), ("deploy.namespace", "elsewhere")]
+VARIANT_KEYS = [
+    ("model.name", "renamed"),
+    ("model.framework", "tensorflow"),
+    ("model.task", "classification"),
+    ("model.transformer.d_model", 256),
+    ("train.batch_size", 256),
+    ("train.cluster.hosts", 1),
+    ("compress.prune.sparsity", 0.5),
+    ("evaluate.split", "valid"),
+    ("search.max_evals", 3),
+    ("serve.device", "cpu"),
+    ("deploy.namespace", "elsewhere"),
+]
 
 
 @pytest.mark.parametrize("spec,profile,derived", [(s, p, d) for s, p in CASES for d in (False, True)])

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import re
 import typing
+from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from llmc.compiler import labels, schema
 from llmc.compiler.checks import data as data_check
-from llmc.compiler.metric_names import HIGHER_IS_BETTER, direction_of
 from llmc.compiler.driver import check_spec
-
-from helpers import ROOT
+from llmc.compiler.metric_names import HIGHER_IS_BETTER, direction_of
 
 
 def _spec(*, task="translation", arch="", data="", extra="") -> str:
@@ -28,7 +28,7 @@ def _spec(*, task="translation", arch="", data="", extra="") -> str:
     vocab   = 260
 {arch}  }}
   data {{
-    train = "{data or 'train.tsv'}"
+    train = "{data or "train.tsv"}"
     valid = "valid.tsv"
     test  = "test.tsv"
 {extra}  }}
@@ -66,16 +66,20 @@ def _proposed(help_text: str, name: str) -> int:
 
 
 def _write_labels(path, labels) -> None:
-    path.write_text("text\tlabel\n" + "".join(f"example {i}\t{label}\n" for i, label in enumerate(labels)),
-                    encoding="utf-8")
+    path.write_text(
+        "text\tlabel\n" + "".join(f"example {i}\t{label}\n" for i, label in enumerate(labels)), encoding="utf-8"
+    )
 
 
-@pytest.mark.parametrize("labels, needed, described", [
-    (["greeting", "farewell", "question", "greeting"], 3, "3 labels"),
-    ([0, 1, 2, 1, 0], 3, "3 labels"),
-    ([0, 2, 5], 6, "3 labels with ids up to 5"),  # integer labels are ids: the runtime needs 6 logits
-    (["1.0", "0"], 2, "2 labels"),  # whole numbers are ids, as runtime/data.py reads them
-])
+@pytest.mark.parametrize(
+    "labels, needed, described",
+    [
+        (["greeting", "farewell", "question", "greeting"], 3, "3 labels"),
+        ([0, 1, 2, 1, 0], 3, "3 labels"),
+        ([0, 2, 5], 6, "3 labels with ids up to 5"),  # integer labels are ids: the runtime needs 6 logits
+        (["1.0", "0"], 2, "2 labels"),  # whole numbers are ids, as runtime/data.py reads them
+    ],
+)
 def test_a_classifier_without_classes_is_e203_with_the_count_of_its_local_labels(tmp_path, labels, needed, described):
     _write_labels(tmp_path / "train.tsv", labels)
     result = _check(tmp_path, _spec(task="classification"))
@@ -117,7 +121,8 @@ def test_a_classifier_whose_data_cannot_be_read_gets_a_plain_help(tmp_path, monk
         help_text = _only(result, "E203").help
         assert help_text == plain or help_text.startswith("the training data has"), (name, help_text)
     assert _only(_check(tmp_path, _spec(task="classification", data="bytes.tsv")), "E203").help.startswith(
-        "the training data has 2 labels")
+        "the training data has 2 labels"
+    )
     # Past the size bound the file is not read at all.
     _write_labels(tmp_path / "big.tsv", ["a", "b", "c"])
     monkeypatch.setattr(labels, "MAX_LABEL_FILE_BYTES", 10)
@@ -157,9 +162,14 @@ def test_no_target_makes_up_a_class_count():
 
 
 def test_a_search_variant_that_makes_an_encoder_reports_the_missing_classes():
-    text = (ROOT / "specs" / "translator.llm").read_text(encoding="utf-8").replace(
-        "    train.batch_size          = choice(256, 512, 1024)",
-        '    train.batch_size          = choice(256, 512, 1024)\n    model.transformer.kind    = choice("encoder-decoder", "encoder")')
+    text = (
+        (ROOT / "specs" / "translator.llm")
+        .read_text(encoding="utf-8")
+        .replace(
+            "    train.batch_size          = choice(256, 512, 1024)",
+            '    train.batch_size          = choice(256, 512, 1024)\n    model.transformer.kind    = choice("encoder-decoder", "encoder")',
+        )
+    )
     result = check_spec(str(ROOT / "specs" / "translator.llm"), text=text)
     diag = _only(result, "E603")  # not an internal error, and not a silent binary head
     assert "E203" in diag.label + diag.message + diag.help + " ".join(diag.notes), diag
@@ -191,18 +201,23 @@ def _search(text: str, objective: str, direction: str | None) -> str:
 
 @pytest.mark.parametrize("objective", ["accuracy", "f1", "valid_loss", "latency_p99", "model_size"])
 def test_an_unstated_direction_follows_the_objective(objective):
-    text = _search(open(CLASSIFIER, encoding="utf-8").read(), objective, None)
+    text = _search(Path(CLASSIFIER).read_text(encoding="utf-8"), objective, None)
     result = check_spec(CLASSIFIER, text=text)
     assert result.ok, _errors(result)
     assert result.ir.search.direction == ("maximize" if objective in ("accuracy", "f1") else "minimize")
 
 
-@pytest.mark.parametrize("objective, wrong, right", [
-    ("accuracy", "minimize", "maximize"), ("f1", "minimize", "maximize"),
-    ("valid_loss", "maximize", "minimize"), ("latency_p50", "maximize", "minimize"),
-])
+@pytest.mark.parametrize(
+    "objective, wrong, right",
+    [
+        ("accuracy", "minimize", "maximize"),
+        ("f1", "minimize", "maximize"),
+        ("valid_loss", "maximize", "minimize"),
+        ("latency_p50", "maximize", "minimize"),
+    ],
+)
 def test_a_direction_against_the_objective_is_e605_and_its_help_checks_clean(objective, wrong, right):
-    text = _search(open(CLASSIFIER, encoding="utf-8").read(), objective, wrong)
+    text = _search(Path(CLASSIFIER).read_text(encoding="utf-8"), objective, wrong)
     diag = _only(check_spec(CLASSIFIER, text=text), "E605")
     assert diag.message == f'search direction "{wrong}" contradicts the objective "{objective}"'
     assert diag.help.startswith(f'set direction = "{right}"')
@@ -212,7 +227,7 @@ def test_a_direction_against_the_objective_is_e605_and_its_help_checks_clean(obj
 
 
 def test_an_unknown_objective_is_e604_alone():
-    text = _search(open(CLASSIFIER, encoding="utf-8").read(), "acuracy", "minimize")
+    text = _search(Path(CLASSIFIER).read_text(encoding="utf-8"), "acuracy", "minimize")
     assert {"E604"} == {code for code, _ in _errors(check_spec(CLASSIFIER, text=text))}
 
 
@@ -235,7 +250,9 @@ def test_the_byte_vocabulary_is_the_runtime_tokenizer_s():
     assert set(data_check.TOKENIZERS) == {tokenizer.ByteTokenizer.name}
 
 
-@pytest.mark.parametrize("vocab, error", [(1, True), (100, True), (256, True), (259, True), (260, False), (50257, False)])
+@pytest.mark.parametrize(
+    "vocab, error", [(1, True), (100, True), (256, True), (259, True), (260, False), (50257, False)]
+)
 def test_a_byte_vocab_below_its_ids_is_e215(tmp_path, vocab, error):
     text = _spec(data="s3://b/train.tsv").replace("vocab   = 260", f"vocab   = {vocab}")
     result = _check(tmp_path, text)
@@ -248,15 +265,21 @@ def test_a_byte_vocab_below_its_ids_is_e215(tmp_path, vocab, error):
     assert _check(tmp_path, fixed).ok
 
 
-@pytest.mark.parametrize("tokenizer, message, help_text", [
-    ("sentencepiece", 'tokenizer "sentencepiece" names a kind of tokenizer, not its file',
-     'write the path of the sentencepiece model file, or `tokenizer = "bytes"`'),
-    ("byts", 'unknown tokenizer "byts"', 'did you mean "bytes"?'),
-    ("Bytes", 'unknown tokenizer "Bytes"', 'did you mean "bytes"?'),
-    ("tok/en-de.model", 'tokenizer file "tok/en-de.model" does not exist', None),
-    ("", "empty tokenizer name", 'write `tokenizer = "bytes"` or the path of a tokenizer file'),
-    (" ", "empty tokenizer name", 'write `tokenizer = "bytes"` or the path of a tokenizer file'),
-])
+@pytest.mark.parametrize(
+    "tokenizer, message, help_text",
+    [
+        (
+            "sentencepiece",
+            'tokenizer "sentencepiece" names a kind of tokenizer, not its file',
+            'write the path of the sentencepiece model file, or `tokenizer = "bytes"`',
+        ),
+        ("byts", 'unknown tokenizer "byts"', 'did you mean "bytes"?'),
+        ("Bytes", 'unknown tokenizer "Bytes"', 'did you mean "bytes"?'),
+        ("tok/en-de.model", 'tokenizer file "tok/en-de.model" does not exist', None),
+        ("", "empty tokenizer name", 'write `tokenizer = "bytes"` or the path of a tokenizer file'),
+        (" ", "empty tokenizer name", 'write `tokenizer = "bytes"` or the path of a tokenizer file'),
+    ],
+)
 def test_a_tokenizer_is_a_known_name_or_an_existing_file(tmp_path, tokenizer, message, help_text):
     result = _check(tmp_path, _spec(data="s3://b/train.tsv", extra=f'    tokenizer = "{tokenizer}"\n'))
     diag = _only(result, "E214")
@@ -271,7 +294,8 @@ def test_a_tokenizer_file_is_found_relative_to_the_file_that_names_it(tmp_path):
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "spm.model").write_bytes(b"\x00model")
     (tmp_path / "base" / "base.llm").write_text(
-        _spec(data="s3://b/train.tsv", extra='    tokenizer = "spm.model"\n'), encoding="utf-8")
+        _spec(data="s3://b/train.tsv", extra='    tokenizer = "spm.model"\n'), encoding="utf-8"
+    )
     child = tmp_path / "child.llm"
     child.write_text('extends "base/base.llm"\n', encoding="utf-8")
     assert check_spec(str(child)).ok  # base/spm.model, not ./spm.model
@@ -287,8 +311,11 @@ def test_a_tokenizer_file_is_found_relative_to_the_file_that_names_it(tmp_path):
 def _layout(hosts: int, per_host: int, tensor: int, data: int | None, heads: int = 16, micro: int | None = None) -> str:
     parallel = f"    tensor = {tensor}\n" + (f"    data   = {data}\n" if data is not None else "")
     micro_line = f"  micro_batch = {micro}\n" if micro is not None else ""
-    return _spec(task="language-modeling", data="s3://b/train.jsonl").replace("heads   = 4", f"heads   = {heads}").replace(
-        "d_model = 128", "d_model = 768") + f"""
+    return (
+        _spec(task="language-modeling", data="s3://b/train.jsonl")
+        .replace("heads   = 4", f"heads   = {heads}")
+        .replace("d_model = 128", "d_model = 768")
+        + f"""
 train {{
   cluster {{
     hosts          = {hosts}
@@ -304,16 +331,21 @@ train {{
   }}
 }}
 """
+    )
 
 
-@pytest.mark.parametrize("hosts, per_host, tensor, data, heads, micro, expected", [
-    (4, 8, 16, 2, 16, None, "tensor = 8 and data = 4"),  # every group spans two hosts
-    (4, 8, 16, None, 16, None, "tensor = 8"),  # data derived: it follows
-    (2, 6, 4, 3, 12, None, "tensor = 3 and data = 4"),  # 4 does not divide 6: groups straddle
-    (4, 8, 16, 2, 16, 192, "tensor = 8, data = 4 and micro_batch = 96"),  # the written micro-batch no longer fits
-])
+@pytest.mark.parametrize(
+    "hosts, per_host, tensor, data, heads, micro, expected",
+    [
+        (4, 8, 16, 2, 16, None, "tensor = 8 and data = 4"),  # every group spans two hosts
+        (4, 8, 16, None, 16, None, "tensor = 8"),  # data derived: it follows
+        (2, 6, 4, 3, 12, None, "tensor = 3 and data = 4"),  # 4 does not divide 6: groups straddle
+        (4, 8, 16, 2, 16, 192, "tensor = 8, data = 4 and micro_batch = 96"),  # the written micro-batch no longer fits
+    ],
+)
 def test_a_tensor_group_across_hosts_is_w302_and_its_help_keeps_it_on_one(
-        tmp_path, hosts, per_host, tensor, data, heads, micro, expected):
+    tmp_path, hosts, per_host, tensor, data, heads, micro, expected
+):
     result = _check(tmp_path, _layout(hosts, per_host, tensor, data, heads, micro))
     assert not _errors(result), _errors(result)
     diag = _only(result, "W302")

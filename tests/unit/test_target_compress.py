@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import ROOT, run_cli, train_translator
 
 torch = pytest.importorskip("torch")
@@ -36,10 +35,10 @@ def build(spec: Path, out: Path, profile: str | None = "local") -> Path:
 
 def run(script: Path, *args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     # One thread per framework: the cores here are shared (see test_target_evaluate.py).
-    env = {**os.environ, "LLMC_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore",
-           **(env or {})}
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    env = {**os.environ, "LLMC_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def run_step(bundle: Path, step: str, model: Path | None, out: Path, *extra: str, env: dict | None = None) -> dict:
@@ -100,8 +99,10 @@ def pipeline(translator_bundle, teacher, tmp_path_factory):
 
 
 def test_scripts_follow_the_pipeline_order(translator_bundle):
-    text = {s: (translator_bundle / "compress" / f"{s}.py").read_text()
-            for s in ("distill", "prune", "export", "quantize", "build_engine")}
+    text = {
+        s: (translator_bundle / "compress" / f"{s}.py").read_text()
+        for s in ("distill", "prune", "export", "quantize", "build_engine")
+    }
     assert "PREVIOUS = None" in text["distill"]
     assert "PREVIOUS = 'distill'" in text["prune"]
     assert "PREVIOUS = 'prune'" in text["export"]
@@ -174,7 +175,8 @@ def test_export_agrees_with_torch(pipeline):
     export = out / "export"
     memory, mask = ort_session(export / "encoder.onnx").run(None, {"input_ids": src})
     got = ort_session(export / "decoder.onnx").run(
-        ["logits"], {"decoder_input_ids": tgt[:, :-1], "memory": memory, "memory_mask": mask})[0]
+        ["logits"], {"decoder_input_ids": tgt[:, :-1], "memory": memory, "memory_mask": mask}
+    )[0]
     assert got.shape == want.shape
     assert np.max(np.abs(got - want)) < 1e-3
     served = ort_session(export / "model.onnx")
@@ -184,13 +186,13 @@ def test_export_agrees_with_torch(pipeline):
     max_len = meta["model"]["transformer"]["max_len"]
     assert ids.shape == (len(src), max_len)
     padded = np.full_like(ids, PAD)
-    padded[:, :greedy.shape[1]] = greedy
+    padded[:, : greedy.shape[1]] = greedy
     np.testing.assert_array_equal(ids, padded)
     # Dynamic batch and length: one row of another length gives that row's output.
     one = served.run(None, {"input_ids": src[3:4, :20]})[0]
     with torch.no_grad():
         alone = model.generate(torch.as_tensor(src[3:4, :20])).numpy()
-    np.testing.assert_array_equal(one[0, :alone.shape[1]], alone[0])
+    np.testing.assert_array_equal(one[0, : alone.shape[1]], alone[0])
     check = reports["export"]["check"]
     assert check["greedy_agreement"] == 1.0 and check["max_abs_logit_diff"] < 1e-3
 
@@ -207,8 +209,9 @@ def test_static_int8_quantization_shrinks_the_model(pipeline):
     r = reports["quantize"]
     assert r["method"] == "static" and r["calibration"]["samples"] == 128
     assert r["bytes"]["after"] < r["bytes"]["before"]
-    ids = ort_session(quant / "model.onnx").run(None, {"input_ids": valid_rows(json.loads(
-        (quant / "llmc.json").read_text())["model"], 4)["source"]})[0]
+    ids = ort_session(quant / "model.onnx").run(
+        None, {"input_ids": valid_rows(json.loads((quant / "llmc.json").read_text())["model"], 4)["source"]}
+    )[0]
     assert ids.shape[0] == 4
 
 
@@ -218,7 +221,8 @@ def test_build_engine_fills_the_triton_repository(pipeline, translator_bundle, t
     out, reports = pipeline
     repo = out.parent / "serve" / "translator"
     assert (repo / "config.pbtxt").read_text() == (
-        translator_bundle / "serve" / "model_repository" / "translator" / "config.pbtxt").read_text()
+        translator_bundle / "serve" / "model_repository" / "translator" / "config.pbtxt"
+    ).read_text()
     assert 'platform: "onnxruntime_onnx"' in (repo / "config.pbtxt").read_text()
     served = repo / "1" / "model.onnx"
     assert served.read_bytes() == (out / "model" / "model.onnx").read_bytes()
@@ -232,15 +236,27 @@ def test_build_engine_fills_the_triton_repository(pipeline, translator_bundle, t
     assert summary["steps"] == ["distill", "prune", "export", "quantize", "build_engine"]
     # evaluate reads the compressed model (ONNX through onnxruntime) against the torch teacher.
     metrics = tmp_path / "metrics.json"
-    r = run(translator_bundle / "evaluate" / "evaluate.py", "--model", str(out / "model"), "--baseline", str(teacher),
-            "--json", str(metrics), "--data-root", str(SPECS), "--limit", "8")
+    r = run(
+        translator_bundle / "evaluate" / "evaluate.py",
+        "--model",
+        str(out / "model"),
+        "--baseline",
+        str(teacher),
+        "--json",
+        str(metrics),
+        "--data-root",
+        str(SPECS),
+        "--limit",
+        "8",
+    )
     assert r.returncode in (0, 1), r.stderr
     doc = json.loads(metrics.read_text())
     assert doc["format"] == "onnxruntime" and doc["metrics"]["model_size"] == served.stat().st_size
     assert doc["metrics"]["perplexity"] > 1
     drop = next(g for g in doc["gates"] if g["bound"] == "max_drop")
     assert drop["baseline"] == doc["baseline"]["bleu"] and drop["change"] == pytest.approx(
-        doc["baseline"]["bleu"] - doc["metrics"]["bleu"])
+        doc["baseline"]["bleu"] - doc["metrics"]["bleu"]
+    )
 
 
 # --- dynamic int8 ------------------------------------------------------------------------------------
@@ -334,8 +350,9 @@ def runtime_imports(bundle: Path) -> list[str]:
     return sorted(found)
 
 
-@pytest.mark.parametrize("spec, framework, other", [("classifier", "tensorflow", "torch"),
-                                                    ("translator", "torch", "tensorflow")])
+@pytest.mark.parametrize(
+    "spec, framework, other", [("classifier", "tensorflow", "torch"), ("translator", "torch", "tensorflow")]
+)
 def test_a_bundle_imports_only_its_own_framework(spec, framework, other, tmp_path):
     """Every runtime import of a bundle's scripts, and the adapter its steps train with,
     load without the other framework: a TensorFlow bundle never imports torch."""
@@ -344,16 +361,24 @@ def test_a_bundle_imports_only_its_own_framework(spec, framework, other, tmp_pat
     imports = runtime_imports(bundle)
     assert "from llmc.runtime.steps import export" in imports, imports
     assert "from llmc.runtime.scripts import run_script" in imports, imports
-    probe = "\n".join([
-        "import json, sys", *imports,
-        "from llmc.runtime.frameworks import adapter_for",
-        f"assert callable(adapter_for({framework!r}).train)",
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'tensorflow'})))"])
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    probe = "\n".join(
+        [
+            "import json, sys",
+            *imports,
+            "from llmc.runtime.frameworks import adapter_for",
+            f"assert callable(adapter_for({framework!r}).train)",
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'tensorflow'})))",
+        ]
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == [framework], r.stdout
-
 
 
 @pytest.mark.slow
@@ -366,7 +391,7 @@ def test_tensorflow_classifier_steps(tmp_path):
     bundle = build(SPECS / "classifier.llm", tmp_path / "bundle")
     model = tmp_path / "model"
     trainer = tmp_path / "train_tf.py"
-    trainer.write_text(f'''
+    trainer.write_text(f"""
 import json, sys
 import tensorflow as tf
 from llmc.runtime import zoo_tf
@@ -385,7 +410,7 @@ for epoch in range(3):
     for batch in batches(train, epoch_order(len(train), 0, epoch), 64, trim=False):
         step(zoo_tf.to_inputs(batch))
 zoo_tf.save_model({str(model)!r}, model, cfg, train.label_names)
-''')
+""")
     r = run(trainer)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "out"
@@ -407,8 +432,9 @@ zoo_tf.save_model({str(model)!r}, model, cfg, train.label_names)
     from llmc.runtime import zoo_tf
 
     keras_model, _ = zoo_tf.load_model(str(out / "model"))
-    kernels = [v.numpy() for v in keras_model.trainable_variables
-               if v.path.endswith("kernel") and "logits" not in v.path]
+    kernels = [
+        v.numpy() for v in keras_model.trainable_variables if v.path.endswith("kernel") and "logits" not in v.path
+    ]
     assert all(float((k == 0).mean()) == pytest.approx(0.5, abs=1e-3) for k in kernels)
 
 

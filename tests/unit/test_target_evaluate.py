@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import ROOT, run_cli, train_translator
 
 pytest.importorskip("sacrebleu")
@@ -45,8 +44,9 @@ def run(script: Path, *args: str, timeout: int = 300) -> subprocess.CompletedPro
     # One thread per framework: this machine's cores are shared, and spinning thread
     # pools on busy cores are many times slower than one thread.
     env = {**os.environ, "LLMC_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def model_block(bundle: Path) -> dict:
@@ -130,8 +130,17 @@ def test_classifier_passes_its_gates(tf_classifier, tmp_path):
     spec = variant(tmp_path, "classifier.llm", "    max = 10ms", "    max = 1s")
     bundle = build(spec, tmp_path / "bundle")
     out = tmp_path / "metrics.json"
-    r = run(bundle / "evaluate" / "evaluate.py", "--model", str(tf_classifier), "--baseline",
-            str(tf_classifier), "--json", str(out), "--data-root", str(SPECS))
+    r = run(
+        bundle / "evaluate" / "evaluate.py",
+        "--model",
+        str(tf_classifier),
+        "--baseline",
+        str(tf_classifier),
+        "--json",
+        str(out),
+        "--data-root",
+        str(SPECS),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "classifier: PASSED" in r.stdout
     doc = json.loads(out.read_text())
@@ -142,19 +151,33 @@ def test_classifier_passes_its_gates(tf_classifier, tmp_path):
     saved = tf_classifier / "saved_model.pb"
     assert m["model_size"] >= saved.stat().st_size
     bounds = [(g["metric"], g["bound"], g["verdict"]) for g in doc["gates"]]
-    assert bounds == [("accuracy", "min", "pass"), ("accuracy", "max_drop", "pass"), ("f1", "min", "pass"),
-                      ("latency_p99", "max", "pass")]
+    assert bounds == [
+        ("accuracy", "min", "pass"),
+        ("accuracy", "max_drop", "pass"),
+        ("f1", "min", "pass"),
+        ("latency_p99", "max", "pass"),
+    ]
     drop = doc["gates"][1]
     assert drop["baseline"] == pytest.approx(m["accuracy"]) and drop["change"] == pytest.approx(0.0)
 
 
 def test_classifier_fails_a_strict_gate(tmp_path, tf_classifier):
-    spec = variant(tmp_path, "classifier.llm", "evaluate.metric.accuracy.min  = 0.9",
-                   "evaluate.metric.accuracy.min  = 0.999")
+    spec = variant(
+        tmp_path, "classifier.llm", "evaluate.metric.accuracy.min  = 0.9", "evaluate.metric.accuracy.min  = 0.999"
+    )
     bundle = build(spec, tmp_path / "bundle")
     out = tmp_path / "metrics.json"
-    r = run(bundle / "evaluate" / "evaluate.py", "--model", str(tf_classifier), "--json", str(out),
-            "--data-root", str(SPECS), "--split", "valid")
+    r = run(
+        bundle / "evaluate" / "evaluate.py",
+        "--model",
+        str(tf_classifier),
+        "--json",
+        str(out),
+        "--data-root",
+        str(SPECS),
+        "--split",
+        "valid",
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     rows = [" ".join(line.split()) for line in r.stdout.splitlines()]
     assert rows[0] == "metric value bound verdict"
@@ -168,8 +191,19 @@ def test_classifier_fails_a_strict_gate(tmp_path, tf_classifier):
 
 def test_translator_scores_generation(translator_bundle, torch_translator, tmp_path):
     out = tmp_path / "metrics.json"
-    r = run(translator_bundle / "evaluate" / "evaluate.py", "--model", str(torch_translator), "--baseline",
-            str(torch_translator), "--json", str(out), "--data-root", str(SPECS), "--limit", "24")
+    r = run(
+        translator_bundle / "evaluate" / "evaluate.py",
+        "--model",
+        str(torch_translator),
+        "--baseline",
+        str(torch_translator),
+        "--json",
+        str(out),
+        "--data-root",
+        str(SPECS),
+        "--limit",
+        "24",
+    )
     # bleu >= 40 and chrf >= 55 are out of reach of 40 training steps.
     assert r.returncode == 1, r.stdout + r.stderr
     doc = json.loads(out.read_text())
@@ -198,8 +232,17 @@ def test_translator_perplexity_matches_the_zoo(translator_bundle, torch_translat
     with torch.no_grad():
         loss, count, _ = zoo_torch.batch_loss(model, zoo_torch.to_tensors(arrays))
     out = tmp_path / "metrics.json"
-    run(translator_bundle / "evaluate" / "evaluate.py", "--model", str(torch_translator), "--json", str(out),
-        "--data-root", str(SPECS), "--limit", "24")
+    run(
+        translator_bundle / "evaluate" / "evaluate.py",
+        "--model",
+        str(torch_translator),
+        "--json",
+        str(out),
+        "--data-root",
+        str(SPECS),
+        "--limit",
+        "24",
+    )
     doc = json.loads(out.read_text())
     assert doc["metrics"]["perplexity"] == pytest.approx(float(np.exp(float(loss) / float(count))), rel=1e-4)
 

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from helpers import ROOT, build_spec as build, checked as check, spec_variant as variant
+from helpers import ROOT
+from helpers import build_spec as build
+from helpers import checked as check
+from helpers import spec_variant as variant
 
 CRDS = ROOT / "tests" / "crds"  # copied from the operators' repositories: see its README
 BUILDS = [("translator", None), ("translator", "local"), ("classifier", None), ("classifier", "local")]
@@ -30,8 +32,6 @@ LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
 
 # --- building ----------------------------------------------------------------------
-
-
 
 
 @pytest.fixture(scope="module", params=BUILDS, ids=lambda b: f"{b[0]}-{b[1] or 'default'}")
@@ -49,7 +49,7 @@ def load(path: Path):
     return yaml.load(path.read_text(encoding="utf-8"), Loader=LOADER)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _documents(bundle: str) -> tuple[tuple[str, dict], ...]:
     out = []
     for path in sorted((Path(bundle) / "k8s").glob("*.yaml")):
@@ -94,8 +94,11 @@ def strict_schema(schema):
     """The CRD schema with unknown fields rejected wherever it lists the fields."""
     if isinstance(schema, dict):
         out = {k: strict_schema(v) for k, v in schema.items()}
-        if ("properties" in schema and "additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             out["additionalProperties"] = False
         return out
     if isinstance(schema, list):
@@ -131,16 +134,31 @@ def validate_crd(doc: dict, schemas: dict) -> None:
 def test_every_kind_is_generated(built):
     _, _, bundle = built
     kinds = sorted(doc["kind"] for _, doc in documents(bundle))
-    assert kinds == sorted(["ServiceAccount", "PersistentVolumeClaim", "ConfigMap", "Deployment", "Service",
-                            "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor",
-                            "PrometheusRule", "MPIJob", "Job", "Job", "Job"])
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "PersistentVolumeClaim",
+            "ConfigMap",
+            "Deployment",
+            "Service",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+            "ServiceMonitor",
+            "PrometheusRule",
+            "MPIJob",
+            "Job",
+            "Job",
+            "Job",
+        ]
+    )
 
 
 def test_core_kinds_validate_strictly(built):
     import kubernetes_validate
 
     _, _, bundle = built
-    for name, doc in documents(bundle):
+    for _name, doc in documents(bundle):
         if doc["kind"] in CRD_KINDS:
             continue
         # SchemaNotFoundError (an unknown kind or apiVersion) fails the test like any other.
@@ -150,7 +168,7 @@ def test_core_kinds_validate_strictly(built):
 def test_custom_resources_validate_against_their_crds(built, crd_schemas):
     _, _, bundle = built
     seen = set()
-    for name, doc in documents(bundle):
+    for _name, doc in documents(bundle):
         if doc["kind"] in CRD_KINDS:
             validate_crd(doc, crd_schemas)
             seen.add(doc["kind"])
@@ -265,7 +283,9 @@ def test_stage_jobs_exist_for_their_blocks_and_start_suspended(built):
         assert c["workingDir"] == "/opt/llmc/bundle"
         assert {"name": "LLMC_OUTPUT", "value": "/artifacts/outputs"} in c["env"]
     assert jobs[f"{bundle_model(bundle)}-evaluate"]["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "python3", "evaluate/evaluate.py"]
+        "python3",
+        "evaluate/evaluate.py",
+    ]
 
 
 def bundle_model(bundle: Path) -> str:
@@ -425,28 +445,35 @@ def test_training_only(tmp_path):
 HOSTILE = {
     "namespace": "ns\" # {{ x }}: &anchor *alias\n- evil: 'q' \\ \t é",
     "image": "registry.example.com/x:1 # {{ img }}\n  - name: injected: &a *b",
-    "service_account": "sa\": \"x {{ y }} # z",
+    "service_account": 'sa": "x {{ y }} # z',
     "labels": {"team": "a: b # c {{ d }} &anchor *alias \"q\" 'x'\nnewline", "empty": "", "tab": "\t%!"},
 }
 
 
 def hostile_deploy() -> str:
     labels = "\n".join(f"    {k} = {llm_string(v)}" for k, v in HOSTILE["labels"].items())
-    return (f"deploy {{\n  namespace = {llm_string(HOSTILE['namespace'])}\n"
-            f"  image = {llm_string(HOSTILE['image'])}\n"
-            f"  service_account = {llm_string(HOSTILE['service_account'])}\n"
-            f"  labels {{\n{labels}\n  }}\n}}\n")
+    return (
+        f"deploy {{\n  namespace = {llm_string(HOSTILE['namespace'])}\n"
+        f"  image = {llm_string(HOSTILE['image'])}\n"
+        f"  service_account = {llm_string(HOSTILE['service_account'])}\n"
+        f"  labels {{\n{labels}\n  }}\n}}\n"
+    )
 
 
 @pytest.mark.parametrize("name", ["translator", "classifier"])
 def test_hostile_deploy_strings_are_rejected_at_check(tmp_path, name):
-    spec = variant(tmp_path, name, lambda t: re.sub(r"\ndeploy \{.*?\n\}\n", lambda m: "\n" + hostile_deploy(), t,
-                                                     flags=re.S))
+    spec = variant(
+        tmp_path, name, lambda t: re.sub(r"\ndeploy \{.*?\n\}\n", lambda m: "\n" + hostile_deploy(), t, flags=re.S)
+    )
     from llmc.compiler.driver import check_spec
 
     messages = [d.message for d in check_spec(str(spec)).diagnostics if d.code == "E801"]
-    for what in ("is not a valid Kubernetes namespace", "is not a valid image reference",
-                 "is not a valid Kubernetes name", "is not a valid Kubernetes label value"):
+    for what in (
+        "is not a valid Kubernetes namespace",
+        "is not a valid image reference",
+        "is not a valid Kubernetes name",
+        "is not a valid Kubernetes label value",
+    ):
         assert any(what in m for m in messages), (what, messages)
 
 
@@ -479,8 +506,23 @@ def test_hostile_deploy_strings_stay_data(tmp_path, name):
     assert of_kind(bundle, "ServiceAccount")[0]["metadata"]["name"] == HOSTILE["service_account"]
     # The structure is intact: nothing was injected.
     assert sorted(d["kind"] for _, d in documents(bundle)) == sorted(
-        ["ServiceAccount", "PersistentVolumeClaim", "ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler",
-         "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "MPIJob", "Job", "Job", "Job"])
+        [
+            "ServiceAccount",
+            "PersistentVolumeClaim",
+            "ConfigMap",
+            "Deployment",
+            "Service",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+            "ServiceMonitor",
+            "PrometheusRule",
+            "MPIJob",
+            "Job",
+            "Job",
+            "Job",
+        ]
+    )
 
 
 def test_hostile_model_name(tmp_path):

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from helpers import ROOT, build_spec as build, checked as check, spec_variant as variant
+from helpers import ROOT
+from helpers import build_spec as build
+from helpers import checked as check
+from helpers import spec_variant as variant
 
 BUILDS = [("translator", None), ("translator", "local"), ("classifier", None), ("classifier", "local")]
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ALERTS = {"LlmcErrorBudgetFastBurn", "LlmcErrorBudgetSlowBurn", "LlmcLatencyP99AboveSla"}
 PROMTOOL = shutil.which("promtool")
-
-
 
 
 def load(path: Path):
@@ -78,16 +78,20 @@ def test_every_alert_is_tested_firing_and_silent(built):
 END = r"(?=[ )])"  # a threshold ends the comparison
 
 
-@pytest.mark.parametrize("alert, edits", [
-    # The page never fires (both window pairs): the fast-burn case catches it.
-    ("LlmcErrorBudgetFastBurn", [(r"> 0\.0144" + END, "> 0.9"), (r"> 0\.006" + END, "> 0.9")]),
-    # The page's 6x floor lowered to 4x: the slow-burn case (4.5x) must not page.
-    ("LlmcErrorBudgetFastBurn", [(r"> 0\.006" + END, "> 0.004")]),
-    # The ticket never fires (both window pairs).
-    ("LlmcErrorBudgetSlowBurn", [(r"> 0\.003" + END, "> 0.9"), (r"> 0\.001" + END, "> 0.9")]),
-    # The latency threshold tripled: twice the SLA no longer fires.
-    ("LlmcLatencyP99AboveSla", [(r"(llmc_request_latency_seconds:p99\{[^}]*\} > )0\.08", r"\g<1>0.24")]),
-], ids=["page-never", "page-at-4x", "ticket-never", "latency-3x"])
+@pytest.mark.parametrize(
+    "alert, edits",
+    [
+        # The page never fires (both window pairs): the fast-burn case catches it.
+        ("LlmcErrorBudgetFastBurn", [(r"> 0\.0144" + END, "> 0.9"), (r"> 0\.006" + END, "> 0.9")]),
+        # The page's 6x floor lowered to 4x: the slow-burn case (4.5x) must not page.
+        ("LlmcErrorBudgetFastBurn", [(r"> 0\.006" + END, "> 0.004")]),
+        # The ticket never fires (both window pairs).
+        ("LlmcErrorBudgetSlowBurn", [(r"> 0\.003" + END, "> 0.9"), (r"> 0\.001" + END, "> 0.9")]),
+        # The latency threshold tripled: twice the SLA no longer fires.
+        ("LlmcLatencyP99AboveSla", [(r"(llmc_request_latency_seconds:p99\{[^}]*\} > )0\.08", r"\g<1>0.24")]),
+    ],
+    ids=["page-never", "page-at-4x", "ticket-never", "latency-3x"],
+)
 def test_the_rule_tests_have_teeth(tmp_path, translator_bundle, alert, edits):
     """A broken threshold makes `promtool test rules` fail: the tests pin the alerts.
     (Which window pair of an alert fires is pinned by test_burn_rate_windows_and_thresholds:
@@ -113,8 +117,11 @@ def test_rules_read_the_servers_own_metrics(built):
     ir = check(spec, profile).ir
     exprs = " ".join(r["expr"] for r in rules(bundle).values())
     if ir.serve.platform == "triton":
-        for metric in ("nv_inference_request_success", "nv_inference_request_failure",
-                       "nv_inference_request_summary_us"):
+        for metric in (
+            "nv_inference_request_success",
+            "nv_inference_request_failure",
+            "nv_inference_request_summary_us",
+        ):
             assert metric in exprs
         assert "reason!='CANCELED'" in exprs
         assert ":tensorflow:" not in exprs
@@ -142,8 +149,13 @@ def test_burn_rate_windows_and_thresholds(built):
         for rate, long, short in pairs:
             threshold = repr(round(rate * budget, 12))
             for window in (long, short):
-                pattern = (r"namespace_model:llmc_request_errors:ratio_rate" + window + r"\{[^}]*\} > "
-                           + re.escape(threshold) + r"( |\))")
+                pattern = (
+                    r"namespace_model:llmc_request_errors:ratio_rate"
+                    + window
+                    + r"\{[^}]*\} > "
+                    + re.escape(threshold)
+                    + r"( |\))"
+                )
                 assert re.search(pattern, rule["expr"]), (alert, window, threshold, rule["expr"])
     for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
         assert f"namespace_model:llmc_request_errors:ratio_rate{window}" in by_name
@@ -154,7 +166,7 @@ def test_latency_alert_against_the_sla(built):
     spec, profile, bundle = built
     sla = check(spec, profile).ir.serve.sla
     rule = rules(bundle)["LlmcLatencyP99AboveSla"]
-    assert rule["expr"].endswith(f" > {repr(round(sla.p99_latency, 12))}")
+    assert rule["expr"].endswith(f" > {round(sla.p99_latency, 12)!r}")
     assert rule["for"] == "10m"
 
 
@@ -197,8 +209,11 @@ def test_dashboard(built):
 
 
 def test_explicit_error_rate_is_the_budget(tmp_path):
-    spec = variant(tmp_path, "classifier", lambda t: t.replace("availability = 99.9%",
-                                                              "availability = 99.9%\n    error_rate   = 0.5%"))
+    spec = variant(
+        tmp_path,
+        "classifier",
+        lambda t: t.replace("availability = 99.9%", "availability = 99.9%\n    error_rate   = 0.5%"),
+    )
     assert check(spec).ir.serve.sla.error_rate == pytest.approx(0.005)
     bundle = build(spec, tmp_path / "bundle")
     expr = rules(bundle)["LlmcErrorBudgetFastBurn"]["expr"]
@@ -226,7 +241,9 @@ def test_hostile_namespace_stays_a_promql_string(tmp_path, name):
     from llmc.compiler.driver import check_spec
 
     result = check_spec(str(ROOT / "specs" / f"{name}.llm"))
-    result.ir = result.ir.model_copy(update={"deploy": result.ir.deploy.model_copy(update={"namespace": HOSTILE_NAMESPACE})})
+    result.ir = result.ir.model_copy(
+        update={"deploy": result.ir.deploy.model_copy(update={"namespace": HOSTILE_NAMESPACE})}
+    )
     bundle = tmp_path / "bundle"
     write_bundle(build_files(result), str(bundle))
     for command in (("check", "rules", "alerts.yaml"), ("test", "rules", "alerts.test.yaml")):
@@ -236,14 +253,12 @@ def test_hostile_namespace_stays_a_promql_string(tmp_path, name):
     fired = [a for case in tests for c in case["alert_rule_test"] for a in c["exp_alerts"]]
     assert fired and all(a["exp_labels"]["namespace"] == HOSTILE_NAMESPACE for a in fired)
     # The PrometheusRule in k8s/ carries the very same groups.
-    (rule,) = [d for d in yaml.load_all((bundle / "k8s" / "prometheusrule.yaml").read_text(encoding="utf-8"),
-                                        Loader=LOADER)]
+    (rule,) = list(yaml.load_all((bundle / "k8s" / "prometheusrule.yaml").read_text(encoding="utf-8"), Loader=LOADER))
     assert rule["spec"]["groups"] == load(bundle / "monitoring" / "alerts.yaml")["groups"]
 
 
 def test_no_serve_block_no_monitoring(tmp_path):
-    spec = variant(tmp_path, "classifier",
-                   lambda t: re.sub(r"\nserve \{.*?\n\}\n", "\n", t, count=1, flags=re.S))
+    spec = variant(tmp_path, "classifier", lambda t: re.sub(r"\nserve \{.*?\n\}\n", "\n", t, count=1, flags=re.S))
     bundle = build(spec, tmp_path / "bundle")
     assert not (bundle / "monitoring").exists()
     assert not (bundle / "k8s" / "prometheusrule.yaml").exists()

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from artifact_ranges import prometheus_duration_ms, quantity_value, violations
 from helpers import ROOT
+
 from llmc.compiler.bundle import build_files
 from llmc.compiler.driver import check_spec
 
@@ -47,7 +47,9 @@ def build(result) -> dict[str, str]:
 
 def span_text(result, diag) -> str:
     lines = result.sources[diag.span.file].text.splitlines()
-    return lines[diag.span.line - 1][diag.span.col - 1:diag.span.end_col - 1 if diag.span.end_line == diag.span.line else None]
+    return lines[diag.span.line - 1][
+        diag.span.col - 1 : diag.span.end_col - 1 if diag.span.end_line == diag.span.line else None
+    ]
 
 
 # --- the oracle ------------------------------------------------------------------------
@@ -55,8 +57,11 @@ def span_text(result, diag) -> str:
 
 @pytest.fixture(scope="module")
 def real_bundles() -> dict[tuple[str, str | None], dict[str, str]]:
-    return {(name, profile): build(check(spec_text(name), profile))
-            for name in ("translator", "classifier") for profile in (None, "local")}
+    return {
+        (name, profile): build(check(spec_text(name), profile))
+        for name in ("translator", "classifier")
+        for profile in (None, "local")
+    }
 
 
 def test_the_real_bundles_are_in_range(real_bundles):
@@ -71,22 +76,25 @@ def _mutated(files: dict[str, str], path: str, old: str, new: str) -> dict[str, 
     return {**files, path: files[path].replace(old, new, 1)}
 
 
-@pytest.mark.parametrize("path, pattern, replacement, complaint", [
-    ("k8s/hpa.yaml", r"maxReplicas: \d+", "maxReplicas: 2147483648", "maxReplicas = 2147483648"),
-    ("k8s/hpa.yaml", r"minReplicas: \d+", "minReplicas: 0", "minReplicas = 0"),
-    ("k8s/mpijob.yaml", r"slotsPerWorker: \d+", "slotsPerWorker: 4294967296", "slotsPerWorker"),
-    ("k8s/deployment.yaml", r'containerPort: \d+', "containerPort: 70000", "containerPort"),
-    ("k8s/deployment.yaml", r'memory: "[^"]+"', 'memory: "9Ei"', "above 2^63-1"),
-    ("k8s/deployment.yaml", r'cpu: "[^"]+"', 'cpu: "9300000000000000"', "millicores"),
-    ("k8s/deployment.yaml", r'cpu: "[^"]+"', 'cpu: "0"', "not positive"),
-    ("k8s/pvc.yaml", r'storage: "[^"]+"', 'storage: "12 Gi"', "not a Kubernetes quantity"),
-    ("monitoring/alerts.yaml", r'for: "10m"', 'for: "1.5m"', "not a Prometheus duration"),
-    ("monitoring/alerts.yaml", r"\[5m\]", "[-5m]", "not a Prometheus duration"),
-    ("monitoring/alerts.yaml", r"\[1h\]", "[0s]", "must be above zero"),
-    ("monitoring/alerts.yaml", r"> 0\.08\"", '> inf"', "not a finite threshold"),
-    ("k8s/prometheusrule.yaml", r'interval: "30s"', 'interval: "30"', "not a Prometheus duration"),
-    ("monitoring/dashboard.json", r'"value": 0\.08', '"value": Infinity', "not a finite number"),
-])
+@pytest.mark.parametrize(
+    "path, pattern, replacement, complaint",
+    [
+        ("k8s/hpa.yaml", r"maxReplicas: \d+", "maxReplicas: 2147483648", "maxReplicas = 2147483648"),
+        ("k8s/hpa.yaml", r"minReplicas: \d+", "minReplicas: 0", "minReplicas = 0"),
+        ("k8s/mpijob.yaml", r"slotsPerWorker: \d+", "slotsPerWorker: 4294967296", "slotsPerWorker"),
+        ("k8s/deployment.yaml", r"containerPort: \d+", "containerPort: 70000", "containerPort"),
+        ("k8s/deployment.yaml", r'memory: "[^"]+"', 'memory: "9Ei"', "above 2^63-1"),
+        ("k8s/deployment.yaml", r'cpu: "[^"]+"', 'cpu: "9300000000000000"', "millicores"),
+        ("k8s/deployment.yaml", r'cpu: "[^"]+"', 'cpu: "0"', "not positive"),
+        ("k8s/pvc.yaml", r'storage: "[^"]+"', 'storage: "12 Gi"', "not a Kubernetes quantity"),
+        ("monitoring/alerts.yaml", r'for: "10m"', 'for: "1.5m"', "not a Prometheus duration"),
+        ("monitoring/alerts.yaml", r"\[5m\]", "[-5m]", "not a Prometheus duration"),
+        ("monitoring/alerts.yaml", r"\[1h\]", "[0s]", "must be above zero"),
+        ("monitoring/alerts.yaml", r"> 0\.08\"", '> inf"', "not a finite threshold"),
+        ("k8s/prometheusrule.yaml", r'interval: "30s"', 'interval: "30"', "not a Prometheus duration"),
+        ("monitoring/dashboard.json", r'"value": 0\.08', '"value": Infinity', "not a finite number"),
+    ],
+)
 def test_the_oracle_catches_an_out_of_range_value(real_bundles, path, pattern, replacement, complaint):
     files = real_bundles["translator", None]
     match = re.search(pattern, files[path])
@@ -95,14 +103,25 @@ def test_the_oracle_catches_an_out_of_range_value(real_bundles, path, pattern, r
     assert any(complaint in v for v in found), found
 
 
-@pytest.mark.parametrize("path, pattern, replacement, complaint", [
-    ("serve/model_repository/translator/config.pbtxt", r"max_batch_size: \d+", "max_batch_size: 2147483648",
-     "max_batch_size = 2147483648"),
-    ("serve/model_repository/translator/config.pbtxt", r"max_queue_delay_microseconds: \d+",
-     "max_queue_delay_microseconds: 18446744073709551616", "max_queue_delay_microseconds"),
-    ("serve/model_repository/translator/config.pbtxt", r"dims: \[\d+\]", "dims: [9223372036854775808]", "dims"),
-    ("serve/model_repository/translator/config.pbtxt", r"count: \d+", "count: 1.5", "not an integer"),
-])
+@pytest.mark.parametrize(
+    "path, pattern, replacement, complaint",
+    [
+        (
+            "serve/model_repository/translator/config.pbtxt",
+            r"max_batch_size: \d+",
+            "max_batch_size: 2147483648",
+            "max_batch_size = 2147483648",
+        ),
+        (
+            "serve/model_repository/translator/config.pbtxt",
+            r"max_queue_delay_microseconds: \d+",
+            "max_queue_delay_microseconds: 18446744073709551616",
+            "max_queue_delay_microseconds",
+        ),
+        ("serve/model_repository/translator/config.pbtxt", r"dims: \[\d+\]", "dims: [9223372036854775808]", "dims"),
+        ("serve/model_repository/translator/config.pbtxt", r"count: \d+", "count: 1.5", "not an integer"),
+    ],
+)
 def test_the_oracle_catches_triton_values(real_bundles, path, pattern, replacement, complaint):
     files = real_bundles["translator", None]
     match = re.search(pattern, files[path])
@@ -113,8 +132,9 @@ def test_the_oracle_catches_triton_values(real_bundles, path, pattern, replaceme
 def test_the_oracle_catches_tf_serving_values(real_bundles):
     files = real_bundles["classifier", None]
     match = re.search(r"max_enqueued_batches \{ value: \d+ \}", files["serve/batching.config"])
-    found = violations(_mutated(files, "serve/batching.config", match.group(),
-                                "max_enqueued_batches { value: 9223372036854775808 }"))
+    found = violations(
+        _mutated(files, "serve/batching.config", match.group(), "max_enqueued_batches { value: 9223372036854775808 }")
+    )
     assert any("max_enqueued_batches" in v for v in found), found
 
 
@@ -155,8 +175,9 @@ def test_the_e706_help_proposes_a_throughput_that_holds():
     assert int(re.search(r"maxReplicas: (\d+)", hpa).group(1)) <= INT32_MAX
     # And it is close to the most: ten percent more needs more replicas than can run.
     more = float(proposed[:-3]) * 1.1
-    assert [d.code for d in errors(check(with_overrides("translator", {"serve.sla.throughput": f"{more!r}rps"})))] \
-        == ["E706"]
+    assert [d.code for d in errors(check(with_overrides("translator", {"serve.sla.throughput": f"{more!r}rps"})))] == [
+        "E706"
+    ]
 
 
 _SECONDS = {"s": 1.0, "ms": 1e-3, "µs": 1e-6}
@@ -173,8 +194,12 @@ def test_no_serving_message_contradicts_itself(throughput, p99):
     """At 1e200rps the E702 note said a request "takes 169.4 ms ... above the p99
     target 300.0 ms". Every "X ... above the target Y" must have X > Y, every
     "X <= Y" X <= Y."""
-    result = check(with_overrides("translator", {"serve.sla.throughput": throughput, "serve.sla.p99_latency": p99,
-                                                 "serve.batching.timeout": "0s"}))
+    result = check(
+        with_overrides(
+            "translator",
+            {"serve.sla.throughput": throughput, "serve.sla.p99_latency": p99, "serve.batching.timeout": "0s"},
+        )
+    )
     for d in result.diagnostics:
         for text in (d.label, d.help, *d.notes):
             m = re.search(r"takes ([\d.e+]+ (?:s|ms|µs)) .* above the p99 target ([\d.e+]+ (?:s|ms|µs))", text)
@@ -187,13 +212,16 @@ def test_no_serving_message_contradicts_itself(throughput, p99):
         assert violations(build(result)) == []
 
 
-@pytest.mark.parametrize("path, value, span", [
-    ("serve.replicas.max", "2147483648", "serve.replicas.max = 2147483648"),
-    ("serve.replicas.min", "9223372036854775807", "serve.replicas.min = 9223372036854775807"),
-    ("serve.batching.max_batch_size", "2147483648", "serve.batching.max_batch_size = 2147483648"),
-    ("serve.batching.timeout", "1e14h", "serve.batching.timeout = 1e14h"),
-    ("serve.resources.cpu", "1e200", "serve.resources.cpu = 1e200"),
-])
+@pytest.mark.parametrize(
+    "path, value, span",
+    [
+        ("serve.replicas.max", "2147483648", "serve.replicas.max = 2147483648"),
+        ("serve.replicas.min", "9223372036854775807", "serve.replicas.min = 9223372036854775807"),
+        ("serve.batching.max_batch_size", "2147483648", "serve.batching.max_batch_size = 2147483648"),
+        ("serve.batching.timeout", "1e14h", "serve.batching.timeout = 1e14h"),
+        ("serve.resources.cpu", "1e200", "serve.resources.cpu = 1e200"),
+    ],
+)
 def test_a_value_beyond_its_field_is_e802_at_that_value(path, value, span):
     overrides = {path: value}
     if path == "serve.batching.timeout":
@@ -229,8 +257,9 @@ def test_derived_max_replicas_stays_within_int32():
 
 
 def test_largest_quantities_build_in_range():
-    result = check(with_overrides("translator", {"serve.resources.memory": "9223372036854775807B",
-                                                 "serve.resources.cpu": "9e15"}))
+    result = check(
+        with_overrides("translator", {"serve.resources.memory": "9223372036854775807B", "serve.resources.cpu": "9e15"})
+    )
     files = build(result)
     assert violations(files) == []
     assert 'memory: "9223372036854775807"' in files["k8s/deployment.yaml"]
@@ -247,14 +276,17 @@ def test_huge_training_hosts_are_e802_at_slots_per_host():
     slots = 2**30
 
     def spec(n: int) -> str:  # without the search's batch sizes, which n slots do not divide
-        text = with_overrides("classifier", {"train.cluster.hosts": "1", "train.cluster.slots_per_host": str(n),
-                                             "train.batch_size": str(n * 2)})
+        text = with_overrides(
+            "classifier",
+            {"train.cluster.hosts": "1", "train.cluster.slots_per_host": str(n), "train.batch_size": str(n * 2)},
+        )
         return text.replace("    train.batch_size   = choice(128, 256, 512)\n", "", 1)
 
     result = check(spec(slots))
     found = [d for d in errors(result) if d.code == "E802"]
-    assert found and span_text(result, found[0]) == f"train.cluster.slots_per_host = {slots}", \
-        [(d.code, d.message) for d in errors(result)]
+    assert found and span_text(result, found[0]) == f"train.cluster.slots_per_host = {slots}", [
+        (d.code, d.message) for d in errors(result)
+    ]
     most = int(re.search(r"set slots_per_host = (\d+)", found[0].help).group(1))
     fixed = check(spec(most))
     assert not [d for d in errors(fixed) if d.code == "E802"]
@@ -279,11 +311,14 @@ def test_the_e705_help_proposes_a_timeout_that_passes(p99):
     assert not [d for d in errors(fixed) if d.code == "E705"], (p99, proposed)
 
 
-@pytest.mark.parametrize("overrides", [
-    {"serve.sla.error_rate": "0"},  # used to divide by zero in the promtool tests' traffic
-    {"serve.sla.availability": "0.9999999999999"},  # its budget used to round to 0
-    {"serve.sla.error_rate": "1e-300"},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"serve.sla.error_rate": "0"},  # used to divide by zero in the promtool tests' traffic
+        {"serve.sla.availability": "0.9999999999999"},  # its budget used to round to 0
+        {"serve.sla.error_rate": "1e-300"},
+    ],
+)
 def test_extreme_error_budgets_build_rules_that_promtool_passes(tmp_path, overrides):
     import shutil
     import subprocess
@@ -294,8 +329,9 @@ def test_extreme_error_budgets_build_rules_that_promtool_passes(tmp_path, overri
         (tmp_path / name).write_text(files[f"monitoring/{name}"], encoding="utf-8")
     promtool = shutil.which("promtool")
     assert promtool, "promtool is not on PATH (apt-get install prometheus)"
-    proc = subprocess.run([promtool, "test", "rules", "alerts.test.yaml"], cwd=tmp_path, capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [promtool, "test", "rules", "alerts.test.yaml"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -316,8 +352,10 @@ def test_tf_serving_queue_beyond_int64_is_e802_at_p99():
 def test_slots_beyond_int32_propose_slots_that_fit(slots):
     # 2^31 - 1 slots would be an int32, but a worker pod of that many asks for more memory than a quantity holds.
     def spec(n: int) -> str:
-        text = with_overrides("classifier", {"train.cluster.hosts": "1", "train.cluster.slots_per_host": str(n),
-                                             "train.batch_size": str(n * 2)})
+        text = with_overrides(
+            "classifier",
+            {"train.cluster.hosts": "1", "train.cluster.slots_per_host": str(n), "train.batch_size": str(n * 2)},
+        )
         return text.replace("    train.batch_size   = choice(128, 256, 512)\n", "", 1)
 
     result = check(spec(slots))
@@ -331,7 +369,8 @@ def test_checkpoints_kept_beyond_any_volume_are_e802_at_keep():
     result = check(with_overrides("translator", {"train.checkpoint.keep": "9223372036854775807"}))
     found = [d for d in errors(result) if d.code == "E802"]
     assert [span_text(result, d) for d in found] == ["train.checkpoint.keep = 9223372036854775807"], found
-    fixed = check(with_overrides("translator", {"train.checkpoint.keep": re.search(r"set keep = (\d+)",
-                                                                                   found[0].help).group(1)}))
+    fixed = check(
+        with_overrides("translator", {"train.checkpoint.keep": re.search(r"set keep = (\d+)", found[0].help).group(1)})
+    )
     assert not errors(fixed)
     assert violations(build(fixed)) == []

@@ -20,7 +20,6 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
-
 from helpers import ROOT, BundleCache, build_spec
 
 hyperopt = pytest.importorskip("hyperopt")
@@ -47,7 +46,7 @@ ALL_KINDS_SPACE = """  space {
 
 # Honours the train.py contract: --set PATH=JSON, --output DIR, --metrics FILE with a
 # final line. Fails (exit 3) in trials/1 so that a failed trial is exercised.
-FAKE_TRAIN = r'''
+FAKE_TRAIN = r"""
 import argparse, json, math, pathlib, sys
 p = argparse.ArgumentParser()
 p.add_argument("--set", action="append", default=[])
@@ -66,11 +65,11 @@ loss = (math.log10(lr) + 4.0) ** 2 + sum(v for k, v in values.items() if k.endsw
 with open(a.metrics, "w") as f:
     f.write(json.dumps({"step": 1, "epoch": 0, "loss": 9.0, "lr": lr, "throughput": 1.0}) + "\n")
     f.write(json.dumps({"final": True, "valid_loss": loss, "steps": 1}) + "\n")
-'''
+"""
 
 # Honours the evaluate.py contract search.py defines: --model DIR --split valid --json FILE,
 # FILE holding {"metrics": {NAME: value}}; exits 1 like a failed gate, which must not matter.
-FAKE_EVALUATE = r'''
+FAKE_EVALUATE = r"""
 import argparse, json, pathlib, sys
 p = argparse.ArgumentParser()
 p.add_argument("--model", required=True)
@@ -84,7 +83,7 @@ values = json.loads((trial / "args.json").read_text())["values"]
 accuracy = 1.0 - abs(values["model.mlp.dropout"] - 0.2)
 pathlib.Path(a.json).write_text(json.dumps({"metrics": {"accuracy": accuracy, "f1": 0.5}, "gates": {"accuracy": False}}))
 sys.exit(1)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +149,11 @@ def test_search_space_samples_inside_the_spec(built, name, profile):
     ir = check_spec(str(spec_path(name)), profile).ir
     s = ir.search
     assert (config.max_evals, config.parallel, config.backend) == (s.max_evals, s.parallel, s.backend)
-    assert (config.objective, config.direction, config.maximize) == (s.objective, s.direction, s.direction == "maximize")
+    assert (config.objective, config.direction, config.maximize) == (
+        s.objective,
+        s.direction,
+        s.direction == "maximize",
+    )
     assert config.algorithm == s.algorithm and config.suggest is hyperopt.tpe.suggest
     assert config.seed == ir.train.seed and config.mongo_url_env == "LLMC_MONGO_URL"
     assert casts(config)["train.batch_size"] == "int" and casts(config)["train.optimizer.lr"] == "float"
@@ -186,9 +189,14 @@ def test_every_distribution_kind(tmp_path):
     config = load(out / "search" / "search.py", "search_all_kinds").CONFIG
     assert config.suggest is hyperopt.anneal.suggest and config.early_stop == 3 and config.backend == "spark"
     assert casts(config) == {
-        "train.optimizer.lr": "float", "model.transformer.dropout": "float", "train.batch_size": "int",
-        "train.schedule.warmup": "int", "train.checkpoint.keep": "int", "compress.prune.sparsity": "float",
-        "train.gradient_compression": "str", "train.checkpoint.every": "float",
+        "train.optimizer.lr": "float",
+        "model.transformer.dropout": "float",
+        "train.batch_size": "int",
+        "train.schedule.warmup": "int",
+        "train.checkpoint.keep": "int",
+        "compress.prune.sparsity": "float",
+        "train.gradient_compression": "str",
+        "train.checkpoint.every": "float",
     }
     ir = check_spec(str(spec)).ir
     assert_space_matches(config, ir.search.space)
@@ -226,8 +234,13 @@ def test_mongo_backend_needs_its_url(built, tmp_path, monkeypatch):
 
 
 def run_search(script: Path, workdir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(script), "--max-evals", "4", "--output", str(workdir), *extra],
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, str(script), "--max-evals", "4", "--output", str(workdir), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_four_trial_search_with_a_real_training_script(built, tmp_path):
@@ -235,8 +248,9 @@ def test_four_trial_search_with_a_real_training_script(built, tmp_path):
     train = tmp_path / "fake_train.py"
     train.write_text(FAKE_TRAIN, encoding="utf-8")
     work = tmp_path / "work"
-    proc = run_search(out / "search" / "search.py", work, "--train-cmd", f"{sys.executable} {train}",
-                      "--data-root", str(tmp_path))
+    proc = run_search(
+        out / "search" / "search.py", work, "--train-cmd", f"{sys.executable} {train}", "--data-root", str(tmp_path)
+    )
     results = json.loads((work / "results.json").read_text())
     assert len(results["trials"]) == 4, proc.stderr
     ok = [t for t in results["trials"] if t["status"] == "ok"]
@@ -264,8 +278,10 @@ def test_four_trial_search_with_a_real_training_script(built, tmp_path):
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
     assert printed["best"] == best["params"] and printed["value"] == best["objective"]
     assert "search: trial 1 failed: training exited 3" in proc.stderr
-    assert f"search: best valid_loss = {best['objective']:.6g} (trial {Path(best['trial_dir']).name}); " \
-           f"results in {work / 'results.json'}" in proc.stderr
+    assert (
+        f"search: best valid_loss = {best['objective']:.6g} (trial {Path(best['trial_dir']).name}); "
+        f"results in {work / 'results.json'}" in proc.stderr
+    )
 
 
 def test_metric_objective_is_read_from_evaluate_and_maximized(built, tmp_path):
@@ -274,8 +290,16 @@ def test_metric_objective_is_read_from_evaluate_and_maximized(built, tmp_path):
     train.write_text(FAKE_TRAIN.replace('if out.name == "1":', "if False:"), encoding="utf-8")
     evaluate.write_text(FAKE_EVALUATE, encoding="utf-8")
     work = tmp_path / "work"
-    proc = run_search(out / "search" / "search.py", work, "--train-cmd", f"{sys.executable} {train}",
-                      "--eval-cmd", f"{sys.executable} {evaluate}", "--data-root", str(tmp_path))
+    proc = run_search(
+        out / "search" / "search.py",
+        work,
+        "--train-cmd",
+        f"{sys.executable} {train}",
+        "--eval-cmd",
+        f"{sys.executable} {evaluate}",
+        "--data-root",
+        str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads((work / "results.json").read_text())
     trials = results["trials"]
@@ -290,10 +314,22 @@ def test_metric_objective_is_read_from_evaluate_and_maximized(built, tmp_path):
 
 
 def config_of(**changes) -> driver.SearchConfig:
-    base = {"model": "m", "algorithm": "tpe", "max_evals": 3, "parallel": 2, "backend": "local", "early_stop": None,
-            "objective": "valid_loss", "direction": "minimize", "seed": 0, "mongo_url_env": "TEST_MONGO_URL",
-            "space": {"train.optimizer.lr": driver.Distribution("loguniform", [1e-4, 1e-2], "float"),
-                      "train.batch_size": driver.Distribution("choice", [16, 32], "int")}}
+    base = {
+        "model": "m",
+        "algorithm": "tpe",
+        "max_evals": 3,
+        "parallel": 2,
+        "backend": "local",
+        "early_stop": None,
+        "objective": "valid_loss",
+        "direction": "minimize",
+        "seed": 0,
+        "mongo_url_env": "TEST_MONGO_URL",
+        "space": {
+            "train.optimizer.lr": driver.Distribution("loguniform", [1e-4, 1e-2], "float"),
+            "train.batch_size": driver.Distribution("choice", [16, 32], "int"),
+        },
+    }
     return driver.SearchConfig(**{**base, **changes})
 
 
@@ -305,8 +341,14 @@ def fake_bundle(path: Path, profile: str | None = "local") -> Path:
 
 
 def options_of(output: Path, **changes) -> driver.SearchOptions:
-    base = {"output": output, "local": False, "train_cmd": None, "eval_cmd": None, "trial_timeout": None,
-            "data_root": None}
+    base = {
+        "output": output,
+        "local": False,
+        "train_cmd": None,
+        "eval_cmd": None,
+        "trial_timeout": None,
+        "data_root": None,
+    }
     return driver.SearchOptions(**{**base, **changes})
 
 
@@ -366,8 +408,18 @@ def test_training_launchers(tmp_path, monkeypatch):
     params = {"train.optimizer.lr": 0.001, "train.batch_size": 512, "model.transformer.dropout": 0.1}
     cmd = driver.train_command(run, params, trial)
     assert cmd[:2] == ["bash", str(bundle / "train" / "launch.sh")]
-    assert cmd[2:] == ["--set", "model.transformer.dropout=0.1", "--set", "train.batch_size=512",
-                       "--set", "train.optimizer.lr=0.001", "--output", str(trial), "--metrics", str(trial / "metrics.jsonl")]
+    assert cmd[2:] == [
+        "--set",
+        "model.transformer.dropout=0.1",
+        "--set",
+        "train.batch_size=512",
+        "--set",
+        "train.optimizer.lr=0.001",
+        "--output",
+        str(trial),
+        "--metrics",
+        str(trial / "metrics.jsonl"),
+    ]
     local_run = driver.SearchRun(run.config, bundle, options_of(tmp_path / "out", local=True, data_root="/data"))
     local = driver.train_command(local_run, params, trial)
     assert local[:2] == [sys.executable, str(bundle / "train" / "train.py")]
@@ -388,12 +440,15 @@ def test_bad_arguments_are_refused(argv, capsys):
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize("text,message", [
-    (None, "no metrics file"),
-    ("\n", "is empty"),
-    ('{"step": 1}\nnot json\n', "is not JSON"),
-    ('{"step": 1, "loss": 2.0}\n', "training did not finish"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (None, "no metrics file"),
+        ("\n", "is empty"),
+        ('{"step": 1}\nnot json\n', "is not JSON"),
+        ('{"step": 1, "loss": 2.0}\n', "training did not finish"),
+    ],
+)
 def test_final_metrics_refuses_an_unfinished_run(tmp_path, text, message):
     path = tmp_path / "metrics.jsonl"
     if text is not None:
@@ -416,9 +471,11 @@ def test_finite_number_refuses_anything_else(value):
 
 def test_a_trial_past_its_timeout_is_killed_and_fails(tmp_path):
     script = tmp_path / "slow.py"
-    script.write_text("import subprocess, sys, time\n"
-                      "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
-                      "time.sleep(30)\n")
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "time.sleep(30)\n"
+    )
     with pytest.raises(driver.TrialFailed, match="timed out"):
         driver.run_logged([sys.executable, str(script)], tmp_path / "slow.log", 0.5)
     assert (tmp_path / "slow.log").read_text().startswith("$ ")
@@ -448,12 +505,19 @@ def test_run_trial_records_success_and_failure(tmp_path, capsys):
 def test_a_metric_objective_comes_from_evaluate_and_is_negated(tmp_path):
     train = fake_script(tmp_path / "train.py", FAKE_TRAIN.replace('if out.name == "1":', "if False:"))
     evaluate = fake_script(tmp_path / "evaluate.py", FAKE_EVALUATE)
-    config = config_of(objective="accuracy", direction="maximize",
-                       space={"model.mlp.dropout": driver.Distribution("uniform", [0.0, 0.5], "float"),
-                              "train.optimizer.lr": driver.Distribution("uniform", [0.001, 0.01], "float")})
+    config = config_of(
+        objective="accuracy",
+        direction="maximize",
+        space={
+            "model.mlp.dropout": driver.Distribution("uniform", [0.0, 0.5], "float"),
+            "train.optimizer.lr": driver.Distribution("uniform", [0.001, 0.01], "float"),
+        },
+    )
     options = options_of(tmp_path / "out", train_cmd=train, eval_cmd=evaluate, data_root=str(tmp_path))
-    result = driver.run_trial(driver.SearchRun(config, fake_bundle(tmp_path / "b"), options),
-                              {"model.mlp.dropout": 0.3, "train.optimizer.lr": 0.001})
+    result = driver.run_trial(
+        driver.SearchRun(config, fake_bundle(tmp_path / "b"), options),
+        {"model.mlp.dropout": 0.3, "train.optimizer.lr": 0.001},
+    )
     assert result["status"] == "ok"
     assert result["objective"] == pytest.approx(0.9) and result["loss"] == -result["objective"]
 
@@ -463,16 +527,19 @@ def test_evaluation_failures_fail_the_trial(tmp_path):
     trial = tmp_path / "trial"
     trial.mkdir()
     run = driver.SearchRun(config_of(objective="bleu"), bundle, options_of(tmp_path / "out"))
-    with pytest.raises(driver.TrialFailed, match="needs .*evaluate.py, which this bundle lacks"):
+    with pytest.raises(driver.TrialFailed, match=r"needs .*evaluate.py, which this bundle lacks"):
         driver.evaluate_metric(run, trial)
     silent = fake_script(tmp_path / "silent.py", "import sys; sys.exit(1)")
     run = driver.SearchRun(run.config, bundle, options_of(tmp_path / "out", eval_cmd=silent))
     with pytest.raises(driver.TrialFailed, match="evaluation exited 1 without writing"):
         driver.evaluate_metric(run, trial)
-    other = fake_script(tmp_path / "other.py", "import sys, json\n"
-                        "open(sys.argv[sys.argv.index('--json') + 1], 'w').write(json.dumps({'metrics': {'ter': 1}}))")
+    other = fake_script(
+        tmp_path / "other.py",
+        "import sys, json\n"
+        "open(sys.argv[sys.argv.index('--json') + 1], 'w').write(json.dumps({'metrics': {'ter': 1}}))",
+    )
     run = driver.SearchRun(run.config, bundle, options_of(tmp_path / "out", eval_cmd=other))
-    with pytest.raises(driver.TrialFailed, match="has no metrics.bleu"):
+    with pytest.raises(driver.TrialFailed, match=r"has no metrics.bleu"):
         driver.evaluate_metric(run, trial)
 
 
@@ -484,17 +551,24 @@ def test_early_stop_counts_failures_and_ignores_running_trials():
 
     stop = driver.no_progress(2)
     assert stop(trials({"status": ok, "loss": 1.0}, {"status": ok, "loss": 2.0}))[0] is False
-    assert stop(trials({"status": ok, "loss": 1.0}, {"status": ok, "loss": 2.0}, {"status": fail, "loss": None}))[0] is True
-    assert stop(trials({"status": ok, "loss": 1.0}, {"status": ok, "loss": 2.0}, {"status": ok, "loss": 0.5}))[0] is False
+    assert (
+        stop(trials({"status": ok, "loss": 1.0}, {"status": ok, "loss": 2.0}, {"status": fail, "loss": None}))[0]
+        is True
+    )
+    assert (
+        stop(trials({"status": ok, "loss": 1.0}, {"status": ok, "loss": 2.0}, {"status": ok, "loss": 0.5}))[0] is False
+    )
     assert stop(trials({"status": ok, "loss": 1.0}, {"status": ok, "loss": 2.0}, {"status": "new"}))[0] is False
 
 
 def test_records_are_in_tid_order_and_the_best_is_the_lowest_loss():
-    trials = SimpleNamespace(trials=[
-        {"tid": 2, "result": {"status": "ok", "loss": 0.5, "objective": 0.5}},
-        {"tid": 0, "result": {"status": "fail", "loss": None, "failure": "x"}},
-        {"tid": 1, "result": {"status": "ok", "loss": 0.5, "objective": 0.5}},
-    ])
+    trials = SimpleNamespace(
+        trials=[
+            {"tid": 2, "result": {"status": "ok", "loss": 0.5, "objective": 0.5}},
+            {"tid": 0, "result": {"status": "fail", "loss": None, "failure": "x"}},
+            {"tid": 1, "result": {"status": "ok", "loss": 0.5, "objective": 0.5}},
+        ]
+    )
     records = driver.trial_records(trials)
     assert [r["tid"] for r in records] == [0, 1, 2]
     assert records[0] == {"tid": 0, "status": "fail", "loss": None, "failure": "x"}
@@ -518,7 +592,10 @@ def test_backends(tmp_path, monkeypatch):
     fake_mongoexp = SimpleNamespace(MongoTrials=lambda url, exp_key: ("mongo", url, exp_key))
     monkeypatch.setitem(sys.modules, "hyperopt.mongoexp", fake_mongoexp)
     assert driver.make_trials("mongo", 4, "TEST_MONGO_URL", bundle) == (
-        "mongo", "mongo://db:27017/hyperopt/jobs", "my model-local-" + "ab" * 6)
+        "mongo",
+        "mongo://db:27017/hyperopt/jobs",
+        "my model-local-" + "ab" * 6,
+    )
 
 
 def test_a_search_whose_trials_all_fail_exits_1(tmp_path, capsys):
@@ -538,11 +615,15 @@ def test_a_search_whose_trials_all_fail_exits_1(tmp_path, capsys):
 def test_early_stop_ends_the_search(tmp_path):
     bundle = fake_bundle(tmp_path / "b")
     # Every trial has the same loss: after the first, none is a new best.
-    flat = fake_script(tmp_path / "train.py", "import sys, json\n"
-                       "open(sys.argv[sys.argv.index('--metrics') + 1], 'w').write(json.dumps("
-                       "{'final': True, 'valid_loss': 1.0}))")
+    flat = fake_script(
+        tmp_path / "train.py",
+        "import sys, json\n"
+        "open(sys.argv[sys.argv.index('--metrics') + 1], 'w').write(json.dumps("
+        "{'final': True, 'valid_loss': 1.0}))",
+    )
     work = tmp_path / "work"
-    status = driver.run_search(config_of(max_evals=10, early_stop=2), bundle,
-                               ["--output", str(work), "--train-cmd", flat])
+    status = driver.run_search(
+        config_of(max_evals=10, early_stop=2), bundle, ["--output", str(work), "--train-cmd", flat]
+    )
     assert status == 0
     assert len(json.loads((work / "results.json").read_text())["trials"]) == 3

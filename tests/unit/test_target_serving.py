@@ -19,7 +19,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, BundleCache, build_spec
 
 text_format = pytest.importorskip("google.protobuf.text_format")
@@ -55,9 +54,12 @@ def _batching_parameters_class():
         ("max_execution_batch_size", 9, "Int64Value"),
     ]
     F = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
-                                              package="tensorflow.serving", syntax="proto3",
-                                              dependency=["google/protobuf/wrappers.proto"])
+    file = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
     message = file.message_type.add(name="BatchingParameters")
     for name, number, kind in fields:
         if kind == "repeated int64":
@@ -65,8 +67,13 @@ def _batching_parameters_class():
         elif kind == "bool":
             message.field.add(name=name, number=number, label=F.LABEL_OPTIONAL, type=F.TYPE_BOOL)
         else:
-            message.field.add(name=name, number=number, label=F.LABEL_OPTIONAL, type=F.TYPE_MESSAGE,
-                              type_name=f".google.protobuf.{kind}")
+            message.field.add(
+                name=name,
+                number=number,
+                label=F.LABEL_OPTIONAL,
+                type=F.TYPE_MESSAGE,
+                type_name=f".google.protobuf.{kind}",
+            )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb))
     pool.Add(file)
@@ -132,7 +139,9 @@ def test_tfserving_configs_parse_with_tf_serving_protos(built, profile):
     rate = serve.sla.throughput / sizing.replicas
     assert threads == math.ceil(rate * sizing.batch_service_s / sizing.batch_size) + 1
     # throughput x p99 requests per replica, in batches of the planned size.
-    assert batching.max_enqueued_batches.value == max(threads, math.ceil(rate * serve.sla.p99_latency / sizing.batch_size))
+    assert batching.max_enqueued_batches.value == max(
+        threads, math.ceil(rate * serve.sla.p99_latency / sizing.batch_size)
+    )
     if ir.compress.engine == "tensorrt":  # TF-TRT: a bounded set of batch shapes
         assert list(batching.allowed_batch_sizes) == [1, 2, 4, 8, 16, 32, 64]
     else:
@@ -153,7 +162,11 @@ def test_tfserving_numbers_for_the_classifier():
 
 
 def test_tfserving_threads_follow_resources_cpu(tmp_path):
-    text = spec_path("classifier").read_text().replace("  replicas {\n    min = 2", "  resources {\n    cpu = 6.5\n  }\n  replicas {\n    min = 2", 1)
+    text = (
+        spec_path("classifier")
+        .read_text()
+        .replace("  replicas {\n    min = 2", "  resources {\n    cpu = 6.5\n  }\n  replicas {\n    min = 2", 1)
+    )
     spec = tmp_path / "c.llm"
     spec.write_text(text)
     out = build_spec(spec, tmp_path / "b")
@@ -190,8 +203,12 @@ def test_triton_config_parses_with_tritons_model_config(built, profile):
     assert config.name == "translator"  # Triton requires the directory's name
     assert config.max_batch_size == ir.serve.batching.max_batch_size == 16
     max_len = ir.model.transformer.max_len  # the student keeps the teacher's max_len
-    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("input_ids", model_config_pb2.TYPE_INT64, [max_len])]
-    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [("output_ids", model_config_pb2.TYPE_INT64, [max_len])]
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
+        ("input_ids", model_config_pb2.TYPE_INT64, [max_len])
+    ]
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
+        ("output_ids", model_config_pb2.TYPE_INT64, [max_len])
+    ]
     batching = config.dynamic_batching
     assert list(batching.preferred_batch_size) == [2, 4, 8, 16]
     assert batching.max_queue_delay_microseconds == round(ir.serve.batching.timeout * 1e6) == 5000
@@ -215,20 +232,27 @@ def test_triton_serves_a_tensorflow_mlp(tmp_path):
     config = parse((out / "serve/model_repository/classifier/config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     # TF-TRT writes a SavedModel: Triton's TensorFlow backend serves it.
     assert config.platform == "tensorflow_savedmodel"
-    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("features", model_config_pb2.TYPE_FP32, [64])]
-    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [("logits", model_config_pb2.TYPE_FP32, [10])]
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
+        ("features", model_config_pb2.TYPE_FP32, [64])
+    ]
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
+        ("logits", model_config_pb2.TYPE_FP32, [10])
+    ]
     assert list(config.dynamic_batching.preferred_batch_size) == [2, 4, 8, 16, 32, 64]
     assert config.dynamic_batching.max_queue_delay_microseconds == 2000
 
 
-@pytest.mark.parametrize("framework,engine,compressed,expected", [
-    ("torch", "tensorrt", True, "tensorrt_plan"),
-    ("torch", "onnxruntime", True, "onnxruntime_onnx"),
-    ("tensorflow", "onnxruntime", True, "onnxruntime_onnx"),
-    ("tensorflow", "tensorrt", True, "tensorflow_savedmodel"),
-    ("tensorflow", None, False, "tensorflow_savedmodel"),
-    ("torch", None, False, "pytorch_libtorch"),
-])
+@pytest.mark.parametrize(
+    "framework,engine,compressed,expected",
+    [
+        ("torch", "tensorrt", True, "tensorrt_plan"),
+        ("torch", "onnxruntime", True, "onnxruntime_onnx"),
+        ("tensorflow", "onnxruntime", True, "onnxruntime_onnx"),
+        ("tensorflow", "tensorrt", True, "tensorflow_savedmodel"),
+        ("tensorflow", None, False, "tensorflow_savedmodel"),
+        ("torch", None, False, "pytorch_libtorch"),
+    ],
+)
 def test_triton_platform_by_engine(framework, engine, compressed, expected):
     ir = check_spec(str(spec_path("translator"))).ir
     model = ir.model.model_copy(update={"framework": framework})
@@ -301,7 +325,7 @@ def test_hostile_names_stay_data_in_triton_protos(tmp_path):
 
 # --- a real Triton server ---------------------------------------------------------
 
-TRITON_MODEL_PY = '''
+TRITON_MODEL_PY = """
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -313,7 +337,7 @@ class TritonPythonModel:
             ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy()
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("output_ids", ids[:, ::-1].astype(np.int64))]))
         return responses
-'''
+"""
 
 
 def _pytriton_server():
@@ -323,9 +347,12 @@ def _pytriton_server():
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
         return None
-    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+    root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    binary, stub = root / "bin" / "tritonserver", root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    binary, stub = (
+        root / "bin" / "tritonserver",
+        root / "python_backend_stubs" / version / "triton_python_backend_stub",
+    )
     libs = root.parent.parent / "nvidia_pytriton.libs"
     if not (binary.is_file() and stub.is_file() and (root / "backends" / "python").is_dir()):
         return None
@@ -363,17 +390,34 @@ def test_a_real_triton_server_loads_the_cpu_config(built, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               LD_LIBRARY_PATH=os.pathsep.join(filter(None, [sysconfig.get_config_var("LIBDIR"), str(libs),
-                                                             os.environ.get("LD_LIBRARY_PATH")])))
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        LD_LIBRARY_PATH=os.pathsep.join(
+            filter(None, [sysconfig.get_config_var("LIBDIR"), str(libs), os.environ.get("LD_LIBRARY_PATH")])
+        ),
+    )
     shm_prefix = f"llmc_test_{os.getpid()}_{port}_"  # the Python backend's shared memory, removed below
-    log = open(tmp_path / "triton.log", "w")
-    proc = subprocess.Popen([str(binary), f"--model-repository={tmp_path / 'repo'}", f"--backend-directory={backends}",
-                             "--http-address=127.0.0.1", f"--http-port={port}", "--allow-grpc=false",
-                             "--allow-metrics=false", "--exit-on-error=true", "--exit-timeout-secs=1",
-                             "--disable-auto-complete-config",
-                             f"--backend-config=python,shm-region-prefix-name={shm_prefix}"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    log = open(tmp_path / "triton.log", "w")  # noqa: SIM115 (the server writes it until the finally below)
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            f"--model-repository={tmp_path / 'repo'}",
+            f"--backend-directory={backends}",
+            "--http-address=127.0.0.1",
+            f"--http-port={port}",
+            "--allow-grpc=false",
+            "--allow-metrics=false",
+            "--exit-on-error=true",
+            "--exit-timeout-secs=1",
+            "--disable-auto-complete-config",
+            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
     base = f"http://127.0.0.1:{port}/v2"
     try:
         deadline = time.monotonic() + 30
@@ -394,8 +438,9 @@ def test_a_real_triton_server_loads_the_cpu_config(built, tmp_path):
         assert loaded["instance_group"][0]["kind"] == "KIND_CPU"
         ids = list(range(64))
         body = {"inputs": [{"name": "input_ids", "shape": [2, 64], "datatype": "INT64", "data": ids + ids}]}
-        request = urllib.request.Request(f"{base}/models/translator/infer", json.dumps(body).encode(),
-                                         {"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{base}/models/translator/infer", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=10) as r:
             (output,) = json.load(r)["outputs"]
         assert output["name"] == "output_ids" and output["shape"] == [2, 64] and output["data"][:2] == [63, 62]

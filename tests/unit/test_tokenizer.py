@@ -11,15 +11,14 @@ import re
 
 import numpy as np
 import pytest
-
 from helpers import ROOT, build_spec
+
 from llmc.compiler import estimate
 from llmc.compiler.driver import check_spec
 from llmc.runtime.config import load_config
 from llmc.runtime.data import DataError, batches, load_split, read_rows
 from llmc.runtime.runner import Bundle, RunError, data_digest, preflight
-from llmc.runtime.tokenizer import (BOS, EOS, PAD, SEP, SPECIALS, SentencePieceTokenizer, TokenizerError,
-                                    get_tokenizer)
+from llmc.runtime.tokenizer import BOS, EOS, PAD, SEP, SPECIALS, SentencePieceTokenizer, TokenizerError, get_tokenizer
 
 sentencepiece = pytest.importorskip("sentencepiece")
 
@@ -30,9 +29,14 @@ def _train_spm(path, pieces: int, lines: int = 400) -> None:
     _, rows = read_rows(str(DATES / "train.tsv"))
     text = [r[c] for r in rows[:lines] for c in ("source", "target")]
     # hard_vocab_limit off: a few hundred short lines may support slightly fewer pieces than asked.
-    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(text), model_prefix=str(path.with_suffix("")),
-                                             vocab_size=pieces, model_type="unigram", hard_vocab_limit=False,
-                                             minloglevel=2)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(text),
+        model_prefix=str(path.with_suffix("")),
+        vocab_size=pieces,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +71,9 @@ def test_sentencepiece_pieces_and_specials_are_distinct_ids(spm_model):
     assert tok.pieces == 300 and tok.vocab_size == 304
     # Each piece, encoded on its own, gets its own id; none of them is a special.
     processor = sentencepiece.SentencePieceProcessor(model_file=str(spm_model))
-    mapped = [tok.encode(processor.id_to_piece(p).replace("\u2581", " "))
-              for p in range(3, tok.pieces)]  # 0-2: <unk>, <s>, </s>, never produced by encode
+    mapped = [
+        tok.encode(processor.id_to_piece(p).replace("\u2581", " ")) for p in range(3, tok.pieces)
+    ]  # 0-2: <unk>, <s>, </s>, never produced by encode
     assert all(i not in SPECIALS for ids in mapped for i in ids)
     # The layout: pieces below 256 keep their ids, the rest move past the specials; every id below vocab is used.
     layout = {p: (p if p < PAD else p + len(SPECIALS)) for p in range(tok.pieces)}
@@ -119,8 +124,21 @@ def test_a_retrained_model_file_is_read_again(tmp_path):
 
 def _model_json(tmp_path, tokenizer: str) -> str:
     path = tmp_path / "model.json"
-    path.write_text(json.dumps({"model": {"data": {"train": "d/train.tsv", "valid": "d/valid.tsv", "test": "d/test.tsv",
-                                                   "tokenizer": tokenizer}}}), encoding="utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "model": {
+                    "data": {
+                        "train": "d/train.tsv",
+                        "valid": "d/valid.tsv",
+                        "test": "d/test.tsv",
+                        "tokenizer": tokenizer,
+                    }
+                }
+            }
+        ),
+        encoding="utf-8",
+    )
     return str(path)
 
 
@@ -137,8 +155,9 @@ def test_a_relative_tokenizer_path_resolves_against_the_data_root(tmp_path, spm_
     uri = "s3://b/spm.model"
     assert load_config(_model_json(tmp_path, uri), data_root=root)["model"]["data"]["tokenizer"] == uri
     # --set paths are the command line's: relative to the working directory
-    cfg = load_config(_model_json(tmp_path, "bytes"), ["model.data.tokenizer=x/spm.model"], cwd=str(tmp_path),
-                      data_root=root)
+    cfg = load_config(
+        _model_json(tmp_path, "bytes"), ["model.data.tokenizer=x/spm.model"], cwd=str(tmp_path), data_root=root
+    )
     assert cfg["model"]["data"]["tokenizer"] == str(tmp_path / "x" / "spm.model")
 
 
@@ -203,16 +222,21 @@ def test_a_byte_vocab_above_its_ids_is_w201_counting_the_unused_parameters(tmp_p
     assert (diag.span.line, diag.span.col) == (7, 5)  # the vocab attribute
     rows = vocab - 260
     assert f"{rows:,} embedding rows x d_model {d_model}" in diag.label
+
     # The parameters named are what the estimate counts for those rows (the tied embedding, once).
-    count = lambda v: estimate.transformer_params("encoder-decoder", 2, d_model, 4, 4 * d_model, v, 512).total
+    def count(v):
+        return estimate.transformer_params("encoder-decoder", 2, d_model, 4, 4 * d_model, v, 512).total
+
     assert f"= {estimate.format_count(count(vocab) - count(260))} parameters are never used" in diag.label
-    assert diag.help.startswith("set vocab = 260, or name a tokenizer file whose vocabulary has "
-                                f"{vocab} ids (a SentencePiece model of {vocab - 4:,} pieces)")
+    assert diag.help.startswith(
+        "set vocab = 260, or name a tokenizer file whose vocabulary has "
+        f"{vocab} ids (a SentencePiece model of {vocab - 4:,} pieces)"
+    )
     # the structured fix (`--format json`) writes the value the help proposes, over the value
     (fix,) = diag.fix
     lines = (tmp_path / "spec.llm").read_text(encoding="utf-8").split("\n")
     assert fix.replacement == "260" and fix.span.line == fix.span.end_line == 7
-    assert lines[6][fix.span.col - 1:fix.span.end_col - 1] == str(vocab)
+    assert lines[6][fix.span.col - 1 : fix.span.end_col - 1] == str(vocab)
     fixed = _check(tmp_path, int(re.match(r"set vocab = (\d+)", diag.help).group(1)), d_model=d_model)
     assert fixed.ok and not fixed.diagnostics
 
@@ -237,7 +261,9 @@ def test_a_local_tokenizer_file_is_a_bundle_input_checked_and_hashed(tmp_path, s
     (tmp_path / "specs" / "tok").mkdir(parents=True)
     (tmp_path / "specs" / "tok" / "dates.model").write_bytes(spm_model.read_bytes())
     base = (ROOT / "specs" / "translator.llm").read_text(encoding="utf-8")
-    local = base.replace('model.data.tokenizer             = "bytes"', 'model.data.tokenizer             = "tok/dates.model"')
+    local = base.replace(
+        'model.data.tokenizer             = "bytes"', 'model.data.tokenizer             = "tok/dates.model"'
+    )
     local = local.replace("model.transformer.vocab          = 260", "model.transformer.vocab          = 304")
     local = local.replace("../examples/", f"{ROOT.as_posix()}/examples/")
     assert local.count("tok/dates.model") == 1 and local.count("= 304") == 1
@@ -254,21 +280,23 @@ def test_a_local_tokenizer_file_is_a_bundle_input_checked_and_hashed(tmp_path, s
     _train_spm(tmp_path / "specs" / "tok" / "dates.model", 200)
     assert data_digest(bundle, data_root) != before  # a new tokenizer reruns the stages
     os.remove(tmp_path / "specs" / "tok" / "dates.model")
-    with pytest.raises(RunError, match="tok/dates.model"):
+    with pytest.raises(RunError, match=r"tok/dates.model"):
         preflight(bundle, data_root)
 
 
 def test_a_tokenizer_path_in_an_extended_spec_is_relative_to_that_spec(tmp_path):
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "spm.model").write_bytes(b"\x00")
-    (tmp_path / "base" / "base.llm").write_text(SPEC.format(vocab=304, tokenizer="spm.model", d_model=128),
-                                                encoding="utf-8")
+    (tmp_path / "base" / "base.llm").write_text(
+        SPEC.format(vocab=304, tokenizer="spm.model", d_model=128), encoding="utf-8"
+    )
     (tmp_path / "child.llm").write_text('extends "base/base.llm"\n', encoding="utf-8")
     result = check_spec(str(tmp_path / "child.llm"))
     assert result.ok
     # model.json and the lock record it as the data paths are: relative to the main spec's folder
     assert result.ir.model.data.tokenizer == "base/spm.model"
     from llmc.compiler.bundle import data_inputs
+
     assert data_inputs(result.ir)["tokenizer"] == "base/spm.model"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from llmc.runtime import checkpoints as ck
 from llmc.runtime.config import batch_layout
 from llmc.runtime.data import Split
@@ -35,7 +36,7 @@ from llmc.runtime.training.common import (
 
 
 def draws() -> tuple[float, float, float]:
-    return random.random(), float(np.random.rand()), float(np.random.normal())  # normal() caches a gaussian
+    return (random.random(), float(np.random.rand()), float(np.random.normal()))  # normal() caches a gaussian
 
 
 def test_host_random_state_round_trips_as_plain_data():
@@ -94,9 +95,16 @@ def test_orphaned_temporary_checkpoints_are_removed(tmp_path):
 
 def test_metrics_are_cut_back_to_the_resume_step(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    records = [{"start": True, "from_step": 0, "total_steps": 30}, {"step": 1}, {"step": 10}, {"step": 20},
-               {"start": True, "from_step": 10, "total_steps": 30}, {"step": 20}, {"step": 30},
-               {"final": True, "steps": 30}]
+    records = [
+        {"start": True, "from_step": 0, "total_steps": 30},
+        {"step": 1},
+        {"step": 10},
+        {"step": 20},
+        {"start": True, "from_step": 10, "total_steps": 30},
+        {"step": 20},
+        {"step": 30},
+        {"final": True, "steps": 30},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 4')  # a line cut by the kill
     truncate_metrics(path, 20)
     assert [json.loads(line) for line in path.read_text().splitlines()] == records[:6]
@@ -106,9 +114,11 @@ def test_metrics_are_cut_back_to_the_resume_step(tmp_path):
     log = MetricsLog(path, resume_step=1)
     log.write({"start": True, "from_step": 1, "total_steps": 30})
     log.close()
-    assert [json.loads(line) for line in path.read_text().splitlines()] == [records[0], records[1],
-                                                                            {"start": True, "from_step": 1,
-                                                                             "total_steps": 30}]
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        records[0],
+        records[1],
+        {"start": True, "from_step": 1, "total_steps": 30},
+    ]
     MetricsLog(path, resume_step=None).close()
     assert path.read_text() == ""
     MetricsLog(None, resume_step=3).write({"step": 1})  # other ranks write nothing
@@ -145,8 +155,15 @@ def test_a_resumed_loop_sees_what_an_uninterrupted_one_does(tmp_path):
     split, settings = loop_settings(None)
     assert settings.layout.accumulation == 2 and settings.plan.steps_per_epoch == 5 and settings.plan.last_step == 15
     whole = RecordingHooks()
-    last = train_loop(whole, split, settings, {"step": 0, "epoch": 0, "micro": 0},
-                      MetricsLog(tmp_path / "whole.jsonl", None), ck.Policy(3), None)
+    last = train_loop(
+        whole,
+        split,
+        settings,
+        {"step": 0, "epoch": 0, "micro": 0},
+        MetricsLog(tmp_path / "whole.jsonl", None),
+        ck.Policy(3),
+        None,
+    )
     assert last == 15 and [p["step"] for p in whole.saved] == [3, 6, 9, 12, 15]
     assert whole.saved[1] == {"step": 6, "epoch": 1, "micro": 2}  # mid-epoch: the micro-batch to continue at
     assert whole.saved[-1] == {"step": 15, "epoch": 3, "micro": 0}
@@ -156,20 +173,26 @@ def test_a_resumed_loop_sees_what_an_uninterrupted_one_does(tmp_path):
     # Stopped at step 7 (its checkpoint says step 6), then resumed from that checkpoint.
     _, first_settings = loop_settings(7)
     first = RecordingHooks()
-    train_loop(first, split, first_settings, {"step": 0, "epoch": 0, "micro": 0}, MetricsLog(None, None),
-               ck.Policy(3), None)
+    train_loop(
+        first, split, first_settings, {"step": 0, "epoch": 0, "micro": 0}, MetricsLog(None, None), ck.Policy(3), None
+    )
     resumed = RecordingHooks()
     train_loop(resumed, split, settings, first.saved[1], MetricsLog(None, None), ck.Policy(3), None)
     micro_per_step = settings.layout.accumulation
-    assert first.seen[:6 * micro_per_step] + resumed.seen == whole.seen
+    assert first.seen[: 6 * micro_per_step] + resumed.seen == whole.seen
 
 
 def test_step_plan_and_constants():
     _, settings = loop_settings(4)
     assert isinstance(settings.plan, StepPlan) and settings.plan.last_step == 4 and settings.plan.planned == 15
     with pytest.raises(SystemExit, match="fewer than one global batch"):
-        plan_steps({"batch_size": 64, "epochs": 1, "optimizer": {"lr": 1.0}}, 10, batch_layout({"batch_size": 64}, 2, 1),
-                   None, print)
+        plan_steps(
+            {"batch_size": 64, "epochs": 1, "optimizer": {"lr": 1.0}},
+            10,
+            batch_layout({"batch_size": 64}, 2, 1),
+            None,
+            print,
+        )
     constants = BuildConstants("m", "encoder", 1, False, "/b/train/train.py")
     assert constants.model_json == Path("/b/model.json") and constants.reports_accuracy
     assert not BuildConstants("m", "decoder", 1, False, "/b/train/train.py").reports_accuracy
@@ -198,11 +221,15 @@ def imported_packages(module: str) -> set[str]:
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level:
-                base = package[:len(package) - node.level + 1]
+                base = package[: len(package) - node.level + 1]
                 prefix = ".".join([*base, node.module] if node.module else base)
                 targets = [prefix] if node.module else [f"{prefix}.{a.name}".lstrip(".") for a in node.names]
-                todo.extend(t for t in targets if RUNTIME.joinpath(*t.split(".")).with_suffix(".py").exists()
-                            or RUNTIME.joinpath(*t.split(".")).is_dir())
+                todo.extend(
+                    t
+                    for t in targets
+                    if RUNTIME.joinpath(*t.split(".")).with_suffix(".py").exists()
+                    or RUNTIME.joinpath(*t.split(".")).is_dir()
+                )
                 continue
             elif isinstance(node, ast.ImportFrom):
                 targets = [node.module or ""]

@@ -32,7 +32,7 @@ HOROVODRUN = Path(sys.executable).parent / "horovodrun"
 # language's default 4 x d_model; classes None on an encoder is its default, 2.
 TRANSFORMERS = [
     ("encoder-decoder", 2, 128, 4, 256, 260, 64, None),  # the translator's local profile
-    ("encoder-decoder", 1, 64, 2, 128, 260, 64, None),   # its distilled student
+    ("encoder-decoder", 1, 64, 2, 128, 260, 64, None),  # its distilled student
     ("encoder-decoder", 3, 48, 3, None, 300, 33, None),
     ("encoder", 2, 32, 4, 80, 260, 16, 7),
     ("encoder", 1, 24, 2, None, 259, 10, None),
@@ -44,9 +44,20 @@ MLPS = [(64, [256, 128], 10), (64, [], 10), (5, [7], 2), (3, [4, 5, 6], 3)]
 
 def transformer_cfg(kind, layers, d_model, heads, d_ff, vocab, max_len, classes, dropout=0.1):
     task = {"encoder-decoder": "translation", "encoder": "classification", "decoder": "language-modeling"}[kind]
-    return {"task": task, "transformer": {"kind": kind, "layers": layers, "d_model": d_model, "heads": heads,
-                                          "d_ff": d_ff, "vocab": vocab, "max_len": max_len, "dropout": dropout,
-                                          "classes": classes}}
+    return {
+        "task": task,
+        "transformer": {
+            "kind": kind,
+            "layers": layers,
+            "d_model": d_model,
+            "heads": heads,
+            "d_ff": d_ff,
+            "vocab": vocab,
+            "max_len": max_len,
+            "dropout": dropout,
+            "classes": classes,
+        },
+    }
 
 
 def expected_transformer(kind, layers, d_model, heads, d_ff, vocab, max_len, classes):
@@ -76,8 +87,9 @@ def test_torch_tensor_parallel_shards_sum_to_the_whole():
     arch = ("encoder-decoder", 2, 32, 4, 64, 260, 16, None)
     tp = zoo_torch.TensorParallel(size=2, rank=0, process_set=None)
     whole = zoo_torch.build_model(transformer_cfg(*arch))
-    shard = zoo_torch.Transformer(kind="encoder-decoder", layers=2, d_model=32, heads=4, vocab=260, d_ff=64,
-                                  max_len=16, tp=tp)
+    shard = zoo_torch.Transformer(
+        kind="encoder-decoder", layers=2, d_model=32, heads=4, vocab=260, d_ff=64, max_len=16, tp=tp
+    )
     dims = zoo_torch.shard_dims(shard)
     split = sum(p.numel() for n, p in whole.named_parameters() if n in dims)
     assert sum(p.numel() for n, p in shard.named_parameters() if n in dims) * 2 == split
@@ -144,7 +156,7 @@ def test_encoder_ignores_padding():
 def _assert_pad_after_eos(out):
     for row in out.tolist():
         if EOS in row:
-            assert all(t == PAD for t in row[row.index(EOS) + 1:]), row
+            assert all(t == PAD for t in row[row.index(EOS) + 1 :]), row
         else:
             assert PAD not in row, row
 
@@ -156,9 +168,9 @@ def test_torch_greedy_encoder_decoder_is_batched_correctly():
     assert out.dtype == torch.long and out.shape[0] == 4 and 1 <= out.shape[1] <= 16
     _assert_pad_after_eos(out)
     for i in range(4):  # a batch decodes as its rows would alone
-        alone = model.generate(src[i:i + 1, :int((src[i] != PAD).sum())])
-        assert alone[0].tolist() == out[i, :alone.shape[1]].tolist()
-        assert all(t == PAD for t in out[i, alone.shape[1]:].tolist())
+        alone = model.generate(src[i : i + 1, : int((src[i] != PAD).sum())])
+        assert alone[0].tolist() == out[i, : alone.shape[1]].tolist()
+        assert all(t == PAD for t in out[i, alone.shape[1] :].tolist())
     assert model.generate(src, max_new_tokens=3).shape == (4, 3)
 
 
@@ -172,7 +184,7 @@ def test_torch_greedy_decoder_continues_each_prompt():
     assert out.shape[0] == 3 and out.shape[1] <= 16 - 6 + 1
     _assert_pad_after_eos(out)
     for i, n in enumerate([6, 2, 4]):
-        alone = model.generate(prompts[i:i + 1, :n], max_new_tokens=out.shape[1])
+        alone = model.generate(prompts[i : i + 1, :n], max_new_tokens=out.shape[1])
         k = min(alone.shape[1], out.shape[1])
         assert alone[0, :k].tolist() == out[i, :k].tolist()
 
@@ -195,8 +207,10 @@ def test_prompts_for_a_decoder_only_model():
 
     tokens = torch.tensor([[BOS, 97, 98, SEP, 120, EOS, PAD], [BOS, 99, SEP, 121, 122, EOS, PAD]])
     mask = torch.tensor([[0, 0, 0, 1, 1, 0], [0, 0, 1, 1, 1, 0]], dtype=torch.float32)
-    assert zoo_torch.prompts({"tokens": tokens, "loss_mask": mask}).tolist() == [[BOS, 97, 98, SEP],
-                                                                                 [BOS, 99, SEP, PAD]]
+    assert zoo_torch.prompts({"tokens": tokens, "loss_mask": mask}).tolist() == [
+        [BOS, 97, 98, SEP],
+        [BOS, 99, SEP, PAD],
+    ]
 
 
 def test_encoder_does_not_generate():
@@ -214,7 +228,7 @@ def test_tensorflow_greedy_shapes_and_batching(zoo_tf):
     assert out.shape == (3, 16)
     _assert_pad_after_eos(torch.as_tensor(out))
     for i, n in enumerate([8, 3, 5]):
-        alone = model.generate(tf.constant(src[i:i + 1, :n])).numpy()
+        alone = model.generate(tf.constant(src[i : i + 1, :n])).numpy()
         assert alone[0].tolist() == out[i].tolist()
     dec = zoo_tf.build_model(transformer_cfg("decoder", 2, 32, 4, 64, 260, 16, None, dropout=0.0))
     prompts = np.array([[BOS, 5, 6, PAD], [BOS, PAD, PAD, PAD]])
@@ -296,7 +310,13 @@ def test_tensor_parallel_f_and_g_gradients(tmp_path):
     script = tmp_path / "fg.py"
     script.write_text(textwrap.dedent(FG_SCRIPT))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([str(HOROVODRUN), "--gloo", "-np", "2", "-H", "localhost:2", sys.executable, str(script)],
-                          capture_output=True, text=True, timeout=180, env=env, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [str(HOROVODRUN), "--gloo", "-np", "2", "-H", "localhost:2", sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "RANK0-OK" in proc.stdout and "RANK1-OK" in proc.stdout

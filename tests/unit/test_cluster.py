@@ -7,15 +7,15 @@ following them, logs on failure, rollout only after evaluate) runs against
 `FakeCluster`, an in-memory stand-in for the six calls runtime/cluster.py makes,
 with the real bundles' manifests and status objects shaped as the API returns them.
 The manifests themselves are checked against the real schemas in test_target_k8s.py.
+
+The tests of this part that run real processes (tools, frameworks, servers) are in
+tests/integration/test_cluster_runs.py.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from helpers import ROOT, run_cli
@@ -132,34 +132,6 @@ def run(bundle, cluster, **kwargs):
     console = Console()
     results = submit(bundle, console, api=cluster, poll_seconds=0, sleep=lambda s: None, **kwargs)
     return results, console.lines
-
-
-def test_without_a_cluster_llmc_run_fails_at_once_with_exit_2(tmp_path):
-    env = {**os.environ, "KUBECONFIG": str(tmp_path / "missing-kubeconfig"), "HOME": str(tmp_path)}
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "llmc.compiler.cli",
-            "run",
-            str(ROOT / "specs" / "translator.llm"),
-            "--target",
-            "k8s",
-            "-o",
-            str(tmp_path / "bundle"),
-            "--runs-dir",
-            str(tmp_path / "runs"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert "error: no Kubernetes cluster configured" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "runs").exists()  # nothing ran, nothing to record
 
 
 def test_the_bundle_splits_into_setup_stages_and_rollout(bundle):
@@ -348,17 +320,3 @@ def test_a_refusal_names_the_object_and_the_servers_reason():
         'forbidden: User "ci" cannot create resource "jobs" in API group "batch" in the '
         'namespace "ml-translation"'
     )
-
-
-def test_an_earlier_workload_that_will_not_go_stops_the_run(bundle):
-    class Stuck(FakeCluster):
-        def delete(self, doc):  # a finalizer keeps it
-            self.calls.append(f"delete {doc['kind']}/{doc['metadata']['name']}")
-
-    cluster = Stuck()
-    run(bundle, cluster)
-    clock = iter(range(0, 10_000, 60))
-    with pytest.raises(ClusterError, match="MPIJob/translator-train still exists 300s after it was deleted"):
-        submit(
-            bundle, Console(), api=cluster, force=True, poll_seconds=0, sleep=lambda s: None, clock=lambda: next(clock)
-        )

@@ -5,6 +5,9 @@ unknown field or kind fails); MPIJob, PrometheusRule and ServiceMonitor through
 jsonschema against the upstream CRDs in tests/crds/, made strict the same way
 (an unknown field would be pruned silently by the API server); the kustomization
 through `kubectl kustomize` when kubectl is installed.
+
+The tests of this part that run real processes (tools, frameworks, servers) are in
+tests/integration/test_target_k8s_runs.py.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ from __future__ import annotations
 import copy
 import functools
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,6 @@ from helpers import spec_variant as variant
 CRDS = ROOT / "tests" / "crds"  # copied from the operators' repositories: see its README
 BUILDS = [("translator", None), ("translator", "local"), ("classifier", None), ("classifier", "local")]
 CRD_KINDS = {"MPIJob", "PrometheusRule", "ServiceMonitor"}
-WORKLOADS = {"Deployment", "Job", "MPIJob"}
 DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
@@ -199,15 +199,6 @@ def test_kustomization_lists_every_manifest_with_namespace_and_labels(built):
         assert labels["pairs"].items() <= doc["metadata"]["labels"].items()
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-def test_kubectl_kustomize_builds(built):
-    _, _, bundle = built
-    proc = subprocess.run(["kubectl", "kustomize", str(bundle / "k8s")], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    rendered = sorted((d["kind"], d["metadata"]["name"]) for d in yaml.load_all(proc.stdout, Loader=LOADER))
-    assert rendered == sorted((d["kind"], d["metadata"]["name"]) for _, d in documents(bundle))
-
-
 def test_names_are_dns_labels(built):
     _, _, bundle = built
     for _, doc in documents(bundle):
@@ -290,42 +281,6 @@ def test_stage_jobs_exist_for_their_blocks_and_start_suspended(built):
 
 def bundle_model(bundle: Path) -> str:
     return of_kind(bundle, "Deployment")[0]["metadata"]["name"]
-
-
-def test_server_images_ports_probes_and_gpu(built):
-    spec, profile, bundle = built
-    ir = check(spec, profile).ir
-    (deployment,) = of_kind(bundle, "Deployment")
-    pod = deployment["spec"]["template"]["spec"]
-    (server,) = pod["containers"]
-    ports = {p["name"]: p["containerPort"] for p in server["ports"]}
-    if ir.serve.platform == "triton":
-        assert server["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
-        assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
-        assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-        assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
-        assert "--metrics-config=summary_latencies=true" in server["args"]
-    else:
-        gpu = "-gpu" if ir.serve.device != "cpu" else ""
-        assert server["image"] == f"tensorflow/serving:2.18.0{gpu}"
-        assert ports == {"http": 8501, "grpc": 8500}
-        path = f"/v1/models/{ir.model.name}"
-        assert server["readinessProbe"]["httpGet"] == {"path": path, "port": "http"}
-        assert server["livenessProbe"]["httpGet"] == {"path": path, "port": "http"}
-        assert "--monitoring_config_file=/config/monitoring.config" in server["args"]
-    assert ":" in server["image"] and not server["image"].endswith(":latest")
-    assert "replicas" not in deployment["spec"]  # the HPA owns it
-    gpus = server["resources"]["limits"].get("nvidia.com/gpu")
-    assert gpus == (1 if ir.serve.device != "cpu" else None)
-    assert server["resources"]["requests"].get("nvidia.com/gpu") == gpus
-    # Selectors line up: Service, PDB, NetworkPolicy, ServiceMonitor and the pods.
-    labels = deployment["spec"]["template"]["metadata"]["labels"]
-    selector = deployment["spec"]["selector"]["matchLabels"]
-    assert selector.items() <= labels.items()
-    assert of_kind(bundle, "Service")[0]["spec"]["selector"] == selector
-    assert of_kind(bundle, "PodDisruptionBudget")[0]["spec"]["selector"]["matchLabels"] == selector
-    assert of_kind(bundle, "NetworkPolicy")[0]["spec"]["podSelector"]["matchLabels"] == selector
-    assert of_kind(bundle, "ServiceMonitor")[0]["spec"]["selector"]["matchLabels"] == selector
 
 
 def test_configmap_holds_the_serving_configs(built):

@@ -5,6 +5,9 @@ that it catches what it should, that the bundles of the real specs pass it, and 
 specs at extreme values either fail `llmc check` with E706/E802 at the value behind
 the number, or build a bundle whose every number is in range. Help lines that
 propose a value are applied and checked again.
+
+The tests of this part that run real processes (tools, frameworks, servers) are in
+tests/integration/test_target_ranges_runs.py.
 """
 
 from __future__ import annotations
@@ -309,30 +312,6 @@ def test_the_e705_help_proposes_a_timeout_that_passes(p99):
     proposed = re.search(r"p99_latency: (\S+)$", diag.help).group(1)
     fixed = check(with_overrides("translator", {"serve.sla.p99_latency": p99, "serve.batching.timeout": proposed}))
     assert not [d for d in errors(fixed) if d.code == "E705"], (p99, proposed)
-
-
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {"serve.sla.error_rate": "0"},  # used to divide by zero in the promtool tests' traffic
-        {"serve.sla.availability": "0.9999999999999"},  # its budget used to round to 0
-        {"serve.sla.error_rate": "1e-300"},
-    ],
-)
-def test_extreme_error_budgets_build_rules_that_promtool_passes(tmp_path, overrides):
-    import shutil
-    import subprocess
-
-    files = build(check(with_overrides("classifier", overrides)))
-    assert violations(files) == []
-    for name in ("alerts.yaml", "alerts.test.yaml"):
-        (tmp_path / name).write_text(files[f"monitoring/{name}"], encoding="utf-8")
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is not on PATH (apt-get install prometheus)"
-    proc = subprocess.run(
-        [promtool, "test", "rules", "alerts.test.yaml"], cwd=tmp_path, capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_tf_serving_queue_beyond_int64_is_e802_at_p99():

@@ -78,7 +78,7 @@ def spec_of_lines(n: int) -> str:
     """The translator spec, padded with more metrics and lets to about n lines."""
     text = SPEC.read_text()
     lines = text.count("\n")
-    extra = []
+    extra: list[str] = []
     i = 0
     while lines + len(extra) < n:
         extra.append(f"let pad_{i} = {i} * 2 + 1  # padding")

@@ -70,7 +70,7 @@ QUANTITY_KEYS = {"cpu", "memory", "nvidia.com/gpu", "storage", "sizeLimit", "eph
 _QUANTITY = re.compile(
     r"(?P<num>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?"
 )
-_SUFFIX = {
+_SUFFIX: dict[str, int | Fraction] = {
     "Ki": 2**10,
     "Mi": 2**20,
     "Gi": 2**30,
@@ -136,7 +136,11 @@ def violations(files: dict[str, str]) -> list[str]:
         elif name == "models.config":
             _text_proto(path, text, {"num_versions": UINT32}, INT64, out)
         elif path.endswith(".json"):
-            json.loads(text, parse_constant=lambda c, path=path: out.append(f"{path}: {c} is not a finite number"))
+
+            def non_finite(constant: str, path: str = path) -> None:
+                out.append(f"{path}: {constant} is not a finite number")
+
+            json.loads(text, parse_constant=non_finite)
     return out
 
 

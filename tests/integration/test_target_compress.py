@@ -342,7 +342,7 @@ def runtime_imports(bundle: Path) -> list[str]:
     import ast
 
     scripts = sorted((bundle / "compress").glob("*.py")) + [bundle / "evaluate" / "evaluate.py"]
-    found = set()
+    found: set[str] = set()
     for script in scripts:
         for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("llmc.runtime"):
@@ -491,13 +491,18 @@ def test_hostile_strings_stay_data(tmp_path):
     for script in scripts:
         tree = ast.parse(script.read_text(encoding="utf-8"))
         # The docstring's source escapes them; its value is the name itself.
-        assert name in ast.get_docstring(tree, clean=False), script.name
-        values = {n.targets[0].id: n.value for n in tree.body if isinstance(n, ast.Assign)}
+        assert name in (ast.get_docstring(tree, clean=False) or ""), script.name
+        values = {
+            n.targets[0].id: n.value
+            for n in tree.body
+            if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+        }
         if script.name == "quantize.py":
             assert ast.literal_eval(values["CALIBRATION"]) == 'ca"""l\\.tsv'
             assert ast.literal_eval(values["DATA"]) == {"train": 'da"""ta/tr ain.tsv', "valid": "data/va\\lid.tsv"}
         if script.name == "evaluate.py":
             config = values["CONFIG"]
+            assert isinstance(config, ast.Call)
             kw = {k.arg: k.value for k in config.keywords}
             assert ast.literal_eval(kw["model_name"]) == name
             assert ast.literal_eval(kw["splits"])["test"] == "data/te'st.tsv"

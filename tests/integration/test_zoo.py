@@ -265,7 +265,7 @@ def test_saved_model_round_trips(tmp_path):
 FG_SCRIPT = r"""
 import torch
 import horovod.torch as hvd
-from llmc.runtime.zoo_torch import TensorParallel, copy_to_tensor_parallel, reduce_from_tensor_parallel
+from llmc.runtime.tensor_parallel import TensorParallel, copy_to_tensor_parallel, reduce_from_tensor_parallel
 
 hvd.init(process_sets=[])
 r = hvd.rank()

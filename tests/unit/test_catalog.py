@@ -44,7 +44,7 @@ def test_lookup_is_exact_and_case_sensitive():
     assert catalog.canonical("h100-80gb") == "H100-80GB"
     assert catalog.canonical("CPU") == "cpu"
     assert catalog.canonical("B200") is None
-    assert catalog.get(None) is None  # not a string: unknown, no exception
+    assert catalog.get(None) is None  # type: ignore[arg-type]  # not a string: unknown, no exception
 
 
 def test_no_bf16_on_volta_and_turing():
@@ -128,7 +128,7 @@ def test_cpu_entry_is_a_modest_server():
 
 def test_devices_are_frozen():
     with pytest.raises(AttributeError):
-        catalog.get("T4").memory_bytes = 1
+        catalog.get("T4").memory_bytes = 1  # type: ignore[misc]  # the point: it is read-only
 
 
 @pytest.mark.parametrize(

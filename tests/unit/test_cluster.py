@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+from typing import Any
 
 import pytest
 from helpers import ROOT, run_cli
@@ -283,7 +284,7 @@ def test_workload_states_from_the_api_status():
     assert workload_state(job)[0] == "succeeded"
     job["status"] = {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}
     assert workload_state(job) == ("failed", "DeadlineExceeded")
-    mpi = {
+    mpi: dict[str, Any] = {
         "kind": "MPIJob",
         "spec": {"runPolicy": {"suspend": False}},
         "status": {

@@ -161,11 +161,11 @@ def _overlay_one(base_text: str, fragment: str, st) -> str:
         return base_text[:a] + _reindent(piece, st.span.col, " " * (old.span.col - 1)) + base_text[b:]
 
     if isinstance(st, ast.Let):
-        old = next((s for s in base.statements if isinstance(s, ast.Let) and s.name == st.name), None)
-        return replace(old) if old else piece + "\n" + base_text
+        let = next((s for s in base.statements if isinstance(s, ast.Let) and s.name == st.name), None)
+        return replace(let) if let else piece + "\n" + base_text
     if isinstance(st, ast.Profile):
-        old = next((s for s in base.statements if isinstance(s, ast.Profile) and s.name == st.name), None)
-        return replace(old) if old else base_text.rstrip("\n") + "\n\n" + piece + "\n"
+        profile = next((s for s in base.statements if isinstance(s, ast.Profile) and s.name == st.name), None)
+        return replace(profile) if profile else base_text.rstrip("\n") + "\n\n" + piece + "\n"
     if not isinstance(st, ast.Block):
         raise ValueError(f"a fragment's top-level `{st.key}` has no place in a spec: put it in its block")
     places = _schema_paths().get(st.name)
@@ -410,7 +410,7 @@ def test_other_snippets_check_as_the_text_says(where: str, snippet: str, shown: 
 def test_the_finders_find_snippets_of_both_kinds():
     # An empty list would pass every test above.
     assert len(ERROR_PAGES) >= 40
-    kinds = {where.split("#")[0]: set() for where, _, _ in OTHER_SNIPPETS}
+    kinds: dict[str, set[frozenset[str]]] = {where.split("#")[0]: set() for where, _, _ in OTHER_SNIPPETS}
     for where, _, shown in OTHER_SNIPPETS:
         kinds[where.split("#")[0]].add(frozenset(shown or ()))
     assert kinds["docs/devices.md"] == {frozenset(), frozenset({"E309"})}

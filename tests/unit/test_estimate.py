@@ -301,7 +301,7 @@ def test_replicas_by_hand_without_batching():
 
 
 def test_replicas_grow_with_throughput():
-    previous = 0
+    previous: float = 0
     for rps in (1, 10, 50, 100, 200, 400, 800, 1600, 3200, 1e4, 1e5):
         s = E.replicas_needed(rps, 0.024, 0.080, 16, 0.005)
         assert s.feasible and s.replicas >= previous

@@ -24,7 +24,7 @@ SPEC = ROOT / "specs" / "classifier.llm"
 
 def _snapshot(root: Path) -> dict[str, tuple]:
     """Every entry under root, links not followed: kind, bytes or link target, mode."""
-    found = {}
+    found: dict[str, tuple] = {}
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
             path = Path(folder) / name
@@ -306,8 +306,13 @@ def no_stage_runs(monkeypatch):
 
 
 def test_run_into_a_foreign_output_directory_is_refused_before_anything_starts(tmp_path, outside, monkeypatch):
-    calls = []
-    monkeypatch.setattr(local, "run", lambda *a, **k: calls.append(a) or 0)
+    calls: list[tuple] = []
+
+    def run(*args, **kwargs):
+        calls.append(args)
+        return 0
+
+    monkeypatch.setattr(local, "run", run)
     out = tmp_path / "out"
     _plant(out, outside)
     before = _snapshot(tmp_path)
@@ -319,8 +324,13 @@ def test_run_into_a_foreign_output_directory_is_refused_before_anything_starts(t
 
 
 def test_run_where_the_bundle_cannot_be_written_is_an_error_not_a_crash(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(local, "run", lambda *a, **k: calls.append(a) or 0)
+    calls: list[tuple] = []
+
+    def run(*args, **kwargs):
+        calls.append(args)
+        return 0
+
+    monkeypatch.setattr(local, "run", run)
 
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,7 +100,7 @@ def test_truncation_keeps_eos_within_max_len():
 
 
 def test_digits_csv_reads_every_column_but_the_label_as_features():
-    cfg = {
+    cfg: dict[str, Any] = {
         "task": "classification",
         "mlp": {"inputs": 64, "hidden": [8], "classes": 10},
         "data": {"format": "csv", "label": "label"},

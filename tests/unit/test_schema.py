@@ -104,7 +104,7 @@ def test_a_variant_rebuilds_every_block_the_change_reaches(spec, profile, derive
     if derived:
         text = re.sub(r"\n *(platform|image) *= *\"[^\"]*\"", "", text)
     result = check_spec(spec, profile=profile, text=text)
-    assert result.ok, result.diagnostics
+    assert result.ok and result.composed is not None and result.ir is not None, result.diagnostics
     data = TypeChecker(result.composed, Collector(), os.path.dirname(spec)).run()
     if derived:
         assert "platform" not in data["serve"] and "image" not in data["deploy"]

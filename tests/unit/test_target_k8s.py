@@ -16,6 +16,7 @@ import copy
 import functools
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -397,7 +398,7 @@ def test_training_only(tmp_path):
     assert kinds == ["MPIJob", "PersistentVolumeClaim", "ServiceAccount"]
 
 
-HOSTILE = {
+HOSTILE: dict[str, Any] = {
     "namespace": "ns\" # {{ x }}: &anchor *alias\n- evil: 'q' \\ \t é",
     "image": "registry.example.com/x:1 # {{ img }}\n  - name: injected: &a *b",
     "service_account": 'sa": "x {{ y }} # z',

@@ -45,7 +45,8 @@ def rules(bundle: Path) -> dict[str, dict]:
 def test_every_alert_is_tested_firing_and_silent(built):
     _, _, bundle = built
     tests = load(bundle / "monitoring" / "alerts.test.yaml")["tests"]
-    fired, silent = set(), set()
+    fired: set[str] = set()
+    silent: set[str] = set()
     for case in tests:
         for check_ in case["alert_rule_test"]:
             (fired if check_["exp_alerts"] else silent).add(check_["alertname"])
@@ -82,7 +83,7 @@ def test_burn_rate_windows_and_thresholds(built):
     budget = sla.error_rate
     assert budget == pytest.approx(1 - sla.availability)
     by_name = rules(bundle)
-    expected = {
+    expected: dict[str, tuple[str, list[tuple[float, str, str]]]] = {
         "LlmcErrorBudgetFastBurn": ("page", [(14.4, "1h", "5m"), (6, "6h", "30m")]),
         "LlmcErrorBudgetSlowBurn": ("ticket", [(3, "1d", "2h"), (1, "3d", "6h")]),
     }

@@ -322,7 +322,8 @@ def test_records_are_in_tid_order_and_the_best_is_the_lowest_loss():
     records = driver.trial_records(trials)
     assert [r["tid"] for r in records] == [0, 1, 2]
     assert records[0] == {"tid": 0, "status": "fail", "loss": None, "failure": "x"}
-    assert driver.best_record(records)["tid"] == 1  # a tie goes to the earlier trial
+    best = driver.best_record(records)
+    assert best is not None and best["tid"] == 1  # a tie goes to the earlier trial
     assert driver.best_record(records[:1]) is None
 
 

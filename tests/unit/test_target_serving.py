@@ -160,6 +160,7 @@ def test_tfserving_numbers_for_the_classifier():
     assert (sizing.replicas, sizing.batch_size) == (1, 7)
     from llmc.compiler.targets.tfserving import batching_context
 
+    assert result.ir is not None and result.facts is not None
     ctx = batching_context(BuildContext(result.ir, result.facts, "classifier.llm", None, "0" * 64, "0"))
     assert (ctx.num_batch_threads, ctx.max_enqueued_batches) == (2, 6)
 

@@ -21,6 +21,8 @@ PROCESS_CALLS = {"system", "popen", "spawnv", "spawnl", "execv", "execvp", "fork
 def findings(source: str) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.stmt | ast.expr):
+            continue
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]

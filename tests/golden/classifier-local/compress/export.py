@@ -29,7 +29,6 @@ import sys
 
 STEP = 'export'
 PREVIOUS = 'prune'
-FRAMEWORK = 'tensorflow'
 DATA = {'train': '../examples/data/digits/train.csv', 'valid': '../examples/data/digits/valid.csv'}
 
 

@@ -37,7 +37,6 @@ from pathlib import Path
 
 STEP = 'build_engine'
 PREVIOUS = 'quantize'
-FRAMEWORK = 'tensorflow'
 ENGINE = 'tensorrt'
 PRECISION = 'int8'
 CALIBRATION = 'gs://llmc-data/digits/valid.csv'

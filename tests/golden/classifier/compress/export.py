@@ -29,7 +29,6 @@ import sys
 
 STEP = 'export'
 PREVIOUS = 'prune'
-FRAMEWORK = 'tensorflow'
 DATA = {'train': 'gs://llmc-data/digits/train.csv', 'valid': 'gs://llmc-data/digits/valid.csv'}
 
 

@@ -33,7 +33,6 @@ import sys
 
 STEP = 'prune'
 PREVIOUS = None
-FRAMEWORK = 'tensorflow'
 METHOD = 'magnitude'
 SPARSITY = 0.5
 FINETUNE_EPOCHS = 2

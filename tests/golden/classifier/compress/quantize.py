@@ -30,7 +30,6 @@ import sys
 
 STEP = 'quantize'
 PREVIOUS = 'export'
-FRAMEWORK = 'tensorflow'
 PRECISION = 'int8'
 METHOD = 'static'
 CALIBRATION = 'gs://llmc-data/digits/valid.csv'

@@ -35,7 +35,6 @@ from pathlib import Path
 
 STEP = 'build_engine'
 PREVIOUS = 'quantize'
-FRAMEWORK = 'torch'
 ENGINE = 'onnxruntime'
 PRECISION = 'int8'
 CALIBRATION = '../examples/data/dates/valid.tsv'

@@ -25,7 +25,6 @@ import sys
 
 STEP = 'distill'
 PREVIOUS = None
-FRAMEWORK = 'torch'
 # The student's architecture fields; the rest come from the teacher.
 STUDENT = {'layers': 1, 'd_model': 64, 'heads': 2, 'd_ff': 128}
 TEMPERATURE = 2.0

@@ -33,7 +33,6 @@ import sys
 
 STEP = 'export'
 PREVIOUS = 'prune'
-FRAMEWORK = 'torch'
 DATA = {'train': '../examples/data/dates/train.tsv', 'valid': '../examples/data/dates/valid.tsv'}
 
 

@@ -32,7 +32,6 @@ import sys
 
 STEP = 'quantize'
 PREVIOUS = 'export'
-FRAMEWORK = 'torch'
 PRECISION = 'int8'
 METHOD = 'static'
 CALIBRATION = '../examples/data/dates/valid.tsv'

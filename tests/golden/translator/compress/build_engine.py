@@ -38,7 +38,6 @@ from pathlib import Path
 
 STEP = 'build_engine'
 PREVIOUS = 'quantize'
-FRAMEWORK = 'torch'
 ENGINE = 'tensorrt'
 PRECISION = 'int8'
 CALIBRATION = 's3://llmc-data/en-de/calib.tsv'

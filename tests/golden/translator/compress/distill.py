@@ -25,7 +25,6 @@ import sys
 
 STEP = 'distill'
 PREVIOUS = None
-FRAMEWORK = 'torch'
 # The student's architecture fields; the rest come from the teacher.
 STUDENT = {'layers': 3, 'd_model': 256, 'heads': 4, 'd_ff': 1024}
 TEMPERATURE = 2.0

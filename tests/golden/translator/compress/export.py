@@ -33,7 +33,6 @@ import sys
 
 STEP = 'export'
 PREVIOUS = 'prune'
-FRAMEWORK = 'torch'
 DATA = {'train': 's3://llmc-data/en-de/train.tsv', 'valid': 's3://llmc-data/en-de/valid.tsv'}
 
 

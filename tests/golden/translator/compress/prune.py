@@ -33,7 +33,6 @@ import sys
 
 STEP = 'prune'
 PREVIOUS = 'distill'
-FRAMEWORK = 'torch'
 METHOD = 'magnitude'
 SPARSITY = 0.3
 FINETUNE_EPOCHS = 0

@@ -32,7 +32,6 @@ import sys
 
 STEP = 'quantize'
 PREVIOUS = 'export'
-FRAMEWORK = 'torch'
 PRECISION = 'int8'
 METHOD = 'static'
 CALIBRATION = 's3://llmc-data/en-de/calib.tsv'

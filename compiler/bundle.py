@@ -415,9 +415,9 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
     # Plain os calls: a bundle is some 30 files, and buffered text files cost half again.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        data = memoryview(data)
-        while data:
-            data = data[os.write(fd, data) :]
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         os.fchmod(fd, mode)  # whatever the umask
     finally:
         os.close(fd)
@@ -500,7 +500,7 @@ def plan_diff(bundle: Bundle, out: str) -> str:
     """A unified diff from the files in `out` to the bundle's (empty: nothing changes)."""
     old = read_existing(out)
     new = bundle.files
-    chunks = []
+    chunks: list[str] = []
     for path in sorted(set(old) | set(new)):
         before, after = old.get(path), new.get(path)
         if before == after:

@@ -15,7 +15,7 @@ from . import ast
 from .diagnostics import Collector
 from .fields import fields_of, walk_schema
 from .parse import parse
-from .schema import Spec
+from .schema import Block, Spec
 from .source import SourceError, SourceFile, Span, read_source
 
 
@@ -186,13 +186,13 @@ def _duplicate_attribute(diags: Collector, span: Span, key: str, first: Span, wh
     )
 
 
-def _block_type(parent_model: type | None, name: str):
+def _block_type(parent_model: type[Block] | None, name: str):
     if parent_model is None:
         return None
     return fields_of(parent_model).get(name)
 
 
-def _add_block(parent: Node, block: ast.Block, diags: Collector, parent_model: type | None) -> None:
+def _add_block(parent: Node, block: ast.Block, diags: Collector, parent_model: type[Block] | None) -> None:
     ft = _block_type(parent_model, block.name)
     repeatable = ft is not None and ft.kind == "blocks"
     node = Node(block.name, block.label, block.span, block.name_span, block.label_span)
@@ -246,7 +246,7 @@ def _check_duplicate_overrides(prof: ast.Profile, diags: Collector) -> None:
         seen[attr.key] = attr
 
 
-def _merge(base: Node, own: Node, model: type | None = Spec) -> None:
+def _merge(base: Node, own: Node, model: type[Block] | None = Spec) -> None:
     """Deep-merge `own` over `base`, in place: attributes replace, blocks merge.
 
     Setting one field of a one-of pair (`steps` over a base's `epochs`, `mlp` over a
@@ -280,7 +280,7 @@ def _model_of(known: dict, name: str) -> type | None:
     return ft.model if ft is not None else None
 
 
-def _drop_alternatives(node: Node, name: str, model: type | None) -> None:
+def _drop_alternatives(node: Node, name: str, model: type[Block] | None) -> None:
     """Remove the other members of `name`'s one-of group from `node`."""
     for group in getattr(model, "one_of", ()):
         if name in group:
@@ -313,6 +313,7 @@ def apply_override(root: Node, attr: ast.Attribute, diags: Collector) -> None:
         )
         return
     node, model = _locate(root, consumed, create_at=attr)
+    assert node is not None  # create_at makes the blocks missing on the way
     key = consumed[-1]
     _drop_alternatives(node, key, model)
     node.entries[key] = Entry(key, attr.value, attr.span, attr.key_span)
@@ -338,7 +339,9 @@ def lookup_entry(root: Node, path: tuple[str, ...]) -> Entry | None:
     return node.entries.get(consumed[-1]) if node is not None else None
 
 
-def _locate(root: Node, consumed: list[str], create_at: ast.Attribute | None = None) -> tuple[Node | None, type | None]:
+def _locate(
+    root: Node, consumed: list[str], create_at: ast.Attribute | None = None
+) -> tuple[Node | None, type[Block] | None]:
     """The node holding the last segment of a schema-checked path, and its model.
 
     With `create_at`, missing blocks on the way are created (a profile may set a
@@ -346,7 +349,7 @@ def _locate(root: Node, consumed: list[str], create_at: ast.Attribute | None = N
     without it, a missing block is (None, None).
     """
     node = root
-    model: type | None = Spec
+    model: type[Block] | None = Spec
     i = 0
     while i < len(consumed) - 1:
         seg = consumed[i]

@@ -5,6 +5,7 @@ so that one run reports every problem. The driver stops between phases when the
 collector holds errors.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -69,7 +70,17 @@ class Diagnostic(NamedTuple):
 class Collector:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
-    def report(self, code: str, span: Span, message: str, *, label: str = "", help: str = "", notes=(), fix=()) -> None:
+    def report(
+        self,
+        code: str,
+        span: Span,
+        message: str,
+        *,
+        label: str = "",
+        help: str = "",
+        notes: Iterable[str] = (),
+        fix: Iterable[Fix] = (),
+    ) -> None:
         severity = CODES[code].severity  # a KeyError here is a compiler bug: unregistered code
         diag = Diagnostic(code, severity, message, span, label, help, tuple(notes), tuple(fix))
         if diag not in self.diagnostics:  # the same fact reached by two paths is said once

@@ -98,7 +98,8 @@ class Evaluator:
         if key in self._memo:
             return self._memo[key]
         if any(k == key for k, _ in self._active):
-            return self._cycle(expr, name)
+            self._cycle(expr, name)
+            return None
         self._active.append((key, name))
         try:
             result = self.expr(expr)
@@ -118,7 +119,6 @@ class Evaluator:
             label="this value depends on itself",
             help="break the cycle by writing one of these values as a literal",
         )
-        return None
 
     # --- expressions ---
 
@@ -231,12 +231,13 @@ class Evaluator:
         return None
 
     def binary(self, e: ast.Binary) -> Value | None:
-        if e.op == "//" and _comment_word(e, self.composed.lets):
+        word = _comment_word(e, self.composed.lets) if e.op == "//" else None
+        if word is not None:
             # `batch_size = 256 // per-rank`: a comment written with `//`, its one word read as a name
             self.diags.error(
                 "E210",
-                e.right.span,
-                f"unknown reference `{e.right.dotted}`",
+                word.span,
+                f"unknown reference `{word.dotted}`",
                 label="`//` is integer division",
                 help="comments start with `#`: write `#` instead of `//`",
                 fix=[Fix(e.op_span, "#")],
@@ -285,10 +286,10 @@ class Evaluator:
         return Value(kind, r, e.span)
 
 
-def _comment_word(e: ast.Binary, lets) -> bool:
-    """A literal `//` a single unknown name with no `let` near it: a comment's one word."""
+def _comment_word(e: ast.Binary, lets: dict[str, ast.Let]) -> ast.Ref | None:
+    """A literal `//` a single unknown name with no `let` near it: a comment's one word (else None)."""
     right = e.right
-    return (
+    if (
         isinstance(e.left, (ast.Number, ast.Quantity, ast.String))
         and isinstance(right, ast.Ref)
         and len(right.path) == 1
@@ -296,7 +297,9 @@ def _comment_word(e: ast.Binary, lets) -> bool:
         and walk_schema(right.path)[0] is None
         and closest(right.path[0], list(lets)) is None
         and right.path[0] not in lets
-    )
+    ):
+        return right
+    return None
 
 
 def _moved(v: Value | None, span: Span) -> Value | None:

@@ -10,7 +10,6 @@ import typing
 from functools import cache
 from typing import Any, Literal, NamedTuple, Union
 
-from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from . import schema
@@ -24,7 +23,7 @@ class FieldType(NamedTuple):
     kind: str
     required: bool = False
     default: Any = None  # a static default, or None when derived or absent
-    model: type[BaseModel] | None = None  # for block / blocks
+    model: type[schema.Block] | None = None  # for block / blocks
     enum: tuple[str, ...] = ()
     quantity: str = ""  # for quantity: duration | size | fraction | rate | metric-bound
     item: "FieldType | None" = None  # for list
@@ -43,7 +42,7 @@ class FieldType(NamedTuple):
         return self.kind in ("block", "blocks", "map", "space")
 
     @property
-    def block_model(self) -> type[BaseModel]:
+    def block_model(self) -> type[schema.Block]:
         """The model of a block or repeatable block's field."""
         assert self.model is not None, self
         return self.model
@@ -110,18 +109,19 @@ def _num(x: float) -> str:
 
 
 @cache
-def fields_of(model: type[BaseModel]) -> dict[str, FieldType]:
+def fields_of(model: type[schema.Block]) -> dict[str, FieldType]:
     out = {}
     for name, info in model.model_fields.items():
-        if name == getattr(model, "label_field", None):
+        if name == model.label_field:
             continue  # filled from the block's label, not written as a field
         out[name] = _field_type(info.annotation, info.metadata, info)
     return out
 
 
 @cache
-def label_type(model: type[BaseModel]) -> FieldType:
+def label_type(model: type[schema.Block]) -> FieldType:
     """What a block's label may be (`optimizer "adamw"`: one of the optimizer names)."""
+    assert model.label_field is not None, model  # asked only of a block that takes a label
     info = model.model_fields[model.label_field]
     return _field_type(info.annotation, info.metadata, info)
 
@@ -161,7 +161,7 @@ def _field_type(annotation, metadata, info=None) -> FieldType:
         if value is schema.Distribution:
             return FieldType("space", **base)
         return FieldType("blocks", model=value, **base)
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
+    if isinstance(ann, type) and issubclass(ann, schema.Block):
         return FieldType("block", model=ann, **base)
     kind_marker = next((m for m in meta if isinstance(m, schema.Kind)), None)
     path_like = any(isinstance(m, schema.PathLike) for m in meta)
@@ -209,7 +209,7 @@ def walk_schema(path: tuple[str, ...]) -> tuple[FieldType | None, list[str], str
     A label segment of a repeatable block is consumed as is; in a free-form map or
     the search space, the rest of the path is the key.
     """
-    model: type[BaseModel] = schema.Spec
+    model: type[schema.Block] = schema.Spec
     consumed: list[str] = []
     i = 0
     while i < len(path):
@@ -255,7 +255,7 @@ def _unknown(seg: str, consumed: list[str], known: dict[str, FieldType]) -> str:
 
 
 def iter_scalar_paths(
-    model: type[BaseModel] = schema.Spec, prefix: tuple[str, ...] = ()
+    model: type[schema.Block] = schema.Spec, prefix: tuple[str, ...] = ()
 ) -> typing.Iterator[tuple[tuple[str, ...], FieldType]]:
     """Every numeric or scalar field path of the schema (repeatable blocks as `<name>`)."""
     for name, ft in fields_of(model).items():
@@ -299,7 +299,7 @@ def bare_word(field_path: str, word: str) -> BareWord | None:
     return None
 
 
-ModelT = typing.TypeVar("ModelT", bound=BaseModel)
+ModelT = typing.TypeVar("ModelT", bound=schema.Block)
 
 
 def construct(model: type[ModelT], data: dict) -> ModelT:

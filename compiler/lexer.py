@@ -87,6 +87,7 @@ class SpecLexer(Lexer):
             if m is None:
                 raise UnexpectedCharacters(text, pos, line, pos - line_start + 1, state=parser_state)
             kind, value = m.lastgroup, m.group()
+            assert kind is not None  # every alternative of the regex is a named group
             if kind == "NAME":
                 kind = keywords.get(value, "NAME")
             stop = m.end()

@@ -13,6 +13,7 @@ import itertools
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import ast
 from .diagnostics import Collector, Fix
@@ -29,7 +30,12 @@ from .units import UNITS, unit_guess, unit_help
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
 _parser = None
-Token = None  # lark.Token, bound when the parser is built (lark is imported lazily)
+if TYPE_CHECKING:  # pragma: no cover - types only
+    import lark
+
+    Token: type[lark.Token]
+else:
+    Token = None  # lark.Token, bound when the parser is built (lark is imported lazily)
 
 # Integers beyond this are refused (E105): every count in a spec is far smaller, and
 # it keeps arithmetic and float conversion of user numbers safe.
@@ -56,7 +62,7 @@ def _import_lark():
 
     blocked = "regex" not in sys.modules
     if blocked:
-        sys.modules["regex"] = None  # makes `import regex` raise ImportError inside lark
+        sys.modules["regex"] = None  # type: ignore[assignment]  # None there makes `import regex` raise ImportError inside lark
     try:
         import lark
     finally:
@@ -217,7 +223,7 @@ def _top_level_chunks(lexer, text: str) -> list[tuple[int, int]]:
     return chunks
 
 
-def _parse_with_comments(text: str, comments: list) -> object:
+def _parse_with_comments(text: str, comments: list) -> lark.Tree:
     parser = _get_parser()
     from .lexer import comment_sink
 
@@ -256,7 +262,10 @@ class _Lowering:
             first = first.children[0]
         while not isinstance(last, Token):
             last = last.children[-1]
-        return Span(self.path, first.line, first.column, last.end_line, last.end_column)
+        line, col, end_line, end_col = first.line, first.column, last.end_line, last.end_column
+        # SpecLexer gives every token its position (lark types them optional)
+        assert line is not None and col is not None and end_line is not None and end_col is not None
+        return Span(self.path, line, col, end_line, end_col)
 
     def tspan(self, tok) -> Span:
         return tok_span(self.path, tok)

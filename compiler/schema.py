@@ -19,7 +19,7 @@ def _device(description: str):
     """A field naming a device: `llmc schema` lists the catalog's names as an enum, for
     editors. The model keeps it a plain string so that a wrong name is E309, with its
     "did you mean", rather than a generic E206."""
-    return Field(description=description, json_schema_extra={"enum": catalog.names()})
+    return Field(description=description, json_schema_extra={"enum": [*catalog.names()]})
 
 
 class Kind:

@@ -8,6 +8,7 @@ module words it. Errors found while lowering stay in parse.py.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from .diagnostics import Collector, Fix
 from .source import SourceFile, Span
@@ -62,7 +63,9 @@ def report_bad_character(source: SourceFile, exc, diags: Collector) -> None:
         comment = re.search(r"[ \t]+#", rest)  # `"abc  # note`: the quote most likely ends before the comment
         close = pos + (comment.start() if comment else len(rest))
         close_col = col + (close - pos)
-        fix = () if rest.endswith("\\") else (Fix(Span(source.path, line, close_col, line, close_col), '"'),)
+        fix: Sequence[Fix] = (
+            () if rest.endswith("\\") else (Fix(Span(source.path, line, close_col, line, close_col), '"'),)
+        )
         diags.error(
             "E102",
             Span(source.path, line, col, line, col + max(1, end - pos)),
@@ -92,7 +95,9 @@ def report_bad_character(source: SourceFile, exc, diags: Collector) -> None:
         span,
         f"unexpected character `{shown}`",
         label="not part of the .llm language",
-        help=f"microseconds are written `us`: write `{number.group()}us`" if micro else _character_help(char),
+        help=f"microseconds are written `us`: write `{number.group()}us`"
+        if micro and number is not None
+        else _character_help(char),
         fix=fix,
     )
 
@@ -145,7 +150,7 @@ def report_unexpected_token(source: SourceFile, exc, diags: Collector) -> None:
         found = _describe_token(tok)
     label = "expected " + _one_of(words) if words else ""
     help = _token_help(tok, expected)
-    fix = ()
+    fix: tuple[Fix, ...] = ()
     if (
         "EQUAL" in expected
         and tok.type in ("NUMBER", "STRING")

@@ -5,7 +5,8 @@ unknown blocks and fields (with "did you mean"), missing required fields, wrong
 types and units, values out of range, unknown enum values and one-of conflicts,
 all at the span where they were written. What passes becomes a plain dict that the
 pydantic models then validate into the typed IR, and a `SpanIndex` that lets later
-phases point back at the source.
+phases point back at the source. How a written value is read as a field's type (union
+options, quoted numbers, millicores) is coerce.py's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import schema
+from .coerce import cores_help, field_name, fits_kind, looks_numeric, millicores_as_cores, plain_data, unquoted
 from .compose import Composed, Entry, Node
 from .diagnostics import Collector, Fix
 from .expressions import QUANTITY_KINDS, Evaluator, Value, format_quantity
@@ -109,7 +111,7 @@ class TypeChecker:
 
     # --- blocks ---
 
-    def block(self, node: Node, model: type, path: str) -> dict[str, Any]:
+    def block(self, node: Node, model: type[schema.Block], path: str) -> dict[str, Any]:
         known = fields_of(model)
         data: dict[str, Any] = {}
         outer_replacing = self.replacing
@@ -165,7 +167,7 @@ class TypeChecker:
         self.replacing = outer_replacing
         return data
 
-    def label(self, node: Node, model: type, path: str, data: dict) -> None:
+    def label(self, node: Node, model: type[schema.Block], path: str, data: dict) -> None:
         label_field = model.label_field
         if label_field is None:
             if node.label is not None and node.label_span is not None:
@@ -179,8 +181,7 @@ class TypeChecker:
             return
         if node.label is None:
             if model.label_required:
-                ft = model.model_fields[label_field]
-                example = _label_example(ft.annotation)
+                example = _label_example(model.model_fields[label_field].annotation)
                 self.diags.error(
                     "E203",
                     node.name_span,
@@ -201,7 +202,7 @@ class TypeChecker:
         name = child.name
         sub = _join(path, name)
         if ft.kind == "block":
-            data[name] = self.block(child, ft.model, sub)
+            data[name] = self.block(child, ft.block_model, sub)
         elif ft.kind == "blocks":
             group = data.setdefault(name, {})
             label = child.label
@@ -214,7 +215,7 @@ class TypeChecker:
                     help=f"`{name}` may repeat; the label tells them apart",
                 )
                 return
-            group[label] = self.block(child, ft.model, _join(sub, label))
+            group[label] = self.block(child, ft.block_model, _join(sub, label))
         elif ft.kind == "map":
             self.spans.keys[sub] = child.name_span
             data[name] = self.map_block(child, sub)
@@ -269,7 +270,7 @@ class TypeChecker:
                 )
                 continue
             name, args = value.value
-            out[key] = {"kind": name, "args": [_plain(a) for a in args]}
+            out[key] = {"kind": name, "args": [plain_data(a) for a in args]}
             self.distributions[key] = value
         return out
 
@@ -279,7 +280,7 @@ class TypeChecker:
         kind = ft.kind
         if kind == "union":
             for option in ft.options:
-                if _fits_kind(v, option):
+                if fits_kind(v, option):
                     return self.value(v, option.bounded_by(ft), path, entry)
             self.wrong_type(v, ft.describe(), path, ft)
             return _BAD
@@ -314,22 +315,25 @@ class TypeChecker:
                 want = f"exactly {ft.min_items}" if ft.min_items == ft.max_items else f"at least {ft.min_items}"
                 self.diags.error("E205", v.span, f"`{path}` needs {want} items, found {n}", label=f"{n} items")
                 return _BAD
-            items = [self.value(item, ft.item, f"{path}[{i}]", entry) for i, item in enumerate(v.value)]
+            item_ft = ft.item
+            assert item_ft is not None  # a list field's type says what its items are
+            items = [self.value(item, item_ft, f"{path}[{i}]", entry) for i, item in enumerate(v.value)]
             return _BAD if any(i is _BAD for i in items) else items
         if kind in ("int", "float"):
             return self.number(v, ft, path, entry.expr)
         raise AssertionError(f"unhandled field kind {kind}")  # pragma: no cover
 
-    def number(self, v: Value, ft: FieldType, path: str, written=None) -> Any:
+    def number(self, v: Value, ft: FieldType, path: str, written: object = None) -> Any:
+        fix: tuple[Fix, ...]
         if (v.kind in QUANTITY_KINDS and v.kind != "fraction") or (v.kind == "fraction" and ft.kind == "int"):
             help, fix = f"write {ft.describe()} without a unit", ()
-            cores = _millicores_as_cores(path, getattr(written, "unit", None), v)
+            cores = millicores_as_cores(path, getattr(written, "unit", None), v)
             if cores is not None:  # `cpu = 500m`: Kubernetes millicores, read here as 500 minutes
-                help, fix = _cores_help(cores), (Fix(v.span, cores),)
+                help, fix = cores_help(cores), (Fix(v.span, cores),)
             self.diags.error(
                 "E207",
                 v.span,
-                f"`{_last(path)}` takes a plain number, not {v.describe()}",
+                f"`{field_name(path)}` takes a plain number, not {v.describe()}",
                 label=f"{v.show()} is {v.describe()}",
                 help=help,
                 fix=fix,
@@ -347,7 +351,7 @@ class TypeChecker:
             self.diags.error(
                 "E204",
                 v.span,
-                f"`{_last(path)}` must be an integer, found {v.show()}",
+                f"`{field_name(path)}` must be an integer, found {v.show()}",
                 label="not a whole number",
                 help=help,
                 fix=fix,
@@ -368,7 +372,7 @@ class TypeChecker:
                     self.diags.error(
                         "E207",
                         v.span,
-                        f"`{_last(path)}` expects {ft.describe()}, found {v.describe()}",
+                        f"`{field_name(path)}` expects {ft.describe()}, found {v.describe()}",
                         label=f"{v.show()} is {v.describe()}",
                     )
                 else:
@@ -376,10 +380,11 @@ class TypeChecker:
                 return _BAD
             return self.in_range(v, ft, path, float(v.value))
         if v.kind != want:
+            fix: tuple[Fix, ...]
             if v.kind == "number":
                 unit = {"duration": "ms", "size": "GB", "rate": "rps"}[want]
                 literal = f"{v.show()}{unit}"
-                if _unquoted(literal, ft, path) == literal:  # the literal parses and is in range
+                if unquoted(literal, ft, path) == literal:  # the literal parses and is in range
                     help, fix = f"add a unit: `{literal}`", (Fix(v.span, literal),)
                 else:
                     help, fix = f"add a unit: {ft.describe()}", ()
@@ -408,6 +413,7 @@ class TypeChecker:
     def in_range(self, v: Value, ft: FieldType, path: str, x: Any) -> Any:
         if not ft.admits(x):
             shown = v.show()
+            fix: tuple[Fix, ...]
             help, fix = f"choose a value {ft.range_text()}", ()
             if ft.quantity == "fraction" and v.kind == "number" and 1 < x <= 100 and ft.admits(x / 100):
                 # `availability = 99.9`: a percentage without its `%`
@@ -416,7 +422,7 @@ class TypeChecker:
             self.diags.error(
                 "E205",
                 v.span,
-                f"`{_last(path)}` must be {ft.range_text()}, found {shown}",
+                f"`{field_name(path)}` must be {ft.range_text()}, found {shown}",
                 label="out of range",
                 help=help,
                 fix=fix,
@@ -438,14 +444,14 @@ class TypeChecker:
     def wrong_type(self, v: Value, expected: str, path: str, ft: FieldType | None = None) -> None:
         help, literal = "", None
         if v.kind == "str":
-            literal = _unquoted(v.value, ft, path) if ft is not None else None
+            literal = unquoted(v.value, ft, path) if ft is not None else None
             if literal is None:
-                if _looks_numeric(v.value):
+                if looks_numeric(v.value):
                     help = f"write {expected} without quotes"
             elif literal == v.value.strip():
                 help = f"write `{literal}` without quotes"
-            elif _last(path) == "cpu":
-                help = _cores_help(literal)
+            elif field_name(path) == "cpu":
+                help = cores_help(literal)
             else:
                 help = f"write `{literal}`, without quotes"
         elif v.kind == "number" and "string" in expected:
@@ -454,7 +460,7 @@ class TypeChecker:
         self.diags.error(
             "E204",
             v.span,
-            f"`{_last(path)}` expects {expected}, found {v.describe()}",
+            f"`{field_name(path)}` expects {expected}, found {v.describe()}",
             label=f"this is {v.describe()}",
             help=help,
             fix=(Fix(v.span, literal),) if literal is not None else (),
@@ -466,7 +472,7 @@ class TypeChecker:
         self.diags.error(
             "E206",
             span,
-            message or f'unknown value "{value}" for `{_last(path)}`',
+            message or f'unknown value "{value}" for `{field_name(path)}`',
             label=f"expected one of {options}",
             help=f'did you mean "{guess}"?' if guess else f"choose one of {options}",
             fix=(Fix(span, f'"{guess}"'),) if guess else (),
@@ -490,7 +496,9 @@ class TypeChecker:
             fix=(Fix(span, guess),) if guess else (),
         )
 
-    def one_of_and_required(self, node: Node, model: type, path: str, data: dict, known: dict[str, FieldType]) -> None:
+    def one_of_and_required(
+        self, node: Node, model: type[schema.Block], path: str, data: dict, known: dict[str, FieldType]
+    ) -> None:
         grouped: set[str] = set()
         for group in model.one_of:
             grouped.update(group)
@@ -579,81 +587,6 @@ class TypeChecker:
         )
 
 
-def _unquoted(text: str, ft: FieldType, path: str) -> str | None:
-    """The literal a quoted number was meant to be (`"300ms"` -> `300ms`, `"500m"` as a
-    `cpu` -> `0.5`), when that literal fits the field's type and range; else None."""
-    from decimal import Decimal, InvalidOperation
-
-    from .parse import _NUMBER_RE
-    from .units import UNITS
-    from .units import unit_guess as _unit_guess
-
-    m = _NUMBER_RE.match(text.strip())
-    if m is None:
-        return None
-    num, unit = m.group("num"), m.group("unit")
-    try:
-        x = Decimal(num)
-    except InvalidOperation:
-        return None
-    if unit is not None and unit not in UNITS:
-        unit = _unit_guess(unit)  # `"4Gi"` -> `4GiB`
-        if unit is None:
-            return None
-    for option in ft.options or (ft,):
-        if ft.options:
-            option = option.bounded_by(ft)
-        literal, value = None, None
-        if option.kind in ("int", "float"):
-            if unit is None:
-                literal, value = num, x
-            elif unit == "m" and _last(path) == "cpu":  # Kubernetes millicores
-                value = x / 1000
-                literal = _plain_decimal(value)
-            elif unit == "%" and option.kind == "float":
-                literal, value = num + unit, x / 100
-            if option.kind == "int" and value is not None and value != value.to_integral_value():
-                continue
-        elif option.kind == "quantity":
-            want = option.quantity
-            if want == "metric-bound":
-                literal, value = num + (unit or ""), None
-            elif want == "fraction" and unit in (None, "%"):
-                literal, value = num + (unit or ""), x / 100 if unit else x
-            elif unit is not None and UNITS[unit][0] == want:
-                literal, value = num + unit, x * UNITS[unit][1]
-        if literal is None:
-            continue
-        if value is None or option.admits(int(value) if option.quantity == "size" else float(value)):
-            return literal
-    return None
-
-
-def _plain_decimal(x) -> str:
-    """A Decimal written as a plain number (`0.5`, `2`), never in exponent form."""
-    return format(x.normalize(), "f")
-
-
-def _millicores_as_cores(path: str, unit: str | None, v: Value) -> str | None:
-    """`cpu = 500m` (a duration of 500 minutes to the language) as the cores Kubernetes
-    means by it, or None when this is not a `cpu` field written with `m`."""
-    if _last(path) != "cpu" or unit != "m" or v.kind != "duration" or v.value <= 0:
-        return None
-    from decimal import Decimal
-
-    return _plain_decimal(Decimal(str(v.value)) / 60 / 1000)
-
-
-def _cores_help(cores: str) -> str:
-    return f"`cpu` is a number of cores, not Kubernetes millicores: write `{cores}`"
-
-
-def _looks_numeric(text: str) -> bool:
-    from .parse import _NUMBER_RE
-
-    return bool(_NUMBER_RE.match(text.strip().replace("_", ""))) if text.strip() else False
-
-
 def _and(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
@@ -663,26 +596,6 @@ _BAD = object()
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
-
-
-def _last(path: str) -> str:
-    return path.rpartition(".")[2]
-
-
-def _plain(v: Value) -> Any:
-    if v.kind == "list":
-        return [_plain(i) for i in v.value]
-    return v.value
-
-
-def _fits_kind(v: Value, option: FieldType) -> bool:
-    if option.kind == "quantity":
-        return v.kind == option.quantity
-    if option.kind == "int":
-        return v.kind == "number" and isinstance(v.value, int)
-    if option.kind == "float":
-        return v.kind == "number"
-    return False
 
 
 def _label_example(annotation) -> str:

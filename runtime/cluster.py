@@ -64,7 +64,7 @@ def read_manifests(k8s_dir: Path) -> list[dict]:
     import yaml
 
     kustomization = yaml.safe_load((k8s_dir / "kustomization.yaml").read_text())
-    docs = []
+    docs: list[dict] = []
     for name in kustomization.get("resources", []):
         docs.extend(d for d in yaml.safe_load_all((k8s_dir / name).read_text()) if d)
     return docs
@@ -242,13 +242,15 @@ class KubeApi:
 
     def logs(self, namespace: str, selector: str, tail: int) -> list[tuple[str, str]]:
         pods = self._core.list_namespaced_pod(namespace, label_selector=selector).items
+        # A listed pod has a name; the client's model types every field optional.
+        names = sorted(p.metadata.name for p in pods if p.metadata is not None and p.metadata.name)
         out = []
-        for pod in sorted(pods, key=lambda p: p.metadata.name):
+        for name in names:
             try:
-                text = self._core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=tail)
+                text = self._core.read_namespaced_pod_log(name, namespace, tail_lines=tail)
             except Exception as exc:  # a pod that never started has no log
                 text = f"(no log: {exc})"
-            out.append((pod.metadata.name, text))
+            out.append((name, text))
         return out
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,7 +33,7 @@ class ConfigError(ValueError):
 
 def load_config(
     model_json: str | os.PathLike,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     cwd: str | None = None,
     data_root: str | os.PathLike | None = None,
 ) -> dict:

@@ -205,7 +205,8 @@ def generates(model_cfg: dict[str, Any]) -> bool:
 # --- splits ---------------------------------------------------------------------------------------
 
 
-def check_data_file(path: str | None) -> None:
+def check_data_file(path: str | None) -> str:
+    """`path` itself, once it names a file (or a URI): a missing one is the user's to fix."""
     if not path:
         raise StepError("the spec names no file for this split")
     if not path.startswith(URI_SCHEMES) and not os.path.isfile(path):
@@ -213,15 +214,14 @@ def check_data_file(path: str | None) -> None:
             f"{path}: no such file (the spec's relative data paths are resolved against --data-root, "
             f"default $LLMC_DATA_ROOT or the working directory)"
         )
+    return path
 
 
 def load_rows(
     model_cfg: dict[str, Any], path: str | None, label_names: list[str] | None = None, limit: int | None = None
 ) -> Split:
     """A data.py Split of `path` for this model, cut to the first `limit` examples."""
-    check_data_file(path)
-    assert path is not None  # check_data_file raised otherwise
-    split = load_split(model_cfg, path, label_names=label_names)
+    split = load_split(model_cfg, check_data_file(path), label_names=label_names)
     if limit is not None and limit < len(split):
         # Split defines __len__, which NamedTuple._replace trips over: build it anew.
         split = type(split)(

@@ -243,38 +243,38 @@ def check_gates(specs: Sequence[GateSpec], metrics: dict, baseline: dict | None 
             ok = value >= limit - EPSILON if bound == "min" else value <= limit + EPSILON
             gates.append(Gate(spec.metric, bound, limit, value, None, None, "pass" if ok else "FAIL", ""))
         if spec.max_drop is not None:
-            gates.append(_drop_gate(spec, value, baseline))
+            gates.append(_drop_gate(spec.metric, spec.max_drop, value, baseline))
     return gates
 
 
-def _drop_gate(spec: GateSpec, value, baseline: dict | None) -> Gate:
+def _drop_gate(metric: str, max_drop: float, value, baseline: dict | None) -> Gate:
     if baseline is None:
         return Gate(
-            spec.metric,
+            metric,
             "max_drop",
-            spec.max_drop,
+            max_drop,
             value if _finite(value) else None,
             None,
             None,
             "skipped",
             "no --baseline model",
         )
-    base = baseline.get(spec.metric)
+    base = baseline.get(metric)
     if not _finite(value) or not _finite(base):
         which = "metric" if not _finite(value) else "baseline metric"
         return Gate(
-            spec.metric,
+            metric,
             "max_drop",
-            spec.max_drop,
+            max_drop,
             value if _finite(value) else None,
             base if _finite(base) else None,
             None,
             "FAIL",
             f"{which} not computed",
         )
-    change = base - value if spec.metric in HIGHER_IS_BETTER else value - base
-    ok = change <= spec.max_drop + EPSILON
-    return Gate(spec.metric, "max_drop", spec.max_drop, value, base, change, "pass" if ok else "FAIL", "")
+    change = base - value if metric in HIGHER_IS_BETTER else value - base
+    ok = change <= max_drop + EPSILON
+    return Gate(metric, "max_drop", max_drop, value, base, change, "pass" if ok else "FAIL", "")
 
 
 def passed(gates: Sequence[Gate]) -> bool:
@@ -372,6 +372,8 @@ def measure(
     out: dict = {}
     examples: list = []
     if backend.generates:
+        if refs is None:
+            raise MetricError("a generating model is scored against references: pass the split's targets")
         tok = get_tokenizer(cfg["data"].get("tokenizer", "bytes"), cfg["transformer"]["vocab"])
         hyps = [tok.decode(row) for y in outputs for row in y]
         out.update(generation_scores(hyps, refs, [m for m in names if m in GENERATION_METRICS]))
@@ -382,7 +384,8 @@ def measure(
         out.update(classification_scores(labels, preds, [m for m in names if m in CLASSIFICATION_METRICS]))
         examples = [{"prediction": int(p), "label": int(t)} for p, t in zip(preds[:5], labels[:5])]
     if "perplexity" in names:
-        total = count = 0.0
+        total: float | None = 0.0
+        count = 0.0
         for b in batches(split, np.arange(n), batch_size, drop_last=False):
             r = backend.nll(b)
             if r is None:
@@ -480,12 +483,11 @@ def run_evaluate(cfg: EvaluateConfig, args) -> int:
         raise MetricError("--limit must be at least 1")
     if args.model is None:
         _default_models(args)
-    path = resolve_data(cfg.splits.get(args.split), args.data_root)
     # Fail fast, before a framework is imported, on a missing model or data file.
     model_format(args.model)
     if args.baseline:
         model_format(args.baseline)
-    check_data_file(path)
+    path = check_data_file(resolve_data(cfg.splits.get(args.split), args.data_root))
     model = open_model(args.model)
     split = load_rows(model.model_cfg, path, model.label_names, args.limit)
     refs = references(model.model_cfg, path, args.limit) if model.generates else None

@@ -7,10 +7,16 @@ seconds. The ETA is the steps left at the rate measured since this run's first s
 (a resumed run starts late: its earlier steps took no time in this run).
 """
 
+from __future__ import annotations
+
 import json
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 class MetricsWatcher:
@@ -20,8 +26,8 @@ class MetricsWatcher:
         self.interactive = interactive
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
-        self._progress = None
-        self._task = None
+        self._progress: Progress | None = None  # rich is imported only on a terminal
+        self._task: TaskID | None = None
         self.last: dict = {}
         self.total: int | None = None
         self.finished = False
@@ -111,7 +117,7 @@ class MetricsWatcher:
         return "  ".join(parts)
 
     def _show(self) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:  # __enter__ sets both
             self._progress.update(
                 self._task, description=self.describe(), total=self.total, completed=int(self.last.get("step", 0))
             )

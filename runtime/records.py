@@ -105,7 +105,7 @@ def finish_record(record: Path, bundle_root: Path, work: Path, info: dict, resul
 
 
 def list_records(runs_root: Path, spec_name: str | None = None) -> list[tuple[str, dict]]:
-    out = []
+    out: list[tuple[str, dict]] = []
     if not runs_root.is_dir():
         return out
     for spec_dir in sorted(runs_root.iterdir()):

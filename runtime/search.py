@@ -11,6 +11,7 @@ contracts of docs/bundle.md; the script's docstring describes its flags.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -334,7 +335,9 @@ def make_trials(backend: str, parallel: int, mongo_url_env: str, bundle: Path) -
                 f"workers beside it"
             )
         try:
-            import pymongo  # noqa: F401  (MongoTrials needs it and only says so when constructed)
+            # MongoTrials needs pymongo and only says so when constructed; pymongo is no
+            # dependency of llmc (nor installed for type checking), so it is imported by name.
+            importlib.import_module("pymongo")
         except ImportError:
             sys.exit("search: backend mongo needs pymongo installed beside hyperopt (pip install pymongo)")
         from hyperopt.mongoexp import MongoTrials

@@ -119,13 +119,13 @@ def get_tokenizer(spec: str = "bytes", vocab: int | None = None) -> ByteTokenize
     """The tokenizer a spec's `data.tokenizer` names (a name or a usable path: see
     runtime/config.py), checked against the model's vocab."""
     if spec == "bytes":
-        tok = ByteTokenizer()
-        if vocab is not None and vocab < tok.vocab_size:
+        byte_tok = ByteTokenizer()
+        if vocab is not None and vocab < byte_tok.vocab_size:
             raise TokenizerError(
-                f"the byte tokenizer needs vocab >= {tok.vocab_size} (256 bytes + PAD, BOS, EOS, SEP); "
+                f"the byte tokenizer needs vocab >= {byte_tok.vocab_size} (256 bytes + PAD, BOS, EOS, SEP); "
                 f"the model has vocab = {vocab}"
             )
-        return tok
+        return byte_tok
     tok = SentencePieceTokenizer(_processor(spec, *_file_key(spec)), spec)
     if vocab is not None and vocab != tok.vocab_size:
         counted = (

@@ -1,11 +1,11 @@
 """The TensorFlow model zoo (Keras 3 layers and Models, TensorFlow backend).
 
-The same architectures as zoo_torch.py, to the letter of compiler/estimate.py's
+The same architectures as zoo_torch.py, to the letter of compiler/estimate/'s
 docstring (pre-LN, one tied token embedding, a learned positional table per stack,
 biases everywhere, a final LayerNorm per stack; kinds encoder-decoder, encoder with a
 classification head on the masked mean of the encoder output, and decoder; and the
 MLP), so `model.count_params()` equals `transformer_params(...)` / `mlp_params(...)`
-(tests/unit/test_zoo.py). Tensor parallelism is torch-only: TensorFlow models train
+(tests/integration/test_zoo.py). Tensor parallelism is torch-only: TensorFlow models train
 data-parallel with `hvd.DistributedGradientTape`.
 
 Inputs are dicts of int32/float32 tensors named as data.py names its arrays:

@@ -100,7 +100,7 @@ def _tokenizer(ctx: CheckContext) -> None:
             help=f"set vocab = {BYTE_VOCAB}",
         )
     elif name == "bytes" and arch is not None and arch.vocab > BYTE_VOCAB:
-        # The embedding is tied to the output projection (estimate.py): each unused row costs d_model parameters once.
+        # The embedding is tied to the output projection (estimate/params.py): each unused row costs d_model parameters once.
         rows = arch.vocab - BYTE_VOCAB
         written = ctx.spans.values.get("model.transformer.vocab")
         ctx.diags.warning(

@@ -66,7 +66,9 @@ def check(ctx: CheckContext) -> None:
                 label=f"{arch.layers} layers cannot be split evenly into {pipeline} pipeline stages",
                 help=f"set pipeline to a divisor of {arch.layers}: {_divisors(arch.layers)}",
             )
-        if arch.d_ff % tensor and arch.heads % tensor == 0:
+        d_ff = arch.d_ff
+        assert d_ff is not None  # schema.derive_defaults fills it (4 * d_model)
+        if d_ff % tensor and arch.heads % tensor == 0:
             diags.error(
                 "E302",
                 spans.attribute("model.transformer.d_ff"),
@@ -91,7 +93,8 @@ def check(ctx: CheckContext) -> None:
             help="set tensor = 1 and pipeline = 1",
         )
 
-    if data is not None and train.micro_batch is None:
+    micro = train.micro_batch
+    if data is not None and micro is None:
         diags.error(
             "E305",
             spans.attribute("train.batch_size"),
@@ -99,15 +102,15 @@ def check(ctx: CheckContext) -> None:
             label=f"batch_size = {train.batch_size} cannot be split over data = {data} replicas",
             help=f"make batch_size a multiple of {data}",
         )
-    elif data is not None and train.batch_size % (data * train.micro_batch):
-        step = data * train.micro_batch
+    elif data is not None and micro is not None and train.batch_size % (data * micro):
+        step = data * micro
         diags.error(
             "E305",
             spans.attribute("train.batch_size"),
             "batch size not divisible by data parallelism times micro-batch",
             label=f"batch_size = {train.batch_size} is not a multiple of data × micro_batch = "
-            f"{data} × {train.micro_batch} = {step}",
-            help=_batch_help(train.batch_size, data, train.micro_batch),
+            f"{data} × {micro} = {step}",
+            help=_batch_help(train.batch_size, data, micro),
         )
 
     if pipeline > 1:

@@ -9,12 +9,16 @@ cannot split is caught before a trial is spent on it).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from ..expressions import Value
 from ..fields import FieldType, iter_scalar_paths, walk_schema
 from ..metric_names import METRICS_BY_TASK, direction_of
 from ..suggest import closest
 from .context import CheckContext
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from ..schema import Search
 
 ARITY = {"uniform": 2, "loguniform": 2, "quniform": 3, "randint": 2, "normal": 2}
 # Past this many values, cross-field rechecking of a choice/randint is skipped (field checks still apply).
@@ -25,13 +29,13 @@ def check(ctx: CheckContext) -> None:
     search = ctx.ir.search
     if search is None:
         return
-    _objective(ctx)
+    _objective(ctx, search)
     for key, dist in ctx.distributions.items():
         _one(ctx, key, dist)
 
 
-def _objective(ctx: CheckContext) -> None:
-    search, task = ctx.ir.search, ctx.ir.model.task
+def _objective(ctx: CheckContext, search: Search) -> None:
+    task = ctx.ir.model.task
     allowed = ("valid_loss",) + METRICS_BY_TASK[task]
     if search.objective not in allowed:
         guess = closest(search.objective, allowed)
@@ -133,7 +137,7 @@ def _one(ctx: CheckContext, key: str, dist: Value) -> None:
 
 def _missing_block(ctx: CheckContext, block: str) -> str:
     """The outermost block on the path that the spec leaves out, or ""."""
-    obj = ctx.ir
+    obj: object = ctx.ir
     parts = block.split(".")
     for i, part in enumerate(parts):
         obj = getattr(obj, part, None) if not isinstance(obj, dict) else obj.get(part)

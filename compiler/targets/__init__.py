@@ -8,7 +8,8 @@ typed context that the template only loops over and fills in. All the thinking
 A target reads the IR, the facts (plan.py) and the artifacts of the targets listed
 before it (`BuildContext.earlier`), never another target's module: k8s/ finds serve/'s
 files and the compress scripts there. What several targets share lives in a module
-TARGETS does not list (serving_names.py, k8s_common.py, gates.py, slo_rules.py).
+TARGETS does not list (serving_names.py, k8s_common.py, gates.py, slo_rules.py), and
+so do a large target's parts (k8s_workloads.py, k8s's pods and workloads).
 
 To add a target: write `compiler/targets/<name>.py` with
 `def artifacts(ctx: BuildContext) -> list[Artifact]`, put its templates in

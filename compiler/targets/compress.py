@@ -187,8 +187,10 @@ def _train_settings(ir) -> dict:
 def _settings(ctx: BuildContext, step: str) -> tuple[dict, str, bool]:
     ir = ctx.ir
     c = ir.compress
+    assert c is not None  # artifacts() makes steps only for a compress block
     if step == "distill":
         d = c.distill
+        assert d is not None  # pipeline() lists a step the spec sets
         student = {k: v for k, v in d.student.model_dump(mode="json").items() if v is not None}
         if ir.model.transformer is not None and "d_model" in student and "d_ff" not in student:
             student["d_ff"] = 4 * student["d_model"]
@@ -201,6 +203,7 @@ def _settings(ctx: BuildContext, step: str) -> tuple[dict, str, bool]:
         )
     if step == "prune":
         p = c.prune
+        assert p is not None  # pipeline() lists a step the spec sets
         kind = "magnitude (smallest |w|)" if p.method == "magnitude" else "structured (whole units by L2 norm)"
         return (
             {"method": p.method, "sparsity": p.sparsity, "finetune_epochs": p.finetune_epochs},
@@ -216,6 +219,7 @@ def _settings(ctx: BuildContext, step: str) -> tuple[dict, str, bool]:
         return {}, f"writes {what}", False
     if step == "quantize":
         q = c.quantize
+        assert q is not None  # pipeline() lists a step the spec sets
         how = f"{q.method} int8" if q.precision == "int8" else "fp16"
         calib = (
             f", calibrated on the first {q.samples} rows of {q.calibration}"
@@ -234,6 +238,7 @@ def _settings(ctx: BuildContext, step: str) -> tuple[dict, str, bool]:
 def _engine_settings(ctx: BuildContext) -> tuple[dict, str, bool]:
     ir = ctx.ir
     c = ir.compress
+    assert c is not None  # artifacts() makes steps only for a compress block
     q = c.quantize
     serve = ir.serve
     name = serving_name(ir.model.name)

@@ -69,6 +69,7 @@ def model_document(ctx: BuildContext) -> dict:
     """model.json: the IR's model and train blocks, with data paths made relative to the
     bundle and the defaults the compiler derived written out."""
     ir = ctx.ir
+    assert ir.train is not None  # artifacts() builds it only with a train block
     model = ir.model.model_dump(mode="json")
     train = ir.train.model_dump(mode="json")
     # Data paths stay as the IR holds them (relative to the spec's folder); scripts
@@ -82,10 +83,13 @@ def model_document(ctx: BuildContext) -> dict:
 def train_script(ctx: BuildContext) -> TrainScript:
     ir = ctx.ir
     t = ir.train
+    assert t is not None  # artifacts() builds it only with a train block
     arch = ir.model.transformer
+    kind = arch.kind if arch is not None else "mlp"
+    assert kind is not None  # schema.derive_defaults fills a Transformer's kind from the task
     return TrainScript(
         model_name=ir.model.name,
-        architecture=arch.kind if arch is not None else "mlp",
+        architecture=kind,
         tensor=t.parallel.tensor if arch is not None else 1,
         gpu=catalog.is_gpu(t.cluster.device),
     )
@@ -94,6 +98,7 @@ def train_script(ctx: BuildContext) -> TrainScript:
 def launch_script(ctx: BuildContext) -> LaunchScript:
     ir = ctx.ir
     t = ir.train
+    assert t is not None  # artifacts() builds it only with a train block
     c, p = t.cluster, t.parallel
     processes = c.hosts * c.slots_per_host
     layout = (

@@ -62,7 +62,9 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
 
 
 def search_context(ctx: BuildContext) -> SearchContext:
-    ir, s = ctx.ir, ctx.ir.search
+    ir, s, train = ctx.ir, ctx.ir.search, ctx.ir.train
+    assert s is not None and train is not None  # artifacts() builds it only with both blocks
+    assert s.direction is not None  # schema.derive_defaults fills it from the objective
     return SearchContext(
         model=ir.model.name,
         algorithm=s.algorithm,
@@ -72,7 +74,7 @@ def search_context(ctx: BuildContext) -> SearchContext:
         early_stop=s.early_stop,
         objective=s.objective,
         direction=s.direction,
-        seed=ir.train.seed,
+        seed=train.seed,
         mongo_url_env=MONGO_URL_ENV,
         space=[param(path, dist) for path, dist in sorted(s.space.items())],
     )

@@ -39,118 +39,40 @@ Choices (README.md in the bundle's k8s/ says the same to users):
   RuntimeDefault, no service account token, requests = limits on every container.
 
 The sizes (replicas, each pod's cores and memory, the volumes) are plan.py's facts;
-this module only writes them.
+this module only writes them. The pods and the workloads that run them (MPIJob, Jobs,
+Deployment) are built in k8s_workloads.py; the other objects here.
 """
 
-import hashlib
 from typing import NamedTuple
 
-from ..limits import INT32_MAX, QUANTITY_MAX, require
-from ..plan import CORES_PER_CPU_SLOT, CORES_PER_GPU, GIB, SHM_PER_SLOT, min_replicas_for
+from ..plan import CORES_PER_CPU_SLOT, CORES_PER_GPU, min_replicas_for
 from . import Artifact, BuildContext
 from .k8s_common import (
     KV,
     TF_SERVING_METRICS_PATH,
-    Names,
     ServingPlan,
-    cpu_quantity,
     memory_quantity,
     names,
     serving_plan,
 )
+from .k8s_workloads import (
+    BUNDLE_DIR,
+    OUTPUT_DIR,
+    Meta,
+    _deployment,
+    _jobs,
+    _labels,
+    _meta,
+    _mpijob,
+    _selector,
+    _stage_resources,
+)
 from .slo_rules import Group, rule_groups
 
-# --- fixed choices -----------------------------------------------------------------
-
-UID = 1000  # mpi-operator's `mpiuser`, Triton's `triton-server`; TF Serving runs as any uid
-BUNDLE_DIR = "/opt/llmc/bundle"
-ARTIFACTS_DIR = "/artifacts"
-OUTPUT_DIR = ARTIFACTS_DIR + "/outputs"
-MODELS_DIR = "/models"
-CONFIG_DIR = "/config"
-SSH_DIR = "/home/mpiuser/.ssh"  # mpi-operator mounts the job's SSH key pair here
-HOSTFILE = "/etc/mpi/hostfile"  # written by mpi-operator: `<worker>.<svc>.<ns>.svc slots=N`
 HPA_CPU_UTILIZATION = 60
 
+
 # --- context types -----------------------------------------------------------------
-
-
-class Meta(NamedTuple):
-    name: str
-    namespace: str
-    labels: list[KV]
-    annotations: list[KV]
-
-
-class EnvVar(NamedTuple):
-    name: str
-    value: str
-
-
-class ContainerPort(NamedTuple):
-    name: str
-    port: int
-
-
-class Resources(NamedTuple):
-    """Requests and limits (equal: Guaranteed QoS); gpus > 0 adds nvidia.com/gpu."""
-
-    cpu: str
-    memory: str
-    gpus: int
-
-
-class Mount(NamedTuple):
-    volume: str
-    path: str
-    read_only: bool
-    sub_path: str | None = None
-
-
-class Volume(NamedTuple):
-    name: str
-    kind: str  # "emptyDir" | "memory" (emptyDir in RAM) | "pvc" | "configMap"
-    size_limit: str | None = None
-    source: str | None = None  # the claim or ConfigMap name
-    read_only: bool = False
-
-
-class Probe(NamedTuple):
-    path: str
-    port: str
-    period_s: int
-    timeout_s: int
-    failure_threshold: int
-
-
-class Container(NamedTuple):
-    name: str
-    image: str
-    command: list[str]
-    args: list[str]
-    working_dir: str | None
-    env: list[EnvVar]
-    ports: list[ContainerPort]
-    resources: Resources
-    mounts: list[Mount]
-    startup: Probe | None = None
-    readiness: Probe | None = None
-    liveness: Probe | None = None
-    add_capabilities: tuple[str, ...] = ()
-
-
-class Pod(NamedTuple):
-    labels: list[KV]
-    annotations: list[KV]
-    service_account: str
-    uid: int
-    restart_policy: str | None
-    init_containers: list[Container]
-    containers: list[Container]
-    volumes: list[Volume]
-    gpu: bool  # tolerate the nvidia.com/gpu taint
-    spread: list[KV]  # spread replicas over nodes and zones by these selector labels; [] for none
-    termination_grace_s: int | None = None
 
 
 class ServicePort(NamedTuple):
@@ -174,30 +96,9 @@ class PvcContext(NamedTuple):
     storage: str
 
 
-class MpiJobContext(NamedTuple):
-    meta: Meta
-    workers: int
-    slots_per_worker: int
-    backoff_limit: int
-    launcher: Pod
-    worker: Pod
-
-
-class JobContext(NamedTuple):
-    meta: Meta
-    backoff_limit: int
-    pod: Pod
-
-
 class ConfigMapContext(NamedTuple):
     meta: Meta
     data: list[KV]
-
-
-class DeploymentContext(NamedTuple):
-    meta: Meta
-    selector: list[KV]
-    pod: Pod
 
 
 class ServiceContext(NamedTuple):
@@ -255,147 +156,6 @@ class ReadmeContext(NamedTuple):
     files: list[str]
 
 
-# --- names and labels --------------------------------------------------------------
-
-
-def _labels(n: Names, component: str) -> list[KV]:
-    return n.common_labels + [KV("app.kubernetes.io/component", component)]
-
-
-def _selector(n: Names, component: str) -> list[KV]:
-    return [
-        KV("app.kubernetes.io/name", n.base),
-        KV("app.kubernetes.io/instance", n.base),
-        KV("app.kubernetes.io/component", component),
-    ]
-
-
-def _meta(n: Names, name: str, component: str) -> Meta:
-    # No spec hash here: llmc.lock.json has it, and in a Job's pod template any change
-    # (a comment in the spec) would make the next `kubectl apply` fail (immutable).
-    return Meta(name, n.namespace, _labels(n, component), [])
-
-
-# --- pods --------------------------------------------------------------------------
-
-# The root filesystem is read-only: caches go to the /tmp emptyDir.
-_ENV = (
-    EnvVar("LLMC_OUTPUT", OUTPUT_DIR),
-    EnvVar("XDG_CACHE_HOME", "/tmp/.cache"),
-    EnvVar("PYTHONDONTWRITEBYTECODE", "1"),
-    EnvVar("PYTHONUNBUFFERED", "1"),
-)
-
-
-def _stage_env() -> list[EnvVar]:
-    return list(_ENV)
-
-
-def _tmp_volumes(shm: int = 0) -> tuple[list[Volume], list[Mount]]:
-    volumes = [Volume("tmp", "emptyDir", memory_quantity(GIB))]
-    mounts = [Mount("tmp", "/tmp", False)]
-    if shm:
-        volumes.append(Volume("shm", "memory", memory_quantity(shm)))
-        mounts.append(Mount("shm", "/dev/shm", False))
-    return volumes, mounts
-
-
-def _artifacts_volume(n: Names, read_only: bool = False) -> Volume:
-    return Volume("artifacts", "pvc", source=f"{n.base}-artifacts", read_only=read_only)
-
-
-def _stage_resources(ctx: BuildContext, stage: str) -> Resources:
-    size = ctx.facts.stage_pods[stage]  # plan.stage_devices says where each stage runs
-    return Resources(
-        cpu_quantity(size.cores),
-        memory_quantity(size.memory_bytes),
-        require(size.gpus, 1, QUANTITY_MAX, "nvidia.com/gpu") if size.gpus else 0,
-    )
-
-
-def _stage_pod(ctx: BuildContext, n: Names, component: str, command: list[str], restart_policy: str | None) -> Pod:
-    size = ctx.facts.stage_pods[component]
-    volumes, mounts = _tmp_volumes(size.slots * SHM_PER_SLOT)
-    volumes.append(_artifacts_volume(n))
-    mounts.append(Mount("artifacts", ARTIFACTS_DIR, False))
-    container = Container(
-        component, n.image, command, [], BUNDLE_DIR, _stage_env(), [], _stage_resources(ctx, component), mounts
-    )
-    return Pod(
-        _labels(n, component), [], n.service_account, UID, restart_policy, [], [container], volumes, size.gpus > 0, []
-    )
-
-
-def _mpijob(ctx: BuildContext, n: Names) -> MpiJobContext:
-    train = ctx.ir.train
-    assert train is not None  # an MPIJob only with a train block
-    cluster = train.cluster
-    slots = cluster.slots_per_host
-    # train/launch.sh itself (one source of truth for horovodrun's flags: --gloo on CPU,
-    # -np hosts x slots), over the hostfile mpi-operator writes for the workers.
-    launch = ["bash", f"{BUNDLE_DIR}/train/launch.sh", "--output", OUTPUT_DIR]
-    env = _stage_env() + [EnvVar("HOROVOD_HOSTFILE", HOSTFILE)]
-    volumes, mounts = _tmp_volumes()
-    launcher = Pod(
-        _labels(n, "train"),
-        [],
-        n.service_account,
-        UID,
-        None,
-        [],
-        [Container("launcher", n.image, launch, [], BUNDLE_DIR, env, [], Resources("1", "2Gi", 0), mounts)],
-        volumes,
-        False,
-        [],
-    )
-    sshd = ["/usr/sbin/sshd", "-De", "-f", "/home/mpiuser/.sshd_config", "-o", "PidFile=/tmp/sshd.pid"]
-    worker = _stage_pod(ctx, n, "train", sshd, None)
-    worker_container = worker.containers[0]._replace(
-        name="worker", add_capabilities=("NET_BIND_SERVICE",), working_dir=None
-    )
-    worker = worker._replace(containers=[worker_container])
-    return MpiJobContext(
-        _meta(n, f"{n.base}-train", "train"),
-        require(cluster.hosts, 1, INT32_MAX, "MPIJob workers"),
-        require(slots, 1, INT32_MAX, "slotsPerWorker"),
-        3,
-        launcher,
-        worker,
-    )
-
-
-def _compress_scripts(ctx: BuildContext) -> list[str]:
-    # The compress target's scripts, in the order it lists them: the pipeline's.
-    return [a.path for a in ctx.earlier if a.path.startswith("compress/") and a.executable]
-
-
-_RUN_IN_ORDER = 'set -eu\nfor script in "$@"; do\n  echo "llmc: $script" >&2\n  python3 "$script"\ndone\n'
-
-
-def _jobs(ctx: BuildContext, n: Names) -> list[tuple[str, JobContext]]:
-    ir = ctx.ir
-    out = []
-    if ir.compress is not None:
-        command = ["/bin/sh", "-c", _RUN_IN_ORDER, "compress"] + _compress_scripts(ctx)
-        pod = _stage_pod(ctx, n, "compress", command, "Never")
-        out.append(("job-compress.yaml", JobContext(_meta(n, f"{n.base}-compress", "compress"), 2, pod)))
-    if ir.evaluate is not None:
-        pod = _stage_pod(ctx, n, "evaluate", ["python3", "evaluate/evaluate.py"], "Never")
-        out.append(("job-evaluate.yaml", JobContext(_meta(n, f"{n.base}-evaluate", "evaluate"), 2, pod)))
-    if ir.search is not None:
-        # Trials run one after another (the local backend), each through train/launch.sh
-        # inside this pod, which has one host's slots: a multi-host layout runs on
-        # those slots (HOROVOD_NP) instead of failing for want of hosts.
-        cluster = ir.train.cluster if ir.train is not None else None
-        pod = _stage_pod(ctx, n, "search", ["python3", "search/search.py"], "Never")
-        if cluster is not None and cluster.hosts > 1:
-            (c,) = pod.containers
-            np_env = EnvVar("HOROVOD_NP", str(cluster.slots_per_host))
-            pod = pod._replace(containers=[c._replace(env=c.env + [np_env])])
-        out.append(("job-search.yaml", JobContext(_meta(n, f"{n.base}-search", "search"), 1, pod)))
-    return out
-
-
 # --- serving -----------------------------------------------------------------------
 
 
@@ -418,118 +178,6 @@ def serving_config_files(ctx: BuildContext, plan: ServingPlan) -> list[KV]:
             "k8s/monitoring.config.j2", MonitoringConfigContext(TF_SERVING_METRICS_PATH)
         )
     return [KV(k, files[k]) for k in sorted(files)]
-
-
-_COPY_MODEL = (
-    "set -eu\n"
-    'src="$1"; dst="$2"; model="$3"; shift 3\n'
-    'if [ ! -d "$src/$model" ]; then\n'
-    '  echo "llmc: no exported model at $src/$model: run the train and compress stages first" >&2\n'
-    "  exit 1\n"
-    "fi\n"
-    'mkdir -p "$dst/$model"\n'
-    'cp -R "$src/$model/." "$dst/$model/"\n'
-    'for file in "$@"; do cp "' + CONFIG_DIR + '/$file" "$dst/$model/$file"; done\n'
-)
-
-
-def _server_args(plan: ServingPlan) -> list[str]:
-    if plan.platform == "tf-serving":
-        return [
-            f"--port={plan.grpc_port}",
-            f"--rest_api_port={plan.http_port}",
-            f"--model_config_file={CONFIG_DIR}/models.config",
-            "--enable_batching=true",
-            f"--batching_parameters_file={CONFIG_DIR}/batching.config",
-            f"--monitoring_config_file={CONFIG_DIR}/monitoring.config",
-        ]
-    return [
-        f"--model-repository={MODELS_DIR}",
-        f"--http-port={plan.http_port}",
-        f"--grpc-port={plan.grpc_port}",
-        f"--metrics-port={plan.metrics_port}",
-        "--allow-metrics=true",
-        f"--allow-gpu-metrics={'true' if plan.gpu else 'false'}",
-        # Triton 2.51 has no request-latency histogram (only decoupled models' first
-        # response one): the p99 comes from the summary this enables.
-        "--metrics-config=summary_latencies=true",
-        "--disable-auto-complete-config",
-        "--exit-on-error=true",
-        "--strict-readiness=true",
-    ]
-
-
-def _probes(plan: ServingPlan) -> tuple[Probe, Probe, Probe]:
-    if plan.platform == "tf-serving":
-        ready = live = f"/v1/models/{plan.model}"
-    else:
-        ready, live = "/v2/health/ready", "/v2/health/live"
-    # Startup allows 10 minutes to load the model before liveness takes over.
-    return (Probe(live, "http", 5, 3, 120), Probe(ready, "http", 5, 3, 3), Probe(live, "http", 10, 5, 3))
-
-
-def _deployment(ctx: BuildContext, n: Names, plan: ServingPlan, config: list[KV]) -> DeploymentContext:
-    res = plan.resources
-    resources = Resources(res.cpu, res.memory, res.gpus)
-    assert ctx.facts.serving_resources is not None  # serving_plan reads it too
-    models_size = memory_quantity(ctx.facts.serving_resources.models_volume_bytes)
-    volumes = [
-        Volume("tmp", "emptyDir", memory_quantity(GIB)),
-        Volume("models", "emptyDir", models_size),
-        Volume("config", "configMap", source=f"{n.base}-serving"),
-        _artifacts_volume(n, read_only=True),
-    ]
-    model_files = [kv.key for kv in config if kv.key.endswith(".pbtxt")] if plan.platform == "triton" else []
-    init = Container(
-        "model-repository",
-        plan.image,
-        ["/bin/sh", "-c", _COPY_MODEL, "model-repository", f"{OUTPUT_DIR}/serve", MODELS_DIR, plan.model] + model_files,
-        [],
-        None,
-        [],
-        [],
-        Resources("1", "1Gi", 0),
-        [
-            Mount("artifacts", ARTIFACTS_DIR, True),
-            Mount("models", MODELS_DIR, False),
-            Mount("config", CONFIG_DIR, True),
-            Mount("tmp", "/tmp", False),
-        ],
-    )
-    ports = [ContainerPort("http", plan.http_port), ContainerPort("grpc", plan.grpc_port)]
-    if plan.metrics_port != plan.http_port:
-        ports.append(ContainerPort("metrics", plan.metrics_port))
-    startup, ready, live = _probes(plan)
-    command = ["tensorflow_model_server"] if plan.platform == "tf-serving" else ["tritonserver"]
-    server = Container(
-        "server",
-        plan.image,
-        command,
-        _server_args(plan),
-        None,
-        [],
-        ports,
-        resources,
-        [Mount("models", MODELS_DIR, True), Mount("config", CONFIG_DIR, True), Mount("tmp", "/tmp", False)],
-        startup,
-        ready,
-        live,
-    )
-    config_hash = hashlib.sha256("".join(f"{kv.key}\0{kv.value}\0" for kv in config).encode()).hexdigest()
-    pod = Pod(
-        _labels(n, "server"),
-        [KV("llmc/serving-config-sha256", config_hash)],
-        n.service_account,
-        UID,
-        None,
-        [init],
-        [server],
-        volumes,
-        plan.gpu,
-        _selector(n, "server"),
-        45,
-    )
-    return DeploymentContext(_meta(n, n.base, "server"), _selector(n, "server"), pod)
 
 
 # --- artifacts ---------------------------------------------------------------------

@@ -35,19 +35,15 @@ import torch
 from .. import checkpoints as ck
 from ..config import batch_layout, bundle_identity, load_config
 from ..data import load_split
-from ..zoo_torch import (
+from ..tensor_parallel import (
     NO_TP,
     TensorParallel,
-    batch_loss,
-    build_model,
     full_optimizer_state,
     full_state_dict,
     load_full_optimizer_state,
     load_full_state_dict,
-    make_optimizer,
-    save_model,
-    to_tensors,
 )
+from ..zoo_torch import batch_loss, build_model, make_optimizer, save_model, to_tensors
 from .common import (
     Batch,
     BuildConstants,

@@ -118,9 +118,10 @@ def test_translator_trains_with_horovod_and_resumes(tmp_path):
     import torch
 
     from llmc.runtime.data import load_split
-    from llmc.runtime.zoo_torch import load_model, to_tensors
+    from llmc.runtime.zoo_torch import Transformer, load_model, to_tensors
 
     model, meta = load_model(out / "model")
+    assert isinstance(model, Transformer)
     assert meta["steps"] == 20 and meta["model"]["transformer"]["kind"] == "encoder-decoder"
     valid = load_split(meta["model"], str(ROOT / "examples" / "data" / "dates" / "valid.tsv"))
     src = to_tensors({"source": valid.arrays["source"][:4, :40]})["source"]

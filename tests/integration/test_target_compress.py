@@ -148,6 +148,7 @@ def test_prune_reaches_the_requested_sparsity(pipeline):
 
     out, reports = pipeline
     model, meta = zoo_torch.load_model(out / "prune")
+    assert isinstance(model, zoo_torch.Transformer)
     assert meta["pruned"] == {"method": "magnitude", "sparsity": 0.3}
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert linears
@@ -167,6 +168,7 @@ def test_export_agrees_with_torch(pipeline):
 
     out, reports = pipeline
     model, meta = zoo_torch.load_model(out / "prune")
+    assert isinstance(model, zoo_torch.Transformer)
     rows = valid_rows(meta["model"])
     src, tgt = rows["source"][:, :32], rows["target"][:, :24]
     with torch.no_grad():

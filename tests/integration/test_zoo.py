@@ -71,7 +71,7 @@ def expected_transformer(kind, layers, d_model, heads, d_ff, vocab, max_len, cla
 
 @pytest.mark.parametrize("arch", TRANSFORMERS, ids=lambda a: f"{a[0]}-L{a[1]}-d{a[2]}")
 def test_torch_transformer_params_equal_the_estimate(arch):
-    model = zoo_torch.build_model(transformer_cfg(*arch))
+    model = build_transformer(transformer_cfg(*arch))
     assert zoo_torch.count_params(model) == expected_transformer(*arch)
 
 
@@ -86,7 +86,7 @@ def test_torch_tensor_parallel_shards_sum_to_the_whole():
     """Each of 2 ranks holds half of every split matrix; replicated parts count once each."""
     arch = ("encoder-decoder", 2, 32, 4, 64, 260, 16, None)
     tp = zoo_torch.TensorParallel(size=2, rank=0, process_set=None)
-    whole = zoo_torch.build_model(transformer_cfg(*arch))
+    whole = build_transformer(transformer_cfg(*arch))
     shard = zoo_torch.Transformer(
         kind="encoder-decoder", layers=2, d_model=32, heads=4, vocab=260, d_ff=64, max_len=16, tp=tp
     )
@@ -128,6 +128,12 @@ def test_tensorflow_mlp_params_equal_the_estimate(zoo_tf, mlp):
 # --- forward shapes and greedy decoding --------------------------------------------------
 
 
+def build_transformer(cfg: dict) -> zoo_torch.Transformer:
+    model = zoo_torch.build_model(cfg)
+    assert isinstance(model, zoo_torch.Transformer)
+    return model
+
+
 def random_ids(rows, cols, lengths, seed=0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.full((rows, cols), PAD, dtype=torch.long)
@@ -137,18 +143,18 @@ def random_ids(rows, cols, lengths, seed=0):
 
 
 def test_torch_forward_shapes():
-    ed = zoo_torch.build_model(transformer_cfg("encoder-decoder", 2, 32, 4, 64, 260, 16, None))
+    ed = build_transformer(transformer_cfg("encoder-decoder", 2, 32, 4, 64, 260, 16, None))
     src = random_ids(3, 9, [9, 4, 1])
     assert ed(src, random_ids(3, 5, [5, 5, 5])).shape == (3, 5, 260)
-    enc = zoo_torch.build_model(transformer_cfg("encoder", 2, 32, 4, 64, 260, 16, 7))
+    enc = build_transformer(transformer_cfg("encoder", 2, 32, 4, 64, 260, 16, 7))
     assert enc(src).shape == (3, 7)
-    dec = zoo_torch.build_model(transformer_cfg("decoder", 2, 32, 4, 64, 260, 16, None))
+    dec = build_transformer(transformer_cfg("decoder", 2, 32, 4, 64, 260, 16, None))
     assert dec(src).shape == (3, 9, 260)
 
 
 def test_encoder_ignores_padding():
     """A padded row classifies exactly as the same row without padding."""
-    enc = zoo_torch.build_model(transformer_cfg("encoder", 2, 32, 4, 64, 260, 16, 3)).eval()
+    enc = build_transformer(transformer_cfg("encoder", 2, 32, 4, 64, 260, 16, 3)).eval()
     ids = random_ids(1, 12, [5])
     assert torch.allclose(enc(ids), enc(ids[:, :5]), atol=1e-5)
 
@@ -162,7 +168,7 @@ def _assert_pad_after_eos(out):
 
 
 def test_torch_greedy_encoder_decoder_is_batched_correctly():
-    model = zoo_torch.build_model(transformer_cfg("encoder-decoder", 2, 32, 4, 64, 260, 16, None, dropout=0.0))
+    model = build_transformer(transformer_cfg("encoder-decoder", 2, 32, 4, 64, 260, 16, None, dropout=0.0))
     src = random_ids(4, 10, [10, 3, 7, 1], seed=1)
     out = model.generate(src)
     assert out.dtype == torch.long and out.shape[0] == 4 and 1 <= out.shape[1] <= 16
@@ -175,7 +181,7 @@ def test_torch_greedy_encoder_decoder_is_batched_correctly():
 
 
 def test_torch_greedy_decoder_continues_each_prompt():
-    model = zoo_torch.build_model(transformer_cfg("decoder", 2, 32, 4, 64, 260, 16, None, dropout=0.0))
+    model = build_transformer(transformer_cfg("decoder", 2, 32, 4, 64, 260, 16, None, dropout=0.0))
     prompts = random_ids(3, 6, [6, 2, 4], seed=2)
     prompts[:, 0] = BOS
     prompts[1, 2:] = PAD
@@ -191,7 +197,7 @@ def test_torch_greedy_decoder_continues_each_prompt():
 
 def test_torch_greedy_stops_at_eos():
     """A model that always predicts EOS generates exactly one token per row."""
-    model = zoo_torch.build_model(transformer_cfg("encoder-decoder", 1, 16, 2, 32, 260, 16, None, dropout=0.0))
+    model = build_transformer(transformer_cfg("encoder-decoder", 1, 16, 2, 32, 260, 16, None, dropout=0.0))
     with torch.no_grad():
         direction = torch.randn(16)
         model.decoder.norm.weight.zero_()
@@ -214,7 +220,7 @@ def test_prompts_for_a_decoder_only_model():
 
 
 def test_encoder_does_not_generate():
-    enc = zoo_torch.build_model(transformer_cfg("encoder", 1, 16, 2, 32, 260, 16, 2))
+    enc = build_transformer(transformer_cfg("encoder", 1, 16, 2, 32, 260, 16, 2))
     with pytest.raises(ValueError, match="does not generate"):
         enc.generate(random_ids(1, 3, [3]))
 
@@ -239,7 +245,7 @@ def test_tensorflow_greedy_shapes_and_batching(zoo_tf):
 
 def test_batch_loss_counts_real_tokens_only():
     """The sum/count loss ignores PAD targets; its mean is the usual token cross-entropy."""
-    model = zoo_torch.build_model(transformer_cfg("encoder-decoder", 1, 16, 2, 32, 260, 16, None, dropout=0.0))
+    model = build_transformer(transformer_cfg("encoder-decoder", 1, 16, 2, 32, 260, 16, None, dropout=0.0))
     src = random_ids(2, 6, [6, 3])
     tgt = torch.tensor([[BOS, 1, 2, 3, EOS], [BOS, 4, EOS, PAD, PAD]])
     loss_sum, count, _ = zoo_torch.batch_loss(model, {"source": src, "target": tgt})

@@ -208,9 +208,6 @@ def _memory(ir, count):
             1,
             train.activation_checkpointing,
             device.memory_bytes,
-            0,
-            0,
-            None,
         )
     generates = arch.kind in ("encoder-decoder", "decoder")
     return _training_memory(
@@ -225,51 +222,15 @@ def _memory(ir, count):
         train.parallel.pipeline,
         train.activation_checkpointing,
         device.memory_bytes,
-        count.cross_attention_layers,
-        arch.vocab if generates else 0,
-        arch.d_ff,
+        cross_attention_layers=count.cross_attention_layers,
+        vocab=arch.vocab if generates else 0,
+        d_ff=arch.d_ff,
     )
 
 
 # The estimates are pure functions of numbers; the search checks ask for the same
 # ones again and again (one variant per `choice` value), so they are memoised.
-@lru_cache(maxsize=256)
-def _training_memory(
-    params,
-    layers,
-    d_model,
-    heads,
-    seq_len,
-    micro,
-    precision,
-    optimizer,
-    momentum,
-    tensor,
-    pipeline,
-    checkpointing,
-    device_bytes,
-    cross,
-    vocab,
-    d_ff,
-):
-    return estimate.training_memory(
-        params,
-        layers,
-        d_model,
-        heads,
-        seq_len,
-        micro,
-        precision,
-        optimizer,
-        momentum,
-        tensor,
-        pipeline,
-        checkpointing,
-        device_bytes,
-        cross_attention_layers=cross,
-        vocab=vocab,
-        d_ff=d_ff,
-    )
+_training_memory = lru_cache(maxsize=256)(estimate.training_memory)
 
 
 def _served(ir, count, student_arch, student_count) -> ServedModel | None:

@@ -33,7 +33,13 @@ class ModelJson(NamedTuple):
     document: dict  # written with |json_block
 
 
+# The runtime module with each framework's training loop.
+TRAINING_LOOPS = {"torch": "llmc.runtime.training.torch_loop", "tensorflow": "llmc.runtime.training.tf_loop"}
+
+
 class TrainScript(NamedTuple):
+    framework: str  # "torch" | "tensorflow": which loop, and the docstring that explains it
+    loop_module: str  # the runtime module holding that loop
     model_name: str
     architecture: str  # "encoder-decoder" | "encoder" | "decoder" | "mlp": what the final metrics report
     tensor: int  # tensor-parallel group size: decides the process sets (1 for an MLP)
@@ -53,11 +59,9 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
     ir = ctx.ir
     if ir.train is None:
         return []
-    framework = ir.model.framework
-    template = "horovod/train_torch.py.j2" if framework == "torch" else "horovod/train_tf.py.j2"
     return [
         Artifact("model.json", "horovod/model.json.j2", ModelJson(model_document(ctx))),
-        Artifact("train/train.py", template, train_script(ctx)),
+        Artifact("train/train.py", "horovod/train.py.j2", train_script(ctx)),
         Artifact("train/launch.sh", "horovod/launch.sh.j2", launch_script(ctx), executable=True),
     ]
 
@@ -87,7 +91,10 @@ def train_script(ctx: BuildContext) -> TrainScript:
     arch = ir.model.transformer
     kind = arch.kind if arch is not None else "mlp"
     assert kind is not None  # schema.derive_defaults fills a Transformer's kind from the task
+    framework = ir.model.framework
     return TrainScript(
+        framework=framework,
+        loop_module=TRAINING_LOOPS[framework],
         model_name=ir.model.name,
         architecture=kind,
         tensor=t.parallel.tensor if arch is not None else 1,

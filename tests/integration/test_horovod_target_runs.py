@@ -95,7 +95,7 @@ def test_values_stay_data(name):
     from llmc.compiler.render import render
     from llmc.compiler.targets.horovod import LaunchScript, TrainScript
 
-    py = render("horovod/train_torch.py.j2", TrainScript(name, "mlp", 1, False))
+    py = render("horovod/train.py.j2", TrainScript("torch", "llmc.runtime.training.torch_loop", name, "mlp", 1, False))
     assert literals(py)["MODEL_NAME"] == name
     sh = render("horovod/launch.sh.j2", LaunchScript(name, 1, 2, 2, True, name))
     assert subprocess.run(["bash", "-n"], input=sh, text=True).returncode == 0

@@ -175,7 +175,10 @@ def test_renders_are_memoised_by_value_and_type():
     from llmc.compiler.render import render
     from llmc.compiler.targets.horovod import TrainScript
 
-    texts = [render("horovod/train_torch.py.j2", TrainScript("m", "mlp", 1, gpu)) for gpu in (True, 1, 1.0, True)]  # type: ignore[arg-type]  # equal values of other types, on purpose
+    loop = "llmc.runtime.training.torch_loop"
+    # Equal values of other types, on purpose: the memo must not confuse them.
+    gpus: list = [True, 1, 1.0, True]
+    texts = [render("horovod/train.py.j2", TrainScript("torch", loop, "m", "mlp", 1, gpu)) for gpu in gpus]
     assert [t.count(f"GPU_CLUSTER = {v}\n") for t, v in zip(texts, ("True", "1", "1.0", "True"))] == [1, 1, 1, 1]
     assert texts[0] is texts[3]  # the repeated context is not rendered again
 

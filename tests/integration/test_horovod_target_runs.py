@@ -11,37 +11,11 @@ servers); the fast checks of the same part are in tests/unit/test_horovod_target
 
 from __future__ import annotations
 
-import ast
-import contextlib
 import os
 import subprocess
 
 import pytest
-from helpers import ROOT
-
-from llmc.compiler.bundle import build_files
-from llmc.compiler.driver import check_spec
-
-
-def bundle(spec: str, profile: str | None = None) -> dict[str, str]:
-    old = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        result = check_spec(f"specs/{spec}.llm", profile=profile)
-        assert result.ok, result.diagnostics
-        return build_files(result).files
-    finally:
-        os.chdir(old)
-
-
-def literals(source: str) -> dict:
-    """Module-level NAME = literal assignments of a generated script."""
-    out = {}
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            with contextlib.suppress(ValueError):
-                out[node.targets[0].id] = ast.literal_eval(node.value)
-    return out
+from support.horovod import bundle, literals
 
 
 def launch(text: str, tmp_path, **env) -> subprocess.CompletedProcess:

@@ -11,19 +11,7 @@ import subprocess
 import sys
 
 from helpers import ROOT
-
-FORBIDDEN = (
-    "torch",
-    "tensorflow",
-    "tensorrt",
-    "horovod",
-    "hyperopt",
-    "kubernetes",
-    "onnx",
-    "onnxruntime",
-    "jax",
-    "sentencepiece",
-)
+from support.imports import FORBIDDEN
 
 
 def test_check_loads_no_framework_at_run_time():

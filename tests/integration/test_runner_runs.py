@@ -8,9 +8,10 @@ servers); the fast checks of the same part are in tests/unit/test_runner.py.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
+
+from support.runner import SCRIPT, write_bundle
 
 from llmc.runtime import records
 from llmc.runtime.runner import (
@@ -22,22 +23,6 @@ from llmc.runtime.runner import (
 )
 
 
-def _bundle(root: Path, evaluate_code: str, data: str = "data/train.tsv") -> Bundle:
-    files = {
-        "model.json": json.dumps({"model": {"data": {"train": data, "valid": data, "test": data}}}),
-        "evaluate/evaluate.py": evaluate_code,
-    }
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    lock = {
-        "artifacts": {rel: hashlib.sha256(text.encode()).hexdigest() for rel, text in files.items()},
-        "inputs": {"train": data, "valid": data, "test": data},
-    }
-    (root / "llmc.lock.json").write_text(json.dumps(lock))
-    return Bundle(str(root))
-
-
 def _stage(bundle: Bundle, work: Path) -> Stage:
     import sys
 
@@ -47,17 +32,11 @@ def _stage(bundle: Bundle, work: Path) -> Stage:
     )
 
 
-SCRIPT = (
-    "import sys, pathlib\np = pathlib.Path(sys.argv[1]); p.mkdir(parents=True, exist_ok=True)\n"
-    "(p / 'count').write_text(str(len(list(p.iterdir()))))\nprint('evaluated')\n"
-)
-
-
 def test_a_stage_runs_then_is_skipped_until_its_inputs_change(tmp_path):
     data_root = tmp_path / "spec"
     (data_root / "data").mkdir(parents=True)
     (data_root / "data/train.tsv").write_text("source\ttarget\na\tb\n")
-    bundle = _bundle(tmp_path / "bundle", SCRIPT)
+    bundle = write_bundle(tmp_path / "bundle", SCRIPT)
     work = tmp_path / "work"
     lines: list[str] = []
     first = run_stages(bundle, [_stage(bundle, work)], work, data_root, force=False, only=None, log=lines.append)
@@ -73,7 +52,7 @@ def test_a_stage_runs_then_is_skipped_until_its_inputs_change(tmp_path):
 
 
 def test_a_failing_stage_stops_the_run_with_its_exit_status(tmp_path):
-    bundle = _bundle(tmp_path / "bundle", "import sys\nprint('gate failed')\nsys.exit(3)\n")
+    bundle = write_bundle(tmp_path / "bundle", "import sys\nprint('gate failed')\nsys.exit(3)\n")
     work = tmp_path / "work"
     results = run_stages(bundle, [_stage(bundle, work)], work, tmp_path, force=False, only=None, log=lambda _: None)
     assert [(r.status, r.exit_code) for r in results] == [("failed", 3)]
@@ -83,7 +62,7 @@ def test_a_failing_stage_stops_the_run_with_its_exit_status(tmp_path):
 
 
 def test_records_are_written_and_listed(tmp_path):
-    bundle = _bundle(tmp_path / "bundle", SCRIPT)
+    bundle = write_bundle(tmp_path / "bundle", SCRIPT)
     work = tmp_path / "work"
     results = run_stages(bundle, [_stage(bundle, work)], work, tmp_path, force=False, only=None, log=lambda _: None)
     record = records.new_record(tmp_path / "runs", "demo")
@@ -103,7 +82,7 @@ def test_records_are_written_and_listed(tmp_path):
 def test_a_bundle_named_by_a_relative_path_runs_from_its_own_folder(tmp_path, monkeypatch):
     # Stages run with the bundle as their working directory: `llmc run` from the
     # project root with the default build/<spec> must still find the scripts.
-    _bundle(tmp_path / "build" / "demo", SCRIPT)
+    write_bundle(tmp_path / "build" / "demo", SCRIPT)
     monkeypatch.chdir(tmp_path)
     bundle = Bundle("build/demo")
     assert bundle.root == tmp_path / "build" / "demo"

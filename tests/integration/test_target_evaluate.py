@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import ROOT, run_cli, train_translator
+from support.models import train_tf_classifier
 
 pytest.importorskip("sacrebleu")
 pytest.importorskip("rouge_score")
@@ -69,29 +70,8 @@ def translator_bundle(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tf_classifier(classifier_bundle, tmp_path_factory):
     """The spec's MLP, 4 epochs of Adam on the digits: about 97% test accuracy."""
-    tf = pytest.importorskip("tensorflow")
-    from llmc.runtime import zoo_tf
-    from llmc.runtime.data import batches, epoch_order, load_split
-
-    cfg = model_block(classifier_bundle)
-    train = load_split(cfg, str(DATA / "digits" / "train.csv"))
-    model = zoo_tf.build_model(cfg, seed=0)
-    opt = zoo_tf.make_optimizer({"name": "adam", "lr": 2e-3})
-
-    @tf.function
-    def step(batch):
-        with tf.GradientTape() as tape:
-            loss, count, _ = zoo_tf.batch_loss(model, batch, training=True)
-            loss = loss / count
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-
-    for epoch in range(4):
-        for batch in batches(train, epoch_order(len(train), 0, epoch), 64, trim=False):
-            step(zoo_tf.to_inputs(batch))
-    out = tmp_path_factory.mktemp("tf-model") / "model"
-    zoo_tf.save_model(str(out), model, cfg, train.label_names)
-    return out
+    pytest.importorskip("tensorflow")
+    return train_tf_classifier(classifier_bundle, tmp_path_factory.mktemp("tf-model") / "model", epochs=4)
 
 
 @pytest.fixture(scope="module")

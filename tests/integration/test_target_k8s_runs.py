@@ -12,58 +12,14 @@ servers); the fast checks of the same part are in tests/unit/test_target_k8s.py.
 
 from __future__ import annotations
 
-import functools
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT
-from helpers import build_spec as build
 from helpers import checked as check
-
-BUILDS = [("translator", None), ("translator", "local"), ("classifier", None), ("classifier", "local")]
-
-
-# --- building ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", params=BUILDS, ids=lambda b: f"{b[0]}-{b[1] or 'default'}")
-def built(request, tmp_path_factory):
-    name, profile = request.param
-    spec = ROOT / "specs" / f"{name}.llm"
-    out = build(spec, tmp_path_factory.mktemp(f"{name}-{profile or 'default'}") / "bundle", profile)
-    return spec, profile, out
-
-
-LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@functools.cache
-def _documents(bundle: str) -> tuple[tuple[str, dict], ...]:
-    out = []
-    for path in sorted((Path(bundle) / "k8s").glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in yaml.load_all(path.read_text(encoding="utf-8"), Loader=LOADER):
-            out.append((path.name, doc))
-    return tuple(out)
-
-
-def documents(bundle: Path) -> list[tuple[str, dict]]:
-    """(file name, document) for every manifest of k8s/ but the kustomization (parsed
-    once per bundle: treat them as read-only)."""
-    return list(_documents(str(bundle)))
-
-
-def of_kind(bundle: Path, kind: str) -> list[dict]:
-    return [doc for _, doc in documents(bundle) if doc["kind"] == kind]
-
-
-def containers(pod: dict) -> list[dict]:
-    return pod.get("initContainers", []) + pod["containers"]
-
+from support.k8s import LOADER, documents, of_kind
+from support.k8s import built as built  # a fixture: pytest finds it imported here
 
 # --- the real specs ----------------------------------------------------------------
 

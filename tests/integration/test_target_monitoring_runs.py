@@ -18,14 +18,10 @@ from helpers import ROOT
 from helpers import build_spec as build
 from helpers import checked as check
 from helpers import spec_variant as variant
+from support.bundles import LOADER, load, rules
+from support.bundles import built as built  # a fixture: pytest finds it imported here
 
-BUILDS = [("translator", None), ("translator", "local"), ("classifier", None), ("classifier", "local")]
-LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 PROMTOOL = shutil.which("promtool")
-
-
-def load(path: Path):
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=LOADER)
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -34,22 +30,9 @@ def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture(scope="module", params=BUILDS, ids=lambda b: f"{b[0]}-{b[1] or 'default'}")
-def built(request, tmp_path_factory):
-    name, profile = request.param
-    spec = ROOT / "specs" / f"{name}.llm"
-    out = build(spec, tmp_path_factory.mktemp(f"{name}-{profile or 'default'}") / "bundle", profile)
-    return spec, profile, out
-
-
 @pytest.fixture(scope="module")
 def translator_bundle(tmp_path_factory) -> Path:
     return build(ROOT / "specs" / "translator.llm", tmp_path_factory.mktemp("translator") / "bundle")
-
-
-def rules(bundle: Path) -> dict[str, dict]:
-    groups = load(bundle / "monitoring" / "alerts.yaml")["groups"]
-    return {r.get("record") or r["alert"]: r for g in groups for r in g["rules"]}
 
 
 # --- promtool ----------------------------------------------------------------------

@@ -18,10 +18,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import BundleCache
 
 hyperopt = pytest.importorskip("hyperopt")
 import numpy as np  # noqa: E402  (hyperopt depends on it)
+from support.search import built as built  # noqa: E402  (a fixture: pytest finds it imported here)
+from support.search import config_of, fake_bundle  # noqa: E402
 
 from llmc.runtime import search as driver  # noqa: E402
 
@@ -65,12 +66,6 @@ accuracy = 1.0 - abs(values["model.mlp.dropout"] - 0.2)
 pathlib.Path(a.json).write_text(json.dumps({"metrics": {"accuracy": accuracy, "f1": 0.5}, "gates": {"accuracy": False}}))
 sys.exit(1)
 """
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """The bundle of a checked-in spec, built once per module (tests only read it)."""
-    return BundleCache(tmp_path_factory)
 
 
 # --- the generated script --------------------------------------------------------
@@ -154,33 +149,6 @@ def test_metric_objective_is_read_from_evaluate_and_maximized(built, tmp_path):
 
 
 # --- the driver, directly ----------------------------------------------------------
-
-
-def config_of(**changes) -> driver.SearchConfig:
-    base = {
-        "model": "m",
-        "algorithm": "tpe",
-        "max_evals": 3,
-        "parallel": 2,
-        "backend": "local",
-        "early_stop": None,
-        "objective": "valid_loss",
-        "direction": "minimize",
-        "seed": 0,
-        "mongo_url_env": "TEST_MONGO_URL",
-        "space": {
-            "train.optimizer.lr": driver.Distribution("loguniform", [1e-4, 1e-2], "float"),
-            "train.batch_size": driver.Distribution("choice", [16, 32], "int"),
-        },
-    }
-    return driver.SearchConfig(**{**base, **changes})
-
-
-def fake_bundle(path: Path, profile: str | None = "local") -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    lock = {"spec": "specs/my model.llm", "profile": profile, "spec_sha256": "ab" * 32}
-    (path / "llmc.lock.json").write_text(json.dumps(lock), encoding="utf-8")
-    return path
 
 
 def options_of(output: Path, **changes) -> driver.SearchOptions:

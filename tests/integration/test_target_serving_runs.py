@@ -17,101 +17,18 @@ servers); the fast checks of the same part are in tests/unit/test_target_serving
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, BundleCache
 
 text_format = pytest.importorskip("google.protobuf.text_format")
 model_server_config_pb2 = pytest.importorskip("tensorflow_serving.config.model_server_config_pb2")
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
+from support.serving import built as built  # noqa: E402  (a fixture: pytest finds it imported here)
+from support.serving import parse, relative_files, spec_path  # noqa: E402
+
 from llmc.compiler.driver import check_spec  # noqa: E402
-
-
-def _batching_parameters_class():
-    try:
-        from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
-
-        return session_bundle_config_pb2.BatchingParameters
-    except ImportError:
-        pass
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
-
-    # message BatchingParameters of tensorflow/serving
-    # tensorflow_serving/servables/tensorflow/session_bundle_config.proto (2026-07 main).
-    fields = [
-        ("max_batch_size", 1, "Int64Value"),
-        ("batch_timeout_micros", 2, "Int64Value"),
-        ("max_enqueued_batches", 3, "Int64Value"),
-        ("num_batch_threads", 4, "Int64Value"),
-        ("thread_pool_name", 5, "StringValue"),
-        ("allowed_batch_sizes", 6, "repeated int64"),
-        ("pad_variable_length_inputs", 7, "bool"),
-        ("enable_large_batch_splitting", 8, "BoolValue"),
-        ("max_execution_batch_size", 9, "Int64Value"),
-    ]
-    F = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(
-        name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
-        dependency=["google/protobuf/wrappers.proto"],
-    )
-    message = file.message_type.add(name="BatchingParameters")
-    for name, number, kind in fields:
-        if kind == "repeated int64":
-            message.field.add(name=name, number=number, label=F.LABEL_REPEATED, type=F.TYPE_INT64)
-        elif kind == "bool":
-            message.field.add(name=name, number=number, label=F.LABEL_OPTIONAL, type=F.TYPE_BOOL)
-        else:
-            message.field.add(
-                name=name,
-                number=number,
-                label=F.LABEL_OPTIONAL,
-                type=F.TYPE_MESSAGE,
-                type_name=f".google.protobuf.{kind}",
-            )
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb))
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
-
-
-BatchingParameters = _batching_parameters_class()
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """The bundle of a checked-in spec, built once per module (tests only read it)."""
-    return BundleCache(tmp_path_factory)
-
-
-def spec_path(name: str) -> Path:
-    return ROOT / "specs" / f"{name}.llm"
-
-
-def parse(text: str, message):
-    return text_format.Parse(text, message)
-
-
-def misspelt(text: str, field: str) -> str:
-    """text with the first use of `field` (outside comments) misspelt."""
-    lines = text.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if not line.lstrip().startswith("#") and re.search(rf"\b{field}\b", line):
-            lines[i] = re.sub(rf"\b{field}\b", field + "s", line, count=1)
-            return "".join(lines)
-    raise AssertionError(f"no field {field}")
-
-
-def relative_files(out: Path) -> set[str]:
-    return {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-
-
-# --- TF Serving -------------------------------------------------------------------
-
 
 # --- Triton -----------------------------------------------------------------------
 

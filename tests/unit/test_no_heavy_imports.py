@@ -10,19 +10,7 @@ from __future__ import annotations
 import ast
 
 from helpers import ROOT
-
-FORBIDDEN = (
-    "torch",
-    "tensorflow",
-    "tensorrt",
-    "horovod",
-    "hyperopt",
-    "kubernetes",
-    "onnx",
-    "onnxruntime",
-    "jax",
-    "sentencepiece",
-)
+from support.imports import FORBIDDEN
 
 
 def _imported_roots(path) -> set[str]:

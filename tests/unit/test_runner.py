@@ -8,11 +8,10 @@ tests/integration/test_runner_runs.py.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import pytest
+from support.runner import SCRIPT, write_bundle
 
 from llmc.runtime import progress
 from llmc.runtime.runner import (
@@ -23,36 +22,14 @@ from llmc.runtime.runner import (
 )
 
 
-def _bundle(root: Path, evaluate_code: str, data: str = "data/train.tsv") -> Bundle:
-    files = {
-        "model.json": json.dumps({"model": {"data": {"train": data, "valid": data, "test": data}}}),
-        "evaluate/evaluate.py": evaluate_code,
-    }
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    lock = {
-        "artifacts": {rel: hashlib.sha256(text.encode()).hexdigest() for rel, text in files.items()},
-        "inputs": {"train": data, "valid": data, "test": data},
-    }
-    (root / "llmc.lock.json").write_text(json.dumps(lock))
-    return Bundle(str(root))
-
-
-SCRIPT = (
-    "import sys, pathlib\np = pathlib.Path(sys.argv[1]); p.mkdir(parents=True, exist_ok=True)\n"
-    "(p / 'count').write_text(str(len(list(p.iterdir()))))\nprint('evaluated')\n"
-)
-
-
 def test_missing_data_fails_before_any_work_naming_the_file(tmp_path):
-    bundle = _bundle(tmp_path / "bundle", SCRIPT, data="data/nope.tsv")
+    bundle = write_bundle(tmp_path / "bundle", SCRIPT, data="data/nope.tsv")
     with pytest.raises(RunError, match=r"data/nope.tsv"):
         preflight(bundle, tmp_path)
 
 
 def test_uris_are_not_checked_locally(tmp_path):
-    bundle = _bundle(tmp_path / "bundle", SCRIPT, data="s3://bucket/train.tsv")
+    bundle = write_bundle(tmp_path / "bundle", SCRIPT, data="s3://bucket/train.tsv")
     preflight(bundle, tmp_path)
 
 

@@ -13,7 +13,6 @@ tests/integration/test_target_k8s_runs.py.
 from __future__ import annotations
 
 import copy
-import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ from helpers import ROOT
 from helpers import build_spec as build
 from helpers import checked as check
 from helpers import spec_variant as variant
+from support.k8s import LOADER, documents, of_kind
+from support.k8s import built as built  # a fixture: pytest finds it imported here
 
 CRDS = ROOT / "tests" / "crds"  # copied from the operators' repositories: see its README
-BUILDS = [("translator", None), ("translator", "local"), ("classifier", None), ("classifier", "local")]
 CRD_KINDS = {"MPIJob", "PrometheusRule", "ServiceMonitor"}
 DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
@@ -35,40 +35,8 @@ LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 # --- building ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=BUILDS, ids=lambda b: f"{b[0]}-{b[1] or 'default'}")
-def built(request, tmp_path_factory):
-    name, profile = request.param
-    spec = ROOT / "specs" / f"{name}.llm"
-    out = build(spec, tmp_path_factory.mktemp(f"{name}-{profile or 'default'}") / "bundle", profile)
-    return spec, profile, out
-
-
-LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def load(path: Path):
     return yaml.load(path.read_text(encoding="utf-8"), Loader=LOADER)
-
-
-@functools.cache
-def _documents(bundle: str) -> tuple[tuple[str, dict], ...]:
-    out = []
-    for path in sorted((Path(bundle) / "k8s").glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in yaml.load_all(path.read_text(encoding="utf-8"), Loader=LOADER):
-            out.append((path.name, doc))
-    return tuple(out)
-
-
-def documents(bundle: Path) -> list[tuple[str, dict]]:
-    """(file name, document) for every manifest of k8s/ but the kustomization (parsed
-    once per bundle: treat them as read-only)."""
-    return list(_documents(str(bundle)))
-
-
-def of_kind(bundle: Path, kind: str) -> list[dict]:
-    return [doc for _, doc in documents(bundle) if doc["kind"] == kind]
 
 
 def pod_specs(doc: dict) -> list[dict]:

@@ -8,35 +8,15 @@ tests/integration/test_target_monitoring_runs.py.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-import yaml
-from helpers import ROOT
 from helpers import build_spec as build
 from helpers import checked as check
 from helpers import spec_variant as variant
+from support.bundles import built as built  # a fixture: pytest finds it imported here
+from support.bundles import load, rules
 
-BUILDS = [("translator", None), ("translator", "local"), ("classifier", None), ("classifier", "local")]
-LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ALERTS = {"LlmcErrorBudgetFastBurn", "LlmcErrorBudgetSlowBurn", "LlmcLatencyP99AboveSla"}
-
-
-def load(path: Path):
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=LOADER)
-
-
-@pytest.fixture(scope="module", params=BUILDS, ids=lambda b: f"{b[0]}-{b[1] or 'default'}")
-def built(request, tmp_path_factory):
-    name, profile = request.param
-    spec = ROOT / "specs" / f"{name}.llm"
-    out = build(spec, tmp_path_factory.mktemp(f"{name}-{profile or 'default'}") / "bundle", profile)
-    return spec, profile, out
-
-
-def rules(bundle: Path) -> dict[str, dict]:
-    groups = load(bundle / "monitoring" / "alerts.yaml")["groups"]
-    return {r.get("record") or r["alert"]: r for g in groups for r in g["rules"]}
 
 
 # --- promtool ----------------------------------------------------------------------

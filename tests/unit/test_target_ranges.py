@@ -16,36 +16,9 @@ import re
 
 import pytest
 from artifact_ranges import prometheus_duration_ms, quantity_value, violations
-from helpers import ROOT
-
-from llmc.compiler.bundle import build_files
-from llmc.compiler.driver import check_spec
+from support.ranges import build, check, errors, spec_text, with_overrides
 
 INT32_MAX = 2**31 - 1
-
-
-def spec_text(name: str) -> str:
-    return (ROOT / "specs" / f"{name}.llm").read_text(encoding="utf-8")
-
-
-def with_overrides(name: str, overrides: dict[str, str]) -> str:
-    """specs/NAME.llm with a profile `ranges` that sets each path to its value."""
-    body = "".join(f"  {path} = {value}\n" for path, value in overrides.items())
-    return spec_text(name) + f"\nprofile ranges {{\n{body}}}\n"
-
-
-def check(text: str, profile: str | None = "ranges"):
-    # Beside the real specs, so that their relative data paths resolve the same.
-    return check_spec(str(ROOT / "specs" / "ranges.llm"), profile=profile, text=text)
-
-
-def errors(result) -> list:
-    return [d for d in result.diagnostics if d.severity == "error"]
-
-
-def build(result) -> dict[str, str]:
-    assert result.ok, [(d.code, d.message, d.label) for d in errors(result)]
-    return build_files(result).files
 
 
 def span_text(result, diag) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 import math
 import py_compile
 import re
@@ -23,11 +22,13 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
-from helpers import ROOT, BundleCache, build_spec
+from helpers import ROOT, build_spec
 
 hyperopt = pytest.importorskip("hyperopt")
 import numpy as np  # noqa: E402  (hyperopt depends on it)
 from hyperopt.pyll.stochastic import sample  # noqa: E402
+from support.search import built as built  # noqa: E402  (a fixture: pytest finds it imported here)
+from support.search import config_of, fake_bundle  # noqa: E402
 
 from llmc.compiler.driver import check_spec  # noqa: E402
 from llmc.runtime import search as driver  # noqa: E402
@@ -46,12 +47,6 @@ ALL_KINDS_SPACE = """  space {
     train.gradient_compression   = choice("none", "fp16")
     train.checkpoint.every       = choice(10m, 20m)
   }"""
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """The bundle of a checked-in spec, built once per module (tests only read it)."""
-    return BundleCache(tmp_path_factory)
 
 
 def load(path: Path, name: str) -> ModuleType:
@@ -196,33 +191,6 @@ def test_mongo_backend_needs_its_url(built, tmp_path, monkeypatch):
 
 
 # --- the driver, directly ----------------------------------------------------------
-
-
-def config_of(**changes) -> driver.SearchConfig:
-    base = {
-        "model": "m",
-        "algorithm": "tpe",
-        "max_evals": 3,
-        "parallel": 2,
-        "backend": "local",
-        "early_stop": None,
-        "objective": "valid_loss",
-        "direction": "minimize",
-        "seed": 0,
-        "mongo_url_env": "TEST_MONGO_URL",
-        "space": {
-            "train.optimizer.lr": driver.Distribution("loguniform", [1e-4, 1e-2], "float"),
-            "train.batch_size": driver.Distribution("choice", [16, 32], "int"),
-        },
-    }
-    return driver.SearchConfig(**{**base, **changes})
-
-
-def fake_bundle(path: Path, profile: str | None = "local") -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    lock = {"spec": "specs/my model.llm", "profile": profile, "spec_sha256": "ab" * 32}
-    (path / "llmc.lock.json").write_text(json.dumps(lock), encoding="utf-8")
-    return path
 
 
 def test_each_distribution_becomes_its_hyperopt_expression():

@@ -22,11 +22,14 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, BundleCache, build_spec
+from helpers import build_spec
 
 text_format = pytest.importorskip("google.protobuf.text_format")
 model_server_config_pb2 = pytest.importorskip("tensorflow_serving.config.model_server_config_pb2")
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+
+from support.serving import built as built  # noqa: E402  (a fixture: pytest finds it imported here)
+from support.serving import parse, relative_files, spec_path  # noqa: E402
 
 from llmc.compiler.driver import check_spec  # noqa: E402
 from llmc.compiler.targets import BuildContext  # noqa: E402
@@ -86,20 +89,6 @@ def _batching_parameters_class():
 BatchingParameters = _batching_parameters_class()
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """The bundle of a checked-in spec, built once per module (tests only read it)."""
-    return BundleCache(tmp_path_factory)
-
-
-def spec_path(name: str) -> Path:
-    return ROOT / "specs" / f"{name}.llm"
-
-
-def parse(text: str, message):
-    return text_format.Parse(text, message)
-
-
 def misspelt(text: str, field: str) -> str:
     """text with the first use of `field` (outside comments) misspelt."""
     lines = text.splitlines(keepends=True)
@@ -108,10 +97,6 @@ def misspelt(text: str, field: str) -> str:
             lines[i] = re.sub(rf"\b{field}\b", field + "s", line, count=1)
             return "".join(lines)
     raise AssertionError(f"no field {field}")
-
-
-def relative_files(out: Path) -> set[str]:
-    return {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
 
 
 # --- TF Serving -------------------------------------------------------------------

@@ -1,0 +1,33 @@
+"""The real specs' k8s/ manifests, built and parsed, for test_target_k8s.py and
+test_target_k8s_runs.py."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import yaml
+
+from support.bundles import LOADER
+from support.bundles import built as built  # a fixture: re-exported for the k8s tests
+
+
+@functools.cache
+def _documents(bundle: str) -> tuple[tuple[str, dict], ...]:
+    out = []
+    for path in sorted((Path(bundle) / "k8s").glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.load_all(path.read_text(encoding="utf-8"), Loader=LOADER):
+            out.append((path.name, doc))
+    return tuple(out)
+
+
+def documents(bundle: Path) -> list[tuple[str, dict]]:
+    """(file name, document) for every manifest of k8s/ but the kustomization (parsed
+    once per bundle: treat them as read-only)."""
+    return list(_documents(str(bundle)))
+
+
+def of_kind(bundle: Path, kind: str) -> list[dict]:
+    return [doc for _, doc in documents(bundle) if doc["kind"] == kind]

@@ -1,0 +1,46 @@
+"""The search driver's inputs built by hand, and the real bundles, for
+test_target_search.py and test_target_search_runs.py. Imports hyperopt (through
+llmc.runtime.search): import it after the test module's importorskip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import BundleCache
+
+from llmc.runtime import search as driver
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The bundle of a checked-in spec, built once per module (tests only read it)."""
+    return BundleCache(tmp_path_factory)
+
+
+def config_of(**changes) -> driver.SearchConfig:
+    base = {
+        "model": "m",
+        "algorithm": "tpe",
+        "max_evals": 3,
+        "parallel": 2,
+        "backend": "local",
+        "early_stop": None,
+        "objective": "valid_loss",
+        "direction": "minimize",
+        "seed": 0,
+        "mongo_url_env": "TEST_MONGO_URL",
+        "space": {
+            "train.optimizer.lr": driver.Distribution("loguniform", [1e-4, 1e-2], "float"),
+            "train.batch_size": driver.Distribution("choice", [16, 32], "int"),
+        },
+    }
+    return driver.SearchConfig(**{**base, **changes})
+
+
+def fake_bundle(path: Path, profile: str | None = "local") -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    lock = {"spec": "specs/my model.llm", "profile": profile, "spec_sha256": "ab" * 32}
+    (path / "llmc.lock.json").write_text(json.dumps(lock), encoding="utf-8")
+    return path

@@ -23,6 +23,7 @@ COMMANDS_HELP = """commands:
   plan SPEC            show what `build` would change in the output directory
   run SPEC             build, then run the bundle's stages (train, compress, evaluate)
   runs [SPEC]          list the records of earlier runs
+  serve SPEC           serve the model the last successful run gated, on a local Triton server
   fmt [--check] SPEC.. rewrite specs in the canonical layout (or check they are)
   explain CODE         explain a diagnostic code, e.g. `llmc explain E306`
   schema               print the JSON Schema of the language
@@ -127,6 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs-dir", default="runs", metavar="DIR", help="where run records and work files go (default runs/)"
     )
     add_output_flags(p)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve the model the last successful run gated, on a local Triton server",
+        description="Serve the model that the last successful `llmc run SPEC [--profile P]` produced and "
+        "evaluate passed, on a local Triton server (127.0.0.1) with the bundle's dynamic batching and a "
+        "queue bounded by the SLA, until Ctrl-C or SIGTERM. docs/serving.md has the requests. Exit status: "
+        "0 stopped by Ctrl-C or SIGTERM, 1 nothing to serve, a port in use or a server that failed, 2 misuse.",
+    )
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--profile", help="serve the run of the spec with this profile applied")
+    p.add_argument("--http-port", type=int, default=8000, metavar="PORT", help="Triton's HTTP port (default 8000)")
+    p.add_argument(
+        "--metrics-port", type=int, default=8002, metavar="PORT", help="Triton's Prometheus metrics port (default 8002)"
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="give up when the server is not ready after this long (default 120)",
+    )
+    p.add_argument(
+        "--runs-dir", default="runs", metavar="DIR", help="where `llmc run` recorded its runs (default runs/)"
+    )
 
     p = sub.add_parser("runs", help="list the records of earlier runs", description="List the records under runs/.")
     p.add_argument("spec", nargs="?", metavar="SPEC", help="only this spec's runs")
@@ -423,6 +449,41 @@ def cmd_runs(args) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args) -> int:
+    import shlex
+    from pathlib import Path
+
+    for flag, port in (("--http-port", args.http_port), ("--metrics-port", args.metrics_port)):
+        if not 1 <= port <= 65535:
+            return _usage_error(args, f"{flag} must be a port number from 1 to 65535, not {port}")
+    if args.http_port == args.metrics_port:
+        return _usage_error(
+            args, f"--http-port and --metrics-port are both {args.http_port}: give them different ports"
+        )
+    if not args.ready_timeout > 0:
+        return _usage_error(args, "--ready-timeout must be a positive number of seconds")
+    args.format, args.color = "human", "auto"  # what _checked reads: serve prints diagnostics for people
+    result = _checked(args.spec, args)
+    if isinstance(result, int):
+        return result
+    if not result.ok:
+        return EXIT_ERRORS
+    name = Path(args.spec).stem + (f"-{args.profile}" if args.profile else "")
+    rerun = ["llmc", "run", args.spec] + (["--profile", args.profile] if args.profile else [])
+    if args.runs_dir != "runs":
+        rerun += ["--runs-dir", args.runs_dir]
+    from llmc.runtime.serving import command
+
+    return command.serve(
+        name=name,
+        runs_root=Path(args.runs_dir),
+        rerun=shlex.join(rerun),
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        ready_timeout=args.ready_timeout,
+    )
+
+
 def cmd_explain(args) -> int:
     from .codes import lookup
     from .docs import explanation
@@ -456,6 +517,7 @@ _COMMANDS = {
     "plan": cmd_plan,
     "run": cmd_run,
     "runs": cmd_runs,
+    "serve": cmd_serve,
     "explain": cmd_explain,
     "schema": cmd_schema,
     "fmt": cmd_fmt,

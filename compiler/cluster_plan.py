@@ -297,6 +297,47 @@ def power_of_two_sizes(max_batch: int, smallest: int) -> list[int]:
     return sizes
 
 
+def microseconds(seconds: float) -> int:
+    """A duration in whole microseconds (0.005 s -> 5000, not 5000.000000000001)."""
+    return round(seconds * 1e6)
+
+
+class ServingQueue(NamedTuple):
+    """How one replica's dynamic batcher is fed: the batch shapes it prefers, how long
+    it waits to fill one, and how much it holds before refusing (serving_queue has the rule)."""
+
+    max_batch_size: int
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_delay_us: int
+    timeout_us: int  # the SLA's p99: a request still queued then has missed it, and is rejected
+    max_queue_size: int
+
+
+MAX_QUEUE_SIZE = 2**31 - 1  # what every server's queue-size field takes
+
+
+def serving_queue(ir: Spec, facts: Facts) -> ServingQueue:
+    """Preferred batches: the powers of two from 2 up to max_batch_size, and max_batch_size
+    (a lone request must not make a batch of its own at once, so 1 is left out). The
+    queue holds what one replica clears within the SLA's p99 at its estimated capacity,
+    and at least one full batch: a request queued behind more would miss the p99
+    anyway, so refusing it at once is the better answer."""
+    serve = ir.serve
+    assert serve is not None  # derive_facts plans it only with a serve block
+    max_batch = serve.batching.max_batch_size
+    p99 = serve.sla.p99_latency
+    sizing = facts.sizing
+    capacity = sizing.replica_capacity_rps if sizing is not None else 0.0
+    cleared = capacity * p99 if math.isfinite(capacity) else float(MAX_QUEUE_SIZE)
+    return ServingQueue(
+        max_batch_size=max_batch,
+        preferred_batch_sizes=tuple(power_of_two_sizes(max_batch, smallest=2)) if max_batch > 1 else (),
+        max_queue_delay_us=microseconds(serve.batching.timeout),
+        timeout_us=microseconds(p99),
+        max_queue_size=int(min(MAX_QUEUE_SIZE, max(max_batch, math.floor(cleared)))),
+    )
+
+
 def tf_trt_batch_sizes(ir: Spec) -> tuple[int, ...]:
     """TF Serving pads batches up to these, so TF-TRT builds an engine per size instead of
     one per batch size met: the powers of two up to max_batch_size, and max_batch_size."""

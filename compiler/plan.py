@@ -26,14 +26,17 @@ from .cluster_plan import (
     BatchingLoad,
     PodSize,
     ReplicaPlan,
+    ServingQueue,
     ServingResources,
     batching_load,
     bounded,
+    microseconds,
     min_replicas_for,
     pod_cores,
     pod_memory_bytes,
     power_of_two_sizes,
     replica_plan,
+    serving_queue,
     serving_resources,
     stage_devices,
     stage_pods,
@@ -60,16 +63,19 @@ __all__ = [
     "PodSize",
     "ReplicaPlan",
     "ServedModel",
+    "ServingQueue",
     "ServingResources",
     "batching_load",
     "bounded",
     "derive_facts",
     "highest_throughput",
+    "microseconds",
     "min_replicas_for",
     "pod_cores",
     "pod_memory_bytes",
     "power_of_two_sizes",
     "replica_plan",
+    "serving_queue",
     "serving_resources",
     "stage_devices",
     "storage_bytes",
@@ -98,6 +104,7 @@ class Facts(NamedTuple):
     replicas: ReplicaPlan | None = None  # with a serve block
     serving_resources: ServingResources | None = None  # with a serve block
     batching: BatchingLoad | None = None  # with a serve block
+    serving_queue: ServingQueue | None = None  # with a serve block
     tf_trt_batch_sizes: tuple[int, ...] = ()  # the batch shapes TF-TRT builds engines for (tf-serving + tensorrt)
     stage_pods: Mapping[
         str, PodSize
@@ -130,6 +137,7 @@ def derive_facts(ir: Spec) -> Facts:
             replicas=replica_plan(ir, facts),
             serving_resources=serving_resources(ir, facts),
             batching=batching_load(ir, facts),
+            serving_queue=serving_queue(ir, facts),
             tf_trt_batch_sizes=tf_trt_batch_sizes(ir),
         )
     return facts._replace(stage_pods=stage_pods(ir, facts), storage_bytes=bounded(lambda: storage_bytes(ir, facts)))

@@ -27,7 +27,18 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from ..schema import Spec
 
 # In the order their artifacts are listed in the lock file and report.
-TARGETS = ("horovod", "compress", "evaluate", "hyperopt", "tfserving", "triton", "k8s", "monitoring", "report")
+TARGETS = (
+    "horovod",
+    "compress",
+    "evaluate",
+    "hyperopt",
+    "tfserving",
+    "triton",
+    "serving",
+    "k8s",
+    "monitoring",
+    "report",
+)
 
 
 class BuildContext(NamedTuple):

@@ -11,8 +11,6 @@ directory.
 
 `triton_platform`: the model format Triton serves (config.pbtxt and compress read it).
 
-`microseconds`: the batching timeout as both platforms take it (plan.power_of_two_sizes
-has the batch sizes).
 """
 
 from __future__ import annotations
@@ -33,11 +31,6 @@ def serving_name(model_name: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_name).strip(".-")[:48].rstrip(".-")
     digest = hashlib.sha256(model_name.encode("utf-8")).hexdigest()[:8]
     return f"{slug}-{digest}" if slug else f"model-{digest}"
-
-
-def microseconds(seconds: float) -> int:
-    """A duration in whole microseconds (0.005 s -> 5000, not 5000.000000000001)."""
-    return round(seconds * 1e6)
 
 
 def triton_platform(ir: Spec) -> str:

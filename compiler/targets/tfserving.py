@@ -42,8 +42,9 @@ import math
 from typing import NamedTuple
 
 from ..limits import INT64_MAX, require
+from ..plan import microseconds
 from . import Artifact, BuildContext
-from .serving_names import microseconds, serving_name
+from .serving_names import serving_name
 
 
 class ModelsContext(NamedTuple):

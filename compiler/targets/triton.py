@@ -22,12 +22,12 @@ exported model beside it, at `<name>/1/<file>`; nothing else is generated.
   generation, EOS then padding; the exported graph derives its attention mask from
   the pad id and runs the generation loop itself.)
 * max_batch_size: serve.batching.max_batch_size.
-* dynamic_batching: preferred_batch_size are the powers of two from 2 up to
-  max_batch_size, and max_batch_size itself: the batch shapes a TensorRT engine is
-  built for. 1 is left out on purpose: Triton's dynamic batcher sends a batch of a
-  preferred size at once, so with 1 preferred every lone request would leave
-  immediately and max_queue_delay_microseconds would never apply.
-  max_queue_delay_microseconds: serve.batching.timeout in microseconds.
+* dynamic_batching: the plan's serving queue (plan.serving_queue): preferred_batch_size
+  are the powers of two from 2 up to max_batch_size, and max_batch_size itself, the
+  batch shapes a TensorRT engine is built for. 1 is left out on purpose: Triton's
+  dynamic batcher sends a batch of a preferred size at once, so with 1 preferred every
+  lone request would leave immediately and max_queue_delay_microseconds would never
+  apply. max_queue_delay_microseconds: serve.batching.timeout in microseconds.
 * instance_group: one instance, KIND_CPU when serve.device is "cpu", else KIND_GPU
   (on every GPU the server sees; a serving pod gets one). One instance per replica
   is what the plan's sizing assumes (docs/estimates.md "Replicas": each replica
@@ -39,9 +39,8 @@ from typing import NamedTuple
 
 from ..catalog import is_gpu
 from ..limits import INT32_MAX, INT64_MAX, UINT64_MAX, require
-from ..plan import power_of_two_sizes
 from . import Artifact, BuildContext
-from .serving_names import microseconds, serving_name, triton_platform
+from .serving_names import serving_name, triton_platform
 
 DATA_TYPES = ("TYPE_FP32", "TYPE_INT64")
 KINDS = ("KIND_CPU", "KIND_GPU")
@@ -91,7 +90,9 @@ def triton_context(ctx: BuildContext) -> TritonContext:
     assert serve is not None  # artifacts() runs only with a serve block
     served = ctx.facts.served
     inputs, outputs = io_tensors(ir, served.arch if served is not None else None)
-    max_batch = serve.batching.max_batch_size
+    queue = ctx.facts.serving_queue
+    assert queue is not None  # planned with the serve block
+    max_batch = queue.max_batch_size
     kind = "KIND_GPU" if is_gpu(serve.device) else "KIND_CPU"
     for t in inputs + outputs:
         assert t.data_type in DATA_TYPES, t
@@ -104,10 +105,8 @@ def triton_context(ctx: BuildContext) -> TritonContext:
         max_batch_size=require(max_batch, 1, INT32_MAX, "max_batch_size"),
         inputs=inputs,
         outputs=outputs,
-        preferred_batch_sizes=power_of_two_sizes(max_batch, smallest=2) if max_batch > 1 else [],
-        max_queue_delay_microseconds=require(
-            microseconds(serve.batching.timeout), 0, UINT64_MAX, "max_queue_delay_microseconds"
-        ),
+        preferred_batch_sizes=list(queue.preferred_batch_sizes),
+        max_queue_delay_microseconds=require(queue.max_queue_delay_us, 0, UINT64_MAX, "max_queue_delay_microseconds"),
         instance_kind=kind,
         instance_count=1,
         versions=1,

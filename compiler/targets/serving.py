@@ -1,0 +1,76 @@
+"""serving.json: the serving plan as numbers a program reads.
+
+Every server config in the bundle (Triton's config.pbtxt, TF Serving's
+batching.config, the HPA) is derived from these numbers, and `llmc serve` and the
+load test read them here rather than parse those configs or derive them again:
+
+* model, platform, device: the served model's name (serving_names.serving_name), the
+  cluster's serving platform, and the device the estimates are for.
+* sla: the serve block's p99 latency (s), throughput (req/s), availability and
+  error budget.
+* batching: max_batch_size, the preferred batch sizes and the dynamic batcher's
+  wait (µs), from the plan's serving queue (plan.serving_queue).
+* queue: the request timeout (the SLA's p99, in µs) after which a queued request is
+  rejected, and the bound on queued requests (what one replica clears within the p99
+  at its estimated capacity, at least one full batch).
+* estimate: the compiler's own numbers for that device, to hold against what a load
+  test measures: one request's service time, one replica's capacity (req/s at full
+  batches), the replicas the SLA needs and the p99 predicted with them. A number
+  the estimate cannot give (no replica count meets the SLA) is null.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from . import Artifact, BuildContext
+from .serving_names import serving_name
+
+
+class PlanJson(NamedTuple):
+    document: dict  # written with |json_block
+
+
+def artifacts(ctx: BuildContext) -> list[Artifact]:
+    if ctx.ir.serve is None:
+        return []
+    return [Artifact("serving.json", "serving/serving.json.j2", PlanJson(plan_document(ctx)))]
+
+
+def _finite(value: float | None) -> float | None:
+    """A finite estimate to 6 significant digits (what it is worth, and a stable diff); else None."""
+    return float(f"{value:.6g}") if value is not None and math.isfinite(value) else None
+
+
+def plan_document(ctx: BuildContext) -> dict:
+    ir, facts = ctx.ir, ctx.facts
+    serve = ir.serve
+    queue = facts.serving_queue
+    assert serve is not None and queue is not None  # artifacts() runs only with a serve block
+    sla = serve.sla
+    latency, sizing = facts.latency, facts.sizing
+    replicas = _finite(sizing.replicas) if sizing is not None and sizing.feasible else None
+    return {
+        "model": serving_name(ir.model.name),
+        "platform": serve.platform,
+        "device": serve.device,
+        "sla": {
+            "p99_latency_s": sla.p99_latency,
+            "throughput_rps": sla.throughput,
+            "availability": sla.availability,
+            "error_rate": sla.error_rate,
+        },
+        "batching": {
+            "max_batch_size": queue.max_batch_size,
+            "preferred_batch_sizes": list(queue.preferred_batch_sizes),
+            "max_queue_delay_us": queue.max_queue_delay_us,
+        },
+        "queue": {"timeout_us": queue.timeout_us, "max_queue_size": queue.max_queue_size},
+        "estimate": {
+            "request_latency_s": _finite(latency.total_s) if latency is not None else None,
+            "replica_capacity_rps": _finite(sizing.replica_capacity_rps) if sizing is not None else None,
+            "replicas": int(replicas) if replicas is not None else None,
+            "predicted_p99_s": _finite(sizing.predicted_s) if sizing is not None and sizing.feasible else None,
+        },
+    }

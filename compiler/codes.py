@@ -70,6 +70,7 @@ _TABLE = [
     ("E704", "error", "serving platform cannot serve the framework"),
     ("E705", "error", "batching timeout not well below the p99 latency"),
     ("E706", "error", "SLA needs more replicas than a deployment can run"),
+    ("E707", "error", "the planned request does not fit the model"),
     # deployment
     ("E801", "error", "a deploy value Kubernetes would reject"),
     ("E802", "error", "a generated value outside its target's range"),

@@ -105,6 +105,7 @@ class Facts(NamedTuple):
     serving_resources: ServingResources | None = None  # with a serve block
     batching: BatchingLoad | None = None  # with a serve block
     serving_queue: ServingQueue | None = None  # with a serve block
+    request_tokens: tuple[int, int] | None = None  # (input, generated) of the planned request; a Transformer's
     tf_trt_batch_sizes: tuple[int, ...] = ()  # the batch shapes TF-TRT builds engines for (tf-serving + tensorrt)
     stage_pods: Mapping[
         str, PodSize
@@ -138,6 +139,7 @@ def derive_facts(ir: Spec) -> Facts:
             serving_resources=serving_resources(ir, facts),
             batching=batching_load(ir, facts),
             serving_queue=serving_queue(ir, facts),
+            request_tokens=request_tokens(ir, served),
             tf_trt_batch_sizes=tf_trt_batch_sizes(ir),
         )
     return facts._replace(stage_pods=stage_pods(ir, facts), storage_bytes=bounded(lambda: storage_bytes(ir, facts)))
@@ -270,13 +272,25 @@ def _serving(ir, served: ServedModel | None):
     return _serving_estimate(*_serving_inputs(ir, served))
 
 
+def request_tokens(ir: Spec, served: ServedModel | None) -> tuple[int, int] | None:
+    """(input, generated) tokens of the request the p99 is planned for: serve.request, its
+    defaults the longest the served Transformer takes (estimate.request_lengths); None
+    for an MLP, whose request is one feature vector."""
+    arch: Any = served.arch if served is not None else None
+    if ir.serve is None or arch is None or not hasattr(arch, "kind"):
+        return None
+    request = ir.serve.request
+    return estimate.request_lengths(arch.kind, arch.max_len, request.input_tokens, request.output_tokens)
+
+
 def _serving_inputs(ir: Spec, served: ServedModel) -> tuple:
     serve = ir.serve
     assert serve is not None  # a served model comes from a serve block
     arch: Any = served.arch  # Transformer or Mlp: told apart by `kind`
     shape: tuple
     if hasattr(arch, "kind"):
-        shape = ("transformer", arch.kind, arch.layers, arch.d_model, arch.d_ff, arch.vocab, arch.max_len, arch.classes)
+        lengths = request_tokens(ir, served)
+        shape = ("transformer", arch.kind, arch.layers, arch.d_model, arch.d_ff, arch.vocab, lengths, arch.classes)
     else:
         shape = ("mlp", arch.inputs, tuple(arch.hidden), arch.classes)
     return (
@@ -345,8 +359,7 @@ def _serving_estimate(
     @cache
     def latency(batch: int):
         if shape[0] == "transformer":
-            _, kind, layers, d_model, d_ff, vocab, max_len, classes = shape
-            src, out = estimate.request_lengths(kind, max_len)
+            _, kind, layers, d_model, d_ff, vocab, (src, out), classes = shape
             return estimate.request_latency(
                 kind, layers, d_model, d_ff, vocab, src, out, precision, peak, bandwidth, classes=classes, batch=batch
             )

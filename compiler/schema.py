@@ -308,6 +308,12 @@ class Batching(Block):
     timeout: Annotated[Duration, Field(ge=0)] = 0.002
 
 
+class Request(Block):
+    doc: ClassVar[str] = "The request the p99 is planned for: its length in tokens."
+    input_tokens: PosInt | None = Field(None, description="default: the longest the model accepts")
+    output_tokens: PosInt | None = Field(None, description="default: the longest the model generates")
+
+
 class Replicas(Block):
     min: PosInt | None = Field(None, description="default derived from the SLA")
     max: PosInt | None = Field(None, description="default derived from the SLA")
@@ -324,6 +330,7 @@ class Serve(Block):
     device: str = _device("the serving device, from the catalog (docs/devices.md)")
     sla: Sla
     batching: Batching = Field(default_factory=lambda: Batching.model_construct())
+    request: Request = Field(default_factory=lambda: Request.model_construct())
     replicas: Replicas = Field(default_factory=lambda: Replicas.model_construct())
     resources: Resources = Field(default_factory=lambda: Resources.model_construct())
 

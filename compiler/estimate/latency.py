@@ -18,23 +18,27 @@ STEP_SYNC_S = 30e-6  # per generated token: read the token back to the host, lau
 BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0}
 
 
-def request_lengths(kind: str, max_len: int) -> tuple[int, int]:
-    """(input tokens, generated tokens) of the request the latency estimate assumes: the worst case.
+def request_lengths(
+    kind: str, max_len: int, input_tokens: int | None = None, output_tokens: int | None = None
+) -> tuple[int, int]:
+    """(input tokens, generated tokens) of the request the latency estimate plans the p99 for.
 
-    An SLA is a tail target and the spec declares no length distribution, so the
-    estimate takes the longest request the model accepts: encoder-decoder reads max_len
-    source tokens and writes max_len target tokens (both position tables are max_len
-    long); an encoder classifies max_len tokens; a decoder-only model generates up to
-    its position table, max_len - 1 tokens after a 1-token prompt (generation, not
-    the prompt, dominates its latency).
+    The spec's `serve.request` states them (the request at the tail of the traffic);
+    what it leaves out is the worst case, the longest request the model accepts:
+    encoder-decoder reads max_len source tokens and writes max_len target tokens (both
+    position tables are max_len long); an encoder classifies max_len tokens and
+    generates none; a decoder-only model generates up to its position table, max_len - 1
+    tokens after a 1-token prompt (generation, not the prompt, dominates its latency),
+    or max_len - input_tokens after a stated prompt.
     """
     n = max(1, max_len)
     if kind == "encoder-decoder":
-        return n, n
+        return input_tokens or n, output_tokens or n
     if kind == "encoder":
-        return n, 0
+        return input_tokens or n, 0
     if kind == "decoder":
-        return 1, max(1, n - 1)
+        prompt = input_tokens or 1
+        return prompt, output_tokens or max(1, n - prompt)
     raise ValueError(f"unknown transformer kind {kind!r}")
 
 

@@ -13,6 +13,8 @@ load test read them here rather than parse those configs or derive them again:
 * queue: the request timeout (the SLA's p99, in µs) after which a queued request is
   rejected, and the bound on queued requests (what one replica clears within the p99
   at its estimated capacity, at least one full batch).
+* request: the tokens in and out of the request the p99 is planned for (serve.request,
+  by default the longest the model takes); null for an MLP.
 * estimate: the compiler's own numbers for that device, to hold against what a load
   test measures: one request's service time, one replica's capacity (req/s at full
   batches), the replicas the SLA needs and the p99 predicted with them. A number
@@ -43,6 +45,12 @@ def _finite(value: float | None) -> float | None:
     return float(f"{value:.6g}") if value is not None and math.isfinite(value) else None
 
 
+def _request(tokens: tuple[int, int] | None) -> dict | None:
+    if tokens is None:
+        return None  # an MLP: one feature vector per request
+    return {"input_tokens": tokens[0], "output_tokens": tokens[1]}
+
+
 def plan_document(ctx: BuildContext) -> dict:
     ir, facts = ctx.ir, ctx.facts
     serve = ir.serve
@@ -67,6 +75,7 @@ def plan_document(ctx: BuildContext) -> dict:
             "max_queue_delay_us": queue.max_queue_delay_us,
         },
         "queue": {"timeout_us": queue.timeout_us, "max_queue_size": queue.max_queue_size},
+        "request": _request(facts.request_tokens),
         "estimate": {
             "request_latency_s": _finite(latency.total_s) if latency is not None else None,
             "replica_capacity_rps": _finite(sizing.replica_capacity_rps) if sizing is not None else None,

@@ -160,7 +160,8 @@ def latency_text(plan: ServingPlan) -> tuple[AlertText, AlertText]:
     detail = AlertText(
         f"The p99 request latency has stayed above {duration(plan.p99_s)} for {LATENCY_FOR} "
         f"(SLA: {plan.throughput_rps:g} req/s at p99 {duration(plan.p99_s)}; the plan needs "
-        f"{plan.replicas.needed} replicas, the HPA runs {plan.replicas.min}-{plan.replicas.max})."
+        f"{plan.replicas.needed} replica{'' if plan.replicas.needed == 1 else 's'}, "
+        f"the HPA runs {plan.replicas.min}-{plan.replicas.max})."
     )
     return summary, detail
 

@@ -438,3 +438,39 @@ def test_tiny_positive_inputs():
     assert s.feasible and s.replicas == 1
     lat = E.request_latency("decoder", 1, 1, 1, 1, 1, 1, "fp32", 1e-300, 1e-300)
     assert lat.total_s > 0
+
+
+# --- the planned request (serve.request) ------------------------------------------------------
+
+
+def test_request_lengths_default_to_the_longest_request_the_model_takes():
+    assert E.request_lengths("encoder-decoder", 256) == (256, 256)
+    assert E.request_lengths("encoder", 128) == (128, 0)
+    assert E.request_lengths("decoder", 2048) == (1, 2047)
+
+
+def test_stated_request_lengths_replace_the_worst_case():
+    assert E.request_lengths("encoder-decoder", 256, 96, 128) == (96, 128)
+    assert E.request_lengths("encoder-decoder", 256, None, 12) == (256, 12)
+    assert E.request_lengths("encoder", 128, 40, None) == (40, 0)
+    # A decoder's stated prompt leaves the rest of the positions to generation.
+    assert E.request_lengths("decoder", 2048, 500, None) == (500, 1548)
+    assert E.request_lengths("decoder", 2048, None, 256) == (1, 256)
+
+
+def test_the_planned_request_sets_the_decode_steps_and_the_replicas():
+    from support.ranges import check, with_overrides
+
+    stated = check(with_overrides("translator", {}))
+    assert stated.ok and stated.facts.request_tokens == (96, 128) and stated.facts.latency.steps == 128
+    worst = check(
+        with_overrides("translator", {})
+        .replace("    input_tokens  = 96\n", "")
+        .replace("    output_tokens = 128\n", "")
+    )
+    assert worst.ok and worst.facts.request_tokens == (256, 256) and worst.facts.latency.steps == 256
+    # Half the decode steps: about half the latency, and more capacity per replica.
+    assert worst.facts.latency.total_s > 1.8 * stated.facts.latency.total_s
+    assert stated.facts.sizing.replica_capacity_rps > 2 * worst.facts.sizing.replica_capacity_rps
+    local = check(with_overrides("translator", {}), profile="local")
+    assert local.facts.request_tokens == (40, 12) and local.facts.latency.steps == 12

@@ -128,8 +128,9 @@ def test_prometheus_durations_and_quantities_parse_as_their_readers_do():
 
 
 def test_throughput_beyond_any_deployment_is_e706_and_builds_nothing():
-    # The issue: 1e12rps built an HPA with minReplicas 24289888173 and was called valid.
-    for throughput in ("1e12rps", "1e200rps"):
+    # The issue: 1e12rps built an HPA with minReplicas 24289888173 and was called valid (at
+    # 256 generated tokens; the translator now plans for 128, so 1e13rps is that case).
+    for throughput in ("1e13rps", "1e200rps"):
         result = check(with_overrides("translator", {"serve.sla.throughput": throughput}))
         codes = [d.code for d in errors(result)]
         assert codes == ["E706"], [(d.code, d.message) for d in errors(result)]

@@ -24,6 +24,7 @@ COMMANDS_HELP = """commands:
   run SPEC             build, then run the bundle's stages (train, compress, evaluate)
   runs [SPEC]          list the records of earlier runs
   serve SPEC           serve the model the last successful run gated, on a local Triton server
+  loadtest SPEC        serve it, then measure it under open-loop load against the SLA
   fmt [--check] SPEC.. rewrite specs in the canonical layout (or check they are)
   explain CODE         explain a diagnostic code, e.g. `llmc explain E306`
   schema               print the JSON Schema of the language
@@ -142,6 +143,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-port", type=int, default=8000, metavar="PORT", help="Triton's HTTP port (default 8000)")
     p.add_argument(
         "--metrics-port", type=int, default=8002, metavar="PORT", help="Triton's Prometheus metrics port (default 8002)"
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="give up when the server is not ready after this long (default 120)",
+    )
+    p.add_argument(
+        "--runs-dir", default="runs", metavar="DIR", help="where `llmc run` recorded its runs (default runs/)"
+    )
+
+    p = sub.add_parser(
+        "loadtest",
+        help="serve the gated model, then measure it under open-loop load against the SLA",
+        description="Serve the model `llmc serve` would serve, on free local ports, then measure it: the "
+        "median of single requests, open-loop Poisson load at --rate for --duration judged against the SLA "
+        "of the bundle's serving.json, and a short capacity sweep. The report goes to "
+        "runs/<spec>[-<profile>]/loadtests/<UTC timestamp>/. Exit status: 0 the SLA held, 3 it was missed, "
+        "1 nothing to serve or a server that failed, 2 misuse.",
+    )
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--profile", help="load-test the run of the spec with this profile applied")
+    p.add_argument("--rate", type=float, metavar="RPS", help="arrivals per second (default: the SLA's throughput_rps)")
+    p.add_argument(
+        "--duration", type=float, default=20.0, metavar="SECONDS", help="seconds of load (default 20, at most 600)"
+    )
+    p.add_argument("--no-sweep", action="store_true", help="skip the capacity sweep")
+    p.add_argument("--seed", type=int, default=0, help="seed of the arrival times (default 0)")
+    p.add_argument("--http-port", type=int, default=0, metavar="PORT", help="Triton's HTTP port (default: a free one)")
+    p.add_argument(
+        "--metrics-port", type=int, default=0, metavar="PORT", help="Triton's metrics port (default: a free one)"
     )
     p.add_argument(
         "--ready-timeout",
@@ -450,7 +483,6 @@ def cmd_runs(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    import shlex
     from pathlib import Path
 
     for flag, port in (("--http-port", args.http_port), ("--metrics-port", args.metrics_port)):
@@ -462,7 +494,29 @@ def cmd_serve(args) -> int:
         )
     if not args.ready_timeout > 0:
         return _usage_error(args, "--ready-timeout must be a positive number of seconds")
-    args.format, args.color = "human", "auto"  # what _checked reads: serve prints diagnostics for people
+    target = _serve_target(args)
+    if isinstance(target, int):
+        return target
+    name, rerun = target
+    from llmc.runtime.serving import command
+
+    return command.serve(
+        name=name,
+        runs_root=Path(args.runs_dir),
+        rerun=rerun,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        ready_timeout=args.ready_timeout,
+    )
+
+
+def _serve_target(args) -> tuple[str, str] | int:
+    """(the runs' name, the `llmc run` that makes one) of a serve-like command, or an exit
+    status when the spec has errors (reported)."""
+    import shlex
+    from pathlib import Path
+
+    args.format, args.color = "human", "auto"  # what _checked reads: these print diagnostics for people
     result = _checked(args.spec, args)
     if isinstance(result, int):
         return result
@@ -472,12 +526,41 @@ def cmd_serve(args) -> int:
     rerun = ["llmc", "run", args.spec] + (["--profile", args.profile] if args.profile else [])
     if args.runs_dir != "runs":
         rerun += ["--runs-dir", args.runs_dir]
-    from llmc.runtime.serving import command
+    return name, shlex.join(rerun)
 
-    return command.serve(
+
+def cmd_loadtest(args) -> int:
+    import math
+    from pathlib import Path
+
+    for flag, port in (("--http-port", args.http_port), ("--metrics-port", args.metrics_port)):
+        if not 0 <= port <= 65535:
+            return _usage_error(args, f"{flag} must be a port number from 1 to 65535 (0: a free one), not {port}")
+    if args.http_port and args.http_port == args.metrics_port:
+        return _usage_error(
+            args, f"--http-port and --metrics-port are both {args.http_port}: give them different ports"
+        )
+    if args.rate is not None and not (math.isfinite(args.rate) and args.rate > 0):
+        return _usage_error(args, f"--rate must be a positive number of requests per second, not {args.rate:g}")
+    if not (math.isfinite(args.duration) and 0 < args.duration <= 600):
+        return _usage_error(args, f"--duration must be more than 0 and at most 600 seconds, not {args.duration:g}")
+    if not args.ready_timeout > 0:
+        return _usage_error(args, "--ready-timeout must be a positive number of seconds")
+    target = _serve_target(args)
+    if isinstance(target, int):
+        return target
+    name, rerun = target
+    from llmc.runtime.serving import loadtest
+
+    return loadtest.loadtest(
         name=name,
         runs_root=Path(args.runs_dir),
-        rerun=shlex.join(rerun),
+        rerun=rerun,
+        data_root=Path(args.spec).resolve().parent,
+        rate=args.rate,
+        duration=args.duration,
+        sweep=not args.no_sweep,
+        seed=args.seed,
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         ready_timeout=args.ready_timeout,
@@ -518,6 +601,7 @@ _COMMANDS = {
     "run": cmd_run,
     "runs": cmd_runs,
     "serve": cmd_serve,
+    "loadtest": cmd_loadtest,
     "explain": cmd_explain,
     "schema": cmd_schema,
     "fmt": cmd_fmt,

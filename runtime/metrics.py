@@ -328,12 +328,19 @@ def table(metrics: dict, gates: Sequence[Gate]) -> str:
     for name in sorted(metrics):
         if name not in gated:
             rows.append((name, format_value(name, metrics[name]), "-", "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return aligned(rows)
+
+
+def aligned(rows: Sequence[tuple[str, ...]]) -> str:
+    """Rows of columns, the first row the header: every column but the last padded to
+    its widest cell, a rule of dashes under the header (the run's metrics table, and
+    `llmc loadtest`'s)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for i, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
         if i == 0:
-            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * len("verdict"))
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * len(r[-1]))
     return "\n".join(line.rstrip() for line in lines)
 
 

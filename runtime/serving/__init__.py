@@ -8,7 +8,14 @@ Triton server (the `tritonserver` of the nvidia-pytriton wheel, Python backend) 
     handlers.py          requests -> model inputs -> responses (framework-free)
     triton_model.py      the TritonPythonModel the repository's model.py re-exports
     server.py            tritonserver: ports, start, readiness, stop, shared memory
+    session.py           the served model for the length of a `with` block: start, ready, stop
     command.py           the command: progress lines, signals, exit status
+
+`llmc loadtest` (docs/serving.md, "Load test"):
+
+    loadgen.py           open-loop Poisson load, timed from each request's scheduled send
+    loadreport.py        statistics, the verdict against the SLA, the sweep, table, report, plots
+    loadtest.py          the command: unloaded latency, the load, the sweep, exit status
 
 docs/serving.md has the contract (tensors, curl examples, errors, exit status).
 """

@@ -5,143 +5,41 @@ as documented) and the server keeps answering; SIGTERM and SIGINT stop it with n
 tritonserver or stub process and no /dev/shm region left; a taken port and a spec
 with no successful run are refused with their message and exit status 1.
 
-The runs served are made here the quick way, with what an `llmc run` leaves: the local
-profiles' models trained in-process for a few steps (as tests/integration/
-test_target_evaluate.py trains them), the translator exported to ONNX as the export
-step does, the bundle's own evaluate.py run on them (a spec variant with gates the
-short training passes), and the run recorded with runtime/records.py. The whole
-pipeline through `llmc run` is tests/e2e/test_llmc_run.py's.
+The runs served are made the quick way, with what an `llmc run` leaves
+(tests/support/serving_runs.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, run_cli, train_translator
-from support.models import train_tf_classifier
+from helpers import ROOT
+from support.serving_runs import BIN, classifier_run, env, free_port, leftovers, translator_run
 
 pytest.importorskip("pytriton")
 pytest.importorskip("sacrebleu")
 
-BIN = Path(sys.executable).parent
 DOC = ROOT / "docs" / "serving.md"
-DATA = ROOT / "examples" / "data"
-
-# Gates a few training steps pass; everything else is the local profile's.
-LOOSE = {
-    "translator": "  evaluate.metric.bleu.min = 0.0\n  evaluate.metric.chrf.min = 0.0\n",
-    "classifier": "  evaluate.metric.accuracy.min = 0.5\n  evaluate.metric.f1.min = 0.5\n"
-    "  evaluate.metric.latency_p99.max = 10s\n",
-}
-
-
-def _env() -> dict:
-    return {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "LLMC_THREADS": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONWARNINGS": "ignore",
-    }
-
-
-def _variant(folder: Path, name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = folder / f"{name}.llm"
-    spec.write_text(f'extends "{ROOT / "specs" / f"{name}.llm"}"\n\nprofile local {{\n{LOOSE[name]}}}\n')
-    return spec
-
-
-def _record_run(root: Path, spec: Path, bundle: Path, model: Path) -> None:
-    """evaluate.py on `model` (its real gates, a few examples), then the run's record."""
-    from llmc.runtime import records
-    from llmc.runtime.runner import StageResult
-
-    name = f"{spec.stem}-local"
-    work = root / "runs" / name / "work"
-    proc = subprocess.run(
-        [sys.executable, str(bundle / "evaluate" / "evaluate.py"), "--model", str(model)]
-        + ["--json", str(work / "evaluate" / "metrics.json"), "--data-root", str(spec.parent), "--limit", "16"],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    records.claim_runs_folder(root / "runs", name)
-    record = records.new_record(root / "runs", name)
-    stages = [StageResult(stage, "ok", 1.0, 0) for stage in ("train", "compress", "evaluate")]
-    info = {"spec": name, "profile": "local", "target": "local", "bundle": str(bundle)}
-    records.finish_record(record, bundle, work, info, stages)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A folder with both specs' variants and a gated run of each under runs/."""
     root = tmp_path_factory.mktemp("serve")
-    specs = {name: _variant(root / "specs", name) for name in ("translator", "classifier")}
-    bundles = {}
-    for name, spec in specs.items():
-        code, _, err = run_cli("build", str(spec), "--profile", "local", "-o", str(root / "build" / name), "-q")
-        assert code == 0, err
-        bundles[name] = root / "build" / name
-
-    import torch
-
-    from llmc.runtime import zoo_torch
-    from llmc.runtime.folders import write_meta
-    from llmc.runtime.frameworks.torch_onnx import export_onnx
-    from llmc.runtime.onnx_graphs import OPSET
-
-    cfg = json.loads((bundles["translator"] / "model.json").read_text())["model"]
-    work = root / "runs" / "translator-local" / "work"
-    model = train_translator(cfg, steps=40)
-    zoo_torch.save_model(str(work / "train" / "model"), model, cfg, None)
-    served_model = work / "compress" / "model"  # as export writes it: the ONNX graphs and llmc.json
-    served_model.mkdir(parents=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        info = export_onnx(model, cfg, served_model)
-    finally:
-        torch.set_num_threads(threads)
-    meta = json.loads((work / "train" / "model" / "llmc.json").read_text())
-    write_meta(
-        served_model,
-        {**{k: v for k, v in meta.items() if k != "format"}, "format": "llmc-onnx-1", "onnx": {**info, "opset": OPSET}},
-    )
-    _record_run(root, specs["translator"], bundles["translator"], served_model)
-
-    train_tf_classifier(
-        bundles["classifier"], root / "runs" / "classifier-local" / "work" / "compress" / "model", epochs=2
-    )
-    _record_run(
-        root,
-        specs["classifier"],
-        bundles["classifier"],
-        root / "runs" / "classifier-local" / "work" / "compress" / "model",
-    )
+    specs = {"translator": translator_run(root), "classifier": classifier_run(root)}
     return root, specs
 
 
 # --- the server ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Serving:
@@ -155,7 +53,7 @@ class Serving:
             [str(BIN / "llmc"), "serve", str(spec), "--profile", "local", "--runs-dir", str(root / "runs")]
             + ["--http-port", str(self.http), "--metrics-port", str(self.metrics), *extra],
             cwd=root,
-            env=_env(),
+            env=env(),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -200,22 +98,6 @@ class Serving:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-
-
-def leftovers(marks: list[str]) -> list[str]:
-    """Processes whose command line holds one of `marks`, and /dev/shm entries named by them."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if any(m in cmdline for m in marks):
-                found.append(f"pid {entry.name}: {cmdline[:200]}")
-    shm = Path("/dev/shm")
-    found += [str(p) for p in shm.iterdir() if any(p.name.startswith(m) for m in marks)] if shm.is_dir() else []
-    return found
 
 
 # --- the documented requests ------------------------------------------------------------------------
@@ -394,7 +276,7 @@ def test_a_taken_port_is_refused_before_anything_starts(served):
             [str(BIN / "llmc"), "serve", str(specs["translator"]), "--profile", "local"]
             + ["--runs-dir", str(root / "runs"), "--http-port", str(port), "--metrics-port", str(free_port())],
             cwd=root,
-            env=_env(),
+            env=env(),
             capture_output=True,
             text=True,
             timeout=60,
@@ -409,7 +291,7 @@ def test_a_spec_without_a_successful_run_names_the_command_that_makes_one(tmp_pa
         [str(BIN / "llmc"), "serve", str(ROOT / "specs" / "translator.llm"), "--profile", "local"]
         + ["--runs-dir", str(tmp_path / "runs")],
         cwd=tmp_path,
-        env=_env(),
+        env=env(),
         capture_output=True,
         text=True,
         timeout=60,

@@ -355,16 +355,35 @@ def _serving_estimate(
     if device is None:
         return None, None
     peak, bandwidth = _peak(device, precision), device.bandwidth_bytes_per_s
+    overheads = {
+        "request_overhead_s": device.request_overhead_s,
+        "row_overhead_s": device.row_overhead_s,
+        "layer_launch_s": device.layer_launch_s,
+        "row_launch_s": device.row_launch_s,
+    }
 
     @cache
     def latency(batch: int):
         if shape[0] == "transformer":
             _, kind, layers, d_model, d_ff, vocab, (src, out), classes = shape
             return estimate.request_latency(
-                kind, layers, d_model, d_ff, vocab, src, out, precision, peak, bandwidth, classes=classes, batch=batch
+                kind,
+                layers,
+                d_model,
+                d_ff,
+                vocab,
+                src,
+                out,
+                precision,
+                peak,
+                bandwidth,
+                classes=classes,
+                batch=batch,
+                step_sync_s=device.step_sync_s,
+                **overheads,
             )
         _, inputs, hidden, classes = shape
-        return estimate.mlp_latency(inputs, list(hidden), classes, precision, peak, bandwidth, batch=batch)
+        return estimate.mlp_latency(inputs, list(hidden), classes, precision, peak, bandwidth, batch=batch, **overheads)
 
     one = latency(1)
     sizing = estimate.replicas_needed(

@@ -109,6 +109,8 @@ def request_latency(
     request_overhead_s=REQUEST_OVERHEAD_S,
     layer_launch_s=LAYER_LAUNCH_S,
     step_sync_s=STEP_SYNC_S,
+    row_overhead_s=0.0,
+    row_launch_s=0.0,
 ) -> LatencyEstimate:
     """Roofline latency of one request (batch 1 by default) of a Transformer (module docstring).
 
@@ -126,6 +128,10 @@ def request_latency(
     or the prompt pass; each decoder step reads all decoder weights, the tied output
     projection (vocab x d) and the KV cache, evaluated at the mean context length, and
     pays `step_sync_s` of host round trip. Total = prefill + steps x step + overhead.
+
+    Devices whose framework work grows with the batch (catalog.Device, the `cpu` entry)
+    add `row_launch_s` per row to each layer's launch floor and `row_overhead_s` per row
+    to the request overhead; both are 0 by default.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown transformer kind {kind!r}")
@@ -140,6 +146,7 @@ def request_latency(
     kvb = 4.0 if precision == "fp32" else 2.0
     ops = _clean(_num(peak_ops_per_s) * _num(compute_efficiency))
     bw = _clean(_num(bandwidth_bytes_per_s) * _num(bandwidth_efficiency))
+    layer_pass = _clean(_num(layer_launch_s) + _prod(B, row_launch_s))  # one layer's launch floor, this batch
 
     enc_layer = _num(encoder_layer_params(d, f))
     plain_layer = enc_layer
@@ -154,27 +161,27 @@ def request_latency(
         flops_pre = _clean(_prod(2, B, s, w_pre) + _prod(4, B, L, s, s, d))
         kv_write = _prod(2, L, s, d, kvb, B)
         bytes_pre = _clean(w_pre * bpp + kv_write)
-        launch_pre = _prod(2, L, layer_launch_s)
+        launch_pre = _prod(2, L, layer_pass)
         # A step reads the decoder layers except cross K/V (done once), the final LN and the output projection.
         w_step = _clean(_prod(L, dec_layer - cross_kv) + ln + out_proj)
         ctx_self = (n + 1) / 2  # mean self-attention context over the steps
         ctx_cross = s
-        launch_step = _prod(L, layer_launch_s)
+        launch_step = _prod(L, layer_pass)
     elif kind == "encoder":
         w_pre = _clean(_prod(L, enc_layer) + ln + (_prod(d, classes) + _num(classes) if classes else 0.0))
         flops_pre = _clean(_prod(2, B, s, w_pre) + _prod(4, B, L, s, s, d))
         bytes_pre = _clean(w_pre * bpp)
-        launch_pre = _prod(L, layer_launch_s)
+        launch_pre = _prod(L, layer_pass)
         w_step = ctx_self = ctx_cross = launch_step = 0.0
     else:  # decoder-only
         w_layers = _clean(_prod(L, plain_layer) + ln)
         flops_pre = _clean(_prod(2, B, s, w_layers) + _prod(4, B, L, s, s, d) + _prod(2, B, out_proj))
         bytes_pre = _clean((w_layers + out_proj) * bpp + _prod(2, L, s, d, kvb, B))
-        launch_pre = _prod(L, layer_launch_s)
+        launch_pre = _prod(L, layer_pass)
         w_step = _clean(w_layers + out_proj)
         ctx_self = s + (n + 1) / 2
         ctx_cross = 0.0
-        launch_step = _prod(L, layer_launch_s)
+        launch_step = _prod(L, layer_pass)
 
     prefill_s, prefill_bound = _roofline(flops_pre, bytes_pre, ops, bw, launch_pre)
 
@@ -189,7 +196,7 @@ def request_latency(
         step_flops = step_bytes = per_step = decode_s = 0.0
         step_bound = "none"
 
-    overhead = _num(request_overhead_s)
+    overhead = _clean(_num(request_overhead_s) + _prod(B, row_overhead_s))
     total = _clean(prefill_s + decode_s + overhead)
     bound = step_bound if decode_s > prefill_s else prefill_bound
     return LatencyEstimate(
@@ -226,8 +233,11 @@ def mlp_latency(
     bandwidth_efficiency=BANDWIDTH_EFFICIENCY,
     request_overhead_s=REQUEST_OVERHEAD_S,
     layer_launch_s=LAYER_LAUNCH_S,
+    row_overhead_s=0.0,
+    row_launch_s=0.0,
 ) -> LatencyEstimate:
-    """Roofline latency of one MLP request: 2 x params x batch ops, weights read once."""
+    """Roofline latency of one MLP request: 2 x params x batch ops, weights read once
+    (the row terms as in `request_latency`)."""
     if precision not in BYTES_PER_PARAM:
         raise ValueError(f"unknown serving precision {precision!r}")
     pc = mlp_params(inputs, hidden, classes)
@@ -238,8 +248,9 @@ def mlp_latency(
     flops = _prod(2, B, p)
     act = _prod(B, sum(_num(w) for w in pc.widths), 4.0 if precision == "fp32" else 2.0)
     nbytes = _clean(p * BYTES_PER_PARAM[precision] + act)
-    t, bound = _roofline(flops, nbytes, ops, bw, _prod(len(pc.per_layer), layer_launch_s))
-    overhead = _num(request_overhead_s)
+    layer_pass = _clean(_num(layer_launch_s) + _prod(B, row_launch_s))
+    t, bound = _roofline(flops, nbytes, ops, bw, _prod(len(pc.per_layer), layer_pass))
+    overhead = _clean(_num(request_overhead_s) + _prod(B, row_overhead_s))
     return LatencyEstimate(
         total_s=_clean(t + overhead),
         prefill_s=t,

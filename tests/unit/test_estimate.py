@@ -474,3 +474,29 @@ def test_the_planned_request_sets_the_decode_steps_and_the_replicas():
     assert stated.facts.sizing.replica_capacity_rps > 2 * worst.facts.sizing.replica_capacity_rps
     local = check(with_overrides("translator", {}), profile="local")
     assert local.facts.request_tokens == (40, 12) and local.facts.latency.steps == 12
+
+
+def test_the_cpu_entry_reproduces_the_measurement_it_was_calibrated_on():
+    """catalog's `cpu` overheads were fitted to the translator's local student served here
+    (its `calibration` text): the model alone took these times for batches of date
+    phrases, and a lone request through Triton 5.1 ms without the batching window.
+    Changing a figure without measuring again moves the estimate off them."""
+    cpu = catalog.get("cpu")
+    assert cpu is not None and "Measured" in cpu.calibration
+    measured_ms = {1: 1.99, 2: 2.46, 4: 3.42, 8: 5.36, 16: 9.39}
+
+    def estimate(batch: int, with_request_overhead: bool) -> float:
+        overheads = {"request_overhead_s": cpu.request_overhead_s, "row_overhead_s": cpu.row_overhead_s}
+        lat = E.request_latency(
+            "encoder-decoder", 1, 64, 256, 260, 25, 12, "int8", cpu.peak_ops("int8"), cpu.bandwidth_bytes_per_s,
+            batch=batch, layer_launch_s=cpu.layer_launch_s, row_launch_s=cpu.row_launch_s,
+            step_sync_s=cpu.step_sync_s,
+            **(overheads if with_request_overhead else {"request_overhead_s": 0.0, "row_overhead_s": 0.0}),
+        )  # fmt: skip
+        return lat.total_s * 1e3
+
+    for batch, ms in measured_ms.items():
+        assert estimate(batch, False) == pytest.approx(ms, rel=0.25), batch
+    assert estimate(1, True) == pytest.approx(10.1 - 5.0, rel=0.25)
+    # Full batches of 16 at 3 ms a request and the model's 9.4 ms: the 240 req/s measured.
+    assert 16 / estimate(16, True) * 1e3 == pytest.approx(240, rel=0.25)

@@ -21,7 +21,7 @@ COMMANDS_HELP = """commands:
   build SPEC           generate the bundle: training, compression, evaluation, search,
                        serving, Kubernetes and monitoring artifacts
   plan SPEC            show what `build` would change in the output directory
-  run SPEC             build, then run the bundle's stages (train, compress, evaluate)
+  run SPEC             build, then run the bundle's stages (train, compress, evaluate, serve)
   runs [SPEC]          list the records of earlier runs
   serve SPEC           serve the model the last successful run gated, on a local Triton server
   loadtest SPEC        serve it, then measure it under open-loop load against the SLA
@@ -109,14 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run",
         help="build, then run the bundle's stages",
-        description="Build the bundle, then run its stages in order (train, compress, evaluate; "
-        "search with --stage search). A stage whose inputs are unchanged since its last "
-        "success is skipped. Every run is recorded under runs/.",
+        description="Build the bundle, then run its stages in order (train, compress, evaluate, "
+        "serve: the gated model load-tested against the SLA on a local Triton; search with --stage "
+        "search). A stage whose inputs are unchanged since its last success is skipped. Every run "
+        "is recorded under runs/. Exit status: 0 every stage passed, 1 a stage failed (a failed gate, "
+        "a missed SLA), 2 the run could not start, 130 interrupted.",
     )
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--profile", help="apply the named profile's overrides")
     p.add_argument("-o", "--output", metavar="DIR", help="the bundle's directory (default build/<spec>[-<profile>])")
-    p.add_argument("--stage", choices=("train", "compress", "evaluate", "search"), help="run only this stage")
+    p.add_argument("--stage", choices=("train", "compress", "evaluate", "serve", "search"), help="run only this stage")
     p.add_argument(
         "--target",
         choices=("local", "k8s"),
@@ -442,6 +444,8 @@ def cmd_run(args) -> int:
 
     if args.np is not None and args.np < 1:
         return _usage_error(args, "--np must be at least 1")
+    if args.stage == "serve" and args.target == "k8s":
+        return _usage_error(args, "--stage serve runs on this machine only (a local Triton): drop --target k8s")
     made = _bundle_of(args)
     if isinstance(made, int):
         return made

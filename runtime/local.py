@@ -2,9 +2,11 @@
 
 Reads only the built bundle; records every run under runs/<spec>/<timestamp>/.
 Exit status: 0 every stage passed or was up to date, 1 a stage failed (its own exit
-status is shown), 2 the run could not start (no bundle, no cluster), 130 Ctrl-C.
+status is shown; a failed gate, a missed SLA), 2 the run could not start (no bundle,
+no cluster, no such stage), 130 Ctrl-C.
 """
 
+import json
 import signal
 import sys
 from pathlib import Path
@@ -52,6 +54,10 @@ def run(
     if not stages:
         sys.stderr.write("error: the bundle has no stage to run\n")
         return 2
+    if stage is not None and stage not in [s.name for s in stages]:
+        need = {"serve": "a serve block and an evaluate block"}.get(stage, f"a {stage} block")
+        sys.stderr.write(f"error: the bundle has no {stage} stage (the spec needs {need})\n")
+        return 2
     if not _claimed(runs_root, name):
         return 2
     record = records.new_record(runs_root, name)
@@ -98,10 +104,26 @@ def _claimed(runs_root: Path, name: str) -> bool:
 
 def _finish(console, record: Path, bundle, work: Path, info: dict, results: list) -> int:
     records.finish_record(record, bundle.root, work, {**info, "bundle": str(bundle.root)}, results)
+    verdict = serving_verdict(work, results)
+    if verdict:
+        console.print(verdict, markup=False, highlight=False)
     console.print(f"run recorded in {record}", highlight=False)
     if any(r.status == "interrupted" for r in results):
         return 130
     return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def serving_verdict(work: Path, results: list) -> str | None:
+    """The summary line of a serve stage that ran in this run: its verdict against the
+    SLA (the last line of the load test, from work/serve/results.json), or None."""
+    ran = [r for r in results if r.name == "serve" and r.status in ("ok", "failed")]
+    if not ran:
+        return None
+    try:
+        line = json.loads((work / "serve" / "results.json").read_text(encoding="utf-8"))["verdict"]["line"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"==> serve {ran[0].status}: no load-test report (see the stage's output above)"
+    return f"==> serve {ran[0].status}: {line}"
 
 
 def _interrupt(signum, frame):

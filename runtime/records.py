@@ -1,7 +1,8 @@
 """Run records: runs/<spec>/<timestamp>/ holds what a run did and what it measured.
 
 Each record has the bundle's lock file, `run.json` (profile, target, stages with
-status, seconds and exit code) and copies of the metrics each stage wrote.
+status, seconds and exit code) and copies of the metrics each stage wrote (the serve
+stage's load-test report as serve-report.md, serve-results.json and its two plots).
 `llmc runs` lists them.
 
 llmc owns only the folders `runs/<spec>/` it made, marked by a `.llmc-runs` file: the
@@ -19,6 +20,8 @@ from pathlib import Path
 MARKER = ".llmc-runs"
 _RECORD = re.compile(r"\d{8}T\d{6}Z(-\d+)?")  # a record's folder name (new_record)
 _SHOWN = 5  # entries named in a refusal; the rest are counted
+# The serve stage's report in work/serve/ (serving/loadreport.py's REPORT_FILES), copied as serve-<name>.
+SERVE_REPORT = ("report.md", "results.json", "latency.png", "rates.png")
 
 
 class RunsFolderRefused(Exception):
@@ -87,7 +90,12 @@ def new_record(runs_root: Path, spec_name: str) -> Path:
 
 def finish_record(record: Path, bundle_root: Path, work: Path, info: dict, results) -> None:
     shutil.copy2(bundle_root / "llmc.lock.json", record / "llmc.lock.json")
-    for rel in ("train/metrics.jsonl", "evaluate/metrics.json", "search/results.json"):
+    for rel in (
+        "train/metrics.jsonl",
+        "evaluate/metrics.json",
+        "search/results.json",
+        *(f"serve/{name}" for name in SERVE_REPORT),
+    ):
         src = work / rel
         if src.is_file():
             dest = record / rel.replace("/", "-")

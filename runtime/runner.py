@@ -1,4 +1,4 @@
-"""Run a built bundle's stages: train, compress, evaluate (and search on request).
+"""Run a built bundle's stages: train, compress, evaluate, serve (and search on request).
 
 The runtime reads only the bundle directory and its lock file; it never imports the
 compiler. Each stage is a command from the bundle (docs/bundle.md), run locally
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+# The stages a cluster runs (cluster.py); here, serve follows evaluate (plan_stages).
 ORDER = ("train", "compress", "evaluate", "search")
 _URI = ("s3://", "gs://", "hdfs://", "http://", "https://", "abfs://", "az://")
 
@@ -35,7 +36,8 @@ class Stage(NamedTuple):
     name: str
     commands: list[list[str]]  # run in order; each must exit 0
     folder: str  # the bundle folder whose artifacts key the stage (plus model.json)
-    outputs: str  # the work folder the stage writes
+    outputs: str  # what the stage writes under work/: it is rerun when this is gone
+    extra: tuple[str, ...] = ()  # more bundle files that key the stage (serve: serving.json)
 
 
 class StageResult(NamedTuple):
@@ -59,8 +61,9 @@ class Bundle:
     def has(self, rel: str) -> bool:
         return (self.root / rel).is_file()
 
-    def artifact_hashes(self, folder: str) -> dict[str, str]:
-        return {p: h for p, h in self.lock["artifacts"].items() if p.startswith(folder + "/") or p == "model.json"}
+    def artifact_hashes(self, folder: str, extra: tuple[str, ...] = ()) -> dict[str, str]:
+        keyed = ("model.json", *extra)
+        return {p: h for p, h in self.lock["artifacts"].items() if p.startswith(folder + "/") or p in keyed}
 
     def world_size(self) -> int:
         par = self.model.get("parallel") or {}
@@ -139,6 +142,22 @@ def plan_stages(bundle: Bundle, work: Path, data_root: Path, np: int | None, wit
             *common,
         ]
         stages.append(Stage("evaluate", [cmd], "evaluate", str(work / "evaluate")))
+    if stages and stages[-1].name == "evaluate" and bundle.has("loadtest/loadtest.py") and bundle.has("serving.json"):
+        # The model evaluate just passed, on a local Triton under the SLA's load (ports: free ones).
+        model = work / ("compress" if steps else "train") / "model"
+        cmd = [
+            py,
+            str(root / "loadtest/loadtest.py"),
+            "--model",
+            str(model),
+            "--output",
+            str(work / "serve"),
+            "--metrics",
+            str(work / "evaluate" / "metrics.json"),
+            *common,
+        ]
+        # work/serve/ also holds compress's serving layout: the stage's own output is its report.
+        stages.append(Stage("serve", [cmd], "loadtest", str(work / "serve" / "results.json"), ("serving.json",)))
     if with_search and bundle.has("search/search.py"):
         cmd = [py, str(root / "search/search.py"), "--local", "--output", str(work / "search"), *common]
         stages.append(Stage("search", [cmd], "search", str(work / "search")))
@@ -157,11 +176,12 @@ def data_digest(bundle: Bundle, data_root: Path) -> str:
     return h.hexdigest()
 
 
-def stage_key(bundle: Bundle, folder: str, upstream: str, data: str = "") -> str:
-    """A stage's key: the hashes of its bundle folder's artifacts (and model.json), the
-    data's digest, and the key of the stage before it, so a change upstream reruns it."""
+def stage_key(bundle: Bundle, folder: str, upstream: str, data: str = "", extra: tuple[str, ...] = ()) -> str:
+    """A stage's key: the hashes of its bundle folder's artifacts (and model.json, and
+    `extra`), the data's digest, and the key of the stage before it, so a change
+    upstream reruns it."""
     h = hashlib.sha256(upstream.encode())
-    h.update(json.dumps(bundle.artifact_hashes(folder), sort_keys=True).encode())
+    h.update(json.dumps(bundle.artifact_hashes(folder, extra), sort_keys=True).encode())
     h.update(data.encode())
     return h.hexdigest()
 
@@ -177,7 +197,7 @@ def run_stages(
     data = data_digest(bundle, data_root)
     upstream = ""
     for stage in stages:
-        key = upstream = stage_key(bundle, stage.folder, upstream, data)
+        key = upstream = stage_key(bundle, stage.folder, upstream, data, stage.extra)
         if only is not None and stage.name != only:
             continue
         last = state.get(stage.name, {})

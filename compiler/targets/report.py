@@ -76,5 +76,11 @@ def stages(ir) -> list[Stage]:
         )
     if ir.serve is not None:
         sv = ir.serve
-        out.append(Stage("serve", f"{sv.platform} on {sv.device}, batches up to {sv.batching.max_batch_size}"))
+        what = f"{sv.platform} on {sv.device}, batches up to {sv.batching.max_batch_size}"
+        if ir.evaluate is not None:
+            what += (
+                f"; `llmc run` load-tests the gated model on a local Triton at {sv.sla.throughput:g} req/s "
+                f"against the SLA (loadtest/loadtest.py)"
+            )
+        out.append(Stage("serve", what))
     return out

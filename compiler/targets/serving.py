@@ -19,6 +19,13 @@ load test read them here rather than parse those configs or derive them again:
   test measures: one request's service time, one replica's capacity (req/s at full
   batches), the replicas the SLA needs and the p99 predicted with them. A number
   the estimate cannot give (no replica count meets the SLA) is null.
+
+With an evaluate block too, loadtest/loadtest.py: the serve stage of `llmc run`,
+which serves the model evaluate passed on a local Triton and load-tests it against
+the SLA (llmc.runtime.serving.loadtest.run_stage). Its constants: the model's name,
+the load's rate (the SLA's throughput) and duration (LOAD_SECONDS); its docstring
+states the SLA it is judged against (serving.json's numbers, which the runtime reads).
+Not under serve/: the k8s target ships every serve/ file in the server's ConfigMap.
 """
 
 from __future__ import annotations
@@ -27,17 +34,55 @@ import math
 from typing import NamedTuple
 
 from . import Artifact, BuildContext
+from .docstrings import doc_text
 from .serving_names import serving_name
+
+LOAD_SECONDS = 20.0  # the serve stage's load at the SLA's rate (LLMC_LOADTEST_DURATION overrides it)
 
 
 class PlanJson(NamedTuple):
     document: dict  # written with |json_block
 
 
+class LoadtestScript(NamedTuple):
+    model_name: str  # the served model's name (serving_names.serving_name)
+    model_doc: str  # the spec's model name made docstring-safe (docstrings.doc_text)
+    device: str
+    rate_rps: float  # the load's rate: the SLA's throughput
+    duration_s: float
+    sla_text: str  # the SLA's clauses, for the docstring
+
+
 def artifacts(ctx: BuildContext) -> list[Artifact]:
     if ctx.ir.serve is None:
         return []
-    return [Artifact("serving.json", "serving/serving.json.j2", PlanJson(plan_document(ctx)))]
+    out = [Artifact("serving.json", "serving/serving.json.j2", PlanJson(plan_document(ctx)))]
+    if ctx.ir.evaluate is not None:
+        out.append(Artifact("loadtest/loadtest.py", "serving/loadtest.py.j2", loadtest_script(ctx), executable=True))
+    return out
+
+
+def loadtest_script(ctx: BuildContext) -> LoadtestScript:
+    serve = ctx.ir.serve
+    assert serve is not None  # artifacts() runs only with a serve block
+    sla = serve.sla
+    error_rate = sla.error_rate if sla.error_rate is not None else 1 - sla.availability
+    sla_text = (
+        f"p99 latency <= {_seconds(sla.p99_latency)} at {sla.throughput:g} req/s, "
+        f"an error budget of {error_rate * 100:.4g}% of the requests"
+    )
+    return LoadtestScript(
+        model_name=serving_name(ctx.ir.model.name),
+        model_doc=doc_text(ctx.ir.model.name),
+        device=doc_text(serve.device),
+        rate_rps=float(sla.throughput),
+        duration_s=LOAD_SECONDS,
+        sla_text=sla_text,
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.6g} ms" if value < 1 else f"{value:.6g} s"
 
 
 def _finite(value: float | None) -> float | None:

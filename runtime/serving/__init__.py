@@ -15,7 +15,8 @@ Triton server (the `tritonserver` of the nvidia-pytriton wheel, Python backend) 
 
     loadgen.py           open-loop Poisson load, timed from each request's scheduled send
     loadreport.py        statistics, the verdict against the SLA, the sweep, table, report, plots
-    loadtest.py          the command: unloaded latency, the load, the sweep, exit status
+    loadtest.py          the command and the serve stage of `llmc run` (the bundle's
+                         loadtest/loadtest.py): unloaded latency, the load, the sweep
 
 docs/serving.md has the contract (tensors, curl examples, errors, exit status).
 """

@@ -1,14 +1,17 @@
-"""The gated model of the last successful run, served on a local Triton for as long as
-a `with` block runs: `llmc serve` waits in it until Ctrl-C, `llmc loadtest` drives it.
+"""A model served on a local Triton for as long as a `with` block runs: `llmc serve`
+waits in it until Ctrl-C, `llmc loadtest` and the serve stage of `llmc run` drive it.
 
     with served(name, runs_root, rerun, http_port, metrics_port, ready_timeout, "serve") as live:
-        ...  # live.server answers on live.server.url; live.plan is serving.json
+        ...  # the last successful run's gated model; live.server answers on live.server.url
+    with serving(source, http_port, metrics_port, ready_timeout, "loadtest") as live:
+        ...  # a given model of a given bundle (the serve stage: the model evaluate just passed)
 
-What goes wrong before the server is ready (no gated run, a port in use, a server
-that exits or is not ready in time) raises ServeFailed with the one line to print.
-On the way out, whatever ends the block (its end, an exception, Ctrl-C, or SIGTERM,
-which is turned into KeyboardInterrupt while the block runs), the server is stopped
-with signals held off, so a second Ctrl-C cannot cut the clean-up short.
+live.plan is the bundle's serving.json. What goes wrong before the server is ready
+(no gated run, a port in use, a server that exits or is not ready in time) raises
+ServeFailed with the one line to print. On the way out, whatever ends the block (its
+end, an exception, Ctrl-C, or SIGTERM, which is turned into KeyboardInterrupt while
+the block runs), the server is stopped with signals held off, so a second Ctrl-C
+cannot cut the clean-up short.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from ..folders import StepError, model_format, read_meta
 from ..tokenizer import TokenizerError
 from .handlers import Handler, Unservable, handler_for
 from .local_repository import write_repository
-from .runs import GatedRun, NoServedModel, find_gated_run
+from .runs import NoServedModel, find_gated_run
 from .server import ServerError, TritonServer, check_port, find_triton
 from .settings import Batching, SettingsError, read_batching, read_plan
 
@@ -34,8 +37,30 @@ class ServeFailed(Exception):
     """The model cannot be served; the message is the line to print after `error: `."""
 
 
+class Source(NamedTuple):
+    """What to serve, and where the server's files (repository, backends, log) go."""
+
+    bundle: Path  # the bundle whose serving.json sets the batching and the queue
+    model: Path  # the model folder evaluate scored and passed
+    metrics: dict[str, Any]  # evaluate's metrics.json for it (its gates, for the progress line)
+    folder: Path  # the Triton repository, backends and log are written here
+    run: str  # the run it comes from, as the report names it
+    origin: str  # how the progress line names it: "run <timestamp> of <spec>", "this run"
+
+
+def gated_source(name: str, runs_root: Path, rerun: str) -> Source:
+    """The model of runs/<name>'s last successful run (runs.find_gated_run), served from
+    runs/<name>/serve/; ServeFailed when there is none."""
+    try:
+        run = find_gated_run(runs_root, name, rerun)
+    except NoServedModel as exc:
+        raise ServeFailed(str(exc)) from None
+    origin = f"run {run.record.name} of {name}"
+    return Source(run.bundle, run.model, run.metrics, runs_root / name / "serve", run.record.name, origin)
+
+
 class Served(NamedTuple):
-    run: GatedRun
+    run: Source
     meta: dict[str, Any]  # the served model's llmc.json
     handler: Handler  # its request contract (tensors), without a backend
     model_name: str
@@ -59,31 +84,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _prepare(name: str, runs_root: Path, rerun: str, http_port: int, metrics_port: int, label: str) -> tuple:
+def _prepare(source: Source, http_port: int, metrics_port: int, label: str) -> tuple:
     try:
-        run = find_gated_run(runs_root, name, rerun)
-        meta = read_meta(run.model)
+        meta = read_meta(source.model)
         handler = handler_for(meta)
-        model_name = str(meta["model"].get("name") or name)
-        batching = read_batching(run.bundle)
-        plan = read_plan(run.bundle)
-        fmt = model_format(run.model)
+        batching = read_batching(source.bundle)
+        plan = read_plan(source.bundle)
+        model_name = str(meta["model"].get("name") or plan.get("model") or "model")
+        fmt = model_format(source.model)
         install = find_triton()
         check_port(http_port, "--http-port")
         check_port(metrics_port, "--metrics-port")
         repo = write_repository(
-            runs_root / name / "serve", model_name, handler, batching, run.model, install.python_backend, install.stub
+            source.folder, model_name, handler, batching, source.model, install.python_backend, install.stub
         )
-    except (NoServedModel, SettingsError, ServerError, StepError, Unservable, TokenizerError) as exc:
+    except (SettingsError, ServerError, StepError, Unservable, TokenizerError) as exc:
         raise ServeFailed(str(exc)) from None
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         raise ServeFailed(f"{where}{exc.strerror or exc}") from None
-    values = {g["metric"]: g["value"] for g in run.metrics.get("gates") or [] if g.get("value") is not None}
+    values = {g["metric"]: g["value"] for g in source.metrics.get("gates") or [] if g.get("value") is not None}
     gates = ", ".join(f"{metric} {value:.4g}" for metric, value in values.items())
-    say(
-        f"{label}: run {run.record.name} of {name}: {run.model} ({fmt}; passed its gates{': ' + gates if gates else ''})"
-    )
+    say(f"{label}: {source.origin}: {source.model} ({fmt}; passed its gates{': ' + gates if gates else ''})")
     say(
         f"{label}: dynamic batching up to {batching.max_batch_size} "
         f"(preferred {batching.preferred_batch_sizes or 'any'}, queue delay {batching.max_queue_delay_microseconds} µs); "
@@ -92,7 +114,7 @@ def _prepare(name: str, runs_root: Path, rerun: str, http_port: int, metrics_por
     )
     server = TritonServer(install, repo.root, repo.backends, repo.log, http_port, metrics_port)
     say(f"{label}: starting tritonserver with {repo.config} (log: {repo.log})")
-    return run, meta, handler, model_name, batching, plan, server
+    return meta, handler, model_name, batching, plan, server
 
 
 @contextmanager
@@ -109,17 +131,30 @@ def served(
     """runs/<name>'s gated model on a ready Triton at 127.0.0.1:`http_port`, stopped on
     the way out (module docstring). `label` starts the progress lines; `on_stop` is
     called before the server is stopped when Ctrl-C or SIGTERM ended the block."""
-    runs_root = runs_root.resolve()
-    run, meta, handler, model_name, batching, plan, server = _prepare(
-        name, runs_root, rerun, http_port, metrics_port, label
-    )
+    source = gated_source(name, runs_root.resolve(), rerun)
+    with serving(source, http_port, metrics_port, ready_timeout, label, on_stop) as live:
+        yield live
+
+
+@contextmanager
+def serving(
+    source: Source,
+    http_port: int,
+    metrics_port: int,
+    ready_timeout: float,
+    label: str = "serve",
+    on_stop: Callable[[], None] | None = None,
+) -> Iterator[Served]:
+    """`source`'s model on a ready Triton at 127.0.0.1:`http_port`, stopped on the way out
+    (as `served`)."""
+    meta, handler, model_name, batching, plan, server = _prepare(source, http_port, metrics_port, label)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the server as Ctrl-C does
     started = time.monotonic()
     try:
         server.start()
         server.wait_ready(ready_timeout)
         say(f"{label}: {model_name} ready in {time.monotonic() - started:.1f} s")
-        yield Served(run, meta, handler, model_name, batching, plan, server)
+        yield Served(source, meta, handler, model_name, batching, plan, server)
     except ServerError as exc:
         raise ServeFailed(str(exc)) from None
     except KeyboardInterrupt:

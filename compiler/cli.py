@@ -55,6 +55,28 @@ def _asks_for_json(argv: list[str]) -> bool:
     return False
 
 
+def add_server_flags(p: argparse.ArgumentParser, http_port: int, metrics_port: int) -> None:
+    """The flags of the commands that start a local Triton (serve, loadtest); port 0: a free one."""
+
+    def port_help(what: str, default: int) -> str:
+        return f"Triton's {what} port (default {default if default else 'a free one'})"
+
+    p.add_argument("--http-port", type=int, default=http_port, metavar="PORT", help=port_help("HTTP", http_port))
+    p.add_argument(
+        "--metrics-port", type=int, default=metrics_port, metavar="PORT", help=port_help("metrics", metrics_port)
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="give up when the server is not ready after this long (default 120)",
+    )
+    p.add_argument(
+        "--runs-dir", default="runs", metavar="DIR", help="where `llmc run` recorded its runs (default runs/)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="llmc",
@@ -142,20 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--profile", help="serve the run of the spec with this profile applied")
-    p.add_argument("--http-port", type=int, default=8000, metavar="PORT", help="Triton's HTTP port (default 8000)")
-    p.add_argument(
-        "--metrics-port", type=int, default=8002, metavar="PORT", help="Triton's Prometheus metrics port (default 8002)"
-    )
-    p.add_argument(
-        "--ready-timeout",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="give up when the server is not ready after this long (default 120)",
-    )
-    p.add_argument(
-        "--runs-dir", default="runs", metavar="DIR", help="where `llmc run` recorded its runs (default runs/)"
-    )
+    add_server_flags(p, http_port=8000, metrics_port=8002)
 
     p = sub.add_parser(
         "loadtest",
@@ -174,20 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-sweep", action="store_true", help="skip the capacity sweep")
     p.add_argument("--seed", type=int, default=0, help="seed of the arrival times (default 0)")
-    p.add_argument("--http-port", type=int, default=0, metavar="PORT", help="Triton's HTTP port (default: a free one)")
-    p.add_argument(
-        "--metrics-port", type=int, default=0, metavar="PORT", help="Triton's metrics port (default: a free one)"
-    )
-    p.add_argument(
-        "--ready-timeout",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="give up when the server is not ready after this long (default 120)",
-    )
-    p.add_argument(
-        "--runs-dir", default="runs", metavar="DIR", help="where `llmc run` recorded its runs (default runs/)"
-    )
+    add_server_flags(p, http_port=0, metrics_port=0)
 
     p = sub.add_parser("runs", help="list the records of earlier runs", description="List the records under runs/.")
     p.add_argument("spec", nargs="?", metavar="SPEC", help="only this spec's runs")
@@ -489,15 +485,9 @@ def cmd_runs(args) -> int:
 def cmd_serve(args) -> int:
     from pathlib import Path
 
-    for flag, port in (("--http-port", args.http_port), ("--metrics-port", args.metrics_port)):
-        if not 1 <= port <= 65535:
-            return _usage_error(args, f"{flag} must be a port number from 1 to 65535, not {port}")
-    if args.http_port == args.metrics_port:
-        return _usage_error(
-            args, f"--http-port and --metrics-port are both {args.http_port}: give them different ports"
-        )
-    if not args.ready_timeout > 0:
-        return _usage_error(args, "--ready-timeout must be a positive number of seconds")
+    misuse = _server_flags_misuse(args, free_allowed=False)
+    if misuse:
+        return _usage_error(args, misuse)
     target = _serve_target(args)
     if isinstance(target, int):
         return target
@@ -512,6 +502,20 @@ def cmd_serve(args) -> int:
         metrics_port=args.metrics_port,
         ready_timeout=args.ready_timeout,
     )
+
+
+def _server_flags_misuse(args, free_allowed: bool) -> str | None:
+    """What is wrong with add_server_flags' values, or None."""
+    lowest = 0 if free_allowed else 1
+    for flag, port in (("--http-port", args.http_port), ("--metrics-port", args.metrics_port)):
+        if not lowest <= port <= 65535:
+            free = " (0: a free one)" if free_allowed else ""
+            return f"{flag} must be a port number from 1 to 65535{free}, not {port}"
+    if args.http_port and args.http_port == args.metrics_port:
+        return f"--http-port and --metrics-port are both {args.http_port}: give them different ports"
+    if not args.ready_timeout > 0:
+        return "--ready-timeout must be a positive number of seconds"
+    return None
 
 
 def _serve_target(args) -> tuple[str, str] | int:
@@ -537,19 +541,13 @@ def cmd_loadtest(args) -> int:
     import math
     from pathlib import Path
 
-    for flag, port in (("--http-port", args.http_port), ("--metrics-port", args.metrics_port)):
-        if not 0 <= port <= 65535:
-            return _usage_error(args, f"{flag} must be a port number from 1 to 65535 (0: a free one), not {port}")
-    if args.http_port and args.http_port == args.metrics_port:
-        return _usage_error(
-            args, f"--http-port and --metrics-port are both {args.http_port}: give them different ports"
-        )
+    misuse = _server_flags_misuse(args, free_allowed=True)
+    if misuse:
+        return _usage_error(args, misuse)
     if args.rate is not None and not (math.isfinite(args.rate) and args.rate > 0):
         return _usage_error(args, f"--rate must be a positive number of requests per second, not {args.rate:g}")
     if not (math.isfinite(args.duration) and 0 < args.duration <= 600):
         return _usage_error(args, f"--duration must be more than 0 and at most 600 seconds, not {args.duration:g}")
-    if not args.ready_timeout > 0:
-        return _usage_error(args, "--ready-timeout must be a positive number of seconds")
     target = _serve_target(args)
     if isinstance(target, int):
         return target

@@ -345,7 +345,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"Measured capacity: {rps(sweep['capacity_rps'])} (the highest rate at which p99 <= "
-            f"{ms(sla['p99_latency_s'])}, errors <= {sla['error_rate']:.2%} and the server kept up); "
+            f"{ms(sla['p99_latency_s'])}, the errors within a {sla['error_rate']:.2%} budget and the server "
+            "kept up); "
             f"estimated per replica: {rps(est.get('replica_capacity_rps'))} on {results['device']} "
             f"({times(ratio(sweep['capacity_rps'], est.get('replica_capacity_rps')))}).",
         ]
@@ -356,7 +357,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"Pass when the rate asked for is at least the SLA's throughput, the achieved rate is at least "
         f"{KEPT_UP:.0%} of the offered rate (requests scheduled / duration), the p99 of the answered requests "
         "is at most the SLA's p99, and the errors (refused, client timeouts, other, dropped by the client) "
-        "are at most the SLA's error rate of the requests scheduled.",
+        f"are at most what the SLA's error rate explains: the {ERRORS_CONFIDENCE:.0%} percentile of "
+        "Binomial(requests scheduled, error rate), since a short load cannot tell a rate at the budget from "
+        "one a little above it.",
         "",
         "![latency histogram](latency.png)",
         "",

@@ -325,7 +325,7 @@ def _step_line(s: dict[str, Any]) -> str:
     failed = s["scheduled"] - s["answered"]
     return (
         f"{s['rate_rps']:.1f} req/s: {s['answered']} of {s['scheduled']} answered at {s['achieved_rps']:.1f} req/s, "
-        f"p50 {loadreport.ms(lat['p50'])}, p99 {loadreport.ms(lat['p99'])}, {failed} errors"
+        f"p50 {loadreport.ms(lat['p50'])}, p99 {loadreport.ms(lat['p99'])}, {failed} error{'' if failed == 1 else 's'}"
         f"{'' if s['holds'] else ' (SLA missed)'}"
     )
 

@@ -72,6 +72,13 @@ def outputs_root() -> Path:
     return Path(os.environ.get("LLMC_OUTPUT") or "outputs")
 
 
+def default_served_model() -> Path:
+    """The model a stage run bare (a k8s Job) evaluates or serves: the compress stage's
+    model under outputs_root() when there is one, else train's."""
+    compressed = outputs_root() / "compress" / "model"
+    return compressed if compressed.exists() else outputs_root() / "model"
+
+
 # --- threads -----------------------------------------------------------------------------------------
 
 

@@ -456,16 +456,13 @@ def evaluate_arguments(description: str, default_split: str):
 def _default_models(args) -> None:
     """Run bare (a k8s Job): the compressed model against the trained one, both under
     $LLMC_OUTPUT, the JSON beside them."""
-    from .folders import outputs_root
+    from .folders import default_served_model, outputs_root
 
     root = outputs_root()
-    compressed, trained = root / "compress" / "model", root / "model"
-    if compressed.exists():
-        args.model = str(compressed)
-        if args.baseline is None and trained.exists():
-            args.baseline = str(trained)
-    else:
-        args.model = str(trained)
+    model, trained = default_served_model(), root / "model"
+    args.model = str(model)
+    if model != trained and args.baseline is None and trained.exists():
+        args.baseline = str(trained)
     if args.json is None:
         args.json = str(root / "evaluate" / "metrics.json")
 

@@ -126,34 +126,35 @@ def plan_stages(bundle: Bundle, work: Path, data_root: Path, np: int | None, wit
             for s in steps
         ]
         stages.append(Stage("compress", cmds, "compress", str(work / "compress")))
+    # The model evaluate gates and the serve stage serves, and evaluate's verdict on it.
+    gated = work / ("compress" if steps else "train") / "model"
+    verdict = work / "evaluate" / "metrics.json"
     if bundle.has("evaluate/evaluate.py"):
         # --latency: the run's table shows p50/p99 even when no gate asks for them.
-        model = work / ("compress" if steps else "train") / "model"
         cmd = [
             py,
             str(root / "evaluate/evaluate.py"),
             "--model",
-            str(model),
+            str(gated),
             "--baseline",
             str(work / "train" / "model"),
             "--json",
-            str(work / "evaluate" / "metrics.json"),
+            str(verdict),
             "--latency",
             *common,
         ]
         stages.append(Stage("evaluate", [cmd], "evaluate", str(work / "evaluate")))
     if stages and stages[-1].name == "evaluate" and bundle.has("loadtest/loadtest.py") and bundle.has("serving.json"):
         # The model evaluate just passed, on a local Triton under the SLA's load (ports: free ones).
-        model = work / ("compress" if steps else "train") / "model"
         cmd = [
             py,
             str(root / "loadtest/loadtest.py"),
             "--model",
-            str(model),
+            str(gated),
             "--output",
             str(work / "serve"),
             "--metrics",
-            str(work / "evaluate" / "metrics.json"),
+            str(verdict),
             *common,
         ]
         # work/serve/ also holds compress's serving layout: the stage's own output is its report.

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..folders import StepError, default_data_root, outputs_root
+from ..folders import StepError, default_data_root, default_served_model, outputs_root
 from . import loadgen, loadreport
 from .session import ServeFailed, Source, free_port, gated_source, say, serving
 
@@ -198,7 +198,7 @@ def run_stage(config: LoadtestConfig, args: argparse.Namespace, bundle: Path) ->
     if not args.ready_timeout > 0:
         raise StepError("--ready-timeout must be a positive number of seconds")
     output = Path(args.output) if args.output else outputs_root() / "serve"
-    model = Path(args.model) if args.model else _default_model()
+    model = Path(args.model) if args.model else default_served_model()
     metrics_path = Path(args.metrics) if args.metrics else output.parent / "evaluate" / "metrics.json"
     metrics: dict[str, Any] = {}
     if args.metrics or metrics_path.is_file():
@@ -247,11 +247,6 @@ def _duration(given: float | None, default: float) -> float:
     if not (math.isfinite(value) and 0 < value <= 600):
         raise StepError(f"{source} must be more than 0 and at most 600 seconds, not {value:g}")
     return value
-
-
-def _default_model() -> Path:
-    compressed = outputs_root() / "compress" / "model"
-    return compressed if compressed.exists() else outputs_root() / "model"
 
 
 def _measure(live, data_root: Path, rate: float | None, duration: float, sweep: bool, seed: int) -> tuple:

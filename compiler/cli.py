@@ -23,6 +23,8 @@ COMMANDS_HELP = """commands:
   plan SPEC            show what `build` would change in the output directory
   run SPEC             build, then run the bundle's stages (train, compress, evaluate, serve)
   runs [SPEC]          list the records of earlier runs
+  deploy SPEC          build, then apply the serving objects to the current kube context
+                       and follow the rollout (no training)
   serve SPEC           serve the model the last successful run gated, on a local Triton server
   loadtest SPEC        serve it, then measure it under open-loop load against the SLA
   fmt [--check] SPEC.. rewrite specs in the canonical layout (or check they are)
@@ -151,6 +153,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun stages even when their inputs are unchanged")
     p.add_argument(
         "--runs-dir", default="runs", metavar="DIR", help="where run records and work files go (default runs/)"
+    )
+    add_output_flags(p)
+
+    p = sub.add_parser(
+        "deploy",
+        help="build, then apply the serving objects to the current kube context and follow the rollout",
+        description="Build the bundle, then apply its serving objects (ServiceAccount, ConfigMap, Service, "
+        "PodDisruptionBudget, NetworkPolicy, monitoring, then the Deployment and its autoscaler; never the "
+        "training workloads) to the current kube context with server-side apply, print what each apply "
+        "changed, and follow the Deployment's rollout. docs/runtime.md has the details. Exit status: 0 "
+        "deployed (or the dry run accepted), 1 the spec has errors, the cluster refused an object or the "
+        "rollout failed, 2 it could not start (no cluster, no serving objects; nothing applied), 130 "
+        "interrupted (the rollout continues in the cluster).",
+    )
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--profile", help="apply the named profile's overrides")
+    p.add_argument("-o", "--output", metavar="DIR", help="the bundle's directory (default build/<spec>[-<profile>])")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="the API server's dry run of each apply: validated and compared, nothing changed",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up following the rollout when it makes no progress for this long "
+        "(default: the Deployment's progressDeadlineSeconds, 600 unless it sets one)",
     )
     add_output_flags(p)
 
@@ -472,6 +502,23 @@ def cmd_run(args) -> int:
     )
 
 
+def cmd_deploy(args) -> int:
+    import math
+
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        return _usage_error(args, f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    made = _bundle_of(args)
+    if isinstance(made, int):
+        return made
+    result, bundle, out = made
+    status = _write_bundle(args, result, bundle, out)
+    if status is not None:
+        return status
+    from llmc.runtime import deploy
+
+    return deploy.deploy(out, dry_run=args.dry_run, timeout=args.timeout)
+
+
 def cmd_runs(args) -> int:
     from pathlib import Path
 
@@ -602,6 +649,7 @@ _COMMANDS = {
     "plan": cmd_plan,
     "run": cmd_run,
     "runs": cmd_runs,
+    "deploy": cmd_deploy,
     "serve": cmd_serve,
     "loadtest": cmd_loadtest,
     "explain": cmd_explain,

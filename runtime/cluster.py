@@ -18,6 +18,8 @@ applying the folder never starts or repeats training by itself. This module:
 4. after evaluate passes, applies the serving Deployment and its autoscaler, so a
    model that failed its gates is never rolled out.
 
+`llmc deploy` (deploy.py) applies the serving half alone, with the same checks and calls.
+
 No API server can run on the machines that build llmc: the orchestration is tested
 against an in-memory stand-in of the few calls below (tests/unit/test_cluster.py),
 the manifests against the real schemas; the calls themselves are the kubernetes
@@ -29,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,6 +43,8 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 ROLLOUT_KINDS = ("Deployment", "HorizontalPodAutoscaler")
 # Served by an operator the cluster may lack; without it the objects are skipped.
 OPTIONAL_KINDS = ("PrometheusRule", "ServiceMonitor")
+# The stage workloads: created suspended, resumed one after another.
+WORKLOAD_TYPES = (("kubeflow.org/v2beta1", "MPIJob"), ("batch/v1", "Job"))
 LOG_TAIL_LINES = 40
 DELETE_TIMEOUT = 300.0  # seconds for an earlier workload and its pods to go
 
@@ -57,6 +62,14 @@ class Submission(NamedTuple):
     setup: list[dict]  # applied first
     stages: list[Workload]  # created, resumed and followed one after another
     rollout: list[dict]  # applied once evaluate has passed
+
+
+def bundle_manifests(bundle_root: Path) -> list[dict]:
+    """The objects of the bundle's k8s/ folder; ClusterError when it has none."""
+    k8s_dir = bundle_root / "k8s"
+    if not (k8s_dir / "kustomization.yaml").is_file():
+        raise ClusterError(f"{bundle_root} has no k8s/ manifests; the spec needs a deploy block")
+    return read_manifests(k8s_dir)
 
 
 def read_manifests(k8s_dir: Path) -> list[dict]:
@@ -87,7 +100,7 @@ def plan_submission(docs: list[dict], only: str | None = None, with_search: bool
 
 
 def stage_of(doc: dict) -> str | None:
-    if (doc["apiVersion"], doc["kind"]) in (("kubeflow.org/v2beta1", "MPIJob"), ("batch/v1", "Job")):
+    if (doc["apiVersion"], doc["kind"]) in WORKLOAD_TYPES:
         stage = doc["metadata"].get("labels", {}).get(COMPONENT_LABEL)
         return stage if stage in ORDER else None
     return None
@@ -95,6 +108,11 @@ def stage_of(doc: dict) -> str | None:
 
 def describe(doc: dict) -> str:
     return f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+def printer(console) -> Callable[[str], None]:
+    """Print a line as it is: no rich markup or highlighting in names and server messages."""
+    return lambda text: console.print(text, markup=False, highlight=False)
 
 
 def workload_state(obj: dict) -> tuple[str, str]:
@@ -159,6 +177,14 @@ def stage_keys(bundle, stages: list[Workload]) -> dict[str, str]:
     return {w.stage: keys[w.stage] for w in stages}
 
 
+def connect() -> KubeApi:
+    """The current kube context's API server; ClusterError when there is none to reach."""
+    try:
+        return KubeApi()
+    except ImportError:
+        raise ClusterError("the kubernetes client is not installed (pip install kubernetes)") from None
+
+
 class KubeApi:
     """The calls the runtime makes, through the kubernetes client's dynamic API."""
 
@@ -167,6 +193,7 @@ class KubeApi:
 
         try:
             config.load_kube_config()
+            self.context: str | None = config.list_kube_config_contexts()[1]["name"]
         except Exception as exc:  # no kubeconfig, no current context, a bad file
             raise ClusterError(f"no Kubernetes cluster configured: {exc}") from None
         try:
@@ -197,7 +224,9 @@ class KubeApi:
         except ApiException as exc:
             if exc.status == 404:
                 return False
-            raise
+            if exc.status == 403:  # a namespace-scoped user may not read namespaces: the applies will tell
+                return True
+            raise ClusterError(f"cannot read namespace {name!r}: {server_message(exc)}") from None
 
     def get(self, doc: dict) -> dict | None:
         from kubernetes.dynamic.exceptions import NotFoundError
@@ -212,15 +241,18 @@ class KubeApi:
             except NotFoundError:
                 return None
 
-    def apply(self, doc: dict) -> None:
+    def apply(self, doc: dict, dry_run: bool = False) -> dict:
+        """Server-side apply; returns the object as the server stored it (with `dry_run`,
+        as it would store it: validated, defaulted and merged, but not persisted)."""
         with _refused("apply", doc):
-            self._client.server_side_apply(
+            return self._client.server_side_apply(
                 self._resource(doc),
                 body=doc,
                 namespace=doc["metadata"].get("namespace"),
                 field_manager="llmc",
                 force_conflicts=True,
-            )
+                dry_run="All" if dry_run else None,
+            ).to_dict()
 
     def patch(self, doc: dict, patch: dict) -> None:
         with _refused("resume", doc):
@@ -288,19 +320,13 @@ def submit(
     sleep=time.sleep,
 ) -> list[StageResult]:
     """Run the stages on the cluster; raises ClusterError when it cannot start."""
-    k8s_dir = bundle.root / "k8s"
-    if not (k8s_dir / "kustomization.yaml").is_file():
-        raise ClusterError(f"{bundle.root} has no k8s/ manifests; the spec needs a deploy block")
-    plan = plan_submission(read_manifests(k8s_dir), only, with_search)
+    plan = plan_submission(bundle_manifests(bundle.root), only, with_search)
     if not plan.stages:
         raise ClusterError(f"the bundle has no {only or ''} workload to run".replace("  ", " "))
     if api is None:
-        try:
-            api = KubeApi()
-        except ImportError:
-            raise ClusterError("the kubernetes client is not installed (pip install kubernetes)") from None
+        api = connect()
     setup = preflight(api, plan, console)
-    say = lambda text: console.print(text, markup=False, highlight=False)  # noqa: E731
+    say = printer(console)
 
     for doc in setup:
         api.apply(doc)
@@ -321,12 +347,20 @@ def submit(
 
 def preflight(api, plan: Submission, console) -> list[dict]:
     """Fail before touching anything; returns the setup objects the cluster can take."""
-    namespace = plan.stages[0].doc["metadata"].get("namespace")
-    if namespace and not api.namespace_exists(namespace):
-        raise ClusterError(
-            f"namespace {namespace!r} does not exist; create it first: kubectl create namespace {namespace}"
-        )
-    kinds = {(d["apiVersion"], d["kind"]) for d in plan.setup + plan.rollout + [w.doc for w in plan.stages]}
+    unserved = check_cluster(api, plan.setup + plan.rollout + [w.doc for w in plan.stages], console)
+    return [d for d in plan.setup if (d["apiVersion"], d["kind"]) not in unserved]
+
+
+def check_cluster(api, docs: list[dict], console) -> set[tuple[str, str]]:
+    """ClusterError unless the objects' namespaces exist and the cluster serves every
+    kind they need; returns the optional kinds it does not serve, said in a warning:
+    their objects are to be skipped."""
+    for namespace in sorted({d["metadata"]["namespace"] for d in docs if d["metadata"].get("namespace")}):
+        if not api.namespace_exists(namespace):
+            raise ClusterError(
+                f"namespace {namespace!r} does not exist; create it first: kubectl create namespace {namespace}"
+            )
+    kinds = {(d["apiVersion"], d["kind"]) for d in docs}
     missing = {k for k in kinds if not api.serves(*k)}
     required = sorted(k for k in missing if k[1] not in OPTIONAL_KINDS)
     if required:
@@ -336,15 +370,12 @@ def preflight(api, plan: Submission, console) -> list[dict]:
             else ""
         )
         raise ClusterError("the cluster does not serve " + ", ".join(f"{v} {k}" for v, k in required) + hint)
-    setup = [d for d in plan.setup if (d["apiVersion"], d["kind"]) not in missing]
     for version, kind in sorted(missing):
-        console.print(
+        printer(console)(
             f"warning: the cluster does not serve {version} {kind} (the Prometheus Operator's); "
-            f"skipping {sum(1 for d in plan.setup if d['kind'] == kind)} object(s)",
-            markup=False,
-            highlight=False,
+            f"skipping {sum(1 for d in docs if d['kind'] == kind)} object(s)"
         )
-    return setup
+    return missing
 
 
 def run_workload(api, workload: Workload, key: str, force: bool, say, poll_seconds: float, clock, sleep) -> StageResult:

@@ -420,6 +420,8 @@ def load_model(directory):
         meta = json.load(f)
     if meta.get("format") != MODEL_FORMAT:
         raise ValueError(f"{directory}: not an llmc TensorFlow model (format {meta.get('format')!r})")
-    model = build_model(meta["model"], seed=None)
+    # Seeded although load_weights replaces the weights: the seed also starts the dropout layers'
+    # random streams, so that fine-tuning a loaded model (prune, distill) is the same each run.
+    model = build_model(meta["model"], seed=0)
     model.load_weights(os.path.join(directory, "model.weights.h5"))
     return model, meta

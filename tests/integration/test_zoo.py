@@ -125,6 +125,25 @@ def test_tensorflow_mlp_params_equal_the_estimate(zoo_tf, mlp):
     assert model.count_params() == mlp_params(inputs, hidden, classes).total
 
 
+def test_a_loaded_tensorflow_model_trains_the_same_way_each_time(zoo_tf, tmp_path):
+    # Prune and distill fine-tune a loaded model: its dropout draws must not differ run to run
+    # (they did, and the classifier's max_drop gate passed or failed by chance).
+    import numpy as np
+    import tensorflow as tf
+
+    cfg = {"mlp": {"inputs": 8, "hidden": [16], "classes": 3, "dropout": 0.5}}
+    zoo_tf.save_model(str(tmp_path / "m"), zoo_tf.build_model(cfg, seed=1), cfg)
+    features = tf.constant(np.linspace(-1, 1, 4 * 8, dtype=np.float32).reshape(4, 8))
+
+    def dropped_outputs():
+        model, _ = zoo_tf.load_model(str(tmp_path / "m"))
+        return [model({"features": features}, training=True).numpy() for _ in range(3)]
+
+    first, second = dropped_outputs(), dropped_outputs()
+    assert not np.array_equal(first[0], first[1])  # dropout is on: the draws differ call to call ...
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))  # ... and load to load they repeat
+
+
 # --- forward shapes and greedy decoding --------------------------------------------------
 
 

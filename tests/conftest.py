@@ -49,6 +49,15 @@ def _skip_allowed(reason: str) -> bool:
 
 
 def pytest_runtest_logreport(report):
+    _note_skip(report)
+
+
+def pytest_collectreport(report):
+    # A module-level pytest.importorskip skips the whole file while it is collected.
+    _note_skip(report)
+
+
+def _note_skip(report) -> None:
     if report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         reason = reason.removeprefix("Skipped: ")

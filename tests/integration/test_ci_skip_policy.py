@@ -19,11 +19,31 @@ def test_gpu_only():
 """
 
 
+SKIPPED_MODULE = """
+import pytest
+
+pytest.importorskip("a_package_that_is_not_installed")
+
+
+def test_never_collected():
+    pass
+"""
+
+
 @pytest.fixture
 def suite(pytester):
     pytester.makeconftest((ROOT / "tests" / "conftest.py").read_text(encoding="utf-8"))
     pytester.makepyfile(test_skips=SKIPPING)
     return pytester
+
+
+def test_a_module_skipped_while_collected_fails_the_run_under_ci(pytester, monkeypatch):
+    pytester.makeconftest((ROOT / "tests" / "conftest.py").read_text(encoding="utf-8"))
+    pytester.makepyfile(test_module_skip=SKIPPED_MODULE, test_other="def test_passes():\n    pass\n")
+    monkeypatch.setenv("CI", "true")
+    result = pytester.runpytest_subprocess("-q")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*test_module_skip.py: could not import 'a_package_that_is_not_installed'*"])
 
 
 def test_an_unexplained_skip_fails_the_run_under_ci(suite, monkeypatch):

@@ -5,17 +5,20 @@ serving a gated translator run made the quick way (tests/support/serving_runs.py
   numbers that add up (every request scheduled is answered, refused, timed out or
   dropped; p50 <= p95 <= p99 <= max; the achieved rate close to the offered one), and
   the exit status and last line agree with the verdict;
-* an overload, several times what this server clears, is refused by Triton's queue
-  policy (503), the refusals answered within the queue's timeout (the SLA's p99) and
-  the batch then running rather than after a growing backlog, and the server answers
-  single requests as before afterwards.
+* an overload of five times the measured capacity for 10 s: the excess is refused at
+  once by the bounded queue (503 "queue full", in a small part of the p99), what the
+  queue lets in is answered within twice the SLA's p99 as Triton measures it, without a
+  backlog that grows, and the server is healthy and answers single requests as before
+  afterwards. The server runs on one core and the load generator on the other.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
+from typing import NamedTuple
 
 import pytest
 from support.serving_runs import BIN, env, leftovers, translator_run
@@ -28,13 +31,18 @@ pytest.importorskip("tritonclient.http.aio")
 from llmc.runtime.serving import loadgen, loadreport
 from llmc.runtime.serving.session import free_port, served
 
-OVERLOAD_RPS = 1500.0  # about 5x what this machine clears (240-390 req/s measured)
+PROBE_RPS = 1000.0  # more than one Python-backend instance answers on these cores
+OVERLOAD_FACTOR = 5.0
+OVERLOAD_SECONDS = 10.0
+# Long enough that more answers stop at the end of a date, as the served model's do, rather than
+# running on to max_len (a batch of 16 took 110 ms after 40 steps, 80 ms after 300).
+TRAINED_STEPS = 300
 
 
 @pytest.fixture(scope="module")
 def translator(tmp_path_factory):
     root = tmp_path_factory.mktemp("loadtest")
-    return root, translator_run(root)
+    return root, translator_run(root, steps=TRAINED_STEPS)
 
 
 def test_a_short_load_test_writes_a_report_whose_numbers_add_up(translator):
@@ -82,38 +90,110 @@ def test_a_short_load_test_writes_a_report_whose_numbers_add_up(translator):
     assert leftovers([str(root / "runs" / "translator-local" / "serve")]) == []
 
 
-def test_an_overload_is_refused_at_once_and_the_server_recovers(translator, capsys):
+def test_five_times_the_measured_capacity_is_refused_at_once_and_the_server_recovers(translator, capsys):
     root, spec = translator
-    with served("translator-local", root / "runs", "llmc run", free_port(), free_port(), 120.0, "loadtest") as live:
-        url, model = live.server.url, live.model_name
-        paths = loadgen.data_paths(live.run.bundle / "model.json", spec.parent)
-        examples = loadgen.request_examples(live.handler, live.meta["model"], paths)
-        before, _ = loadgen.unloaded(url, model, examples, 10)
-        p99 = float(live.plan["sla"]["p99_latency_s"])
-        load = loadgen.run_load(
-            url, model, examples, OVERLOAD_RPS, 3.0, loadgen.limits_for(OVERLOAD_RPS, 3.0, p99), seed=1
-        )
-        s = loadreport.summarize(load.shots, OVERLOAD_RPS, 3.0)
-        after, _ = loadgen.unloaded(url, model, examples, 10)
-        assert live.server.ready()
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs 2 cores: one for the server, one for the load")
+    # The server on one core and the load generator on another (the server's processes inherit
+    # the core they start on), so that the overload measures the server, not their fight over
+    # the cores: with both on both, the sender fell 0.2-0.3 s behind its schedule.
+    os.sched_setaffinity(0, {cores[0]})
+    try:
+        with served("translator-local", root / "runs", "llmc run", free_port(), free_port(), 120.0, "loadtest") as live:
+            os.sched_setaffinity(0, {cores[1]})
+            o = overload(live, spec)
+    finally:
+        os.sched_setaffinity(0, cores)
+    s, p99 = o.summary, o.p99
     with capsys.disabled():
-        print(f"\noverload {OVERLOAD_RPS:g} req/s: {json.dumps({k: s[k] for k in ('answered', 'errors', 'dropped')})}")
-        print(f"refused latency {s['refused_latency_s']}, answered {s['latency_s']}, achieved {s['achieved_rps']:.0f}")
-        print(f"single requests: median {loadgen.median(before)} before, {loadgen.median(after)} after")
-    refused = s["errors"][loadgen.QUEUE_FULL] + s["errors"][loadgen.QUEUE_TIMEOUT]
-    assert refused > 0.2 * s["scheduled"], s["errors"]  # far more than it clears: the queue policy says no
+        print(
+            f"\ncapacity {o.capacity:.0f} req/s; overload {o.rate:.0f} req/s for {OVERLOAD_SECONDS:g} s: "
+            f"{s['scheduled']} scheduled, {json.dumps({k: s[k] for k in ('answered', 'errors', 'dropped')})}"
+        )
+        print(
+            f"answered p99 {s['latency_s']['p99']}, refused {s['refused_latency_s']}, "
+            f"sender lag p99 {s['sender_lag_p99_s']}, Triton {o.stats}"
+        )
+        print(f"Triton's p99 over the last minute: {o.server_p99:.3f} s (twice the SLA's p99: {2 * o.p99:g} s)")
+        print(
+            f"answers' p99 in the run's first third {thirds(o.shots)[0]:.3f} s, last third {thirds(o.shots)[1]:.3f} s"
+        )
+        print(f"single requests: median {loadgen.median(o.before)} before, {loadgen.median(o.after)} after")
+    assert s["sent"] >= 0.9 * o.rate * OVERLOAD_SECONDS, s  # the load was offered
+    assert s["errors"][loadgen.QUEUE_FULL] > 0.5 * s["scheduled"], s["errors"]  # five times: most is refused ...
     assert s["errors"][loadgen.OTHER] == s["errors"][loadgen.CLIENT_TIMEOUT] == 0, s["error_examples"]
-    assert s["achieved_rps"] < 0.8 * s["offered_rps"]  # it was an overload
-    # The queue the compiler sized (what the estimated capacity clears within the p99) fills, and
-    # most of the excess is refused at once with "queue full", in a small part of the p99.
-    assert s["errors"][loadgen.QUEUE_FULL] > s["errors"][loadgen.QUEUE_TIMEOUT], s["errors"]
+    # ... at once, by the bounded queue: in a small part of the p99 ...
     assert s["refused_latency_s"]["p50"] < p99 / 4, s["refused_latency_s"]
-    # A request that got into the queue and waited past its timeout (the SLA's p99) is refused when
-    # the batcher next looks: within the p99 and the batch then running (Triton's compute time per
-    # request is the time of the batch it ran in), plus however late the sender was -- not after a
-    # backlog that grows with the overload.
-    batch = float(load.stats.get("compute_s") or 0.0)
-    bound = p99 + 2 * batch + s["sender_lag_p99_s"] + 0.1
-    assert s["refused_latency_s"]["p50"] < bound, (s["refused_latency_s"], load.stats, s["sender_lag_p99_s"])
-    # ... and the server answers single requests as before.
-    assert statistics.median(after) < 3 * statistics.median(before) + 0.05
+    # ... while it keeps serving, and what it let in waits in a bounded queue, not a backlog that
+    # grows with the overload: the answers of the run's last third are no slower than those of
+    # its first third (a backlog's grow with the time it has had to build) ...
+    assert s["answered"] >= 0.5 * o.capacity * OVERLOAD_SECONDS, s
+    first, last = thirds(o.shots)
+    assert last <= 1.5 * first + 0.1, (first, last)
+    # ... and, as the server measures it (Triton's own p99 over the last minute, the series the SLO's
+    # latency alert watches), within twice the SLA's p99. The client's own p99 is printed, not held
+    # to it: one core of Python sending five times what the server clears falls behind its
+    # schedule (its lag is in that number), and Triton 2.51's batcher can stall for its idle wait
+    # when an instance frees a moment after it looked (docs/serving.md, "Why two instances").
+    assert o.server_p99 <= 2 * p99, (o.server_p99, o.stats)
+    # ... and afterwards it is healthy and answers single requests as before.
+    assert o.healthy
+    assert statistics.median(o.after) < 3 * statistics.median(o.before) + 0.05
+
+
+class Overload(NamedTuple):
+    capacity: float
+    shots: list
+    rate: float
+    summary: dict
+    stats: dict
+    server_p99: float
+    before: list[float]
+    after: list[float]
+    healthy: bool
+    p99: float
+
+
+def overload(live, spec) -> Overload:
+    """Single requests; the capacity: what the server answers per second when offered more than
+    it can take (at least the highest rate at which the p99 holds, so five times it is at least
+    five times that); five times it for OVERLOAD_SECONDS; Triton's p99; single requests again."""
+    url, model = live.server.url, live.model_name
+    paths = loadgen.data_paths(live.run.bundle / "model.json", spec.parent)
+    examples = loadgen.request_examples(live.handler, live.meta["model"], paths)
+    p99 = float(live.plan["sla"]["p99_latency_s"])
+    before, _ = loadgen.unloaded(url, model, examples, 10)
+    probe = loadgen.run_load(url, model, examples, PROBE_RPS, 3.0, loadgen.limits_for(PROBE_RPS, 3.0, p99), seed=2)
+    capacity = sum(1 for shot in probe.shots if shot.outcome == loadgen.OK) / 3.0
+    rate = OVERLOAD_FACTOR * capacity
+    limits = loadgen.limits_for(rate, OVERLOAD_SECONDS, p99)
+    load = loadgen.run_load(url, model, examples, rate, OVERLOAD_SECONDS, limits, seed=1)
+    summary = loadreport.summarize(load.shots, rate, OVERLOAD_SECONDS)
+    server_p99 = triton_p99(live.server.metrics_port, model)
+    after, _ = loadgen.unloaded(url, model, examples, 10)
+    return Overload(
+        capacity, load.shots, rate, summary, load.stats, server_p99, before, after, live.server.ready(), p99
+    )
+
+
+def triton_p99(metrics_port: int, model: str) -> float:
+    """Triton's own p99 request duration (seconds) over its summary's window, from /metrics."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    pattern = rf'^nv_inference_request_summary_us{{[^}}]*model="{re.escape(model)}"[^}}]*quantile="0.99"[^}}]*}} (\S+)$'
+    (value,) = re.findall(pattern, text, flags=re.MULTILINE)
+    return float(value) / 1e6
+
+
+def thirds(shots) -> tuple[float, float]:
+    """The p99 latency of the answers to requests scheduled in the first and the last third of a run."""
+    answered = sorted((s.scheduled, s.latency) for s in shots if s.outcome == loadgen.OK and s.latency is not None)
+    third = len(answered) // 3
+    first = loadreport.percentile([lat for _, lat in answered[:third]], 99)
+    last = loadreport.percentile([lat for _, lat in answered[-third:]], 99)
+    assert first is not None and last is not None, "too few answers to compare"
+    return first, last

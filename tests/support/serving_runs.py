@@ -80,8 +80,9 @@ def record_run(root: Path, spec: Path, bundle: Path, model: Path) -> None:
     records.finish_record(record, bundle, work, info, stages)
 
 
-def translator_run(root: Path) -> Path:
-    """A gated run of the translator's local profile under root/runs/; returns its spec."""
+def translator_run(root: Path, steps: int = 40) -> Path:
+    """A gated run of the translator's local profile under root/runs/, its model trained for
+    `steps` steps; returns its spec."""
     import torch
 
     from llmc.runtime import zoo_torch
@@ -93,7 +94,7 @@ def translator_run(root: Path) -> Path:
     bundle = build(root, spec)
     cfg = json.loads((bundle / "model.json").read_text())["model"]
     work = root / "runs" / "translator-local" / "work"
-    model = train_translator(cfg, steps=40)
+    model = train_translator(cfg, steps=steps)
     zoo_torch.save_model(str(work / "train" / "model"), model, cfg, None)
     served_model = work / "compress" / "model"  # as export writes it: the ONNX graphs and llmc.json
     served_model.mkdir(parents=True)

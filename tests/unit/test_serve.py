@@ -109,7 +109,7 @@ def test_config_text_is_the_python_backend_with_batching_and_the_queue_policy():
         "}",
         "instance_group {",
         "  kind: KIND_CPU",
-        "  count: 1",
+        "  count: 2",
         "}",
         "parameters {",
         '  key: "model_path"',

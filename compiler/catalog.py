@@ -62,6 +62,9 @@ class Device(NamedTuple):
     row_launch_s: float = 0.0  # per layer per forward pass, per row: framework work that grows with the batch
     step_sync_s: float = 30e-6  # per generated token: reading it back, starting the next step
     calibration: str = ""  # where the overheads of this entry were measured, when they were
+    # Model instances one replica runs at once: batches served side by side. One per GPU; the
+    # local server (`llmc serve`) runs two on a CPU (docs/serving.md, "Why two instances").
+    serving_instances: int = 1
 
     def peak_ops(self, precision: str) -> float:
         """Peak dense ops/s for `precision` ("fp32" "fp16" "bf16" "int8"); 0.0 if unsupported or unknown."""
@@ -247,20 +250,22 @@ _DEVICES: tuple[Device, ...] = (
             "at 19.2 GB/s each, about a 16-core share of a server socket; 64 GB RAM (4 GB per core)."
         ),
         request_overhead_s=0.0,
-        row_overhead_s=3.0e-3,
+        row_overhead_s=2.4e-3,
         layer_launch_s=60e-6,
         row_launch_s=35e-6,
         step_sync_s=55e-6,
         calibration=(
             "Measured 2026-12-02 on a 2-core x86-64 machine: the translator's local profile (an int8 ONNX "
-            "1+1-layer encoder-decoder, d 64, in onnxruntime) served by Triton 2.51's Python backend. The "
-            "model alone took 1.99, 2.46, 3.42, 5.36 and 9.39 ms for batches of 1, 2, 4, 8 and 16 date "
-            "phrases (about 12 generated tokens): 14 layer passes, so 35 us per row per layer pass, and "
-            "1.5 ms at batch 0, split as 60 us per layer pass and 55 us per step. A lone request through "
-            "Triton took 10.1 ms, 5 ms of it the batching window and 2 ms the model: 3 ms of HTTP, JSON, "
-            "tokenizing and the backend's IPC per request, batched or not (llmc loadtest's capacity of "
-            "240 req/s agrees: 16 requests at 3.5 ms each, plus 1.5 ms)."
+            "1+1-layer encoder-decoder, d 64, in onnxruntime) served by Triton 2.51's Python backend with "
+            "two model instances. The model alone took 1.99, 2.46, 3.42, 5.36 and 9.39 ms for batches of "
+            "1, 2, 4, 8 and 16 date phrases (about 12 generated tokens): 14 layer passes, so 35 us per row "
+            "per layer pass, and 1.5 ms at batch 0, split as 60 us per layer pass and 55 us per step. A "
+            "lone request through Triton took 9.4 ms, 5 ms of it the batching window and 2 ms the model: "
+            "2.4 ms of HTTP, JSON, tokenizing and the backend's IPC per request, batched or not. llmc "
+            "loadtest's sweep held 640 req/s (not 960): two instances of 16 requests at 2.4 ms each plus "
+            "9.4 ms give 669. The classifier's local MLP held 1,400 req/s against 831 so estimated."
         ),
+        serving_instances=2,
     ),
 )
 

@@ -394,5 +394,6 @@ def _serving_estimate(
         timeout,
         batch_service_time=lambda b: latency(max(1, int(b))).total_s,
         max_replicas=MAX_REPLICAS,
+        instances=device.serving_instances,
     )
     return one, sizing

@@ -129,6 +129,7 @@ def replicas_needed(
     percentile=0.99,
     shared_queue=True,
     max_replicas: int = 2**62,
+    instances: int = 1,
 ) -> Sizing:
     """Smallest replica count c whose predicted `percentile` latency is within `p99_s`.
 
@@ -137,10 +138,13 @@ def replicas_needed(
     batch=B).total_s`), else S(1) (1 + (B - 1) marginal_batch_cost), with S(1) =
     `service_time_s`.
 
-    * Capacity: a backlogged replica's dynamic batcher takes full batches, so it serves
-      mu = max_batch_size / S(max_batch_size) requests per second.
+    * Capacity: a backlogged replica's dynamic batcher takes full batches, so each of its
+      `instances` model instances (batches run at once: the device's serving_instances)
+      serves max_batch_size / S(max_batch_size) requests per second, and the replica
+      mu = instances x that.
     * Queueing: the replicas are the c servers of an M/M/c queue (Poisson arrivals at
-      lambda = `arrival_rps`, offered load a = lambda / mu). Erlang C gives the
+      lambda = `arrival_rps`, offered load a = lambda / mu; a replica of k instances
+      counts as k servers of mu / k each). Erlang C gives the
       probability C(c, a) of having to queue, and P(W > t) = C exp(-(c mu - lambda) t),
       so the wait's percentile q is ln(C / (1 - q)) / (c mu - lambda) (0 when C <= 1 - q).
     * A request also waits up to the batching timeout for its batch to fill and then
@@ -188,7 +192,9 @@ def replicas_needed(
     )
 
     s_full = S(max_b)
-    mu = _div(max_b, s_full)
+    k = max(1, int(instances))
+    mu_instance = _div(max_b, s_full)
+    mu = _prod(k, mu_instance)
 
     def own_batch(c: float) -> float:
         lam_r = _div(lam, c)
@@ -211,14 +217,16 @@ def replicas_needed(
         return float(hi)
 
     def evaluate(c: float) -> dict:
-        bs = own_batch(c)
+        # The queueing model's servers are the model instances: k per replica.
+        n = _prod(c, k)
+        bs = own_batch(n)
         sb = S(bs)
-        a = _div(lam, mu)
-        util = _div(a, c)
+        a = _div(lam, mu_instance)
+        util = _div(a, n)
         if lam == 0:
             base = _clean(T + sb)
             return {"c": c, "bs": bs, "sb": sb, "util": 0.0, "C": 0.0, "w": 0.0, "pred": base, "mean": base, "L": 0.0}
-        if not (a < c) or math.isinf(sb):
+        if not (a < n) or math.isinf(sb):
             return {
                 "c": c,
                 "bs": bs,
@@ -231,11 +239,11 @@ def replicas_needed(
                 "L": _INF,
             }
         if shared_queue:
-            C = erlang_c(c, a)
-            gap = _clean(c * mu - lam)
+            C = erlang_c(n, a)
+            gap = _clean(n * mu_instance - lam)
         else:
             C = min(1.0, util)
-            gap = _clean(mu - _div(lam, c))
+            gap = _clean(mu_instance - _div(lam, n))
         if gap <= 0:
             w = mean_w = _INF
         else:

@@ -486,7 +486,8 @@ def test_the_cpu_entry_reproduces_the_measurement_it_was_calibrated_on():
     measured_ms = {1: 1.99, 2: 2.46, 4: 3.42, 8: 5.36, 16: 9.39}
 
     def estimate(batch: int, with_request_overhead: bool) -> float:
-        overheads = {"request_overhead_s": cpu.request_overhead_s, "row_overhead_s": cpu.row_overhead_s}
+        row = cpu.row_overhead_s + cpu.text_row_overhead_s  # text in and out
+        overheads = {"request_overhead_s": cpu.request_overhead_s, "row_overhead_s": row}
         lat = E.request_latency(
             "encoder-decoder", 1, 64, 256, 260, 25, 12, "int8", cpu.peak_ops("int8"), cpu.bandwidth_bytes_per_s,
             batch=batch, layer_launch_s=cpu.layer_launch_s, row_launch_s=cpu.row_launch_s,
@@ -501,6 +502,11 @@ def test_the_cpu_entry_reproduces_the_measurement_it_was_calibrated_on():
     # Two instances of full batches of 16 at 2.4 ms a request and the model's 9.4 ms: the 640
     # req/s the sweep held (960 did not).
     assert cpu.serving_instances * 16 / estimate(16, True) * 1e3 == pytest.approx(640, rel=0.25)
+    # The classifier's MLP (feature vectors, no text): two instances held 1,600 req/s in batches of 64.
+    mlp = E.mlp_latency(64, [256, 128], 10, "int8", cpu.peak_ops("int8"), cpu.bandwidth_bytes_per_s, batch=64,
+                        request_overhead_s=cpu.request_overhead_s, row_overhead_s=cpu.row_overhead_s,
+                        layer_launch_s=cpu.layer_launch_s, row_launch_s=cpu.row_launch_s)  # fmt: skip
+    assert cpu.serving_instances * 64 / mlp.total_s == pytest.approx(1600, rel=0.25)
 
 
 def test_a_replica_of_two_model_instances_serves_twice_and_queues_as_two_servers():

@@ -7,8 +7,8 @@ serving a gated translator run made the quick way (tests/support/serving_runs.py
   the exit status and last line agree with the verdict;
 * an overload of five times the measured capacity for 10 s: the excess is refused at
   once by the bounded queue (503 "queue full", in a small part of the p99), what the
-  queue lets in is answered within twice the SLA's p99 as Triton measures it, without a
-  backlog that grows, and the server is healthy and answers single requests as before
+  queue lets in is answered within twice the SLA's p99 as Triton measures it, after a
+  wait in its queue within the queue's timeout (no backlog), and the server is healthy and answers single requests as before
   afterwards. The server runs on one core and the load generator on the other.
 """
 
@@ -112,25 +112,24 @@ def test_five_times_the_measured_capacity_is_refused_at_once_and_the_server_reco
             f"{s['scheduled']} scheduled, {json.dumps({k: s[k] for k in ('answered', 'errors', 'dropped')})}"
         )
         print(
-            f"answered p99 {s['latency_s']['p99']}, refused {s['refused_latency_s']}, "
+            f"answered p99 {s['latency_s']['p99']}, refused {s['refused_latency_s']} "
+            f"(queue full: p50 from the send {o.refused_p50_from_send:.4f} s), "
             f"sender lag p99 {s['sender_lag_p99_s']}, Triton {o.stats}"
         )
         print(f"Triton's p99 over the last minute: {o.server_p99:.3f} s (twice the SLA's p99: {2 * o.p99:g} s)")
-        print(
-            f"answers' p99 in the run's first third {thirds(o.shots)[0]:.3f} s, last third {thirds(o.shots)[1]:.3f} s"
-        )
         print(f"single requests: median {loadgen.median(o.before)} before, {loadgen.median(o.after)} after")
     assert s["sent"] >= 0.9 * o.rate * OVERLOAD_SECONDS, s  # the load was offered
     assert s["errors"][loadgen.QUEUE_FULL] > 0.5 * s["scheduled"], s["errors"]  # five times: most is refused ...
     assert s["errors"][loadgen.OTHER] == s["errors"][loadgen.CLIENT_TIMEOUT] == 0, s["error_examples"]
-    # ... at once, by the bounded queue: in a small part of the p99 ...
-    assert s["refused_latency_s"]["p50"] < p99 / 4, s["refused_latency_s"]
+    # ... at once, by the bounded queue: "queue full" in a small part of the p99 from the moment it
+    # was sent (the sender's lag behind its schedule, printed above, is the client's; a request
+    # that got in and waited past the p99 is refused then, "timed out in queue") ...
+    assert o.refused_p50_from_send < p99 / 4, (o.refused_p50_from_send, s["refused_latency_s"])
     # ... while it keeps serving, and what it let in waits in a bounded queue, not a backlog that
-    # grows with the overload: the answers of the run's last third are no slower than those of
-    # its first third (a backlog's grow with the time it has had to build) ...
+    # grows with the overload: Triton's mean wait in its queue for the requests it answered is
+    # within the queue's timeout (the SLA's p99; without the queue policy it was seconds) ...
     assert s["answered"] >= 0.5 * o.capacity * OVERLOAD_SECONDS, s
-    first, last = thirds(o.shots)
-    assert last <= 1.5 * first + 0.1, (first, last)
+    assert o.stats["queue_s"] <= p99, o.stats
     # ... and, as the server measures it (Triton's own p99 over the last minute, the series the SLO's
     # latency alert watches), within twice the SLA's p99. The client's own p99 is printed, not held
     # to it: one core of Python sending five times what the server clears falls behind its
@@ -144,7 +143,7 @@ def test_five_times_the_measured_capacity_is_refused_at_once_and_the_server_reco
 
 class Overload(NamedTuple):
     capacity: float
-    shots: list
+    refused_p50_from_send: float
     rate: float
     summary: dict
     stats: dict
@@ -170,11 +169,12 @@ def overload(live, spec) -> Overload:
     limits = loadgen.limits_for(rate, OVERLOAD_SECONDS, p99)
     load = loadgen.run_load(url, model, examples, rate, OVERLOAD_SECONDS, limits, seed=1)
     summary = loadreport.summarize(load.shots, rate, OVERLOAD_SECONDS)
+    sent = [s.done - s.sent for s in load.shots if s.outcome == loadgen.QUEUE_FULL and s.done and s.sent is not None]
+    refused = loadreport.percentile(sent, 50) or 0.0
     server_p99 = triton_p99(live.server.metrics_port, model)
     after, _ = loadgen.unloaded(url, model, examples, 10)
-    return Overload(
-        capacity, load.shots, rate, summary, load.stats, server_p99, before, after, live.server.ready(), p99
-    )
+    ready = live.server.ready()
+    return Overload(capacity, refused, rate, summary, load.stats, server_p99, before, after, ready, p99)
 
 
 def triton_p99(metrics_port: int, model: str) -> float:
@@ -187,13 +187,3 @@ def triton_p99(metrics_port: int, model: str) -> float:
     pattern = rf'^nv_inference_request_summary_us{{[^}}]*model="{re.escape(model)}"[^}}]*quantile="0.99"[^}}]*}} (\S+)$'
     (value,) = re.findall(pattern, text, flags=re.MULTILINE)
     return float(value) / 1e6
-
-
-def thirds(shots) -> tuple[float, float]:
-    """The p99 latency of the answers to requests scheduled in the first and the last third of a run."""
-    answered = sorted((s.scheduled, s.latency) for s in shots if s.outcome == loadgen.OK and s.latency is not None)
-    third = len(answered) // 3
-    first = loadreport.percentile([lat for _, lat in answered[:third]], 99)
-    last = loadreport.percentile([lat for _, lat in answered[-third:]], 99)
-    assert first is not None and last is not None, "too few answers to compare"
-    return first, last

@@ -12,9 +12,11 @@ by the functions that need them, which only integration tests call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from helpers import ROOT, run_cli, train_translator
@@ -40,11 +42,11 @@ def env() -> dict:
     }
 
 
-def variant(folder: Path, name: str) -> Path:
-    """specs/<name>.llm extended with gates a short training passes."""
+def variant(folder: Path, name: str, extra: str = "") -> Path:
+    """specs/<name>.llm extended with gates a short training passes (and `extra` overrides)."""
     folder.mkdir(parents=True, exist_ok=True)
     spec = folder / f"{name}.llm"
-    spec.write_text(f'extends "{ROOT / "specs" / f"{name}.llm"}"\n\nprofile local {{\n{LOOSE[name]}}}\n')
+    spec.write_text(f'extends "{ROOT / "specs" / f"{name}.llm"}"\n\nprofile local {{\n{LOOSE[name]}{extra}}}\n')
     return spec
 
 
@@ -80,9 +82,9 @@ def record_run(root: Path, spec: Path, bundle: Path, model: Path) -> None:
     records.finish_record(record, bundle, work, info, stages)
 
 
-def translator_run(root: Path, steps: int = 40) -> Path:
-    """A gated run of the translator's local profile under root/runs/, its model trained for
-    `steps` steps; returns its spec."""
+def translator_run(root: Path, steps: int = 40, extra: str = "") -> Path:
+    """A gated run of the translator's local profile (with `extra` overrides) under root/runs/,
+    its model trained for `steps` steps; returns its spec."""
     import torch
 
     from llmc.runtime import zoo_torch
@@ -90,7 +92,7 @@ def translator_run(root: Path, steps: int = 40) -> Path:
     from llmc.runtime.frameworks.torch_onnx import export_onnx
     from llmc.runtime.onnx_graphs import OPSET
 
-    spec = variant(root / "specs", "translator")
+    spec = variant(root / "specs", "translator", extra)
     bundle = build(root, spec)
     cfg = json.loads((bundle / "model.json").read_text())["model"]
     work = root / "runs" / "translator-local" / "work"
@@ -147,3 +149,20 @@ def leftovers(marks: list[str]) -> list[str]:
     shm = Path("/dev/shm")
     found += [str(p) for p in shm.iterdir() if any(p.name.startswith(m) for m in marks)] if shm.is_dir() else []
     return found
+
+
+@contextlib.contextmanager
+def cores_apart() -> Iterator[Callable[[], None]]:
+    """Processes started in this block run on the first core (they inherit the caller's); the
+    function it yields moves the caller, the load generator, to the second core. All cores
+    again after. On 2 cores a server at full tilt otherwise starves the client, whose lateness
+    then counts in what it measures."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        yield lambda: None
+        return
+    os.sched_setaffinity(0, {cores[0]})
+    try:
+        yield lambda: os.sched_setaffinity(0, {cores[1]})
+    finally:
+        os.sched_setaffinity(0, cores)

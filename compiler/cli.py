@@ -585,21 +585,17 @@ def _serve_target(args) -> tuple[str, str] | int:
 
 
 def cmd_loadtest(args) -> int:
-    import math
     from pathlib import Path
 
-    misuse = _server_flags_misuse(args, free_allowed=True)
+    from llmc.runtime.serving import loadtest
+
+    misuse = _server_flags_misuse(args, free_allowed=True) or loadtest.load_misuse(args.rate, args.duration)
     if misuse:
         return _usage_error(args, misuse)
-    if args.rate is not None and not (math.isfinite(args.rate) and args.rate > 0):
-        return _usage_error(args, f"--rate must be a positive number of requests per second, not {args.rate:g}")
-    if not (math.isfinite(args.duration) and 0 < args.duration <= 600):
-        return _usage_error(args, f"--duration must be more than 0 and at most 600 seconds, not {args.duration:g}")
     target = _serve_target(args)
     if isinstance(target, int):
         return target
     name, rerun = target
-    from llmc.runtime.serving import loadtest
 
     return loadtest.loadtest(
         name=name,

@@ -361,13 +361,13 @@ def _serving_estimate(
         "layer_launch_s": device.layer_launch_s,
         "row_launch_s": device.row_launch_s,
     }
+    # Text in and out: each request is also tokenized and its answer decoded.
+    text_overheads = {**overheads, "row_overhead_s": device.row_overhead_s + device.text_row_overhead_s}
 
     @cache
     def latency(batch: int):
         if shape[0] == "transformer":
             _, kind, layers, d_model, d_ff, vocab, (src, out), classes = shape
-            # Text in and out: each request is also tokenized and its answer decoded.
-            text = {**overheads, "row_overhead_s": device.row_overhead_s + device.text_row_overhead_s}
             return estimate.request_latency(
                 kind,
                 layers,
@@ -382,7 +382,7 @@ def _serving_estimate(
                 classes=classes,
                 batch=batch,
                 step_sync_s=device.step_sync_s,
-                **text,
+                **text_overheads,
             )
         _, inputs, hidden, classes = shape
         return estimate.mlp_latency(inputs, list(hidden), classes, precision, peak, bandwidth, batch=batch, **overheads)

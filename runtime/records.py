@@ -20,7 +20,7 @@ from pathlib import Path
 MARKER = ".llmc-runs"
 _RECORD = re.compile(r"\d{8}T\d{6}Z(-\d+)?")  # a record's folder name (new_record)
 _SHOWN = 5  # entries named in a refusal; the rest are counted
-# The serve stage's report in work/serve/ (serving/loadreport.py's REPORT_FILES), copied as serve-<name>.
+# The serve stage's report in work/serve/, copied as serve-<name>; serving/loadreport.py writes these.
 SERVE_REPORT = ("report.md", "results.json", "latency.png", "rates.png")
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..metrics import aligned
+from ..records import SERVE_REPORT
 from .loadgen import DROPPED, OK, OUTCOMES, REFUSED, Shot
 from .settings import INSTANCES
 
@@ -436,7 +437,7 @@ def plot_rates(steps: Sequence[dict[str, Any]], sla_p99: float, path: Path) -> N
     plt.close(fig)
 
 
-REPORT_FILES = ("report.md", "results.json", "latency.png", "rates.png")
+REPORT_FILES = SERVE_REPORT  # the run record copies the same files
 
 
 def write_report(parent: Path, results: dict[str, Any], shots: Sequence[Shot], steps: Sequence[dict]) -> Path:

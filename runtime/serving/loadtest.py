@@ -47,6 +47,7 @@ SWEEP_STEPS = 7  # besides the load itself
 SWEEP_BISECTIONS = 2
 SWEEP_BUDGET_S = 25.0
 SWEEP_MAX_RPS = 4000.0
+MAX_DURATION_S = 600.0  # the longest load a run may ask for
 DURATION_ENV = "LLMC_LOADTEST_DURATION"  # the stage's seconds of load when --duration is not given
 SWEEP_ENV = "LLMC_LOADTEST_SWEEP"  # "0": the stage skips the capacity sweep
 
@@ -152,6 +153,16 @@ def measure(
     return EXIT_OK if results["verdict"]["passed"] else EXIT_MISSED
 
 
+def load_misuse(rate: float | None, duration: float | None, duration_source: str = "--duration") -> str | None:
+    """What is wrong with a load's rate or duration, or None: `llmc loadtest` and the
+    serve stage refuse the same values with the same words."""
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
+        return f"--rate must be a positive number of requests per second, not {rate:g}"
+    if duration is not None and not (math.isfinite(duration) and 0 < duration <= MAX_DURATION_S):
+        return f"{duration_source} must be more than 0 and at most {MAX_DURATION_S:g} seconds, not {duration:g}"
+    return None
+
+
 # --- the serve stage: the bundle's loadtest/loadtest.py -----------------------------------------------
 
 
@@ -178,7 +189,7 @@ def loadtest_arguments(description: str, config: LoadtestConfig) -> argparse.Arg
     p.add_argument(
         "--duration",
         type=float,
-        help=f"seconds of load, at most 600 (default ${DURATION_ENV}, else {config.duration_s:g})",
+        help=f"seconds of load, at most {MAX_DURATION_S:g} (default ${DURATION_ENV}, else {config.duration_s:g})",
     )
     p.add_argument("--no-sweep", action="store_true", help=f"skip the capacity sweep (also when ${SWEEP_ENV} is 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the arrival times (default 0)")
@@ -193,8 +204,9 @@ def run_stage(config: LoadtestConfig, args: argparse.Namespace, bundle: Path) ->
     130 interrupted; StepError (exit 2 through run_script) for bad arguments."""
     rate = config.rate_rps if args.rate is None else args.rate
     duration = _duration(args.duration, config.duration_s)
-    if not (math.isfinite(rate) and rate > 0):
-        raise StepError(f"--rate must be a positive number of requests per second, not {rate:g}")
+    misuse = load_misuse(rate, None)
+    if misuse:
+        raise StepError(misuse)
     if not args.ready_timeout > 0:
         raise StepError("--ready-timeout must be a positive number of seconds")
     output = Path(args.output) if args.output else outputs_root() / "serve"
@@ -244,8 +256,9 @@ def _duration(given: float | None, default: float) -> float:
             raise StepError(f"${DURATION_ENV} must be a number of seconds, not {os.environ[DURATION_ENV]!r}") from None
     if value is None:
         return default
-    if not (math.isfinite(value) and 0 < value <= 600):
-        raise StepError(f"{source} must be more than 0 and at most 600 seconds, not {value:g}")
+    misuse = load_misuse(None, value, source)
+    if misuse:
+        raise StepError(misuse)
     return value
 
 

@@ -14,13 +14,12 @@ servers); the fast checks of the same part are in tests/unit/test_cluster.py.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 from helpers import ROOT
-from support.cluster import Console, FakeCluster, run
+from support.cluster import Console, FakeCluster, no_cluster_env, run
 from support.cluster import bundle as bundle  # a fixture: pytest finds it imported here
 
 from llmc.runtime.cluster import (
@@ -30,8 +29,7 @@ from llmc.runtime.cluster import (
 
 
 def test_without_a_cluster_llmc_run_fails_at_once_with_exit_2(tmp_path):
-    env = {**os.environ, "KUBECONFIG": str(tmp_path / "missing-kubeconfig"), "HOME": str(tmp_path)}
-    env.pop("KUBERNETES_SERVICE_HOST", None)
+    env = no_cluster_env(tmp_path)
     proc = subprocess.run(
         [
             sys.executable,

@@ -9,16 +9,15 @@ this part.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 from helpers import ROOT
+from support.cluster import no_cluster_env
 
 
 def test_without_a_cluster_llmc_deploy_fails_at_once_with_exit_2(tmp_path):
-    env = {**os.environ, "KUBECONFIG": str(tmp_path / "missing-kubeconfig"), "HOME": str(tmp_path)}
-    env.pop("KUBERNETES_SERVICE_HOST", None)
+    env = no_cluster_env(tmp_path)
     for dry_run in ([], ["--dry-run"]):
         proc = subprocess.run(
             [

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+from pathlib import Path
 
 import pytest
 from helpers import ROOT, run_cli
@@ -28,6 +30,29 @@ def bundle(tmp_path_factory) -> Bundle:
     code, _, err = run_cli("build", str(ROOT / "specs" / "translator.llm"), "-o", str(out), "-q")
     assert code == 0, err
     return Bundle(str(out))
+
+
+# The kinds of the bundles' serving objects that any cluster serves (no operator needed).
+CORE_SERVING_KINDS = frozenset(
+    {
+        "ServiceAccount",
+        "PersistentVolumeClaim",
+        "ConfigMap",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+    }
+)
+
+
+def no_cluster_env(home: Path) -> dict[str, str]:
+    """The environment of a process with no Kubernetes cluster configured: a missing
+    kubeconfig, an empty home, and not inside a pod."""
+    env = {**os.environ, "KUBECONFIG": str(home / "missing-kubeconfig"), "HOME": str(home)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    return env
 
 
 class Console:

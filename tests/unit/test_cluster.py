@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 import pytest
-from support.cluster import FakeCluster, run
+from support.cluster import CORE_SERVING_KINDS, FakeCluster, run
 from support.cluster import bundle as bundle  # a fixture: pytest finds it imported here
 
 from llmc.runtime.cluster import (
@@ -147,37 +147,14 @@ def test_nothing_is_touched_when_the_namespace_or_the_mpi_operator_is_missing(bu
     with pytest.raises(ClusterError, match="namespace 'ml-translation' does not exist"):
         run(bundle, cluster)
     assert cluster.calls == []
-    served = {
-        "ServiceAccount",
-        "PersistentVolumeClaim",
-        "ConfigMap",
-        "Service",
-        "PodDisruptionBudget",
-        "NetworkPolicy",
-        "Deployment",
-        "HorizontalPodAutoscaler",
-        "Job",
-    }
-    cluster = FakeCluster(served=served | {"PrometheusRule", "ServiceMonitor"})
+    cluster = FakeCluster(served=CORE_SERVING_KINDS | {"Job", "PrometheusRule", "ServiceMonitor"})
     with pytest.raises(ClusterError, match=r"does not serve kubeflow.org/v2beta1 MPIJob.*MPI Operator"):
         run(bundle, cluster)
     assert cluster.calls == []
 
 
 def test_monitoring_kinds_are_optional(bundle):
-    served = {
-        "ServiceAccount",
-        "PersistentVolumeClaim",
-        "ConfigMap",
-        "Service",
-        "PodDisruptionBudget",
-        "NetworkPolicy",
-        "Deployment",
-        "HorizontalPodAutoscaler",
-        "Job",
-        "MPIJob",
-    }
-    cluster = FakeCluster(served=served)
+    cluster = FakeCluster(served=CORE_SERVING_KINDS | {"Job", "MPIJob"})
     results, lines = run(bundle, cluster)
     assert [r.status for r in results] == ["ok", "ok", "ok"]
     assert not any("PrometheusRule" in c or "ServiceMonitor" in c for c in cluster.calls)

@@ -19,7 +19,7 @@ import shutil
 from typing import Any
 
 from helpers import ROOT, run_cli, spec_variant
-from support.cluster import FakeCluster, deploy_to, run, with_volume
+from support.cluster import CORE_SERVING_KINDS, FakeCluster, deploy_to, run, with_volume
 from support.cluster import bundle as bundle  # a fixture: pytest finds it imported here
 
 from llmc.runtime.cluster import read_manifests
@@ -251,17 +251,7 @@ def test_nothing_is_applied_without_the_namespace_a_served_kind_or_the_trained_m
 
 
 def test_the_monitoring_kinds_are_skipped_with_a_warning_when_the_cluster_lacks_them(bundle, capsys):
-    served = {
-        "ServiceAccount",
-        "PersistentVolumeClaim",
-        "ConfigMap",
-        "Service",
-        "PodDisruptionBudget",
-        "NetworkPolicy",
-        "Deployment",
-        "HorizontalPodAutoscaler",
-    }
-    cluster = with_volume(bundle, FakeCluster(served=served))
+    cluster = with_volume(bundle, FakeCluster(served=CORE_SERVING_KINDS))
     code, lines, err = deploy_to(bundle.root, cluster, capsys)
     assert code == 0, err
     assert "ServiceMonitor/translator" not in applies(cluster)

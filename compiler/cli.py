@@ -23,6 +23,7 @@ COMMANDS_HELP = """commands:
   plan SPEC            show what `build` would change in the output directory
   run SPEC             build, then run the bundle's stages (train, compress, evaluate, serve)
   runs [SPEC]          list the records of earlier runs
+  search apply SPEC    write the best values of the last search back into the spec
   deploy SPEC          build, then apply the serving objects to the current kube context
                        and follow the rollout (no training)
   serve SPEC           serve the model the last successful run gated, on a local Triton server
@@ -214,6 +215,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sweep", action="store_true", help="skip the capacity sweep")
     p.add_argument("--seed", type=int, default=0, help="seed of the arrival times (default 0)")
     add_server_flags(p, http_port=0, metrics_port=0)
+
+    p = sub.add_parser(
+        "search",
+        help="act on the results of a hyperparameter search",
+        description="Act on the results of `llmc run SPEC --stage search`.",
+    )
+    search_sub = p.add_subparsers(dest="search_command", metavar="ACTION", parser_class=_Parser, required=True)
+    p = search_sub.add_parser(
+        "apply",
+        help="write the best values of a search back into the spec",
+        description="Write the best point of a finished search into the spec as a minimal edit: into the "
+        "searched profile when there is one (its override lines), else into the blocks that set the fields; "
+        "comments and layout kept, values in the spec's own units and notation. The edited spec must check "
+        "clean, or nothing is written. The diff is printed on stdout. Exit status: 0 written (or nothing to "
+        "change), 1 no results to apply or the edit would not check clean, 2 misuse.",
+    )
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--profile", help="the profile that was searched (its overrides get the values)")
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="RUN",
+        help="a run record (runs/<spec>[-<profile>]/<timestamp>), a search folder or its results.json "
+        "(default: the newest run record of the spec and profile that holds a search)",
+    )
+    p.add_argument(
+        "--runs-dir", default="runs", metavar="DIR", help="where run records are (default runs/, as for `llmc run`)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
 
     p = sub.add_parser("runs", help="list the records of earlier runs", description="List the records under runs/.")
     p.add_argument("spec", nargs="?", metavar="SPEC", help="only this spec's runs")
@@ -633,6 +663,12 @@ def cmd_schema(args) -> int:
     return EXIT_OK
 
 
+def cmd_search(args) -> int:
+    from .search_apply import run_apply
+
+    return run_apply(args)
+
+
 def cmd_fmt(args) -> int:
     from .fmt import run_fmt
 
@@ -651,6 +687,7 @@ _COMMANDS = {
     "explain": cmd_explain,
     "schema": cmd_schema,
     "fmt": cmd_fmt,
+    "search": cmd_search,
 }
 
 

@@ -78,6 +78,7 @@ _TABLE = [
     ("W201", "warning", "vocab larger than the tokenizer produces"),
     ("W301", "warning", "memory headroom under 10%"),
     ("W302", "warning", "tensor-parallel group spans hosts"),
+    ("W601", "warning", "parallel trials on a backend that runs one at a time"),
     ("W701", "warning", "replicas.min far above what the SLA needs"),
     ("W801", "warning", "no deploy block: default namespace and image"),
 ]

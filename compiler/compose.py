@@ -356,7 +356,11 @@ def _locate(
         ft = fields_of(model).get(seg) if model is not None else None
         kind = ft.kind if ft is not None else "block"
         if kind in ("map", "space"):
-            break  # the rest of the path is one key of this block
+            # The rest of the path is one key of this block (`search.space.train.lr`).
+            nxt = node.children.get(seg)
+            if nxt is None and create_at is not None:
+                nxt = node.children[seg] = Node(seg, None, create_at.span, create_at.key_span)
+            return (nxt, None) if nxt is not None else (None, None)
         if kind == "blocks":
             label = consumed[i + 1]
             group = node.groups.setdefault(seg, {}) if create_at else node.groups.get(seg, {})

@@ -373,13 +373,13 @@ def run_fmt(args) -> int:
             record(path, "unformatted")
             status = max(status, 1)
         else:
-            _write_atomically(path, formatted)
+            write_text_atomically(path, formatted)
             sys.stderr.write(f"formatted {path}\n")
             record(path, "reformatted")
     return status
 
 
-def _write_atomically(path: str, text: str) -> None:
+def write_text_atomically(path: str, text: str) -> None:
     import tempfile
 
     directory = os.path.dirname(os.path.abspath(path))

@@ -58,7 +58,8 @@ class MetricsWatcher:
         return False
 
     def log(self, line: str) -> None:
-        self.console.print(line, markup=False, highlight=False)
+        # soft_wrap: a stage's line stays one line in a log or a pipe (rich would cut it at 80 columns).
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def _follow(self) -> None:
         offset = 0

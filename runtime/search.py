@@ -19,6 +19,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -30,6 +31,7 @@ import numpy as np
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp
 from hyperopt.exceptions import AllTrialsFailed
 
+from . import search_report
 from .config import read_lock
 
 # search.algorithm (the spec's name) -> the function proposing the next point.
@@ -39,6 +41,8 @@ SUGGEST: dict[str, Callable[..., Any]] = {
     "anneal": hyperopt.anneal.suggest,
 }
 BACKENDS = ("local", "spark", "mongo")
+# The Spark master a `spark` search runs on; unset, a local Spark on 127.0.0.1.
+SPARK_MASTER_ENV = "LLMC_SPARK_MASTER"
 # Where the objective comes from when it is not evaluate.py's metric.
 LOSS_OBJECTIVE = "valid_loss"
 
@@ -98,6 +102,7 @@ class SearchOptions:
     eval_cmd: str | None
     trial_timeout: float | None
     data_root: str | None
+    threads: int | None = None  # each trial's CPU threads when trials share this machine
 
 
 @dataclass(frozen=True)
@@ -176,13 +181,24 @@ def new_trial_dir(trials_root: Path) -> Path:
             n += 1
 
 
-def run_logged(cmd: list[str], log_path: Path, timeout: float | None, cwd: Path | None = None) -> int:
-    """Run cmd with its output in log_path; its whole process group is killed on a timeout."""
+def run_logged(
+    cmd: list[str], log_path: Path, timeout: float | None, cwd: Path | None = None, threads: int | None = None
+) -> int:
+    """Run cmd with its output in log_path; its whole process group is killed on a timeout.
+    `threads`: the CPU threads it may use ($LLMC_THREADS), when trials share the machine."""
+    env = {**os.environ, "LLMC_THREADS": str(threads)} if threads else None
     with open(log_path, "w", encoding="utf-8") as log:
         log.write("$ " + shlex.join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            start_new_session=True,
+            env=env,
+            preexec_fn=die_with_parent,
         )
         try:
             return proc.wait(timeout=timeout)
@@ -190,6 +206,21 @@ def run_logged(cmd: list[str], log_path: Path, timeout: float | None, cwd: Path 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise TrialFailed(f"timed out after {timeout:g} s (log: {log_path})") from None
+        except BaseException:  # Ctrl-C, SIGTERM: the trial's processes stop with the search
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+
+
+def die_with_parent() -> None:
+    """In a trial's process, before it runs: on Linux, be killed when the process that
+    started it dies (a search killed outright, a Spark worker stopped), so no trial trains
+    on as an orphan. Elsewhere, nothing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def data_root_args(options: SearchOptions) -> list[str]:
@@ -251,7 +282,7 @@ def evaluate_metric(run: SearchRun, trial_dir: Path) -> float:
             raise TrialFailed(f"objective {objective!r} needs {script}, which this bundle lacks")
         base = [sys.executable, str(script)]
     cmd = base + ["--model", str(trial_dir / "model"), "--split", "valid", "--json", str(out)] + data_root_args(options)
-    status = run_logged(cmd, trial_dir / "evaluate.log", options.trial_timeout, cwd=run.bundle)
+    status = run_logged(cmd, trial_dir / "evaluate.log", options.trial_timeout, run.bundle, options.threads)
     try:
         report = json.loads(out.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -268,10 +299,13 @@ def run_trial(run: SearchRun, sampled: Mapping[str, Any]) -> dict[str, Any]:
     config = run.config
     params = {path: cast(config.space[path].cast, value) for path, value in sampled.items()}
     trial_dir = new_trial_dir(run.options.output / "trials")
-    record = {"params": params, "trial_dir": str(trial_dir)}
+    record: dict[str, Any] = {"params": params, "trial_dir": str(trial_dir)}
     train_log = trial_dir / "train.log"
+    started = time.monotonic()
+    record["started_at"] = round(time.time(), 3)  # wall clock: parallel trials overlap in it
     try:
-        status = run_logged(train_command(run, params, trial_dir), train_log, run.options.trial_timeout, cwd=run.bundle)
+        command = train_command(run, params, trial_dir)
+        status = run_logged(command, train_log, run.options.trial_timeout, run.bundle, run.options.threads)
         if status != 0:
             raise TrialFailed(f"training exited {status} (log: {train_log})")
         final = final_metrics(trial_dir / "metrics.jsonl")
@@ -280,11 +314,14 @@ def run_trial(run: SearchRun, sampled: Mapping[str, Any]) -> dict[str, Any]:
         else:
             value = evaluate_metric(run, trial_dir)
     except (TrialFailed, OSError) as exc:
+        record["seconds"] = round(time.monotonic() - started, 2)
         print(f"search: trial {trial_dir.name} failed: {exc}", file=sys.stderr, flush=True)
         # "loss": None keeps Hyperopt's bookkeeping (and stop functions) from a KeyError.
         return {"status": STATUS_FAIL, "loss": None, "failure": str(exc), **record}
+    record["seconds"] = round(time.monotonic() - started, 2)
     print(
-        f"search: trial {trial_dir.name}: {config.objective} = {value:.6g} with {json.dumps(params)}",
+        f"search: trial {trial_dir.name}: {config.objective} = {value:.6g} with {json.dumps(params)} "
+        f"in {record['seconds']:.1f} s",
         file=sys.stderr,
         flush=True,
     )
@@ -292,6 +329,75 @@ def run_trial(run: SearchRun, sampled: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --- the search ------------------------------------------------------------------
+
+
+def finished_results(trials: Any) -> list[dict[str, Any]]:
+    """The results of the trials that have finished (succeeded or failed), in trial id order."""
+    return [
+        t["result"]
+        for t in sorted(trials.trials, key=lambda t: t["tid"])
+        if t["result"].get("status") in (STATUS_OK, STATUS_FAIL)
+    ]
+
+
+class ProgressReport:
+    """fmin's early_stop_fn, which it calls after every trial (Trials) or every poll
+    (SparkTrials, MongoTrials): when more trials have finished, one line with trials
+    done / total, the best so far and an ETA; then the early-stop rule, if any, decides.
+
+    The ETA is the time per finished trial measured so far in this search times the
+    trials left; with trials running in parallel that rate already counts them."""
+
+    def __init__(
+        self,
+        config: SearchConfig,
+        total: int,
+        stop: StopFunction | None,
+        clock: Callable[[], float] = time.monotonic,
+        say: Callable[[str], None] | None = None,
+    ):
+        self.config, self.total, self.stop, self.clock = config, total, stop, clock
+        self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.started = clock()
+        self.seen = 0
+
+    def __call__(self, trials: Any, *state: Any) -> tuple[bool, list[Any]]:
+        finished = finished_results(trials)
+        if len(finished) > self.seen:
+            self.seen = len(finished)
+            self.say(self.line(finished))
+        if self.stop is None:
+            return False, []
+        return self.stop(trials, *state)
+
+    def line(self, finished: Sequence[Mapping[str, Any]]) -> str:
+        done, config = len(finished), self.config
+        failed = sum(1 for r in finished if r["status"] != STATUS_OK)
+        ok = [r for r in finished if r["status"] == STATUS_OK and r.get("loss") is not None]
+        text = f"search: {done}/{self.total} trials done"
+        if failed:
+            text += f" ({failed} failed)"
+        if ok:
+            best = min(ok, key=lambda r: r["loss"])
+            trial = Path(str(best.get("trial_dir", "?"))).name
+            text += f"; best {config.objective} {best['objective']:.6g} (trial {trial})"
+        left = self.total - done
+        if left > 0:
+            per_trial = (self.clock() - self.started) / done
+            text += f"; ETA {format_seconds(per_trial * left)}"
+        return text
+
+
+def format_seconds(seconds: float) -> str:
+    """42 s, 3 min 05 s, 1 h 02 min."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def no_progress(count: int) -> StopFunction:
@@ -303,13 +409,8 @@ def no_progress(count: int) -> StopFunction:
     """
 
     def stop(trials: Any, *state: Any) -> tuple[bool, list[Any]]:
-        finished = [
-            t["result"]
-            for t in sorted(trials.trials, key=lambda t: t["tid"])
-            if t["result"].get("status") in (STATUS_OK, STATUS_FAIL)
-        ]
         best, since = math.inf, 0
-        for result in finished:
+        for result in finished_results(trials):
             loss = result.get("loss") if result["status"] == STATUS_OK else None
             if loss is not None and loss < best:
                 best, since = loss, 0
@@ -320,12 +421,53 @@ def no_progress(count: int) -> StopFunction:
     return stop
 
 
+def spark_session(parallel: int) -> Any:
+    """The Spark that SparkTrials runs trials on: the cluster $LLMC_SPARK_MASTER names
+    (spark://host:7077, k8s://https://...), else a local Spark with `parallel` task slots,
+    bound to 127.0.0.1 with its web UI off. Exits with a one-line reason when Spark
+    cannot start (no pyspark, no Java)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        sys.exit("search: backend spark needs pyspark (pip install pyspark) and Java 17 or later")
+    # Executors run trials with this interpreter, which has llmc.runtime installed.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName("llmc-search")
+    master = os.environ.get(SPARK_MASTER_ENV)
+    if master:
+        builder = builder.master(master)
+    else:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = (
+            builder.master(f"local[{parallel}]")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.ui.enabled", "false")
+        )
+    print(f"search: starting Spark ({master or f'local[{parallel}] on 127.0.0.1'})", file=sys.stderr, flush=True)
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:  # pyspark raises its own error types (no Java: JAVA_GATEWAY_EXITED)
+        sys.exit(f"search: cannot start Spark ({master or 'local'}): {exc}")
+    session.sparkContext.setLogLevel("WARN")
+    return session
+
+
+def stop_spark() -> None:
+    """Stop the search's Spark session (a local Spark's JVM goes with it)."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
+
+
 def make_trials(backend: str, parallel: int, mongo_url_env: str, bundle: Path) -> Any:
     """The trials object of a backend; exits with a one-line reason when it cannot run."""
     if backend == "spark":
         from hyperopt import SparkTrials
 
-        return SparkTrials(parallelism=parallel)
+        return SparkTrials(parallelism=parallel, spark_session=spark_session(parallel))
     if backend == "mongo":
         url = os.environ.get(mongo_url_env)
         if not url:
@@ -418,6 +560,16 @@ def parse_args(config: SearchConfig, argv: Sequence[str] | None = None) -> argpa
     return args
 
 
+def trial_threads(backend: str, parallel: int) -> int | None:
+    """The CPU threads of each trial when `parallel` trials share this machine (a local
+    Spark): its cores split between them, unless $LLMC_THREADS says otherwise. Threads
+    spinning on oversubscribed cores make every trial many times slower."""
+    if backend != "spark" or parallel < 2 or os.environ.get(SPARK_MASTER_ENV) or os.environ.get("LLMC_THREADS"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // parallel)
+
+
 def search_options(args: argparse.Namespace) -> SearchOptions:
     return SearchOptions(
         output=Path(args.output).resolve(),
@@ -426,6 +578,7 @@ def search_options(args: argparse.Namespace) -> SearchOptions:
         eval_cmd=args.eval_cmd,
         trial_timeout=args.trial_timeout,
         data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
+        threads=trial_threads(args.backend, args.parallel),
     )
 
 
@@ -433,26 +586,45 @@ def search_results(
     run: SearchRun, args: argparse.Namespace, records: list[dict[str, Any]], best: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """results.json: the search's settings, the best trial and every trial."""
-    config = run.config
+    config, lock = run.config, read_lock(run.bundle)
     return {
         "model": config.model,
-        "spec": read_lock(run.bundle)["spec"],
+        "spec": lock["spec"],
+        "profile": lock.get("profile"),  # `llmc search apply` writes into this profile
         "objective": config.objective,
         "direction": config.direction,
         "algorithm": config.algorithm,
         "backend": args.backend,
         "max_evals": args.max_evals,
+        "parallel": args.parallel,
+        "space": {path: {"kind": d.kind, "args": list(d.args)} for path, d in sorted(config.space.items())},
         "best": None if best is None else {k: best[k] for k in ("tid", "params", "objective", "trial_dir")},
         "trials": records,
     }
 
 
-def write_json_atomically(path: Path, data: Any) -> None:
-    """A reader never sees half a file: write beside it, then rename over it."""
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """A reader never sees half a file: `write(tmp)` beside it, then rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")  # the suffix tells matplotlib the format
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_report(results: Mapping[str, Any], folder: Path) -> None:
+    """results.json, report.md and objective.png (search_report.REPORT_FILES) in `folder`."""
+    write_json_atomically(folder / "results.json", results)
+    markdown = search_report.report_markdown(results)
+    write_atomically(folder / "report.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
+    write_atomically(folder / "objective.png", lambda tmp: search_report.plot_search(results, tmp))
 
 
 def run_search(config: SearchConfig, bundle: Path, argv: Sequence[str] | None = None) -> int:
@@ -461,6 +633,12 @@ def run_search(config: SearchConfig, bundle: Path, argv: Sequence[str] | None = 
     Exit status 1 when no trial succeeded."""
     args = parse_args(config, argv)
     run = SearchRun(config, bundle, search_options(args))
+    if args.backend == "local" and args.parallel > 1:
+        print(
+            f"search: the local backend runs one trial at a time; parallel = {args.parallel} applies to the "
+            f"spark backend (a local Spark when no cluster is named) and mongo",
+            file=sys.stderr,
+        )
     trials = make_trials(args.backend, args.parallel, config.mongo_url_env, bundle)
     try:
         fmin(
@@ -470,19 +648,24 @@ def run_search(config: SearchConfig, bundle: Path, argv: Sequence[str] | None = 
             max_evals=args.max_evals,
             trials=trials,
             rstate=np.random.default_rng(args.seed),
-            early_stop_fn=no_progress(config.early_stop) if config.early_stop else None,
+            early_stop_fn=ProgressReport(
+                config, args.max_evals, no_progress(config.early_stop) if config.early_stop else None
+            ),
             max_queue_len=args.parallel if args.backend == "mongo" else 1,
             show_progressbar=False,
             return_argmin=False,
         )
     except AllTrialsFailed:  # raised by fmin's own best point; results.json reports it below
         pass
+    finally:
+        if args.backend == "spark":
+            stop_spark()
     if args.backend == "mongo":
         trials.refresh()
     records = trial_records(trials)
     best = best_record(records)
     out = run.options.output / "results.json"
-    write_json_atomically(out, search_results(run, args, records, best))
+    write_report(search_results(run, args, records, best), run.options.output)
     if best is None:
         print(f"search: all {len(records)} trials failed; see {out}", file=sys.stderr)
         return 1

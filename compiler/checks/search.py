@@ -1,4 +1,4 @@
-"""The search space: E601-E605.
+"""The search: E601-E605 and W601.
 
 Every value a distribution can produce must pass the field's own checks: its type
 and range here, and, for the finitely many values of `choice` and `randint`, every
@@ -30,8 +30,24 @@ def check(ctx: CheckContext) -> None:
     if search is None:
         return
     _objective(ctx, search)
+    _parallel(ctx, search)
     for key, dist in ctx.distributions.items():
         _one(ctx, key, dist)
+
+
+def _parallel(ctx: CheckContext, search: Search) -> None:
+    """W601: the local backend (hyperopt.Trials) runs one trial at a time, whatever
+    `parallel` says; spark runs `parallel` at once, on a local Spark when no cluster is named."""
+    if search.backend != "local" or search.parallel <= 1:
+        return
+    ctx.diags.warning(
+        "W601",
+        ctx.spans.attribute("search.parallel"),
+        f"the local backend runs one trial at a time, not {search.parallel}",
+        label='ignored by backend = "local"',
+        help=f'set backend = "spark" to run {search.parallel} trials at once (a local Spark when no cluster is '
+        f"named), or parallel = 1",
+    )
 
 
 def _objective(ctx: CheckContext, search: Search) -> None:

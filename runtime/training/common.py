@@ -32,6 +32,7 @@ import numpy as np
 from .. import checkpoints as ck
 from ..config import BatchLayout
 from ..data import Split, batches, epoch_order, micro_batches_per_rank, shard
+from ..folders import cpu_threads
 from ..schedule import schedule_fn
 
 Progress = dict[str, int]  # {"step", "epoch", "micro"}: where a resumed run continues
@@ -98,8 +99,12 @@ def speaker(rank: int) -> Callable[[str], None]:
 
 
 def cores_per_process(local_size: int) -> int:
-    # Share this host's cores between its processes: oversubscribed intra-op threads
-    # make every rank slower than one thread each would.
+    """$LLMC_THREADS when set (parallel search trials share a machine through it), else
+    this host's cores shared between its processes: oversubscribed intra-op threads make
+    every rank slower than one thread each would."""
+    threads = cpu_threads()
+    if threads is not None:
+        return threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // local_size)
 

@@ -39,6 +39,7 @@ changed to VALUE.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import re
 from pathlib import Path
@@ -481,8 +482,6 @@ COMMANDS = _commands()
 
 
 def _subcommands() -> dict:
-    import argparse
-
     from llmc.compiler.cli import build_parser
 
     parser = build_parser()
@@ -502,15 +501,22 @@ def test_every_command_the_docs_name_exists(doc: str, command: str):
     if words[1].startswith("-") or words[1].isupper():
         return  # `llmc --version`, a flag of llmc itself; `llmc COMMAND`, a placeholder
     assert words[1] in subcommands, f"{doc}: `{command}`: llmc has no command {words[1]!r}"
-    options = {s: a for a in subcommands[words[1]]._actions for s in a.option_strings}
-    for i, word in enumerate(words[2:], start=2):
+    parser, first = subcommands[words[1]], 2
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if nested:  # `llmc search apply`: the action is a command of its own
+        assert len(words) > 2 and words[2] in nested[0].choices, (
+            f"{doc}: `{command}`: `llmc {words[1]}` needs an action"
+        )
+        parser, first = nested[0].choices[words[2]], 3
+    options = {s: a for a in parser._actions for s in a.option_strings}
+    for i, word in enumerate(words[first:], start=first):
         if word == "|":
             break  # a shell pipe: the rest is another command
         word = word.strip("[]")
         if not word.startswith("-") or word in ("-", "--"):
             continue
         flag, _, inline = word.partition("=")
-        assert flag in options, f"{doc}: `{command}`: `llmc {words[1]}` has no option {flag}"
+        assert flag in options, f"{doc}: `{command}`: `{' '.join(words[:first])}` has no option {flag}"
         choices = options[flag].choices
         value = inline or (words[i + 1].strip("[]") if i + 1 < len(words) else "")
         if choices and value and not value.startswith("-") and not value.isupper():

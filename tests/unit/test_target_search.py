@@ -135,7 +135,7 @@ def test_the_script_is_constants_and_a_short_main(built, name, profile):
 def test_every_distribution_kind(tmp_path):
     text = spec_path("translator").read_text(encoding="utf-8")
     text = re.sub(r"  space \{.*?\n  \}", ALL_KINDS_SPACE, text, count=1, flags=re.S)
-    text = text.replace('algorithm = "tpe"', 'algorithm = "anneal"\n  early_stop = 3\n  backend = "spark"')
+    text = text.replace('algorithm = "tpe"', 'algorithm = "anneal"\n  early_stop = 3')
     spec = tmp_path / "all.llm"
     spec.write_text(text, encoding="utf-8")
     out = build_spec(spec, tmp_path / "b")
@@ -298,8 +298,12 @@ def test_records_are_in_tid_order_and_the_best_is_the_lowest_loss():
 def test_backends(tmp_path, monkeypatch):
     bundle = fake_bundle(tmp_path / "b")
     assert isinstance(driver.make_trials("local", 4, "TEST_MONGO_URL", bundle), hyperopt.Trials)
-    monkeypatch.setattr(hyperopt, "SparkTrials", lambda parallelism: ("spark", parallelism))
-    assert driver.make_trials("spark", 4, "TEST_MONGO_URL", bundle) == ("spark", 4)
+    # The real SparkTrials on a real local Spark: tests/integration/test_search_trains_runs.py.
+    monkeypatch.setattr(driver, "spark_session", lambda parallel: f"local[{parallel}]")
+    monkeypatch.setattr(
+        hyperopt, "SparkTrials", lambda parallelism, spark_session: ("spark", parallelism, spark_session)
+    )
+    assert driver.make_trials("spark", 4, "TEST_MONGO_URL", bundle) == ("spark", 4, "local[4]")
     monkeypatch.delenv("TEST_MONGO_URL", raising=False)
     with pytest.raises(SystemExit, match=r"\$TEST_MONGO_URL"):
         driver.make_trials("mongo", 4, "TEST_MONGO_URL", bundle)
@@ -315,3 +319,105 @@ def test_backends(tmp_path, monkeypatch):
         "mongo://db:27017/hyperopt/jobs",
         "my model-local-" + "ab" * 6,
     )
+
+
+# --- progress, the report, and a profile's space ---------------------------------------------
+
+
+class _Trials:
+    """The part of a Hyperopt trials object the progress report reads."""
+
+    def __init__(self, results):
+        self.trials = [{"tid": i, "result": r} for i, r in enumerate(results)]
+
+
+def _ok(loss, n):
+    return {"status": "ok", "loss": loss, "objective": loss, "trial_dir": f"trials/{n}"}
+
+
+def test_progress_says_trials_done_the_best_so_far_and_an_eta_once_per_finished_trial():
+    lines: list[str] = []
+    now = [100.0]
+    report = driver.ProgressReport(config_of(), 4, None, clock=lambda: now[0], say=lines.append)
+    now[0] = 130.0  # 30 s for the first trial
+    assert report(_Trials([_ok(2.0, 0), {"status": "new"}])) == (False, [])
+    report(_Trials([_ok(2.0, 0), {"status": "running"}]))  # a poll with nothing new: no line
+    now[0] = 160.0
+    report(_Trials([_ok(2.0, 0), {"status": "fail", "loss": None, "failure": "x", "trial_dir": "trials/1"}]))
+    now[0] = 190.0
+    report(_Trials([_ok(2.0, 0), {"status": "fail", "loss": None}, _ok(0.5, 2), _ok(0.7, 3)]))
+    assert lines == [
+        "search: 1/4 trials done; best valid_loss 2 (trial 0); ETA 1 min 30 s",
+        "search: 2/4 trials done (1 failed); best valid_loss 2 (trial 0); ETA 1 min 00 s",
+        "search: 4/4 trials done (1 failed); best valid_loss 0.5 (trial 2)",
+    ]
+
+
+def test_progress_hands_the_decision_to_the_early_stop_rule():
+    report = driver.ProgressReport(config_of(), 4, driver.no_progress(1), say=lambda line: None)
+    assert report(_Trials([_ok(1.0, 0), _ok(2.0, 1)]))[0] is True
+    assert report(_Trials([_ok(1.0, 0), _ok(0.5, 1)]))[0] is False
+
+
+def test_the_report_table_has_a_row_per_trial_with_its_values_status_and_time():
+    from llmc.runtime.search_report import report_markdown
+
+    results = {
+        "model": "m",
+        "objective": "valid_loss",
+        "direction": "minimize",
+        "algorithm": "tpe",
+        "backend": "local",
+        "space": {
+            "train.batch_size": {"kind": "choice", "args": [16, 32]},
+            "train.optimizer.lr": {"kind": "loguniform"},
+        },
+        "best": {"tid": 1, "params": {"train.batch_size": 32, "train.optimizer.lr": 0.00123456}, "objective": 0.25},
+        "trials": [
+            {
+                "tid": 0,
+                "status": "fail",
+                "params": {"train.batch_size": 16},
+                "failure": "training exited 1 | oops",
+                "seconds": 3.0,
+            },
+            {
+                "tid": 1,
+                "status": "ok",
+                "params": {"train.batch_size": 32, "train.optimizer.lr": 0.00123456},
+                "objective": 0.25,
+                "seconds": 12.34,
+            },
+        ],
+    }
+    table = report_markdown(results)
+    assert "| trial | train.batch_size | train.optimizer.lr | valid_loss | status | seconds |" in table
+    assert "| 0 | 16 |  |  | failed: training exited 1 \\| oops | 3.0 |" in table
+    assert "| 1 | 32 | 0.001235 | 0.25 | ok, best | 12.3 |" in table
+    assert "Best: valid_loss = 0.25 (trial 1)" in table and "1 failed" in table
+
+
+def test_a_profile_narrows_the_space_and_keeps_the_rest(tmp_path):
+    spec = tmp_path / "t.llm"
+    spec.write_text(
+        f'extends "{ROOT}/specs/translator.llm"\n\nprofile local {{\n'
+        "  search.space.train.batch_size = choice(128)\n"
+        "  search.space.train.epochs     = randint(1, 3)\n}\n"
+    )
+    result = check_spec(str(spec), profile="local")
+    assert result.ok, [d.message for d in result.diagnostics]
+    space = result.ir.search.space
+    assert space["train.batch_size"].args == [128]
+    assert space["train.epochs"].kind == "randint"
+    assert space["model.transformer.dropout"].args == [0.0, 0.3]  # the base's, untouched
+    assert check_spec(str(spec)).ir.search.space["train.batch_size"].args == [256, 512, 1024]
+
+
+def test_a_profiles_searched_value_that_breaks_its_layout_is_e603_at_the_profile_line(tmp_path):
+    spec = tmp_path / "t.llm"
+    spec.write_text(
+        f'extends "{ROOT}/specs/translator.llm"\n\nprofile local {{\n  search.space.train.batch_size = choice(32, 64)\n}}\n'
+    )
+    result = check_spec(str(spec), profile="local")
+    [d] = [d for d in result.diagnostics if d.severity == "error"]
+    assert d.code == "E603" and d.span.file.endswith("t.llm") and d.span.line == 4 and "E305" in d.message

@@ -19,17 +19,20 @@ and reads the objective back:
   exits non-zero but has still measured the metric.
 
 A trial whose training or evaluation fails (non-zero exit, no final metrics line, no
-metric, a timeout) is recorded as STATUS_FAIL and the search goes on. When done,
-DIR/results.json holds the best point and every trial, and the best point is printed
-as the last line of stdout (JSON). DIR is --output, by default `$LLMC_OUTPUT/search`
-when LLMC_OUTPUT is set and `search` (in the current directory) otherwise. The exit
-status is 1 when no trial succeeded.
+metric, a timeout) is recorded as STATUS_FAIL with its reason and the search goes
+on; a line after each trial says trials done / total, the best so far and an ETA.
+When done, DIR/results.json holds the best point and every trial (DIR/report.md as a
+table, DIR/objective.png as plots), and the best point is printed as the last line
+of stdout (JSON); `llmc search apply SPEC` writes it into the spec. DIR is
+--output, by default `$LLMC_OUTPUT/search` when LLMC_OUTPUT is set and `search` (in
+the current directory) otherwise. The exit status is 1 when no trial succeeded.
 
 Backends: `local` runs trials one after another (hyperopt.Trials); `spark` runs
-`parallel` trials at a time on Spark executors (hyperopt.SparkTrials; every executor
-must see the bundle and DIR at the same paths); `mongo` queues trials in MongoDB for
-`hyperopt-mongo-worker` processes (hyperopt.mongoexp.MongoTrials) at the URL in the
-environment variable `mongo_url_env` names. The driver is llmc/runtime/search.py:
+`parallel` trials at a time on Spark executors (hyperopt.SparkTrials) of the cluster
+$LLMC_SPARK_MASTER names (every executor must see the bundle and DIR at the same
+paths), or of a local Spark on 127.0.0.1 when it is unset; `mongo` queues trials in
+MongoDB for `hyperopt-mongo-worker` processes (hyperopt.mongoexp.MongoTrials) at the
+URL in the environment variable `mongo_url_env` names. The driver is llmc/runtime/search.py:
 Spark executors and Mongo workers run it, so they must import llmc.runtime too.
 """
 
@@ -43,7 +46,7 @@ CONFIG = SearchConfig(
     algorithm='tpe',
     max_evals=24,
     parallel=4,
-    backend='local',
+    backend='spark',
     # Stop after this many finished trials without a new best (None: run all of max_evals).
     early_stop=None,
     objective='accuracy',

@@ -10,6 +10,8 @@ through one of these filters, never by pasting text:
     {{ value | sh }}     one shell word (single-quoted when needed)
     {{ value | proto }}  a protobuf text-format string literal, "..." with C escapes
     {{ value | md }}     Markdown inline text with its specials escaped
+    {{ value | md_code }}  a Markdown code span (`text`): a fence longer than any run
+                         of backticks in it, nothing escaped (a code span shows backslashes)
 
 A string holding quotes, newlines, `{{ }}`, `#` or YAML specials stays data in every
 artifact. Jinja runs with StrictUndefined, so a missing context field is an error in
@@ -135,6 +137,14 @@ def md_text(value) -> str:
     return text
 
 
+def md_code(value) -> str:
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    runs = [len(r) for r in re.findall(r"`+", text)]
+    fence = "`" * (max(runs, default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 @lru_cache(maxsize=1)
 def environment():
     import jinja2
@@ -157,6 +167,7 @@ def environment():
         sh=sh_word,
         proto=proto_string,
         md=md_text,
+        md_code=md_code,
     )
     return env
 

@@ -8,7 +8,8 @@ Model folders:
     onnx           model.onnx + llmc.json; for generation also encoder.onnx and
                    decoder.onnx (runtime/onnx_graphs.py)
     tflite         model.tflite + llmc.json                 (TensorFlow quantization)
-    tensorrt       model.plan + llmc.json                   (TensorRT engine)
+    tensorrt       model.plan + llmc.json                   (TensorRT engine); for generation
+                   on Triton encoder.plan and decoder.plan instead
 
 `llmc.json` always carries the model block (`"model"`), the label names and
 `"format"`; ONNX folders add `"onnx"` (the graphs' names and I/O). A TensorFlow
@@ -149,6 +150,7 @@ def model_format(path: str | os.PathLike[str]) -> str:
     # SavedModel is what TF Serving serves; point at model.tflite itself to measure it.
     for name, fmt in (
         ("model.plan", "tensorrt"),
+        ("decoder.plan", "tensorrt"),  # generation on Triton: encoder.plan and decoder.plan (steps/engines.py)
         ("model.onnx", "onnx"),
         ("saved_model.pb", "tensorflow"),
         ("model.tflite", "tflite"),
@@ -170,6 +172,8 @@ def model_files(path: str | os.PathLike[str]) -> list[Path]:
     fmt = model_format(p)
     if fmt == "tensorflow":
         return [p / "saved_model.pb", p / "variables"] + ([p / "assets"] if (p / "assets").exists() else [])
+    if fmt == "tensorrt":
+        return sorted(p.glob("*.plan"))
     return [p / SERVED_FILE[fmt]]
 
 

@@ -18,6 +18,12 @@ examples, in the metric's own units (BLEU points, accuracy as a fraction: 1% is
 0.01): a fall for metrics where higher is better (HIGHER_IS_BETTER), a rise for
 the others (TER, perplexity, latency, size). A gate whose metric could not be
 computed fails; a max_drop gate without a baseline is reported as skipped.
+
+Steps: given the compress stage's OUT/model, evaluate also scores each step's model
+listed in OUT/report.json on the gated metrics but the latencies (batched, untimed)
+and checks the same gates on it (`score_steps`); the table of steps shows them beside
+the size, parameters and latency the compress stage measured (steps/measure.py). The
+exit status stays the served model's.
 """
 
 from __future__ import annotations
@@ -450,6 +456,13 @@ def evaluate_arguments(description: str, default_split: str):
     p.add_argument(
         "--latency", action="store_true", help="time single-example calls even when no latency gate asks for it"
     )
+    p.add_argument(
+        "--no-steps",
+        dest="steps",
+        action="store_false",
+        help="do not score each compress step's model (by default, when --model is the compress stage's "
+        "OUT/model, every step's model in OUT/report.json is scored on the gated metrics too)",
+    )
     return p
 
 
@@ -515,6 +528,21 @@ def run_evaluate(cfg: EvaluateConfig, args) -> int:
     gates = check_gates(cfg.gates, values, base_values)
     ok = passed(gates)
     print(table(values, gates))
+    steps = None
+    rows = compress_rows(args.model) if getattr(args, "steps", True) else None
+    if rows:
+        steps = score_steps(cfg, rows, path, refs, values, base_values, args.limit)
+        print(f"\ncompress steps: their gated metrics on these {len(split)} examples; size, parameters and")
+        print("latency p50 / p99 from the compress stage's report.json (each model timed beside its input)\n")
+        print(steps_table(rows, steps, gated_quality(cfg), base_values))
+        for step in steps:
+            if not step["passed"]:
+                failed = "; ".join(
+                    f"{g['metric']} {g['bound']} {g['limit']:g}" for g in step["gates"] if not g["passed"]
+                )
+                print(f"note: step {step['step']}'s model fails {failed} (the gates decide on the served model only)")
+        for warning in _compress_warnings(args.model):
+            print(f"warning: {warning}")
     print(
         f"\n{cfg.model_name}: {'PASSED' if ok else 'FAILED'} "
         f"({sum(g.failed for g in gates)} of {len(gates)} gate bounds failed)"
@@ -530,9 +558,127 @@ def run_evaluate(cfg: EvaluateConfig, args) -> int:
             "gates": [g.as_dict() for g in gates],
             "passed": ok,
             "samples": examples,
+            "steps": steps,
         }
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as f:
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(document, f, indent=2, sort_keys=True)
             f.write("\n")
+        os.replace(tmp, args.json)
     return 0 if ok else 1
+
+
+# --- each compress step's model (evaluate's per-step rows) -----------------------------------------------
+
+
+def _compress_report(model) -> dict | None:
+    """The compress stage's OUT/report.json when `model` is its OUT/model, else None."""
+    import json
+    from pathlib import Path
+
+    folder = Path(model)
+    report = folder.parent / "report.json"
+    if folder.name != "model" or not report.is_file():
+        return None
+    try:
+        with open(report, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def compress_rows(model) -> list[dict] | None:
+    """The compress stage's rows (steps/measure.py) when `model` is its OUT/model."""
+    summary = _compress_report(model)
+    rows = (summary or {}).get("rows")
+    return rows if isinstance(rows, list) and rows else None
+
+
+def _compress_warnings(model) -> list[str]:
+    return list((_compress_report(model) or {}).get("warnings") or [])
+
+
+def gated_quality(cfg: EvaluateConfig) -> list[str]:
+    """The gated metrics a step's model is scored on: all but the latencies, which take
+    one timed call per example (the compress rows time every model instead)."""
+    names: list[str] = []
+    for g in cfg.gates:
+        if g.metric not in LATENCY_METRICS and g.metric not in names:
+            names.append(g.metric)
+    return names
+
+
+def score_steps(
+    cfg: EvaluateConfig, rows: list[dict], path: str, refs, served_values: dict, base_values: dict | None, limit
+) -> list[dict]:
+    """Each step's model on the split: its gated metrics (batched, untimed) and the spec's
+    gates on them (min, max, and max_drop against the same baseline as the served model).
+    The last step's model is the one just scored (OUT/model is its copy)."""
+    import sys
+
+    from .backends import open_model
+    from .folders import StepError, load_rows
+
+    names = gated_quality(cfg)
+    specs = [g for g in cfg.gates if g.metric in names]
+    out = []
+    for i, row in enumerate(rows):
+        model = row["output"]["model"]
+        entry: dict = {"step": row["step"], "model": model, "served": row.get("served", True), "note": None}
+        if i == len(rows) - 1:
+            values: dict = {k: served_values.get(k) for k in [*names, "model_size"]}
+        else:
+            try:
+                backend = open_model(model)
+                split = load_rows(backend.model_cfg, path, backend.label_names, limit)
+                values, _ = measure(backend, split, refs, names)
+            except (StepError, NotImplementedError) as exc:  # a TensorRT plan here; TF Lite cannot generate
+                values, entry["note"] = {}, f"not scored: {exc}"
+                print(f"evaluate: step {row['step']}: {entry['note']}", file=sys.stderr, flush=True)
+        gates = check_gates(specs, values, base_values)
+        entry.update({"metrics": values, "gates": [g.as_dict() for g in gates], "passed": passed(gates)})
+        out.append(entry)
+    return out
+
+
+def steps_table(rows: list[dict], steps: list[dict], names: list[str], base_values: dict | None) -> str:
+    """step | format | size | parameters | p50 / p99 at batch 1 and at the max batch |
+    the gated metrics | the step's gates; the trained model first (the baseline)."""
+    max_batch = next((r.get("max_batch") for r in rows if r.get("max_batch")), None)
+    keys = ["batch_1"] + (["max_batch"] if max_batch else [])
+    head = ["step", "format", "size", "params", "batch 1 p50 / p99"]
+    head += [f"batch {max_batch} p50 / p99"] if max_batch else []
+    lines = [(*head, *names, "vs input", "gates")]
+
+    def cells(label: str, model: dict, values: dict, verdict: str, gates: str) -> tuple[str, ...]:
+        lat = [_latency_cell(model, k) for k in keys]
+        # The baseline is scored only on the max_drop metrics: "-" where it was not asked.
+        metrics = [format_value(n, values[n]) if n in values else "-" for n in names]
+        sizes = (str(model.get("format") or "-"), _size(model.get("bytes")), _count(model.get("params")))
+        return (label, *sizes, *lat, *metrics, verdict, gates)
+
+    lines.append(cells("(trained)", rows[0]["input"], base_values or {}, "-", "baseline"))
+    for row, step in zip(rows, steps):
+        gates = "pass" if step["passed"] else "FAIL"
+        if step.get("note"):
+            gates = "n/a"
+        label = row["step"] + ("" if row.get("served", True) else " (not served)")
+        lines.append(cells(label, row["output"], step["metrics"], row.get("verdict") or "-", gates))
+    return aligned(lines)
+
+
+def _latency_cell(model: dict, key: str) -> str:
+    entry = (model.get("latency") or {}).get(key)
+    return f"{entry['p50_s'] * 1e3:.2f} / {entry['p99_s'] * 1e3:.2f} ms" if entry else "-"
+
+
+def _size(n) -> str:
+    return format_value("model_size", n) if _finite(n) else "-"
+
+
+def _count(n) -> str:
+    if not _finite(n):
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else (f"{n / 1e3:.1f}k" if n >= 1e3 else str(int(n)))

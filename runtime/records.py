@@ -2,8 +2,11 @@
 
 Each record has the bundle's lock file, `run.json` (profile, target, stages with
 status, seconds and exit code) and copies of the metrics each stage wrote (the serve
-stage's load-test report as serve-report.md, serve-results.json and its two plots).
-`llmc runs` lists them.
+stage's load-test report as serve-report.md, serve-results.json and its two plots;
+the search stage's results, table and plot as search-results.json, search-report.md
+and search-objective.png). The compress stage's report is copied as
+compress-report.json, and run.json's `compress` carries its row per step with the
+gated metrics evaluate gave each step's model (`compress_rows`). `llmc runs` lists them.
 
 llmc owns only the folders `runs/<spec>/` it made, marked by a `.llmc-runs` file: the
 stages replace folders under their `work/`, so a folder of that name holding anything
@@ -22,6 +25,8 @@ _RECORD = re.compile(r"\d{8}T\d{6}Z(-\d+)?")  # a record's folder name (new_reco
 _SHOWN = 5  # entries named in a refusal; the rest are counted
 # The serve stage's report in work/serve/, copied as serve-<name>; serving/loadreport.py writes these.
 SERVE_REPORT = ("report.md", "results.json", "latency.png", "rates.png")
+# The search stage's report in work/search/, copied as search-<name> (search_report.REPORT_FILES).
+SEARCH_REPORT = ("results.json", "report.md", "objective.png")
 
 
 class RunsFolderRefused(Exception):
@@ -92,8 +97,9 @@ def finish_record(record: Path, bundle_root: Path, work: Path, info: dict, resul
     shutil.copy2(bundle_root / "llmc.lock.json", record / "llmc.lock.json")
     for rel in (
         "train/metrics.jsonl",
+        "compress/report.json",
         "evaluate/metrics.json",
-        "search/results.json",
+        *(f"search/{name}" for name in SEARCH_REPORT),
         *(f"serve/{name}" for name in SERVE_REPORT),
     ):
         src = work / rel
@@ -102,6 +108,9 @@ def finish_record(record: Path, bundle_root: Path, work: Path, info: dict, resul
             shutil.copy2(src, dest)
     info = dict(info)
     info["stages"] = [r._asdict() for r in results]
+    compress = compress_rows(work)
+    if compress is not None:
+        info["compress"] = compress
     info["status"] = (
         "ok"
         if results and all(r.status in ("ok", "skipped") for r in results)
@@ -110,6 +119,39 @@ def finish_record(record: Path, bundle_root: Path, work: Path, info: dict, resul
     tmp = record / "run.json.tmp"
     tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, record / "run.json")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def compress_rows(work: Path) -> dict | None:
+    """run.json's `compress`: the compress stage's row per step (compress/report.json:
+    size, parameters, latency beside its input, verdict, warning), each with the gated
+    metrics and gate verdict evaluate gave that step's model (evaluate/metrics.json's
+    `steps`, matched by step and model path), and the stage's warnings."""
+    summary = _read_json(work / "compress" / "report.json")
+    if summary is None or not isinstance(summary.get("rows"), list):
+        return None
+    scored = {}
+    evaluated = _read_json(work / "evaluate" / "metrics.json") or {}
+    for step in evaluated.get("steps") or []:
+        scored[(step.get("step"), step.get("model"))] = step
+    rows = []
+    for row in summary["rows"]:
+        step = scored.get((row.get("step"), (row.get("output") or {}).get("model")))
+        rows.append(
+            {
+                **row,
+                "metrics": step["metrics"] if step else None,
+                "gates_passed": step["passed"] if step else None,
+            }
+        )
+    return {"rows": rows, "warnings": summary.get("warnings") or [], "served": summary.get("served")}
 
 
 def list_records(runs_root: Path, spec_name: str | None = None) -> list[tuple[str, dict]]:

@@ -8,6 +8,9 @@ MLP), so `model.count_params()` equals `transformer_params(...)` / `mlp_params(.
 (tests/integration/test_zoo.py). Tensor parallelism is torch-only: TensorFlow models train
 data-parallel with `hvd.DistributedGradientTape`.
 
+Structured pruning (`unit_scores`, `units_to_keep`, `shrink`) is zoo_torch's: whole
+heads, FFN channels and hidden units removed, `head_dim` recorded in the model block.
+
 Inputs are dicts of int32/float32 tensors named as data.py names its arrays:
 {"source", "target"} (target = BOS + ... : the decoder input), {"text"}, {"tokens"},
 {"features"}. `build_model` calls the model once so every weight exists (Keras
@@ -28,6 +31,8 @@ names).
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import math
 import os
@@ -50,14 +55,17 @@ def _normal(std):
 class Attention(layers.Layer):
     """Q, K, V, O projections with biases (4 (d^2 + d) parameters)."""
 
-    def __init__(self, d_model, heads, dropout, out_std=INIT_STD, **kw):
+    def __init__(self, d_model, heads, dropout, out_std=INIT_STD, head_dim=None, **kw):
         super().__init__(**kw)
-        if d_model % heads:
-            raise ValueError(f"d_model = {d_model} is not a multiple of heads = {heads}")
-        self.heads, self.head_dim = heads, d_model // heads
-        self.q = layers.Dense(d_model, kernel_initializer=_normal(INIT_STD), name="q")
-        self.k = layers.Dense(d_model, kernel_initializer=_normal(INIT_STD), name="k")
-        self.v = layers.Dense(d_model, kernel_initializer=_normal(INIT_STD), name="v")
+        if head_dim is None:  # a structurally pruned model keeps its head_dim with fewer heads
+            if d_model % heads:
+                raise ValueError(f"d_model = {d_model} is not a multiple of heads = {heads}")
+            head_dim = d_model // heads
+        self.heads, self.head_dim = heads, head_dim
+        inner = heads * head_dim
+        self.q = layers.Dense(inner, kernel_initializer=_normal(INIT_STD), name="q")
+        self.k = layers.Dense(inner, kernel_initializer=_normal(INIT_STD), name="k")
+        self.v = layers.Dense(inner, kernel_initializer=_normal(INIT_STD), name="v")
         self.o = layers.Dense(d_model, kernel_initializer=_normal(out_std), name="o")
         self.drop = layers.Dropout(dropout)
 
@@ -65,8 +73,9 @@ class Attention(layers.Layer):
         # Explicit builds: without them Keras traces every call symbolically to find the
         # sublayers' shapes, which costs seconds per model.
         d = input_shape[-1]
-        for dense in (self.q, self.k, self.v, self.o):
+        for dense in (self.q, self.k, self.v):
             dense.build((None, d))
+        self.o.build((None, self.heads * self.head_dim))
         super().build(input_shape)
 
     def _split(self, x):
@@ -92,14 +101,14 @@ class Attention(layers.Layer):
 class Layer(layers.Layer):
     """Pre-LN: x + SelfAttn(LN x) [+ CrossAttn(LN x, memory)] + FFN(LN x)."""
 
-    def __init__(self, d_model, heads, d_ff, dropout, cross, out_std, **kw):
+    def __init__(self, d_model, heads, d_ff, dropout, cross, out_std, head_dim=None, **kw):
         super().__init__(**kw)
         self.cross = cross
         self.ln1 = layers.LayerNormalization(epsilon=1e-5, name="ln1")
-        self.self_attn = Attention(d_model, heads, dropout, out_std, name="self_attn")
+        self.self_attn = Attention(d_model, heads, dropout, out_std, head_dim, name="self_attn")
         if cross:
             self.ln_cross = layers.LayerNormalization(epsilon=1e-5, name="ln_cross")
-            self.cross_attn = Attention(d_model, heads, dropout, out_std, name="cross_attn")
+            self.cross_attn = Attention(d_model, heads, dropout, out_std, head_dim, name="cross_attn")
         self.ln2 = layers.LayerNormalization(epsilon=1e-5, name="ln2")
         self.fc1 = layers.Dense(d_ff, kernel_initializer=_normal(INIT_STD), name="fc1")
         self.fc2 = layers.Dense(d_model, kernel_initializer=_normal(out_std), name="fc2")
@@ -131,11 +140,13 @@ class Layer(layers.Layer):
 class Stack(layers.Layer):
     """A learned positional table, the layers and a final LayerNorm."""
 
-    def __init__(self, layers_, d_model, heads, d_ff, max_len, dropout, cross, causal, **kw):
+    def __init__(self, layers_, d_model, heads, d_ff, max_len, dropout, cross, causal, head_dim=None, **kw):
         super().__init__(**kw)
         out_std = INIT_STD / math.sqrt(2 * layers_)
         self.max_len, self.d_model, self.causal = max_len, d_model, causal
-        self.blocks = [Layer(d_model, heads, d_ff, dropout, cross, out_std, name=f"layer_{i}") for i in range(layers_)]
+        self.blocks = [
+            Layer(d_model, heads, d_ff, dropout, cross, out_std, head_dim, name=f"layer_{i}") for i in range(layers_)
+        ]
         self.norm = layers.LayerNormalization(epsilon=1e-5, name="norm")
         self.drop = layers.Dropout(dropout)
 
@@ -157,7 +168,20 @@ class Stack(layers.Layer):
 
 
 class Transformer(keras.Model):
-    def __init__(self, kind, layers, d_model, heads, vocab, d_ff=None, max_len=512, dropout=0.1, classes=None, **kw):
+    def __init__(
+        self,
+        kind,
+        layers,
+        d_model,
+        heads,
+        vocab,
+        d_ff=None,
+        max_len=512,
+        dropout=0.1,
+        classes=None,
+        head_dim=None,
+        **kw,
+    ):
         super().__init__(**kw)
         if kind not in ("encoder-decoder", "encoder", "decoder"):
             raise ValueError(f"unknown transformer kind {kind!r}")
@@ -166,9 +190,9 @@ class Transformer(keras.Model):
         self.tok = keras.layers.Embedding(vocab, d_model, embeddings_initializer=_normal(INIT_STD), name="tok")
         args = (layers, d_model, heads, d_ff, max_len, dropout)
         if kind in ("encoder-decoder", "encoder"):
-            self.encoder = Stack(*args, cross=False, causal=False, name="encoder")
+            self.encoder = Stack(*args, cross=False, causal=False, head_dim=head_dim, name="encoder")
         if kind in ("encoder-decoder", "decoder"):
-            self.decoder = Stack(*args, cross=kind == "encoder-decoder", causal=True, name="decoder")
+            self.decoder = Stack(*args, cross=kind == "encoder-decoder", causal=True, head_dim=head_dim, name="decoder")
         if kind == "encoder":
             self.head = keras.layers.Dense(classes or 2, kernel_initializer=_normal(INIT_STD), name="head")
 
@@ -308,6 +332,7 @@ def build_model(model_cfg: dict, seed: int | None = 0):
         a.get("max_len", 512),
         a.get("dropout", 0.1),
         a.get("classes"),
+        a.get("head_dim"),  # set by structured pruning only
     )
     model(example_inputs(model))
     return model
@@ -371,6 +396,107 @@ def make_optimizer(opt: dict):
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate=lr, momentum=float(opt.get("momentum", 0.0)))
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+# --- structured pruning: fewer heads and channels, smaller tensors ------------------------------
+
+
+def _weights(model) -> dict[str, np.ndarray]:
+    """Each weight by its path below the model's own name (Keras numbers the names of
+    later instances: transformer_1/...)."""
+    return {v.path.split("/", 1)[1]: v.numpy() for v in model.weights}
+
+
+def _norms(w: np.ndarray, axis: int) -> np.ndarray:
+    return np.linalg.norm(w.astype(np.float64), axis=axis)
+
+
+def unit_scores(model) -> dict[str, np.ndarray]:
+    """zoo_torch.unit_scores for these models (Keras kernels are [in, out]), keyed by
+    the path of the attention block, the layer holding fc1 and fc2, or the MLP's
+    hidden Dense layer."""
+    w = _weights(model)
+    scores = {}
+    if isinstance(model, MLP):
+        names = [d.name for d in model.hidden] + [model.out.name]
+        for name, nxt in itertools.pairwise(names):
+            written = _norms(np.concatenate([w[f"{name}/kernel"], w[f"{name}/bias"][None]]), 0)
+            scores[name] = written * _norms(w[f"{nxt}/kernel"], 1)
+        return scores
+    for path in w:
+        if path.endswith("attn/v/kernel"):
+            block = path[: -len("/v/kernel")]
+            heads = _attention(model, block)
+            values = np.concatenate([w[f"{block}/v/kernel"], w[f"{block}/v/bias"][None]])  # [in + 1, inner]
+            per_head = values.reshape(values.shape[0], heads, -1).transpose(1, 0, 2).reshape(heads, -1)
+            scores[block] = _norms(per_head, 1) * _norms(w[f"{block}/o/kernel"].reshape(heads, -1), 1)
+        elif path.endswith("/fc1/kernel"):
+            layer = path[: -len("/fc1/kernel")]
+            written = _norms(np.concatenate([w[f"{layer}/fc1/kernel"], w[f"{layer}/fc1/bias"][None]]), 0)
+            scores[layer] = written * _norms(w[f"{layer}/fc2/kernel"], 1)
+    return scores
+
+
+def _attention(model, block: str) -> int:
+    stack, layer, attn = block.split("/")
+    return getattr(getattr(model, stack).blocks[int(layer.split("_")[1])], attn).heads
+
+
+def units_to_keep(scores: dict[str, np.ndarray], sparsity: float) -> dict[str, np.ndarray]:
+    """zoo_torch.units_to_keep: per block, the indices (ascending) of the units that
+    stay; round(sparsity x n) of the lowest-scoring go, one at least is kept."""
+    keep = {}
+    for name, s in scores.items():
+        n = s.size
+        drop = min(round(sparsity * n), n - 1)
+        keep[name] = np.sort(np.argsort(-s, kind="stable")[: n - drop])
+    return keep
+
+
+def shrink(model, model_cfg: dict, keep: dict[str, np.ndarray]):
+    """zoo_torch.shrink: a smaller copy holding only the kept units (Q, K, V kernel
+    columns and O kernel rows of the kept heads; fc1 columns and fc2 rows; a hidden
+    Dense layer's columns and the next layer's rows) and the model block it is built
+    from (`heads`, `d_ff` and `head_dim`; an MLP's `hidden`)."""
+    w = _weights(model)
+    cfg = copy.deepcopy(model_cfg)
+    if isinstance(model, MLP):
+        names = [d.name for d in model.hidden] + [model.out.name]
+        widths = []
+        for name, nxt in itertools.pairwise(names):
+            idx = keep.get(name, np.arange(w[f"{name}/bias"].size))
+            w[f"{name}/kernel"], w[f"{name}/bias"] = w[f"{name}/kernel"][:, idx], w[f"{name}/bias"][idx]
+            w[f"{nxt}/kernel"] = w[f"{nxt}/kernel"][idx]
+            widths.append(len(idx))
+        cfg["mlp"]["hidden"] = widths
+    else:
+        heads, d_ff, head_dim = set(), set(), None
+        for path in list(w):
+            if path.endswith("attn/v/kernel"):
+                block = path[: -len("/v/kernel")]
+                m = _attention(model, block)
+                head_dim = w[path].shape[1] // m
+                idx = keep.get(block, np.arange(m))
+                cols = (idx[:, None] * head_dim + np.arange(head_dim)).reshape(-1)
+                for proj in ("q", "k", "v"):
+                    w[f"{block}/{proj}/kernel"] = w[f"{block}/{proj}/kernel"][:, cols]
+                    w[f"{block}/{proj}/bias"] = w[f"{block}/{proj}/bias"][cols]
+                w[f"{block}/o/kernel"] = w[f"{block}/o/kernel"][cols]
+                heads.add(len(idx))
+            elif path.endswith("/fc1/kernel"):
+                layer = path[: -len("/fc1/kernel")]
+                idx = keep.get(layer, np.arange(w[path].shape[1]))
+                w[f"{layer}/fc1/kernel"], w[f"{layer}/fc1/bias"] = w[path][:, idx], w[f"{layer}/fc1/bias"][idx]
+                w[f"{layer}/fc2/kernel"] = w[f"{layer}/fc2/kernel"][idx]
+                d_ff.add(len(idx))
+        if len(heads) > 1 or len(d_ff) > 1:
+            raise ValueError(f"every layer must keep as many heads and channels (heads {heads}, d_ff {d_ff})")
+        a = cfg["transformer"]
+        a["heads"], a["d_ff"], a["head_dim"] = heads.pop(), d_ff.pop(), head_dim
+    small = build_model(cfg, seed=0)
+    for v in small.weights:
+        v.assign(w[v.path.split("/", 1)[1]])
+    return small, cfg
 
 
 # --- export and reload ---------------------------------------------------------------------

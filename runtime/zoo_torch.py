@@ -14,6 +14,11 @@ tests/integration/test_zoo.py asserts it for several configurations:
   a head d_model x classes on the mean of the encoder output over real tokens),
   "decoder" (causal language model, no cross-attention).
 
+Structured pruning (`unit_scores`, `units_to_keep`, `shrink`) removes whole heads and
+FFN channels (an MLP's hidden units) and rebuilds the model smaller; the model block
+then records `head_dim` beside the kept `heads` and `d_ff` (d_model is no longer
+heads x head_dim). A block without `head_dim` builds exactly as before.
+
 With `tp = TensorParallel(size, rank, process_set)` the attention heads and the FFN
 width are split over a tensor-parallel group: tensor_parallel.py holds the layers,
 Megatron's f and g, and the conversion between the sharded and the whole state; the
@@ -22,6 +27,7 @@ names callers use with this module's models are imported here too.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -61,18 +67,21 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 class Attention(nn.Module):
     """Multi-head attention, self or cross: 4 (d^2 + d) parameters, heads split over tp."""
 
-    def __init__(self, d_model: int, heads: int, dropout: float, tp: TensorParallel):
+    def __init__(self, d_model: int, heads: int, dropout: float, tp: TensorParallel, head_dim: int | None = None):
         super().__init__()
-        if d_model % heads:
-            raise ValueError(f"d_model = {d_model} is not a multiple of heads = {heads}")
+        if head_dim is None:  # a structurally pruned model keeps its head_dim with fewer heads
+            if d_model % heads:
+                raise ValueError(f"d_model = {d_model} is not a multiple of heads = {heads}")
+            head_dim = d_model // heads
         if heads % tp.size:
             raise ValueError(f"{heads} heads cannot be split over tensor = {tp.size}")
         self.tp, self.dropout = tp, dropout
-        self.local_heads, self.head_dim = heads // tp.size, d_model // heads
-        self.q = column_linear(d_model, d_model, tp)
-        self.k = column_linear(d_model, d_model, tp)
-        self.v = column_linear(d_model, d_model, tp)
-        self.o = row_linear(d_model, d_model, tp)
+        self.local_heads, self.head_dim = heads // tp.size, head_dim
+        inner = heads * head_dim
+        self.q = column_linear(d_model, inner, tp)
+        self.k = column_linear(d_model, inner, tp)
+        self.v = column_linear(d_model, inner, tp)
+        self.o = row_linear(inner, d_model, tp)
         self.tp_name = "attn"
 
     def _split(self, x):
@@ -112,13 +121,13 @@ class FeedForward(nn.Module):
 class Layer(nn.Module):
     """One pre-LN layer: self-attention [+ cross-attention] + FFN, each on LN(x), residual."""
 
-    def __init__(self, d_model, heads, d_ff, dropout, tp, cross: bool):
+    def __init__(self, d_model, heads, d_ff, dropout, tp, cross: bool, head_dim=None):
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model)
-        self.self_attn = Attention(d_model, heads, dropout, tp)
+        self.self_attn = Attention(d_model, heads, dropout, tp, head_dim)
         if cross:
             self.ln_cross = nn.LayerNorm(d_model)
-            self.cross_attn = Attention(d_model, heads, dropout, tp)
+            self.cross_attn = Attention(d_model, heads, dropout, tp, head_dim)
         self.ln2 = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, d_ff, dropout, tp)
         self.drop = nn.Dropout(dropout)
@@ -134,10 +143,10 @@ class Layer(nn.Module):
 class Stack(nn.Module):
     """Positional table + layers + final LayerNorm; the token embedding is the model's."""
 
-    def __init__(self, layers, d_model, heads, d_ff, max_len, dropout, tp, cross: bool, causal: bool):
+    def __init__(self, layers, d_model, heads, d_ff, max_len, dropout, tp, cross: bool, causal: bool, head_dim=None):
         super().__init__()
         self.pos = nn.Embedding(max_len, d_model)
-        self.layers = nn.ModuleList(Layer(d_model, heads, d_ff, dropout, tp, cross) for _ in range(layers))
+        self.layers = nn.ModuleList(Layer(d_model, heads, d_ff, dropout, tp, cross, head_dim) for _ in range(layers))
         self.norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
         self.causal, self.max_len = causal, max_len
@@ -173,6 +182,7 @@ class Transformer(nn.Module):
         dropout: float = 0.1,
         classes: int | None = None,
         tp: TensorParallel = NO_TP,
+        head_dim: int | None = None,
     ):
         super().__init__()
         if kind not in ("encoder-decoder", "encoder", "decoder"):
@@ -184,9 +194,9 @@ class Transformer(nn.Module):
         self.tok = nn.Embedding(vocab, d_model)
         args = (layers, d_model, heads, d_ff, max_len, dropout, tp)
         if kind in ("encoder-decoder", "encoder"):
-            self.encoder = Stack(*args, cross=False, causal=False)
+            self.encoder = Stack(*args, cross=False, causal=False, head_dim=head_dim)
         if kind in ("encoder-decoder", "decoder"):
-            self.decoder = Stack(*args, cross=kind == "encoder-decoder", causal=True)
+            self.decoder = Stack(*args, cross=kind == "encoder-decoder", causal=True, head_dim=head_dim)
         if kind == "encoder":
             self.head = nn.Linear(d_model, classes or 2)
         name_tensor_parallel_ops(self)
@@ -315,6 +325,7 @@ def build_model(model_cfg: dict, tp: TensorParallel = NO_TP, seed: int | None = 
         "max_len": a.get("max_len", 512),
         "dropout": a.get("dropout", 0.1),
         "classes": a.get("classes"),
+        "head_dim": a.get("head_dim"),  # set by structured pruning only
     }
     if tp.size == 1:
         model = Transformer(**kwargs)
@@ -417,6 +428,104 @@ def make_optimizer(model: nn.Module, opt: dict) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=float(opt.get("momentum", 0.0)))
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+# --- structured pruning: fewer heads and channels, smaller tensors ------------------------------
+
+
+def _norms(w: torch.Tensor, dim: int) -> torch.Tensor:
+    return w.detach().float().norm(dim=dim)
+
+
+def unit_scores(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The importance of each removable unit, by module name: per attention head, per
+    FFN channel, per hidden unit of an MLP. A unit's score is the L2 norm of what writes
+    it times the L2 norm of what reads it (the V rows or the fc1 row, with their biases,
+    and the O or fc2 columns): a unit with small weights on either side adds little to the
+    residual stream or the next layer (a head's output is a mix of its V rows read by
+    its O columns; Q and K only choose the mix). Whole models only (tensor = 1)."""
+    if getattr(model, "tp", NO_TP).size != 1:
+        raise ValueError("structured pruning needs the whole model (tensor = 1)")
+    scores: dict[str, torch.Tensor] = {}
+    w = model.state_dict()
+    for name, m in model.named_modules():
+        if isinstance(m, Attention):
+            values = torch.cat([w[f"{name}.v.weight"], w[f"{name}.v.bias"][:, None]], 1).reshape(m.local_heads, -1)
+            scores[name] = _norms(values, 1) * _norms(w[f"{name}.o.weight"].t().reshape(m.local_heads, -1), 1)
+        elif isinstance(m, FeedForward):
+            written = _norms(torch.cat([w[f"{name}.fc1.weight"], w[f"{name}.fc1.bias"][:, None]], 1), 1)
+            scores[name] = written * _norms(w[f"{name}.fc2.weight"], 0)
+    if isinstance(model, MLP):
+        linears = [(n, m) for n, m in model.net.named_children() if isinstance(m, nn.Linear)]
+        for (name, m), (_, nxt) in itertools.pairwise(linears):
+            written = _norms(torch.cat([m.weight, m.bias[:, None]], 1), 1)
+            scores[f"net.{name}"] = written * _norms(nxt.weight, 0)
+    return scores
+
+
+def units_to_keep(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
+    """Per module, the indices (ascending) of the units that stay: round(sparsity x n)
+    of the lowest-scoring are removed, one at least is kept. Each module loses the same
+    share, so every attention block of a Transformer keeps the same number of heads."""
+    keep = {}
+    for name, s in scores.items():
+        n = s.numel()
+        drop = min(round(sparsity * n), n - 1)
+        order = torch.argsort(s, descending=True, stable=True)
+        keep[name] = torch.sort(order[: n - drop]).values
+    return keep
+
+
+def shrink(model: nn.Module, model_cfg: dict, keep: dict[str, torch.Tensor]) -> tuple[nn.Module, dict]:
+    """A smaller copy of `model` with only the units `keep` names (module name -> the
+    indices kept; a module not named keeps all): Q, K, V rows and O columns of the kept
+    heads, fc1 rows and fc2 columns of the kept FFN channels, an MLP's hidden units
+    with the next layer's matching input columns. Returns the copy (in eval mode) and
+    the model block it is built from: `heads` and `d_ff` become the kept counts and
+    `head_dim` is recorded (d_model is no longer heads x head_dim); an MLP's `hidden`
+    its kept widths."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    cfg = copy.deepcopy(model_cfg)
+    modules = dict(model.named_modules())
+
+    def kept(name: str, n: int) -> torch.Tensor:
+        return keep[name] if name in keep else torch.arange(n)
+
+    if isinstance(model, MLP):
+        linears = [f"net.{n}" for n, m in model.net.named_children() if isinstance(m, nn.Linear)]
+        widths = []
+        for name, nxt in itertools.pairwise(linears):
+            idx = kept(name, modules[name].weight.shape[0])
+            state[f"{name}.weight"], state[f"{name}.bias"] = state[f"{name}.weight"][idx], state[f"{name}.bias"][idx]
+            state[f"{nxt}.weight"] = state[f"{nxt}.weight"][:, idx]
+            widths.append(len(idx))
+        cfg["mlp"]["hidden"] = widths
+    else:
+        heads, d_ff = set(), set()
+        for name, m in modules.items():
+            if isinstance(m, Attention):
+                idx = kept(name, m.local_heads)
+                rows = (idx[:, None] * m.head_dim + torch.arange(m.head_dim)).reshape(-1)
+                for proj in ("q", "k", "v"):
+                    for p in ("weight", "bias"):
+                        state[f"{name}.{proj}.{p}"] = state[f"{name}.{proj}.{p}"][rows]
+                state[f"{name}.o.weight"] = state[f"{name}.o.weight"][:, rows]
+                heads.add(len(idx))
+                head_dim = m.head_dim
+            elif isinstance(m, FeedForward):
+                idx = kept(name, state[f"{name}.fc1.bias"].numel())
+                for p in ("weight", "bias"):
+                    state[f"{name}.fc1.{p}"] = state[f"{name}.fc1.{p}"][idx]
+                state[f"{name}.fc2.weight"] = state[f"{name}.fc2.weight"][:, idx]
+                d_ff.add(len(idx))
+        if len(heads) > 1 or len(d_ff) > 1:
+            raise ValueError(f"every layer must keep as many heads and channels (heads {heads}, d_ff {d_ff})")
+        a = cfg["transformer"]
+        a["heads"], a["d_ff"], a["head_dim"] = heads.pop(), d_ff.pop(), head_dim
+    small = build_model(cfg, seed=None)
+    small.load_state_dict(state)
+    small.eval()
+    return small, cfg
 
 
 # --- the exported model -------------------------------------------------------------------

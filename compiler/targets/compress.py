@@ -30,6 +30,8 @@ Decided here, filled in by the templates:
   `model.onnx | model.plan | model.savedmodel` with the bundle's config.pbtxt at
   SERVE/<name>/config.pbtxt, or TF Serving's SavedModel (models.config's base_path
   is /models/<name>);
+* the batch the report times each step's model at, besides batch 1: the spec's
+  serve.batching.max_batch_size (runtime/steps/measure.py; none without a serve block);
 * the engine: "onnxruntime" optimises the ONNX graph offline; "tensorrt" builds a
   TensorRT plan (torch, through ONNX) or converts with TF-TRT (TensorFlow), where
   TensorRT is installed, and exits 2 with a message where it is not.
@@ -42,7 +44,7 @@ from typing import NamedTuple
 from ..catalog import is_gpu
 from . import Artifact, BuildContext
 from .docstrings import doc_text, wrapped
-from .serving_names import serving_name, triton_platform
+from .serving_names import engine_parts, serving_name, triton_platform
 
 ORDER = ("distill", "prune", "export", "quantize", "build_engine")
 DEFAULT_OPTIMIZER = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999], "momentum": 0.0}
@@ -61,6 +63,7 @@ class StepScript(NamedTuple):
     settings: dict  # the keyword arguments of the step's library function
     train: dict | None  # TrainSettings fields, for the steps that train
     data: dict  # "train" / "valid" -> the spec's paths
+    max_batch: int | None  # serve.batching.max_batch_size (None: no serve block): each model is timed at it
 
 
 def artifacts(ctx: BuildContext) -> list[Artifact]:
@@ -97,6 +100,7 @@ def step_script(ctx: BuildContext, steps: list[str], index: int) -> StepScript:
         settings=settings,
         train=_train_settings(ir) if trains else None,
         data={"train": ir.model.data.train, "valid": ir.model.data.valid},
+        max_batch=ir.serve.batching.max_batch_size if ir.serve is not None else None,
     )
 
 
@@ -108,8 +112,9 @@ def _about(steps: list[str], index: int) -> str:
         f"OUTPUT/model; default $LLMC_OUTPUT/model) and --output folder OUT (default $LLMC_OUTPUT/compress; "
         f"$LLMC_OUTPUT defaults to outputs/). This one reads {reads} and writes OUT/{step}/ (its model and "
         f"report.json), a copy at OUT/model/ (what evaluate/evaluate.py reads) and the stage summary "
-        f"OUT/report.json. Relative data paths are relative to --data-root (default $LLMC_DATA_ROOT, else the "
-        f"working directory). The library behind it is llmc/runtime/steps/."
+        f"OUT/report.json, whose row for this step gives its model's size, parameters and latency beside "
+        f"its input's and warns when it is slower. Relative data paths are relative to --data-root "
+        f"(default $LLMC_DATA_ROOT, else the working directory). The library behind it is llmc/runtime/steps/."
     )
 
 
@@ -139,10 +144,20 @@ def _engine_details(ctx: BuildContext, settings: dict) -> list[str]:
             else ""
         )
         length = f", length 1 to {s['max_len']}" if s["max_len"] else ""
+        plans = "a serialized plan (model.plan)"
+        if serving.get("parts"):
+            plans = (
+                "serialized plans, one per graph (encoder.plan, decoder.plan: the decoder made one greedy "
+                "step; TensorRT does not build the greedy loop of model.onnx, which Triton runs in model.py)"
+                if "encoder" in serving["parts"]
+                else "a serialized plan of the decoder made one greedy step (decoder.plan; TensorRT does not "
+                "build the greedy loop of model.onnx, which Triton runs in model.py)"
+            )
         engine = (
-            f"TensorRT: the fp32 ONNX model export wrote goes through TensorRT's ONNX parser into a "
-            f"serialized plan (model.plan) with {precision} precision{calib} and one optimization profile "
-            f"from batch 1 to {top}{length}. It needs TensorRT and a GPU: without them it exits 2 and says so."
+            f"TensorRT: the fp32 ONNX model export wrote goes through TensorRT's ONNX parser into "
+            f"{plans} with {precision} precision{calib} and one optimization profile "
+            f"from batch 1 to {top}{length}. It needs TensorRT and a GPU: without them it exits 2 and says so; "
+            f"--check parses and builds the same engines with TensorRT-RTX, which needs no GPU."
         )
     else:
         calib = f" calibrated on the first {s['samples']} calibration rows" if s["precision"] == "int8" else ""
@@ -153,7 +168,15 @@ def _engine_details(ctx: BuildContext, settings: dict) -> list[str]:
         )
     lines = list(wrapped(engine))
     name = serving["name"]
-    if serving["platform"] == "triton":
+    if serving["platform"] == "triton" and serving.get("parts"):
+        engines = ", ".join(f"SERVE/{name}_{part}/" for part in serving["parts"])
+        layout = (
+            f"Serving layout: {engines} each hold an engine (1/model.plan) and SERVE/{name}/ the greedy loop "
+            f"(1/model.py, Triton's Python backend), each with its config.pbtxt from this bundle's "
+            f"serve/model_repository/, so `tritonserver --model-repository SERVE` serves them. SERVE is --serve, "
+            f"by default serve/ beside --output ($LLMC_OUTPUT/serve, which the k8s serving pods copy from)."
+        )
+    elif serving["platform"] == "triton":
         layout = (
             f"Serving layout: SERVE/{name}/1/ holds the model and SERVE/{name}/config.pbtxt is this "
             f"bundle's serve/model_repository/{name}/config.pbtxt, so `tritonserver --model-repository "
@@ -244,7 +267,7 @@ def _engine_settings(ctx: BuildContext) -> tuple[dict, str, bool]:
     name = serving_name(ir.model.name)
     platform = serve.platform if serve is not None else None
     config = f"serve/model_repository/{name}/config.pbtxt" if platform == "triton" else None
-    serving = {
+    serving: dict = {
         "platform": platform,
         "name": name,
         "triton_platform": triton_platform(ir) if platform == "triton" else None,
@@ -252,6 +275,9 @@ def _engine_settings(ctx: BuildContext) -> tuple[dict, str, bool]:
         "max_batch_size": serve.batching.max_batch_size if serve is not None else 1,
         "gpu": serve is not None and is_gpu(serve.device),
     }
+    parts = engine_parts(ir)
+    if parts:  # generation on TensorRT: one engine per graph, the loop in Triton (triton.py)
+        serving["parts"] = list(parts)
     arch = ir.model.transformer
     settings = {
         "engine": c.engine,

@@ -1,13 +1,15 @@
 """evaluate target: evaluate/evaluate.py, the spec's metrics and quality gates.
 
     python evaluate/evaluate.py --model DIR [--baseline DIR] [--json FILE]
-                                [--data-root DIR] [--split S] [--limit N] [--latency]
+                                [--data-root DIR] [--split S] [--limit N] [--latency] [--no-steps]
 
 The script runs any model the bundle produces (a torch model.pt, a TensorFlow
 SavedModel, the compress stage's ONNX or TensorFlow Lite model) on one split, scores
 it (runtime/metrics.py), checks the gates and exits 0 when all pass, 1 when one
 fails, 2 on a missing model or data file. `--json` gets `{"metrics", "gates",
-"passed", ...}`; the search target reads `metrics[objective]` from it.
+"passed", "steps", ...}`; the search target reads `metrics[objective]` from it.
+Given the compress stage's OUT/model, it also scores every step's model on the gated
+metrics (`steps`: runtime/metrics.py score_steps); only --model's gates decide.
 
 Decided here, filled in by the template:
 

@@ -51,8 +51,10 @@ from .k8s_common import (
     KV,
     TF_SERVING_METRICS_PATH,
     ServingPlan,
+    config_key,
     memory_quantity,
     names,
+    repository_models,
     serving_plan,
 )
 from .k8s_workloads import (
@@ -152,6 +154,7 @@ class ReadmeContext(NamedTuple):
     output_dir: str
     stages: list[KV]  # (kind/name, what it runs)
     serving: ServingPlan | None
+    served_models: list[str]  # the repository's model folders the init container copies, served one first
     sizing: list[KV]  # (what, how much and where it comes from)
     files: list[str]
 
@@ -161,7 +164,7 @@ class ReadmeContext(NamedTuple):
 
 def serving_config_files(ctx: BuildContext, plan: ServingPlan) -> list[KV]:
     """The serve/ files the serving target (tfserving or triton, listed before k8s)
-    generates, rendered, keyed by file name, plus TF Serving's monitoring.config
+    generates, rendered, keyed by k8s_common.config_key, plus TF Serving's monitoring.config
     (Prometheus on the REST port)."""
     from ..render import render
 
@@ -169,7 +172,7 @@ def serving_config_files(ctx: BuildContext, plan: ServingPlan) -> list[KV]:
     for artifact in ctx.earlier:
         if not artifact.path.startswith("serve/"):
             continue
-        key = artifact.path.rsplit("/", 1)[-1]
+        key = config_key(plan.model, artifact.path)
         if key in files:
             raise AssertionError(f"two serving files are named {key}: the ConfigMap needs unique names")
         files[key] = render(artifact.template, artifact.context)
@@ -270,6 +273,7 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
             OUTPUT_DIR,
             stages,
             plan,
+            repository_models(ctx, plan.model) if plan is not None else [],
             _sizing_notes(ctx, plan),
             resources,
         ),

@@ -180,3 +180,25 @@ def serving_plan(ctx: BuildContext) -> ServingPlan | None:
         sla.availability,
         budget,
     )
+
+
+REPOSITORY = "serve/model_repository/"
+
+
+def config_key(model: str, path: str) -> str:
+    """The ConfigMap key of a serve/ file (keys are flat). A Triton repository file of
+    the served model keeps its path there with "-" for "/" (`config.pbtxt`,
+    `1-model.py`); another model's is prefixed with that model's name
+    (`translator_encoder-config.pbtxt`); any other file keeps its name."""
+    if not path.startswith(REPOSITORY):
+        return path.rsplit("/", 1)[-1]
+    owner, _, inner = path[len(REPOSITORY) :].partition("/")
+    key = inner.replace("/", "-")
+    return key if owner == model else f"{owner}-{key}"
+
+
+def repository_models(ctx: BuildContext, model: str) -> list[str]:
+    """The Triton models of the bundle's repository, the served one first: the folders
+    the compress stage writes under serve/ and the serving pod copies."""
+    owners = {a.path[len(REPOSITORY) :].split("/", 1)[0] for a in ctx.earlier if a.path.startswith(REPOSITORY)}
+    return [model] + sorted(owners - {model})

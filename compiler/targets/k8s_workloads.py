@@ -12,7 +12,16 @@ from typing import NamedTuple
 from ..limits import INT32_MAX, QUANTITY_MAX, require
 from ..plan import GIB, SHM_PER_SLOT
 from . import BuildContext
-from .k8s_common import KV, Names, ServingPlan, cpu_quantity, memory_quantity
+from .k8s_common import (
+    KV,
+    REPOSITORY,
+    Names,
+    ServingPlan,
+    config_key,
+    cpu_quantity,
+    memory_quantity,
+    repository_models,
+)
 
 # --- fixed choices -----------------------------------------------------------------
 
@@ -256,9 +265,10 @@ def _jobs(ctx: BuildContext, n: Names) -> list[tuple[str, JobContext]]:
         pod = _stage_pod(ctx, n, "evaluate", ["python3", "evaluate/evaluate.py"], "Never")
         out.append(("job-evaluate.yaml", JobContext(_meta(n, f"{n.base}-evaluate", "evaluate"), 2, pod)))
     if ir.search is not None:
-        # Trials run one after another (the local backend), each through train/launch.sh
-        # inside this pod, which has one host's slots: a multi-host layout runs on
-        # those slots (HOROVOD_NP) instead of failing for want of hosts.
+        # Each trial runs through train/launch.sh inside this pod, which has one host's
+        # slots: a multi-host layout runs on those slots (HOROVOD_NP) instead of failing
+        # for want of hosts. The local backend runs trials one after another; spark runs
+        # them on the Spark cluster $LLMC_SPARK_MASTER names (set it in the Job's env).
         cluster = ir.train.cluster if ir.train is not None else None
         pod = _stage_pod(ctx, n, "search", ["python3", "search/search.py"], "Never")
         if cluster is not None and cluster.hosts > 1:
@@ -269,16 +279,28 @@ def _jobs(ctx: BuildContext, n: Names) -> list[tuple[str, JobContext]]:
     return out
 
 
+# Arguments: SRC DST, then each model folder the compress stage wrote under SRC (the
+# served one first; Triton's repository may hold the engines of a generating model
+# beside it), then KEY=PATH for each ConfigMap file, copied to DST/PATH so that a
+# changed serving config ships without recompressing.
 _COPY_MODEL = (
     "set -eu\n"
-    'src="$1"; dst="$2"; model="$3"; shift 3\n'
-    'if [ ! -d "$src/$model" ]; then\n'
-    '  echo "llmc: no exported model at $src/$model: run the train and compress stages first" >&2\n'
-    "  exit 1\n"
-    "fi\n"
-    'mkdir -p "$dst/$model"\n'
-    'cp -R "$src/$model/." "$dst/$model/"\n'
-    'for file in "$@"; do cp "' + CONFIG_DIR + '/$file" "$dst/$model/$file"; done\n'
+    'src="$1"; dst="$2"; shift 2\n'
+    'for arg in "$@"; do\n'
+    '  case "$arg" in\n'
+    "    *=*)\n"
+    '      path="${arg#*=}"\n'
+    '      mkdir -p "$(dirname "$dst/$path")"\n'
+    '      cp "' + CONFIG_DIR + '/${arg%%=*}" "$dst/$path" ;;\n'
+    "    *)\n"
+    '      if [ ! -d "$src/$arg" ]; then\n'
+    '        echo "llmc: no exported model at $src/$arg: run the train and compress stages first" >&2\n'
+    "        exit 1\n"
+    "      fi\n"
+    '      mkdir -p "$dst/$arg"\n'
+    '      cp -R "$src/$arg/." "$dst/$arg/" ;;\n'
+    "  esac\n"
+    "done\n"
 )
 
 
@@ -328,11 +350,15 @@ def _deployment(ctx: BuildContext, n: Names, plan: ServingPlan, config: list[KV]
         Volume("config", "configMap", source=f"{n.base}-serving"),
         _artifacts_volume(n, read_only=True),
     ]
-    model_files = [kv.key for kv in config if kv.key.endswith(".pbtxt")] if plan.platform == "triton" else []
+    models, model_files = [plan.model], []
+    if plan.platform == "triton":
+        models = repository_models(ctx, plan.model)
+        paths = {config_key(plan.model, a.path): a.path[len(REPOSITORY) :] for a in ctx.earlier}
+        model_files = [f"{kv.key}={paths[kv.key]}" for kv in config if kv.key in paths]
     init = Container(
         "model-repository",
         plan.image,
-        ["/bin/sh", "-c", _COPY_MODEL, "model-repository", f"{OUTPUT_DIR}/serve", MODELS_DIR, plan.model] + model_files,
+        ["/bin/sh", "-c", _COPY_MODEL, "model-repository", f"{OUTPUT_DIR}/serve", MODELS_DIR, *models, *model_files],
         [],
         None,
         [],

@@ -11,6 +11,13 @@ directory.
 
 `triton_platform`: the model format Triton serves (config.pbtxt and compress read it).
 
+`engine_parts`: the TensorRT engines a generating model is served as on Triton. TensorRT
+does not build the greedy loop export composes around the decoder (an ONNX Loop whose
+body is the whole decoder: TensorRT-RTX's builder fails on it), so such a model is
+served as one plan per graph export writes (encoder.plan and decoder.plan, each its own
+Triton model `<name>_<part>`), and the loop runs in a Python-backend model `<name>`
+that calls them (BLS). docs/serving.md ("TensorRT on the cluster") has the reasons.
+
 """
 
 from __future__ import annotations
@@ -41,3 +48,25 @@ def triton_platform(ir: Spec) -> str:
             return "onnxruntime_onnx"
         return "tensorflow_savedmodel" if framework == "tensorflow" else "tensorrt_plan"
     return "tensorflow_savedmodel" if framework == "tensorflow" else "pytorch_libtorch"
+
+
+def engine_parts(ir: Spec) -> tuple[str, ...]:
+    """("encoder", "decoder") for an encoder-decoder, ("decoder",) for a decoder-only
+    model, served as TensorRT engines on Triton with the greedy loop beside them; ()
+    when the served model is one graph (any other platform, engine or task)."""
+    arch, serve, comp = ir.model.transformer, ir.serve, ir.compress
+    if (
+        arch is None
+        or ir.model.task == "classification"
+        or serve is None
+        or serve.platform != "triton"
+        or triton_platform(ir) != "tensorrt_plan"
+    ):
+        return ()
+    assert comp is not None  # tensorrt_plan comes only from a compress block
+    return ("encoder", "decoder") if arch.kind == "encoder-decoder" else ("decoder",)
+
+
+def engine_model_name(name: str, part: str) -> str:
+    """The Triton model of one engine of a generating model (`engine_parts`)."""
+    return f"{name}_{part}"

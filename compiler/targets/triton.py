@@ -33,6 +33,22 @@ exported model beside it, at `<name>/1/<file>`; nothing else is generated.
   is what the plan's sizing assumes (docs/estimates.md "Replicas": each replica
   serves one full batch at a time); a second instance would need a second copy of
   the engine in GPU memory and is not modelled.
+
+Generation on TensorRT (serving_names.engine_parts: a torch encoder-decoder or
+decoder under compress.engine "tensorrt"): TensorRT does not build the ONNX Loop of
+greedy decoding, so the repository holds three models (two for a decoder-only one):
+
+  <name>/config.pbtxt, <name>/1/model.py   the Python backend (BLS): the contract above,
+                                           the dynamic batcher, the greedy loop in numpy
+                                           calling the engines (templates/triton/greedy_model.py.j2)
+  <name>_encoder/config.pbtxt              tensorrt_plan: input_ids [-1] -> memory [-1, d_model],
+                                           memory_mask [-1] (TYPE_BOOL)
+  <name>_decoder/config.pbtxt              tensorrt_plan, one greedy step: decoder_input_ids [-1]
+                                           (, memory, memory_mask), last [1] -> next_ids [1]
+
+The engines' dims are -1 where the engine's profile is dynamic (the lengths); they
+have no dynamic batcher (the loop sends them whole batches) and one KIND_GPU instance
+each; the loop's model has one KIND_CPU instance (it computes only argmaxes).
 """
 
 from typing import NamedTuple
@@ -40,10 +56,13 @@ from typing import NamedTuple
 from ..catalog import is_gpu
 from ..limits import INT32_MAX, INT64_MAX, UINT64_MAX, require
 from . import Artifact, BuildContext
-from .serving_names import serving_name, triton_platform
+from .serving_names import engine_model_name, engine_parts, serving_name, triton_platform
 
-DATA_TYPES = ("TYPE_FP32", "TYPE_INT64")
+DATA_TYPES = ("TYPE_FP32", "TYPE_INT64", "TYPE_BOOL")
 KINDS = ("KIND_CPU", "KIND_GPU")
+# runtime/tokenizer.py's special ids (every tokenizer's): the greedy loop starts from
+# BOS, stops at EOS and pads with PAD, as the exported graph does.
+PAD, BOS, EOS = 256, 257, 258
 
 
 class Tensor(NamedTuple):
@@ -54,7 +73,7 @@ class Tensor(NamedTuple):
 
 class TritonContext(NamedTuple):
     name: str
-    platform: str
+    platform: str | None  # None: a Python-backend model (backend: "python")
     max_batch_size: int
     inputs: list[Tensor]
     outputs: list[Tensor]
@@ -63,6 +82,19 @@ class TritonContext(NamedTuple):
     instance_kind: str  # one of KINDS
     instance_count: int
     versions: int  # version_policy: latest { num_versions }
+    about: list[str]  # the header comment's lines: what goes beside this file (safe names only)
+
+
+class GreedyContext(NamedTuple):
+    """templates/triton/greedy_model.py.j2: the greedy loop around the engines."""
+
+    name: str  # this model (serving_name)
+    encoder: str | None  # the encoder engine's Triton model; None for a decoder-only model
+    decoder: str
+    max_len: int
+    pad: int
+    bos: int
+    eos: int
 
 
 def artifacts(ctx: BuildContext) -> list[Artifact]:
@@ -70,7 +102,86 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
     if ir.serve is None or ir.serve.platform != "triton":
         return []
     context = triton_context(ctx)
-    return [Artifact(f"serve/model_repository/{context.name}/config.pbtxt", "triton/config.pbtxt.j2", context)]
+    root = f"serve/model_repository/{context.name}"
+    parts = engine_parts(ir)
+    if not parts:
+        return [Artifact(f"{root}/config.pbtxt", "triton/config.pbtxt.j2", context)]
+    out = [
+        Artifact(f"{root}/config.pbtxt", "triton/config.pbtxt.j2", context),
+        Artifact(f"{root}/1/model.py", "triton/greedy_model.py.j2", greedy_context(ctx)),
+    ]
+    for part in parts:
+        engine = engine_context(ctx, part)
+        out.append(Artifact(f"serve/model_repository/{engine.name}/config.pbtxt", "triton/config.pbtxt.j2", engine))
+    return out
+
+
+def _served_arch(ctx: BuildContext):
+    served = ctx.facts.served
+    return served.arch if served is not None else ctx.ir.model.transformer
+
+
+def greedy_context(ctx: BuildContext) -> GreedyContext:
+    name = serving_name(ctx.ir.model.name)
+    parts = engine_parts(ctx.ir)
+    arch = _served_arch(ctx)
+    return GreedyContext(
+        name=name,
+        encoder=engine_model_name(name, "encoder") if "encoder" in parts else None,
+        decoder=engine_model_name(name, "decoder"),
+        max_len=require(arch.max_len, 1, INT32_MAX, "max_len"),
+        pad=PAD,
+        bos=BOS,
+        eos=EOS,
+    )
+
+
+def engine_tensors(ir, arch, part: str) -> tuple[list[Tensor], list[Tensor]]:
+    """The I/O of one engine: export's graph (runtime/frameworks/torch_onnx.py), the
+    batch dimension left out, -1 for its dynamic lengths."""
+    memory = [Tensor("memory", "TYPE_FP32", [-1, arch.d_model]), Tensor("memory_mask", "TYPE_BOOL", [-1])]
+    if part == "encoder":
+        return [Tensor("input_ids", "TYPE_INT64", [-1])], memory
+    inputs = [Tensor("decoder_input_ids", "TYPE_INT64", [-1])]
+    if "encoder" in engine_parts(ir):
+        inputs += memory
+    # One greedy step (runtime/steps/trt_check.py's decoder_step): the argmax at each
+    # row's last position, not the logits of every position.
+    return inputs + [Tensor("last", "TYPE_INT64", [1])], [Tensor("next_ids", "TYPE_INT64", [1])]
+
+
+def engine_context(ctx: BuildContext, part: str) -> TritonContext:
+    ir = ctx.ir
+    queue = ctx.facts.serving_queue
+    assert queue is not None  # planned with the serve block
+    inputs, outputs = engine_tensors(ir, _served_arch(ctx), part)
+    _check_tensors(inputs + outputs, dynamic=True)
+    name = engine_model_name(serving_name(ir.model.name), part)
+    return TritonContext(
+        name=name,
+        platform="tensorrt_plan",
+        max_batch_size=require(queue.max_batch_size, 1, INT32_MAX, "max_batch_size"),
+        inputs=inputs,
+        outputs=outputs,
+        preferred_batch_sizes=[],  # no batcher: the greedy loop sends whole batches
+        max_queue_delay_microseconds=0,
+        instance_kind="KIND_GPU",
+        instance_count=1,
+        versions=1,
+        about=[
+            f"The {part} engine (1/model.plan) is one of the models {serving_name(ir.model.name)}'s greedy loop",
+            f"calls; its tensors are those of the exported {part}.onnx graph"
+            + (" made one greedy step." if part == "decoder" else "."),
+        ],
+    )
+
+
+def _check_tensors(tensors: list[Tensor], dynamic: bool = False) -> None:
+    for t in tensors:
+        assert t.data_type in DATA_TYPES, t
+        for d in t.dims:
+            if not (dynamic and d == -1):
+                require(d, 1, INT64_MAX, f"{t.name} dims")
 
 
 def io_tensors(ir, served_arch) -> tuple[list[Tensor], list[Tensor]]:
@@ -94,14 +205,25 @@ def triton_context(ctx: BuildContext) -> TritonContext:
     assert queue is not None  # planned with the serve block
     max_batch = queue.max_batch_size
     kind = "KIND_GPU" if is_gpu(serve.device) else "KIND_CPU"
-    for t in inputs + outputs:
-        assert t.data_type in DATA_TYPES, t
-        for d in t.dims:
-            require(d, 1, INT64_MAX, f"{t.name} dims")
+    _check_tensors(inputs + outputs)
+    loop = bool(engine_parts(ir))
+    if loop:
+        kind = "KIND_CPU"  # the loop's own work is argmaxes; the engines run on the GPU
     assert kind in KINDS
+    about = [
+        "The exported model goes to 1/ beside this file; its inputs and outputs follow the",
+        "serving I/O contract of docs/bundle.md.",
+    ]
+    if loop:
+        about = [
+            "The greedy loop (1/model.py, Triton's Python backend) calls the TensorRT engines",
+            f"{' and '.join(engine_model_name(serving_name(ir.model.name), p) for p in engine_parts(ir))}; its inputs "
+            "and outputs",
+            "follow the serving I/O contract of docs/bundle.md.",
+        ]
     return TritonContext(
         name=serving_name(ir.model.name),
-        platform=triton_platform(ir),
+        platform=None if loop else triton_platform(ir),
         max_batch_size=require(max_batch, 1, INT32_MAX, "max_batch_size"),
         inputs=inputs,
         outputs=outputs,
@@ -110,4 +232,5 @@ def triton_context(ctx: BuildContext) -> TritonContext:
         instance_kind=kind,
         instance_count=1,
         versions=1,
+        about=about,
     )

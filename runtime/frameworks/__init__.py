@@ -32,9 +32,12 @@ class TrainSettings(NamedTuple):
 
 
 class Pruning(Protocol):
-    """Masks put on a model's prunable layers (`Framework.prune`)."""
+    """A model's prunable layers pruned (`Framework.prune`): masks for magnitude, whole
+    units removed for structured (a smaller copy of the model)."""
 
-    layers: int  # how many layers are masked
+    layers: int  # how many layers are pruned
+    model: Any  # the model to fine-tune and save: the one given, or its smaller copy
+    model_cfg: dict[str, Any]  # the model block `model` is built from
 
     def after_step(self) -> None:
         """Keep the pruned weights at zero after an optimizer step."""
@@ -43,7 +46,49 @@ class Pruning(Protocol):
         """Make the masks permanent: the zeros become the weights."""
 
     def sparsity(self) -> float:
-        """The fraction of the masked layers' weights that are zero."""
+        """The fraction of the pruned layers' weights that are zero (magnitude) or
+        removed (structured)."""
+
+
+class Shrinking(Protocol):
+    """What structured pruning needs of a framework's zoo (zoo_torch, zoo_tf)."""
+
+    def unit_scores(self, model: Any) -> dict[str, Any]: ...
+
+    def units_to_keep(self, scores: dict[str, Any], sparsity: float) -> dict[str, Any]: ...
+
+    def shrink(self, model: Any, model_cfg: dict[str, Any], keep: dict[str, Any]) -> tuple[Any, dict[str, Any]]: ...
+
+
+class Structured:
+    """Structured pruning, for either framework: the lowest-scoring units (attention
+    heads, FFN channels, an MLP's hidden units) removed from every layer with the
+    matching rows and columns downstream (the zoo's unit_scores, units_to_keep and
+    shrink), so `model` is a smaller copy with smaller tensors and `model_cfg` the block
+    it is built from. Nothing to hold while fine-tuning: the removed units do not exist."""
+
+    def __init__(
+        self,
+        zoo: Shrinking,
+        prunable_weights: Callable[[Any], tuple[int, int]],
+        model: Any,
+        model_cfg: dict[str, Any],
+        amount: float,
+    ):
+        _, before = prunable_weights(model)
+        keep = zoo.units_to_keep(zoo.unit_scores(model), amount)
+        self.model, self.model_cfg = zoo.shrink(model, model_cfg, keep)
+        self.layers, after = prunable_weights(self.model)
+        self.removed = 1.0 - after / max(before, 1)
+
+    def after_step(self) -> None:
+        """Nothing: the removed units are gone."""
+
+    def finish(self) -> None:
+        """Nothing: the model is already its final shape."""
+
+    def sparsity(self) -> float:
+        return self.removed
 
 
 class Framework(Protocol):
@@ -80,7 +125,9 @@ class Framework(Protocol):
 
     def validate(self, model: Any, split: Split, batch_size: int = 64) -> dict[str, float]: ...
 
-    def prune(self, model: Any, method: str, sparsity: float) -> Pruning: ...
+    def prune(self, model: Any, model_cfg: dict[str, Any], method: str, sparsity: float) -> Pruning: ...
+
+    def infer(self, model: Any, batch: dict[str, np.ndarray]) -> None: ...
 
     def overall_sparsity(self, model: Any) -> float: ...
 

@@ -1,6 +1,7 @@
 """The TensorFlow adapter (frameworks/__init__.py's `Framework`): load, build and
 save a zoo_tf model, its logits and losses, the training loop of the compress steps
-and the pruning masks (by hand: tensorflow-model-optimization is not installed)."""
+and pruning: magnitude masks (by hand: tensorflow-model-optimization is not installed)
+or structured (zoo_tf.shrink: whole units removed)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import tensorflow as tf
 from .. import zoo_tf
 from ..data import Split, batches, epoch_order
 from ..tokenizer import PAD
-from . import LossFn, TrainSettings, validate_split
+from . import LossFn, Structured, TrainSettings, validate_split
 
 # zoo_tf.save_model writes the serving signature anew.
 META_REWRITTEN = ("format", "model", "label_names", "signature")
@@ -161,10 +162,11 @@ def masks(kernels: list[Any], method: str, sparsity: float) -> list[np.ndarray]:
 
 
 class TfPruning:
-    """Masks multiplied into the kernels now and after every optimizer step, so the
-    pruned weights stay zero while fine-tuning."""
+    """Magnitude pruning: masks multiplied into the kernels now and after every
+    optimizer step, so the pruned weights stay zero while fine-tuning."""
 
-    def __init__(self, model: Any, method: str, amount: float):
+    def __init__(self, model: Any, model_cfg: dict[str, Any], method: str, amount: float):
+        self.model, self.model_cfg = model, model_cfg
         self.kernels = prunable(model)
         self.layers = len(self.kernels)
         self.masks = masks(self.kernels, method, amount)
@@ -183,8 +185,22 @@ class TfPruning:
         return zeros / max(total, 1)
 
 
-def prune(model: Any, method: str, sparsity: float) -> TfPruning:
-    return TfPruning(model, method, sparsity)
+def _prunable_weights(model: Any) -> tuple[int, int]:
+    """(how many prunable layers, how many weights they hold)."""
+    layers = prunable(model)
+    return len(layers), sum(int(np.prod(v.shape)) for v in layers)
+
+
+def prune(model: Any, model_cfg: dict[str, Any], method: str, sparsity: float) -> TfPruning | Structured:
+    if method == "structured":
+        return Structured(zoo_tf, _prunable_weights, model, model_cfg, sparsity)
+    return TfPruning(model, model_cfg, method, sparsity)
+
+
+def infer(model: Any, batch: dict[str, np.ndarray]) -> None:
+    """One forward pass over a batch of data.py arrays (teacher-forced for generation):
+    what the prune report times."""
+    logits(model, zoo_tf.to_inputs(batch))
 
 
 def overall_sparsity(model: Any) -> float:

@@ -1,6 +1,7 @@
 """The torch adapter (frameworks/__init__.py's `Framework`): load, build and save a
 zoo_torch model, its logits and losses, the training loop of the compress steps and
-the pruning masks (torch.nn.utils.prune)."""
+pruning: magnitude masks (torch.nn.utils.prune) or structured (zoo_torch.shrink: whole
+heads, channels and hidden units removed)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,7 +18,7 @@ from torch.nn.utils import prune as tprune
 from .. import zoo_torch
 from ..data import Split, batches, epoch_order
 from ..tokenizer import PAD
-from . import LossFn, TrainSettings, validate_split
+from . import LossFn, Structured, TrainSettings, validate_split
 
 META_REWRITTEN = ("format", "model", "label_names")
 
@@ -144,19 +146,16 @@ def prunable(model: nn.Module) -> list[tuple[str, nn.Linear]]:
 
 
 class TorchPruning:
-    """torch.nn.utils.prune per layer: l1_unstructured (magnitude: the smallest |w|) or
-    ln_structured (structured: whole output rows by L2 norm, n = 2, dim = 0). The
-    masks stay in place while fine-tuning (torch applies them in the forward pass);
-    `finish` is prune.remove."""
+    """Magnitude pruning: torch.nn.utils.prune.l1_unstructured per layer (the smallest
+    |w|). The masks stay in place while fine-tuning (torch applies them in the forward
+    pass); `finish` is prune.remove. The tensors keep their size."""
 
-    def __init__(self, model: nn.Module, method: str, amount: float):
+    def __init__(self, model: nn.Module, model_cfg: dict[str, Any], amount: float):
+        self.model, self.model_cfg = model, model_cfg
         self.modules = [m for _, m in prunable(model)]
         self.layers = len(self.modules)
         for m in self.modules:
-            if method == "structured":
-                tprune.ln_structured(m, "weight", amount=amount, n=2, dim=0)
-            else:
-                tprune.l1_unstructured(m, "weight", amount=amount)
+            tprune.l1_unstructured(m, "weight", amount=amount)
 
     def after_step(self) -> None:
         """Nothing: the forward pass multiplies by the mask."""
@@ -174,8 +173,24 @@ class TorchPruning:
         return zeros / max(total, 1)
 
 
-def prune(model: nn.Module, method: str, sparsity: float) -> TorchPruning:
-    return TorchPruning(model, method, sparsity)
+def _prunable_weights(model: nn.Module) -> tuple[int, int]:
+    """(how many prunable layers, how many weights they hold)."""
+    layers = prunable(model)
+    return len(layers), sum(m.weight.numel() for _, m in layers)
+
+
+def prune(model: nn.Module, model_cfg: dict[str, Any], method: str, sparsity: float) -> TorchPruning | Structured:
+    if method == "structured":
+        return Structured(zoo_torch, _prunable_weights, model, model_cfg, sparsity)
+    return TorchPruning(model, model_cfg, sparsity)
+
+
+def infer(model: nn.Module, batch: dict[str, np.ndarray]) -> None:
+    """One forward pass over a batch of data.py arrays (teacher-forced for generation):
+    what the prune report times."""
+    model.eval()
+    with torch.no_grad():
+        logits(model, zoo_torch.to_tensors(batch))
 
 
 def overall_sparsity(model: nn.Module) -> float:

@@ -8,7 +8,9 @@ and writes:
 
     OUT/<step>/            the step's model and its report.json
     OUT/model/             a copy of the newest step's folder: what evaluate reads
-    OUT/report.json        {"steps": [...], "<step>": report, ...}: every step so far
+    OUT/report.json        {"steps": [...], "<step>": report, ..., "rows": [...],
+                           "warnings": [...], "served": {...}}: every step so far, and
+                           each one's row (steps/measure.py: its model beside its input)
     SERVE/<name>/1/        build_engine only: the served model where the server reads
                            it (`engines.place_for_serving`); SERVE is serve/ beside OUT
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from ..folders import (
     outputs_root,
     resolve_data,
 )
-from ..scripts import remove_on_failure
+from ..scripts import remove_on_failure, run_script
+from . import measure
 
 
 def step_arguments(description: str | None, extra: bool = True) -> argparse.ArgumentParser:
@@ -62,8 +64,19 @@ def step_arguments(description: str | None, extra: bool = True) -> argparse.Argu
     return p
 
 
+def run_step(main: Callable[[Sequence[str] | None], int | None], max_batch: int | None, valid: str | None) -> int:
+    """A compress script's entry point: run_script(main), each model timed at batch 1 and
+    `max_batch` (the spec's serve.batching.max_batch_size) on the `valid` split's rows."""
+    Step.measuring = measure.Settings(max_batch, valid)
+    return run_script(main)
+
+
 class Step:
     """One step's folders: where its input model is, and where it writes."""
+
+    # How publish times the models (run_step sets the script's constants); by default
+    # only sizes and parameters are measured.
+    measuring = measure.Settings()
 
     def __init__(self, name: str, previous: str | None, args: argparse.Namespace):
         self.name = name
@@ -99,18 +112,23 @@ class Step:
         if self.format not in formats:
             raise StepError(f"{self.name} needs {what}, found {self.format} at {self.input}")
 
-    def publish(self, report: dict[str, Any]) -> dict[str, Any]:
-        """Move the finished folder into place, copy it to OUT/model, record the report."""
+    def publish(self, report: dict[str, Any], product: str | None = None, served: bool = True) -> dict[str, Any]:
+        """Move the finished folder into place, copy it to OUT/model, record the report
+        with the step's row (measure.py: its model beside its input; `product` names the
+        file in the folder that is this step's model when it is not the folder's served
+        model, `served` False when the served model is not made from it)."""
         report = {
             "step": self.name,
             "input": str(self.input),
             **report,
             "seconds": round(time.perf_counter() - self.started, 2),
         }
+        final = self.output / self.name
+        row = self._row(product, final, served)
+        report["row"] = row
         with open(self.work / "report.json", "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2, sort_keys=True, default=_json_default)
             f.write("\n")
-        final = self.output / self.name
         replace_dir(self.work, final)
         staged = self.output / ".model.partial"
         if staged.exists():
@@ -124,6 +142,23 @@ class Step:
                 summary = json.load(f)
         order = [s for s in summary.get("steps", []) if s != self.name] + [self.name]
         summary.update({"steps": order, self.name: report})
+        rows = [summary[s]["row"] for s in order if isinstance(summary.get(s), dict) and "row" in summary[s]]
+        summary["rows"] = rows
+        summary.pop("served", None)
+        self.say(measure.row_line(row))
+        if row["warning"]:
+            self.say(f"warning: {row['warning']}")
+        if self.name == measure.FINAL_STEP:
+            checked = measure.check_served(rows, self.measuring, self.data_root)
+            if checked is not None:
+                summary["served"] = checked
+                for note in checked.get("notes", []):
+                    self.say(f"note: {note}")
+                if checked["warning"]:
+                    self.say(f"warning: {checked['warning']}")
+        summary["warnings"] = [r["warning"] for r in rows if r.get("warning")] + (
+            [summary["served"]["warning"]] if summary.get("served", {}).get("warning") else []
+        )
         tmp = summary_path.with_suffix(".json.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2, sort_keys=True, default=_json_default)
@@ -131,6 +166,18 @@ class Step:
         os.replace(tmp, summary_path)
         self.say(f"done in {report['seconds']} s: {final}")
         return report
+
+    def _row(self, product: str | None, final: Path, served: bool) -> dict[str, Any]:
+        """This step's model (in the partial folder, named as it will be published) timed
+        in turns with its input."""
+        t0 = time.perf_counter()
+        before, after = measure.measure_models(
+            [self.input, self.work / product if product else self.work], self.measuring, self.data_root
+        )
+        after["model"] = str(final / product if product else final)
+        row = measure.make_row(self.name, before, after, self.measuring.max_batch, served)
+        row["measure_seconds"] = round(time.perf_counter() - t0, 2)
+        return row
 
 
 def _json_default(x: object) -> int | float | str:

@@ -5,6 +5,7 @@ A TensorFlow model under engine "onnxruntime" is served as its SavedModel."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,7 +17,19 @@ from ..backends import inputs_for_generation, pad_to, session_options
 from ..data import Split, batches
 from ..folders import META, NeedsTensorRT, StepError, architecture, model_files, read_meta, size_of, write_meta
 from ..scripts import remove_on_failure
+from ..tokenizer import PAD
 from .common import Step, calibration_split, check_against_input, copy_model, replace_dir, step_arguments
+from .trt_check import (
+    RTX,
+    add_profile,
+    build_onnx,
+    decoder_step,
+    import_tensorrt,
+    make_logger,
+    parse_onnx,
+    profile_ranges,
+    serialize,
+)
 
 Feed = dict[str, np.ndarray]
 
@@ -45,6 +58,9 @@ class Serving(NamedTuple):
     config: str | None  # the bundle's config.pbtxt, relative to the bundle
     max_batch_size: int
     gpu: bool
+    # A generating model on TensorRT: its engines ("encoder", "decoder"), each the Triton
+    # model <name>_<part>, with the greedy loop in <name>/1/model.py (compiler/targets/triton.py).
+    parts: tuple[str, ...] = ()
 
 
 def place_for_serving(step: Step, serving: Serving, bundle: Path) -> dict[str, Any] | None:
@@ -65,6 +81,8 @@ def place_for_serving(step: Step, serving: Serving, bundle: Path) -> dict[str, A
     if staged.exists():
         shutil.rmtree(staged)
     version = staged / "1"
+    if serving.platform == "triton" and serving.parts:
+        return _place_engines(step, serving, bundle)
     if serving.platform == "triton":
         target = {
             "onnxruntime_onnx": "model.onnx",
@@ -85,6 +103,26 @@ def place_for_serving(step: Step, serving: Serving, bundle: Path) -> dict[str, A
     remove_on_failure(staged)
     replace_dir(staged, target_dir)
     return {"platform": serving.platform, "path": str(target_dir), "name": serving.name}
+
+
+def _place_engines(step: Step, serving: Serving, bundle: Path) -> dict[str, Any]:
+    """A generating model on TensorRT: SERVE/<name>_<part>/1/model.plan for each engine,
+    and SERVE/<name>/1/model.py, the greedy loop; each with the bundle's config.pbtxt."""
+    repository = bundle / "serve" / "model_repository"
+    models = {serving.name: None, **{f"{serving.name}_{part}": f"{part}.plan" for part in serving.parts}}
+    for model, plan in models.items():
+        staged = step.serve_root / f".{model}.partial"
+        if staged.exists():
+            shutil.rmtree(staged)
+        (staged / "1").mkdir(parents=True)
+        if plan is None:
+            shutil.copy2(repository / model / "1" / "model.py", staged / "1" / "model.py")
+        else:
+            shutil.copy2(step.work / plan, staged / "1" / "model.plan")
+        shutil.copy2(repository / model / "config.pbtxt", staged / "config.pbtxt")
+        remove_on_failure(staged)
+        replace_dir(staged, step.serve_root / model)
+    return {"platform": serving.platform, "path": str(step.serve_root), "name": serving.name, "models": list(models)}
 
 
 def _copy_savedmodel(src: Path, dst: Path) -> None:
@@ -170,6 +208,54 @@ def _entropy_calibrator(trt: Any, feeds: list[Feed], cache: Path) -> Any:
     return Calibrator()
 
 
+def engine_graphs(export_dir: Path, meta: dict[str, Any], serving: Serving, work: Path) -> dict[str, Path]:
+    """The ONNX graph of each engine to build, by plan name: model.plan of the served
+    graph; for a generating model on Triton (serving.parts) encoder.plan of
+    encoder.onnx and decoder.plan of decoder.onnx made one greedy step (written to
+    `work`), since TensorRT does not build the greedy Loop of model.onnx."""
+    if not serving.parts:
+        return {"model.plan": export_dir / meta["onnx"]["served"]}
+    import onnx
+
+    graphs = {}
+    for part in serving.parts:
+        path = export_dir / f"{part}.onnx"
+        if part == "decoder":
+            path = work / "decoder_step.onnx"
+            onnx.save(decoder_step(onnx.load(str(export_dir / "decoder.onnx"))), str(path))
+        graphs[f"{part}.plan"] = path
+    return graphs
+
+
+def engine_feeds(
+    plan: str, meta: dict[str, Any], split: Split, top: int, width: int | None, export_dir: Path
+) -> list[Feed]:
+    """INT8 calibration batches for one engine, at its profile's opt shape (full batches
+    of `top` rows, `width` long). The decoder step sees the reference targets'
+    prefixes (teacher forcing) and the encoder's memory of the sources: the
+    activations greedy decoding produces when it is right."""
+    feeds = served_feeds(meta["model"], split, top, width)
+    if plan in ("model.plan", "encoder.plan"):
+        return feeds
+    arch = architecture(meta["model"])
+    encoder = None
+    if arch == "encoder-decoder":
+        import onnxruntime as ort
+
+        encoder = ort.InferenceSession(str(export_dir / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    out = []
+    for feed, b in zip(feeds, batches(split, np.arange(len(split)), top, drop_last=True, trim=False), strict=True):
+        ids = b["target"][:, :-1] if "target" in b else b["tokens"][:, :-1]
+        ids = pad_to(ids.astype(np.int64), width or ids.shape[1])[:, : width or ids.shape[1]]
+        step: Feed = {"decoder_input_ids": np.ascontiguousarray(ids)}
+        step["last"] = np.maximum((ids != PAD).sum(axis=1, keepdims=True) - 1, 0).astype(np.int64)
+        if encoder is not None:
+            memory, mask = encoder.run(["memory", "memory_mask"], {"input_ids": feed["input_ids"]})
+            step.update(memory=memory, memory_mask=mask)
+        out.append(step)
+    return out
+
+
 def build_tensorrt(
     step: Step,
     serving: Serving,
@@ -185,60 +271,44 @@ def build_tensorrt(
     ONNX parser -> network, FP16 / INT8 builder flags (INT8 calibrated with
     IInt8EntropyCalibrator2 over the calibration rows, FP16 kept as the fallback for
     layers without INT8 kernels), one optimization profile spanning batch 1 to
-    serve.batching.max_batch_size (and length 1 to max_len), serialized to model.plan.
-    TensorFlow models go through TF-TRT instead."""
+    serve.batching.max_batch_size (and length 1 to max_len), serialized to model.plan,
+    or, for a generating model on Triton, to encoder.plan and decoder.plan (engine_graphs).
+    The parse, the profile and the build are trt_check's, which `--check` runs with
+    TensorRT-RTX. TensorFlow models go through TF-TRT instead."""
     if step.format == "tensorflow" or (export_dir / "saved_model.pb").is_file():
         return build_tftrt(step, serving, bundle, precision, calibration, samples)
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise NeedsTensorRT(
-            "TensorRT is not installed here (`import tensorrt` failed): build the engine on a "
-            "machine with TensorRT and a GPU, e.g. the compress Job of k8s/, or set "
-            'compress.engine = "onnxruntime"'
-        ) from None
+    trt = import_tensorrt("tensorrt")
     meta = read_meta(export_dir)
-    onnx_path = export_dir / meta["onnx"]["served"]
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise StepError(f"TensorRT cannot parse {onnx_path}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 4 << 30)
-    profile = builder.create_optimization_profile()
     top = max(1, serving.max_batch_size)
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        dims = list(tensor.shape)
-        lo, opt, hi = list(dims), list(dims), list(dims)
-        lo[0], opt[0], hi[0] = 1, top, top
-        for d in range(1, len(dims)):
-            if dims[d] < 0:  # the sequence axis
-                lo[d], opt[d], hi[d] = 1, max_len or 1, max_len or 1
-        profile.set_shape(tensor.name, lo, opt, hi)
-    config.add_optimization_profile(profile)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        split = calibration_split(step, meta, calibration, samples)
-        # With dynamic shapes TensorRT calibrates at the profile's opt shape: full
-        # batches of `top` rows, padded to max_len.
-        feeds = served_feeds(meta["model"], split, top, max_len)
-        if not feeds:
-            raise StepError(f"INT8 calibration needs at least {top} calibration rows (serve.batching.max_batch_size)")
-        config.int8_calibrator = _entropy_calibrator(trt, feeds, step.work / "calibration.cache")
-        config.set_calibration_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise StepError("TensorRT failed to build the engine (see its log above)")
-    (step.work / "model.plan").write_bytes(bytes(plan))
+    split = calibration_split(step, meta, calibration, samples) if precision == "int8" else None
+    plans: dict[str, Any] = {}
+    for plan_name, onnx_path in engine_graphs(export_dir, meta, serving, step.work).items():
+        logger = make_logger(trt)
+        builder = trt.Builder(logger)
+        network, _parser = parse_onnx(trt, builder, logger, onnx_path, f"TensorRT {trt.__version__}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 4 << 30)
+        ranges = profile_ranges(network, top, max_len)
+        profile = add_profile(builder, config, ranges)
+        if precision in ("fp16", "int8"):
+            config.set_flag(trt.BuilderFlag.FP16)
+        if precision == "int8":
+            assert split is not None
+            config.set_flag(trt.BuilderFlag.INT8)
+            # With dynamic shapes TensorRT calibrates at the profile's opt shape: full
+            # batches of `top` rows, padded to max_len.
+            feeds = engine_feeds(plan_name, meta, split, top, max_len, export_dir)
+            if not feeds:
+                raise StepError(
+                    f"INT8 calibration needs at least {top} calibration rows (serve.batching.max_batch_size)"
+                )
+            cache = step.work / plan_name.replace(".plan", ".calibration.cache")
+            config.int8_calibrator = _entropy_calibrator(trt, feeds, cache)
+            config.set_calibration_profile(profile)
+        plan = serialize(builder, logger, network, config, onnx_path, f"TensorRT {trt.__version__}")
+        (step.work / plan_name).write_bytes(plan)
+        plans[plan_name] = {"onnx": onnx_path.name, "bytes": len(plan)}
+    (step.work / "decoder_step.onnx").unlink(missing_ok=True)
     write_meta(
         step.work,
         {
@@ -251,11 +321,34 @@ def build_tensorrt(
         "engine": "tensorrt",
         "version": trt.__version__,
         "precision": precision or "fp32",
-        "bytes": {"onnx": onnx_path.stat().st_size, "plan": (step.work / "model.plan").stat().st_size},
+        "plans": plans,
         "profile": {"batch": [1, top, top], "length": [1, max_len, max_len] if max_len else None},
     }
     report["serving"] = place_for_serving(step, serving, bundle)
     return report
+
+
+def check_tensorrt(step: Step, serving: Serving, max_len: int | None, export_dir: Path) -> dict[str, Any]:
+    """`build_engine.py --check`: the engines the cluster's build makes (engine_graphs),
+    parsed and built with TensorRT-RTX and its default precision, without a GPU. Not
+    covered: FP16/INT8 flags, the calibrator, and loading or running the engines."""
+    if step.format == "tensorflow" or (export_dir / "saved_model.pb").is_file():
+        raise StepError("--check builds TensorRT engines from ONNX; a TensorFlow model goes through TF-TRT")
+    trt = import_tensorrt(RTX)
+    meta = read_meta(export_dir)
+    out = {}
+    for plan_name, onnx_path in engine_graphs(export_dir, meta, serving, step.work).items():
+        built = build_onnx(trt, onnx_path, serving.max_batch_size, max_len, f"TensorRT-RTX {trt.__version__}")
+        out[plan_name] = {
+            "onnx": onnx_path.name,
+            "bytes": len(built.plan),
+            "seconds": round(built.parse_s + built.build_s, 2),
+            "profile": {name: list(r) for name, r in built.ranges.items()},
+        }
+        step.say(
+            f"TensorRT-RTX {trt.__version__} built {plan_name} from {onnx_path.name} in {out[plan_name]['seconds']} s"
+        )
+    return {"engine": "tensorrt-rtx", "version": trt.__version__, "plans": out}
 
 
 def build_tftrt(
@@ -342,9 +435,25 @@ def main(
     data: dict[str, str],
 ) -> int:
     """compress/build_engine.py's main: the spec's constants in, the step run and published."""
-    args = step_arguments(doc, extra=False).parse_args(argv)
+    parser = step_arguments(doc, extra=False)
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="no GPU needed: parse and build the TensorRT engines with TensorRT-RTX, print their report, "
+        "write no engine (engine tensorrt, ONNX models only)",
+    )
+    args = parser.parse_args(argv)
     step = Step(name, previous, args)
-    served = Serving(**serving)
+    served = Serving(**{**serving, "parts": tuple(serving.get("parts", ()))})
+    if args.check:
+        if engine != "tensorrt":
+            raise StepError(f"--check builds TensorRT engines; this bundle's engine is {engine}")
+        try:
+            report = check_tensorrt(step, served, max_len, step.output / "export")
+        finally:
+            shutil.rmtree(step.work, ignore_errors=True)
+        print(json.dumps(report, indent=2))
+        return 0
     if engine == "onnxruntime":
         report = build_onnxruntime(step, served, bundle, data["valid"])
     else:

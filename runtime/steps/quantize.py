@@ -227,7 +227,10 @@ def _quantize_tflite(
     saved = size_of(model_files(step.input))
     report["bytes"] = {"before": saved, "after": len(blob)}
     report["ratio"] = round(len(blob) / max(saved, 1), 4)
-    report["served"] = "the SavedModel (TF Serving cannot serve TensorFlow Lite); model.tflite is the quantized model"
+    report["served"] = (
+        "the SavedModel beside it (TF Serving cannot serve TensorFlow Lite): model.tflite is measured and "
+        "gated as this step's model, not served; int8 serving comes from TF-TRT (compress.engine tensorrt)"
+    )
     path = step.data(valid_path)
     if path and Path(path).is_file() and not generates(meta["model"]):
         split = load_rows(meta["model"], path, meta.get("label_names"), limit=min(step.limit or 64, 64))
@@ -257,5 +260,9 @@ def main(
     """compress/quantize.py's main: the spec's constants in, the step run and published."""
     args = step_arguments(doc, extra=False).parse_args(argv)
     step = Step(name, previous, args)
-    step.publish(quantize(step, precision, method, calibration, samples, data["valid"]))
+    report = quantize(step, precision, method, calibration, samples, data["valid"])
+    # TensorFlow: the step's model is model.tflite, measured and gated but not served
+    # (TF Serving serves the SavedModel beside it, which build_engine copies).
+    tflite = step.format == "tensorflow"
+    step.publish(report, product="model.tflite" if tflite else None, served=not tflite)
     return 0

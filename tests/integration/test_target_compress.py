@@ -236,6 +236,15 @@ def test_build_engine_fills_the_triton_repository(pipeline, translator_bundle, t
     assert sorted(p.name for p in out.parent.joinpath("serve").iterdir()) == ["translator"]
     summary = json.loads((out / "report.json").read_text())
     assert summary["steps"] == ["distill", "prune", "export", "quantize", "build_engine"]
+    # A row per step, each model timed beside its input at batch 1 and the spec's max_batch_size.
+    assert [row["step"] for row in summary["rows"]] == summary["steps"]
+    for row in summary["rows"]:
+        assert row["max_batch"] == 16 and row["verdict"] in ("faster", "same", "slower"), row
+        assert row["output"]["bytes"] > 0 and row["output"]["params"] > 0
+        assert row["output"]["latency"]["max_batch"]["p50_s"] > 0 and row["input"]["latency"]["batch_1"]["p50_s"] > 0
+    assert summary["rows"][0]["input"]["model"] == str(teacher) and summary["served"]["model"] == str(
+        out / "build_engine"
+    )
     # evaluate reads the compressed model (ONNX through onnxruntime) against the torch teacher.
     metrics = tmp_path / "metrics.json"
     r = run(
@@ -255,6 +264,10 @@ def test_build_engine_fills_the_triton_repository(pipeline, translator_bundle, t
     doc = json.loads(metrics.read_text())
     assert doc["format"] == "onnxruntime" and doc["metrics"]["model_size"] == served.stat().st_size
     assert doc["metrics"]["perplexity"] > 1
+    # ... and every step's model on the gated metrics, with the gates checked on each.
+    assert [s["step"] for s in doc["steps"]] == summary["steps"]
+    assert all(0 <= s["metrics"]["bleu"] <= 100 and s["gates"] for s in doc["steps"])
+    assert doc["steps"][-1]["metrics"]["bleu"] == doc["metrics"]["bleu"]
     drop = next(g for g in doc["gates"] if g["bound"] == "max_drop")
     assert drop["baseline"] == doc["baseline"]["bleu"] and drop["change"] == pytest.approx(
         doc["baseline"]["bleu"] - doc["metrics"]["bleu"]
@@ -426,8 +439,18 @@ zoo_tf.save_model({str(model)!r}, model, cfg, train.label_names)
     quant = run_step(bundle, "quantize", model, out, env=no_torch)
     assert (out / "quantize" / "model.tflite").stat().st_size < 0.5 * quant["bytes"]["before"]
     assert quant["check"]["top1_agreement"] >= 0.9
+    # The step's model is the TensorFlow Lite file: measured (timed beside the SavedModel), not served.
+    row = quant["row"]
+    assert row["served"] is False and row["output"]["model"] == str(out / "quantize" / "model.tflite")
+    assert (row["input"]["format"], row["output"]["format"]) == ("savedmodel", "tflite")
+    assert row["output"]["params"] == row["input"]["params"] > 0  # the same weights, stored as int8
+    assert row["output"]["latency"]["max_batch"]["p50_s"] > 0 and row["max_batch"] == 64
     engine = run_step(bundle, "build_engine", model, out, env=no_torch)
     assert engine["engine"] == "savedmodel"
+    assert engine["row"]["served"] is True and engine["row"]["output"]["format"] == "savedmodel"
+    summary = json.loads((out / "report.json").read_text())
+    assert [r["step"] for r in summary["rows"]] == ["prune", "export", "quantize", "build_engine"]
+    assert summary["served"]["model"] == str(out / "build_engine")
     served = out.parent / "serve" / "classifier" / "1"  # TF Serving's <base_path>/<version>/
     assert (served / "saved_model.pb").is_file() and (served / "variables").is_dir()
     # The pruned kernels stay pruned in the served SavedModel.

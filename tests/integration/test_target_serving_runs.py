@@ -40,7 +40,9 @@ def test_triton_config_parses_with_tritons_model_config(built, profile):
     files = relative_files(out)
     assert "serve/model_repository/translator/config.pbtxt" in files
     assert not {"serve/models.config", "serve/batching.config"} & files
-    assert not any(p.startswith("serve/model_repository/translator/1") for p in files)
+    # Only TensorRT generation has a file in 1/: the greedy loop around the engines.
+    loop = {p for p in files if p.startswith("serve/model_repository/translator/1")}
+    assert loop == (set() if profile == "local" else {"serve/model_repository/translator/1/model.py"})
 
     config = parse((out / "serve/model_repository/translator/config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert config.name == "translator"  # Triton requires the directory's name
@@ -60,9 +62,17 @@ def test_triton_config_parses_with_tritons_model_config(built, profile):
     if profile == "local":  # cpu, onnxruntime
         assert config.platform == "onnxruntime_onnx"
         assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
-    else:  # T4, tensorrt
-        assert config.platform == "tensorrt_plan"
-        assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    else:  # T4, tensorrt: the greedy loop in the Python backend, the engines beside it
+        assert config.backend == "python" and not config.platform
+        assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+        for part in ("encoder", "decoder"):
+            engine = parse(
+                (out / f"serve/model_repository/translator_{part}/config.pbtxt").read_text(),
+                model_config_pb2.ModelConfig(),
+            )
+            assert engine.platform == "tensorrt_plan" and engine.max_batch_size == 16
+            assert not engine.HasField("dynamic_batching")  # the loop sends whole batches
+            assert [g.kind for g in engine.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
     assert config.version_policy.latest.num_versions == 1
 
 

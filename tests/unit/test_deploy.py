@@ -115,7 +115,11 @@ def test_a_changed_serving_config_reconfigures_the_configmap_and_rolls_the_pods(
     assert code == 0, err
     code, lines, err = deploy_to(tmp_path / "smaller-batches", cluster, capsys)
     assert code == 0, err
-    assert 'ConfigMap/translator-serving configured: data["config.pbtxt"]' in lines
+    # max_batch_size is in the greedy loop's config and in both engines' (TensorRT generation).
+    assert (
+        'ConfigMap/translator-serving configured: data["config.pbtxt"], data["translator_decoder-config.pbtxt"], '
+        'data["translator_encoder-config.pbtxt"]'
+    ) in lines
     # The pod template carries the config's hash, so that new pods read the new config.
     assert (
         'Deployment/translator configured: spec.template.metadata.annotations["llmc/serving-config-sha256"]'

@@ -256,10 +256,24 @@ def test_configmap_holds_the_serving_configs(built):
     _, _, bundle = built
     (configmap,) = of_kind(bundle, "ConfigMap")
     serve = bundle / "serve"
-    for path in serve.rglob("*"):
-        if path.is_file():
-            assert configmap["data"][path.name] == path.read_text(encoding="utf-8"), path
     (deployment,) = of_kind(bundle, "Deployment")
+    (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    # The init container copies each ConfigMap key to its place in Triton's repository:
+    # KEY=PATH arguments after the model folders (the keys are flat, the repository not).
+    placed = dict(arg.split("=", 1) for arg in init["command"][4:] if "=" in arg)
+    files = [p for p in serve.rglob("*") if p.is_file()]
+    for path in files:
+        rel = path.relative_to(serve)
+        if rel.parts[0] == "model_repository":
+            (key,) = [k for k, where in placed.items() if where == str(rel.relative_to("model_repository"))]
+        else:
+            key = path.name
+        assert configmap["data"][key] == path.read_text(encoding="utf-8"), path
+    assert len(placed) == sum(p.relative_to(serve).parts[0] == "model_repository" for p in files)
+    models = [arg for arg in init["command"][6:] if "=" not in arg]  # after sh -c SCRIPT NAME SRC DST
+    repository = serve / "model_repository"
+    if repository.is_dir():  # Triton: every model of the repository is copied from the compress stage
+        assert sorted(models) == sorted(p.name for p in repository.iterdir())
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
 

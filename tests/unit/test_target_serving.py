@@ -231,8 +231,12 @@ def test_triton_misspelt_fields_are_rejected(built):
     for field in ("max_batch_size", "preferred_batch_size", "max_queue_delay_microseconds", "data_type", "dims"):
         with pytest.raises(text_format.ParseError):
             parse(misspelt(text, field), model_config_pb2.ModelConfig())
+    with pytest.raises(text_format.ParseError):  # the loop's Python model runs on the CPU
+        parse(text.replace("KIND_CPU", "KIND_CPUS"), model_config_pb2.ModelConfig())
+    engine = (out / "serve/model_repository/translator_decoder/config.pbtxt").read_text()
+    parse(engine, model_config_pb2.ModelConfig())
     with pytest.raises(text_format.ParseError):
-        parse(text.replace("KIND_GPU", "KIND_GPUS"), model_config_pb2.ModelConfig())
+        parse(engine.replace("KIND_GPU", "KIND_GPUS"), model_config_pb2.ModelConfig())
 
 
 # --- hostile strings --------------------------------------------------------------
@@ -272,11 +276,25 @@ def test_hostile_names_stay_data_in_tf_serving_protos(tmp_path):
 def test_hostile_names_stay_data_in_triton_protos(tmp_path):
     out = build_spec(_hostile_spec(tmp_path, "translator"), tmp_path / "b")
     name = serving_name(HOSTILE)
-    (path,) = [p for p in relative_files(out) if p.startswith("serve/")]
-    assert path == f"serve/model_repository/{name}/config.pbtxt"
-    config = parse((out / path).read_text(), model_config_pb2.ModelConfig())
-    assert config.name == name and config.platform == "tensorrt_plan"
+    paths = sorted(p for p in relative_files(out) if p.startswith("serve/"))
+    # Generation on TensorRT: the greedy loop's Python model and one engine per graph.
+    assert paths == [
+        f"serve/model_repository/{name}/1/model.py",
+        f"serve/model_repository/{name}/config.pbtxt",
+        f"serve/model_repository/{name}_decoder/config.pbtxt",
+        f"serve/model_repository/{name}_encoder/config.pbtxt",
+    ]
+    config = parse((out / paths[1]).read_text(), model_config_pb2.ModelConfig())
+    assert config.name == name and config.backend == "python" and not config.platform
     assert [i.name for i in config.input] == ["input_ids"] and len(config.instance_group) == 1
+    for part in ("encoder", "decoder"):
+        engine = parse(
+            (out / f"serve/model_repository/{name}_{part}/config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+        )
+        assert engine.name == f"{name}_{part}" and engine.platform == "tensorrt_plan"
+    loop = (out / paths[0]).read_text()
+    compile(loop, paths[0], "exec")
+    assert f"ENCODER = {name + '_encoder'!r}" in loop and f"DECODER = {name + '_decoder'!r}" in loop
 
 
 # --- a real Triton server ---------------------------------------------------------

@@ -13,20 +13,26 @@ Pipeline: prune -> export -> quantize -> build_engine. Every step gets the same
 --output folder OUT (default $LLMC_OUTPUT/compress; $LLMC_OUTPUT defaults to
 outputs/). This one reads --model and writes OUT/prune/ (its model and report.json),
 a copy at OUT/model/ (what evaluate/evaluate.py reads) and the stage summary
-OUT/report.json. Relative data paths are relative to --data-root (default
-$LLMC_DATA_ROOT, else the working directory). The library behind it is
-llmc/runtime/steps/.
+OUT/report.json, whose row for this step gives its model's size, parameters and
+latency beside its input's and warns when it is slower. Relative data paths are
+relative to --data-root (default $LLMC_DATA_ROOT, else the working directory). The
+library behind it is llmc/runtime/steps/.
 
 Exit status: 0 done; 2 a missing model or data file, or a setting this machine
 cannot honour (the message says which).
 
-Pruned: every linear layer's weight but the output layer's (the classifier head or
-the MLP's last layer), each to the same sparsity; embeddings, LayerNorms and biases
-are kept. torch: torch.nn.utils.prune (l1_unstructured / ln_structured over output
-rows), fine-tuned with the masks in place, then made permanent. TensorFlow: the same
-masks by hand (tensorflow-model-optimization is not installed), re-applied after
-every fine-tuning step. Zeroed weights keep the file's size until it is compressed:
-report.json gives the gzip size too.
+method "magnitude": every linear layer's weight but the output layer's (the
+classifier head or the MLP's last layer) masked to the same sparsity, the smallest
+|w| first; embeddings, LayerNorms and biases are kept (torch.nn.utils.prune's
+l1_unstructured; for TensorFlow the same masks by hand), fine-tuned with the masks
+held, then made permanent. Zeroed weights keep the file's size until it is
+compressed: report.json gives the gzip size too.
+
+method "structured": that share of whole units removed from every layer (attention
+heads, feed-forward channels, an MLP's hidden units, the lowest-scoring first) with
+the matching rows and columns downstream, so the saved model has smaller tensors and
+records its new shape; then fine-tuned. report.json gives the parameters, bytes and
+latency before and after.
 """
 
 import sys
@@ -48,7 +54,12 @@ def main(argv=None) -> int:
                       finetune_epochs=FINETUNE_EPOCHS, train=TRAIN, data=DATA)
 
 
-if __name__ == "__main__":
-    from llmc.runtime.scripts import run_script
+# report.json times each step's model beside its input at batch 1 and at this batch: the
+# spec's serve.batching.max_batch_size (None without a serve block: batch 1 only).
+MAX_BATCH = 64
 
-    sys.exit(run_script(main))
+
+if __name__ == "__main__":
+    from llmc.runtime.steps.common import run_step
+
+    sys.exit(run_step(main, MAX_BATCH, DATA["valid"]))

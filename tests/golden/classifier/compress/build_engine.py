@@ -13,9 +13,11 @@ Pipeline: prune -> export -> quantize -> build_engine. Every step gets the same
 --output folder OUT (default $LLMC_OUTPUT/compress; $LLMC_OUTPUT defaults to
 outputs/). This one reads OUT/quantize/ (the quantize step's model) and writes
 OUT/build_engine/ (its model and report.json), a copy at OUT/model/ (what
-evaluate/evaluate.py reads) and the stage summary OUT/report.json. Relative data
-paths are relative to --data-root (default $LLMC_DATA_ROOT, else the working
-directory). The library behind it is llmc/runtime/steps/.
+evaluate/evaluate.py reads) and the stage summary OUT/report.json, whose row for
+this step gives its model's size, parameters and latency beside its input's and
+warns when it is slower. Relative data paths are relative to --data-root (default
+$LLMC_DATA_ROOT, else the working directory). The library behind it is
+llmc/runtime/steps/.
 
 Exit status: 0 done; 2 a missing model or data file, or a setting this machine
 cannot honour (the message says which).
@@ -54,7 +56,12 @@ def main(argv=None) -> int:
                         calibration=CALIBRATION, samples=SAMPLES, max_len=MAX_LEN, serving=SERVING, data=DATA)
 
 
-if __name__ == "__main__":
-    from llmc.runtime.scripts import run_script
+# report.json times each step's model beside its input at batch 1 and at this batch: the
+# spec's serve.batching.max_batch_size (None without a serve block: batch 1 only).
+MAX_BATCH = 64
 
-    sys.exit(run_script(main))
+
+if __name__ == "__main__":
+    from llmc.runtime.steps.common import run_step
+
+    sys.exit(run_step(main, MAX_BATCH, DATA["valid"]))

@@ -13,24 +13,30 @@ the same --model (the trained model, train's OUTPUT/model; default
 $LLMC_OUTPUT/model) and --output folder OUT (default $LLMC_OUTPUT/compress;
 $LLMC_OUTPUT defaults to outputs/). This one reads OUT/quantize/ (the quantize
 step's model) and writes OUT/build_engine/ (its model and report.json), a copy at
-OUT/model/ (what evaluate/evaluate.py reads) and the stage summary OUT/report.json.
-Relative data paths are relative to --data-root (default $LLMC_DATA_ROOT, else the
-working directory). The library behind it is llmc/runtime/steps/.
+OUT/model/ (what evaluate/evaluate.py reads) and the stage summary OUT/report.json,
+whose row for this step gives its model's size, parameters and latency beside its
+input's and warns when it is slower. Relative data paths are relative to --data-root
+(default $LLMC_DATA_ROOT, else the working directory). The library behind it is
+llmc/runtime/steps/.
 
 Exit status: 0 done; 2 a missing model or data file, or a setting this machine
 cannot honour (the message says which).
 
 TensorRT: the fp32 ONNX model export wrote goes through TensorRT's ONNX parser into
-a serialized plan (model.plan) with INT8 precision (an IInt8EntropyCalibrator2 over
-the first 512 calibration rows, FP16 as the fallback) and one optimization profile
-from batch 1 to 16, length 1 to 256. It needs TensorRT and a GPU: without them it
-exits 2 and says so.
+serialized plans, one per graph (encoder.plan, decoder.plan: the decoder made one
+greedy step; TensorRT does not build the greedy loop of model.onnx, which Triton
+runs in model.py) with INT8 precision (an IInt8EntropyCalibrator2 over the first 512
+calibration rows, FP16 as the fallback) and one optimization profile from batch 1 to
+16, length 1 to 256. It needs TensorRT and a GPU: without them it exits 2 and says
+so; --check parses and builds the same engines with TensorRT-RTX, which needs no
+GPU.
 
-Serving layout: SERVE/translator/1/ holds the model and
-SERVE/translator/config.pbtxt is this bundle's
-serve/model_repository/translator/config.pbtxt, so `tritonserver --model-repository
-SERVE` serves it. SERVE is --serve, by default serve/ beside --output
-($LLMC_OUTPUT/serve, which the k8s serving pods copy from).
+Serving layout: SERVE/translator_encoder/, SERVE/translator_decoder/ each hold an
+engine (1/model.plan) and SERVE/translator/ the greedy loop (1/model.py, Triton's
+Python backend), each with its config.pbtxt from this bundle's
+serve/model_repository/, so `tritonserver --model-repository SERVE` serves them.
+SERVE is --serve, by default serve/ beside --output ($LLMC_OUTPUT/serve, which the
+k8s serving pods copy from).
 """
 
 import sys
@@ -43,7 +49,7 @@ PRECISION = 'int8'
 CALIBRATION = 's3://llmc-data/en-de/calib.tsv'
 SAMPLES = 512
 MAX_LEN = 256
-SERVING = {'platform': 'triton', 'name': 'translator', 'triton_platform': 'tensorrt_plan', 'config': 'serve/model_repository/translator/config.pbtxt', 'max_batch_size': 16, 'gpu': True}
+SERVING = {'platform': 'triton', 'name': 'translator', 'triton_platform': 'tensorrt_plan', 'config': 'serve/model_repository/translator/config.pbtxt', 'max_batch_size': 16, 'gpu': True, 'parts': ['encoder', 'decoder']}
 DATA = {'train': 's3://llmc-data/en-de/train.tsv', 'valid': 's3://llmc-data/en-de/valid.tsv'}
 BUNDLE = Path(__file__).resolve().parent.parent
 
@@ -55,7 +61,12 @@ def main(argv=None) -> int:
                         calibration=CALIBRATION, samples=SAMPLES, max_len=MAX_LEN, serving=SERVING, data=DATA)
 
 
-if __name__ == "__main__":
-    from llmc.runtime.scripts import run_script
+# report.json times each step's model beside its input at batch 1 and at this batch: the
+# spec's serve.batching.max_batch_size (None without a serve block: batch 1 only).
+MAX_BATCH = 16
 
-    sys.exit(run_script(main))
+
+if __name__ == "__main__":
+    from llmc.runtime.steps.common import run_step
+
+    sys.exit(run_step(main, MAX_BATCH, DATA["valid"]))

@@ -31,6 +31,19 @@ class ConfigError(ValueError):
     """A bad override or an impossible layout: the user's to fix, reported without a traceback."""
 
 
+def threads_setting() -> int | None:
+    """$LLMC_THREADS: the CPU threads torch, onnxruntime and TensorFlow may each use
+    (unset: their defaults, one per core). Set it where the cores are shared (a pod
+    under a CPU limit, a busy CI machine, search trials running side by side): spinning
+    thread pools on oversubscribed cores make every call many times slower."""
+    value = os.environ.get("LLMC_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"LLMC_THREADS={value!r}: expected a whole number of threads, at least 1")
+    return int(value)
+
+
 def load_config(
     model_json: str | os.PathLike,
     overrides: Sequence[str] = (),

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import ConfigError, threads_setting
 from .data import URI_SCHEMES, DataError, Split, load_split, read_rows
 from .tokenizer import PAD
 
@@ -84,16 +85,11 @@ def default_served_model() -> Path:
 
 
 def cpu_threads() -> int | None:
-    """$LLMC_THREADS: the CPU threads torch, onnxruntime and TensorFlow may each use
-    (unset: their defaults, one per core). Set it where the cores are shared (a pod
-    under a CPU limit, a busy CI machine): spinning thread pools on oversubscribed
-    cores make every call many times slower."""
-    value = os.environ.get("LLMC_THREADS", "").strip()
-    if not value:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise StepError(f"LLMC_THREADS={value!r}: expected a whole number of threads, at least 1")
-    return int(value)
+    """config.threads_setting for the compress steps and the backends: a bad value is a StepError."""
+    try:
+        return threads_setting()
+    except ConfigError as exc:
+        raise StepError(str(exc)) from None
 
 
 def configure_threads(fmt: str) -> None:

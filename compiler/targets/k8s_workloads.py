@@ -129,6 +129,7 @@ class JobContext(NamedTuple):
     meta: Meta
     backoff_limit: int
     pod: Pod
+    notes: tuple[str, ...] = ()  # the manifest's header comment lines (fixed text and numbers: nothing to escape)
 
 
 class DeploymentContext(NamedTuple):
@@ -267,15 +268,27 @@ def _jobs(ctx: BuildContext, n: Names) -> list[tuple[str, JobContext]]:
     if ir.search is not None:
         # Each trial runs through train/launch.sh inside this pod, which has one host's
         # slots: a multi-host layout runs on those slots (HOROVOD_NP) instead of failing
-        # for want of hosts. The local backend runs trials one after another; spark runs
-        # them on the Spark cluster $LLMC_SPARK_MASTER names (set it in the Job's env).
+        # for want of hosts. The local backend runs trials one after another.
         cluster = ir.train.cluster if ir.train is not None else None
         pod = _stage_pod(ctx, n, "search", ["python3", "search/search.py"], "Never")
+        extra: list[EnvVar] = []
         if cluster is not None and cluster.hosts > 1:
+            extra.append(EnvVar("HOROVOD_NP", str(cluster.slots_per_host)))
+        notes: tuple[str, ...] = ()
+        if ir.search.backend == "spark":
+            # Empty: a local Spark in this pod, `parallel` trials sharing its slots.
+            extra.append(EnvVar("LLMC_SPARK_MASTER", ""))
+            notes = (
+                f"Trials run {ir.search.parallel} at a time with SparkTrials: set LLMC_SPARK_MASTER to your",
+                "Spark cluster (spark://host:7077) to run them on its executors, which must mount the",
+                "bundle and the artifacts volume at the same paths; left empty, a local Spark in this pod",
+                "runs them on its slots.",
+            )
+        if extra:
             (c,) = pod.containers
-            np_env = EnvVar("HOROVOD_NP", str(cluster.slots_per_host))
-            pod = pod._replace(containers=[c._replace(env=c.env + [np_env])])
-        out.append(("job-search.yaml", JobContext(_meta(n, f"{n.base}-search", "search"), 1, pod)))
+            pod = pod._replace(containers=[c._replace(env=c.env + extra)])
+        job = JobContext(_meta(n, f"{n.base}-search", "search"), 1, pod, notes)
+        out.append(("job-search.yaml", job))
     return out
 
 

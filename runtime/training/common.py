@@ -30,9 +30,8 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 from .. import checkpoints as ck
-from ..config import BatchLayout
+from ..config import BatchLayout, threads_setting
 from ..data import Split, batches, epoch_order, micro_batches_per_rank, shard
-from ..folders import cpu_threads
 from ..schedule import schedule_fn
 
 Progress = dict[str, int]  # {"step", "epoch", "micro"}: where a resumed run continues
@@ -102,7 +101,7 @@ def cores_per_process(local_size: int) -> int:
     """$LLMC_THREADS when set (parallel search trials share a machine through it), else
     this host's cores shared between its processes: oversubscribed intra-op threads make
     every rank slower than one thread each would."""
-    threads = cpu_threads()
+    threads = threads_setting()
     if threads is not None:
         return threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -107,6 +107,16 @@ def assert_served_within_the_sla(tmp_path: Path, out: str, name: str, model: str
     return results
 
 
+def assert_every_step_passes_its_gates(metrics: dict, steps: list[str]) -> None:
+    """Each compress step's model (distill's student, the pruned, exported and quantized
+    models: not only the served one) was scored on the gated metrics and passed the gates."""
+    scored = metrics["steps"]
+    assert [s["step"] for s in scored] == steps, scored
+    for step in scored:
+        assert step["passed"] is True and step["note"] is None, step
+        assert step["gates"] and all(g["passed"] for g in step["gates"]), step
+
+
 def table_rows(stdout: str) -> dict[str, list[str]]:
     """The evaluation table's rows by metric: [value, bound, verdict] (the first row of each)."""
     rows: dict[str, list[str]] = {}
@@ -128,6 +138,7 @@ def test_translator_local_pipeline_passes_its_bleu_gate_and_its_sla(tmp_path):
     work = tmp_path / "runs" / "translator-local" / "work"
     metrics = json.loads((work / "evaluate" / "metrics.json").read_text())
     assert metrics["passed"] is True
+    assert_every_step_passes_its_gates(metrics, ["distill", "prune", "export", "quantize", "build_engine"])
     values = metrics["metrics"]
     assert values["bleu"] >= 40.0, values
     rows = table_rows(out)
@@ -182,6 +193,7 @@ def test_classifier_local_pipeline_trains_tensorflow_over_horovod_and_passes_acc
     assert "[rank 0] train.py: 2 processes: data 2" in proc.stdout
     metrics = json.loads((tmp_path / "runs" / "classifier-local" / "work" / "evaluate" / "metrics.json").read_text())
     assert metrics["passed"] is True and metrics["metrics"]["accuracy"] >= 0.9, metrics
+    assert_every_step_passes_its_gates(metrics, ["prune", "export", "quantize", "build_engine"])
     rows = table_rows(proc.stdout)
     assert rows["accuracy"][2] == "pass" and rows["f1"][2] == "pass"
     served = assert_served_within_the_sla(tmp_path, served_out, "classifier-local", "classifier")

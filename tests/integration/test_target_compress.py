@@ -8,6 +8,7 @@ the Triton / TF Serving layout the serve/ artifacts expect."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -432,7 +433,11 @@ zoo_tf.save_model({str(model)!r}, model, cfg, train.label_names)
     # The steps run where torch cannot be imported: a TensorFlow bundle never needs it.
     no_torch = blocking(tmp_path, "torch")
     prune = run_step(bundle, "prune", model, out, env=no_torch)
-    assert prune["sparsity"] == pytest.approx(0.5, abs=1e-3) and prune["finetune_steps"] > 0
+    # The spec's structured 50%: half of each hidden layer's units go, with their weights.
+    hidden = json.loads((bundle / "model.json").read_text())["model"]["mlp"]["hidden"]
+    assert prune["method"] == "structured" and prune["finetune_steps"] > 0
+    assert prune["shape"] == {"hidden": [h // 2 for h in hidden]}
+    assert prune["params"]["after"] < 0.5 * prune["params"]["before"]
     assert prune["quality"]["after"]["valid_accuracy"] > 0.85
     export = run_step(bundle, "export", model, out, env=no_torch)
     assert export["check"]["max_abs_logit_diff"] < 1e-4
@@ -453,14 +458,14 @@ zoo_tf.save_model({str(model)!r}, model, cfg, train.label_names)
     assert summary["served"]["model"] == str(out / "build_engine")
     served = out.parent / "serve" / "classifier" / "1"  # TF Serving's <base_path>/<version>/
     assert (served / "saved_model.pb").is_file() and (served / "variables").is_dir()
-    # The pruned kernels stay pruned in the served SavedModel.
+    # The served SavedModel is the smaller model: its kernels have the pruned widths.
     from llmc.runtime import zoo_tf
 
-    keras_model, _ = zoo_tf.load_model(str(out / "model"))
-    kernels = [
-        v.numpy() for v in keras_model.trainable_variables if v.path.endswith("kernel") and "logits" not in v.path
-    ]
-    assert all(float((k == 0).mean()) == pytest.approx(0.5, abs=1e-3) for k in kernels)
+    keras_model, meta = zoo_tf.load_model(str(out / "model"))
+    kernels = [v.shape for v in keras_model.trainable_variables if v.path.endswith("kernel")]
+    widths = [64, *(h // 2 for h in hidden), 10]  # 64 pixels in, 10 classes out
+    assert [tuple(k) for k in kernels] == list(itertools.pairwise(widths))
+    assert meta["model"]["mlp"]["hidden"] == [h // 2 for h in hidden]
 
 
 # --- hostile strings -------------------------------------------------------------------------------

@@ -197,12 +197,6 @@ def prune(model: Any, model_cfg: dict[str, Any], method: str, sparsity: float) -
     return TfPruning(model, model_cfg, method, sparsity)
 
 
-def infer(model: Any, batch: dict[str, np.ndarray]) -> None:
-    """One forward pass over a batch of data.py arrays (teacher-forced for generation):
-    what the prune report times."""
-    logits(model, zoo_tf.to_inputs(batch))
-
-
 def overall_sparsity(model: Any) -> float:
     zeros = sum(int((v.numpy() == 0).sum()) for v in model.weights)
     total = sum(int(np.prod(v.shape)) for v in model.weights)

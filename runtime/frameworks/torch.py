@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -183,14 +182,6 @@ def prune(model: nn.Module, model_cfg: dict[str, Any], method: str, sparsity: fl
     if method == "structured":
         return Structured(zoo_torch, _prunable_weights, model, model_cfg, sparsity)
     return TorchPruning(model, model_cfg, sparsity)
-
-
-def infer(model: nn.Module, batch: dict[str, np.ndarray]) -> None:
-    """One forward pass over a batch of data.py arrays (teacher-forced for generation):
-    what the prune report times."""
-    model.eval()
-    with torch.no_grad():
-        logits(model, zoo_torch.to_tensors(batch))
 
 
 def overall_sparsity(model: nn.Module) -> float:

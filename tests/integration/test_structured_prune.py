@@ -254,8 +254,12 @@ def step_for(name: str, model: Path, out: Path, previous: str | None = None):
     return Step(name, previous, args)
 
 
-def test_structured_prune_step_then_export_and_quantize(tmp_path):
+def test_structured_prune_step_then_export_and_quantize(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
+    from llmc.runtime.steps import measure
+    from llmc.runtime.steps.common import Step
+
+    monkeypatch.setattr(Step, "measuring", measure.Settings(16, "valid.tsv"))  # what run_step sets from the spec
     from llmc.runtime.steps.export import export
     from llmc.runtime.steps.prune import prune
     from llmc.runtime.steps.quantize import quantize
@@ -270,9 +274,11 @@ def test_structured_prune_step_then_export_and_quantize(tmp_path):
     assert report["overall_sparsity"] < 0.05  # gone, not zeroed
     assert report["params"]["after"] < 0.8 * report["params"]["before"]
     assert report["bytes"]["after"] < 0.8 * report["bytes"]["before"]
-    assert set(report["latency_ms"]["before"]) == set(report["latency_ms"]["after"]) == {"1", "16"}
     assert report["finetune_steps"] == 2
-    step.publish(report)
+    published = step.publish(report)
+    # The step's row times the pruned model beside its input at batch 1 and the max batch.
+    row = published["row"]
+    assert set(row["input"]["latency"]) == set(row["output"]["latency"]) == {"batch_1", "max_batch"}
     exported = export(step := step_for("export", tmp_path / "trained", tmp_path / "out", "prune"), "valid.tsv")
     assert exported["check"]["top1_agreement"] == 1.0
     step.publish(exported)

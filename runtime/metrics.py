@@ -529,8 +529,10 @@ def run_evaluate(cfg: EvaluateConfig, args) -> int:
     ok = passed(gates)
     print(table(values, gates))
     steps = None
-    rows = compress_rows(args.model) if getattr(args, "steps", True) else None
-    if rows:
+    # Read once: its rows are the steps to score, its warnings are repeated under the table.
+    summary = (_compress_report(args.model) if getattr(args, "steps", True) else None) or {}
+    rows = summary.get("rows")
+    if isinstance(rows, list) and rows:
         steps = score_steps(cfg, rows, path, refs, values, base_values, args.limit)
         print(f"\ncompress steps: their gated metrics on these {len(split)} examples; size, parameters and")
         print("latency p50 / p99 from the compress stage's report.json (each model timed beside its input)\n")
@@ -541,7 +543,7 @@ def run_evaluate(cfg: EvaluateConfig, args) -> int:
                     f"{g['metric']} {g['bound']} {g['limit']:g}" for g in step["gates"] if not g["passed"]
                 )
                 print(f"note: step {step['step']}'s model fails {failed} (the gates decide on the served model only)")
-        for warning in _compress_warnings(args.model):
+        for warning in summary.get("warnings") or []:
             print(f"warning: {warning}")
     print(
         f"\n{cfg.model_name}: {'PASSED' if ok else 'FAILED'} "
@@ -587,17 +589,6 @@ def _compress_report(model) -> dict | None:
     except (OSError, ValueError):
         return None
     return summary if isinstance(summary, dict) else None
-
-
-def compress_rows(model) -> list[dict] | None:
-    """The compress stage's rows (steps/measure.py) when `model` is its OUT/model."""
-    summary = _compress_report(model)
-    rows = (summary or {}).get("rows")
-    return rows if isinstance(rows, list) and rows else None
-
-
-def _compress_warnings(model) -> list[str]:
-    return list((_compress_report(model) or {}).get("warnings") or [])
 
 
 def gated_quality(cfg: EvaluateConfig) -> list[str]:

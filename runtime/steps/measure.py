@@ -270,18 +270,16 @@ def measure_models(paths: Sequence[Path], settings: Settings, data_root: str | N
 # --- the verdicts (pure: numbers in, words out) ----------------------------------------------------------
 
 
-def compared_key(a: dict[str, Any], b: dict[str, Any]) -> str | None:
-    """The latency both models have that the row's p50 change is given at: max_batch
-    when timed, else batch_1."""
-    for key in ("max_batch", "batch_1"):
-        if key in (a.get("latency") or {}) and key in (b.get("latency") or {}):
-            return key
-    return None
-
-
 def common_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """Every batch size both models were timed at, batch_1 first."""
     return [k for k in ("batch_1", "max_batch") if k in (a.get("latency") or {}) and k in (b.get("latency") or {})]
+
+
+def compared_key(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """The latency both models have that the row's p50 change is given at: max_batch
+    when timed, else batch_1."""
+    keys = common_keys(a, b)
+    return keys[-1] if keys else None
 
 
 def p50(desc: dict[str, Any], key: str) -> float:

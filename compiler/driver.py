@@ -17,7 +17,7 @@ from .source import SourceFile
 if TYPE_CHECKING:  # pragma: no cover - types only (the phases are imported when reached)
     from .plan import Facts
     from .schema import Spec
-    from .typecheck import SpanIndex
+    from .typecheck import SpanIndex, TypeChecker
 
 
 @dataclass
@@ -54,6 +54,7 @@ def check_spec(path: str, profile: str | None = None, text: str | None = None) -
     data = checker.run()
     result.spans = checker.spans
     if diags.has_errors:
+        _check_the_rest(data, checker, diags)
         return _finish(result, diags, composed)
     ir = _validate(data, diags, checker.spans)
     if ir is None:
@@ -73,6 +74,30 @@ def check_spec(path: str, profile: str | None = None, text: str | None = None) -
 
     run_all(CheckContext(ir, checker.spans, result.facts, diags, checker.distributions, variant))
     return _finish(result, diags, composed)
+
+
+def _check_the_rest(data: dict, checker: TypeChecker, diags: Collector) -> None:
+    """After type errors: run the checks on the fields that were accepted, keeping only
+    the findings that read none of the rejected fields (reads.py), so that one mistake
+    does not hide the others and no finding is a cascade of one."""
+    from .checks import CheckContext, run_all
+    from .fields import construct
+    from .plan import FACT_STEPS
+    from .reads import ROOT, GuardedCollector, Reads, Tracked, derive_tracked
+    from .schema import Spec, derive_defaults, rejected_defaults
+
+    rejected = checker.rejected | rejected_defaults(data, checker.rejected)
+    checked = derive_defaults(_copy(data))
+    reads = Reads(rejected)
+    ir: Any = Tracked(construct(Spec, checked), "", reads)
+    facts: Any = derive_tracked(FACT_STEPS, ir, reads)
+
+    def variant(key: str, value: object) -> list[Diagnostic]:
+        reads.note(ROOT)  # a variant checks the whole spec again, rejected fields and all
+        return []
+
+    ctx = CheckContext(ir, checker.spans, facts, GuardedCollector(diags, reads), checker.distributions, variant)
+    run_all(ctx, reads)
 
 
 @dataclass

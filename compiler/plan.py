@@ -114,35 +114,51 @@ class Facts(NamedTuple):
 
 
 def derive_facts(ir: Spec) -> Facts:
-    model = ir.model
-    count = _count(model.transformer, model.mlp)
-    student_arch = _student_arch(ir)
-    student_count = _count(*student_arch) if student_arch is not None else None
-    memory = _memory(ir, count)
-    served = _served(ir, count, student_arch, student_count)
-    latency, sizing = _serving(ir, served)
-    facts = Facts(
-        params=count.total,
-        param_count=count,
-        student_params=student_count.total if student_count is not None else None,
-        layout=_layout(ir),
-        memory=memory,
-        served=served,
-        latency=latency,
-        sizing=sizing,
-        student=(student_arch[0] or student_arch[1]) if student_arch is not None else None,
-    )
-    serve = ir.serve
-    if serve is not None:
-        facts = facts._replace(
-            replicas=replica_plan(ir, facts),
-            serving_resources=serving_resources(ir, facts),
-            batching=batching_load(ir, facts),
-            serving_queue=serving_queue(ir, facts),
-            request_tokens=request_tokens(ir, served),
-            tf_trt_batch_sizes=tf_trt_batch_sizes(ir),
-        )
-    return facts._replace(stage_pods=stage_pods(ir, facts), storage_bytes=bounded(lambda: storage_bytes(ir, facts)))
+    values: dict[str, Any] = {}
+    known = _Known(values)
+    for name, step in FACT_STEPS:
+        values[name] = step(ir, known)
+    return Facts(**{k: v for k, v in values.items() if not k.startswith("_")})
+
+
+class _Known:
+    """The facts derived so far, as attributes (the later steps read the earlier ones)."""
+
+    def __init__(self, values: dict[str, Any]):
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+# Each fact as one step from the IR and the facts before it, in order. A step is its own
+# function so that, when the type checker rejected a field, the fields each fact was
+# derived from are known (reads.py): a check that reads the fact reads them.
+FACT_STEPS: tuple[tuple[str, Any], ...] = (
+    ("param_count", lambda ir, f: _count(ir.model.transformer, ir.model.mlp)),
+    ("params", lambda ir, f: f.param_count.total),
+    ("_student_pair", lambda ir, f: _student_arch(ir)),
+    ("_student_count", lambda ir, f: _count(*f._student_pair) if f._student_pair is not None else None),
+    ("student_params", lambda ir, f: f._student_count.total if f._student_count is not None else None),
+    ("student", lambda ir, f: (f._student_pair[0] or f._student_pair[1]) if f._student_pair is not None else None),
+    ("layout", lambda ir, f: _layout(ir)),
+    ("memory", lambda ir, f: _memory(ir, f.param_count)),
+    ("served", lambda ir, f: _served(ir, f.param_count, f._student_pair, f._student_count)),
+    ("_serving", lambda ir, f: _serving(ir, f.served)),
+    ("latency", lambda ir, f: f._serving[0]),
+    ("sizing", lambda ir, f: f._serving[1]),
+    ("replicas", lambda ir, f: replica_plan(ir, f) if ir.serve is not None else None),
+    ("serving_resources", lambda ir, f: serving_resources(ir, f) if ir.serve is not None else None),
+    ("batching", lambda ir, f: batching_load(ir, f) if ir.serve is not None else None),
+    ("serving_queue", lambda ir, f: serving_queue(ir, f) if ir.serve is not None else None),
+    ("request_tokens", lambda ir, f: request_tokens(ir, f.served) if ir.serve is not None else None),
+    ("tf_trt_batch_sizes", lambda ir, f: tf_trt_batch_sizes(ir) if ir.serve is not None else ()),
+    ("stage_pods", lambda ir, f: stage_pods(ir, f)),
+    ("storage_bytes", lambda ir, f: bounded(lambda: storage_bytes(ir, f))),
+)
 
 
 def _count(arch, mlp):
@@ -218,6 +234,8 @@ def _memory(ir, count):
             1,
             train.activation_checkpointing,
             device.memory_bytes,
+            cpu=not catalog.is_gpu(device.name),
+            dropout=ir.model.mlp.dropout,
         )
     generates = arch.kind in ("encoder-decoder", "decoder")
     return _training_memory(
@@ -235,6 +253,8 @@ def _memory(ir, count):
         cross_attention_layers=count.cross_attention_layers,
         vocab=arch.vocab if generates else 0,
         d_ff=arch.d_ff,
+        cpu=not catalog.is_gpu(device.name),
+        dropout=arch.dropout,
     )
 
 

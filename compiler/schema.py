@@ -8,7 +8,7 @@ bare number (E207). Derived defaults (d_ff = 4 * d_model, data parallelism filli
 the cluster, ...) are filled in by `complete()` after validation.
 """
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -392,8 +392,9 @@ def derive_defaults(data: dict) -> dict:
     model = data.get("model", {})
     task = model.get("task")
     arch = model.get("transformer")
-    if arch is not None:
+    if arch is not None and "d_model" in arch:  # (a rejected d_model is left out of the data)
         arch.setdefault("d_ff", 4 * arch["d_model"])
+    if arch is not None:
         arch.setdefault("kind", _KIND_BY_TASK.get(task, "encoder"))
     files = model.get("data", {})
     if files and "format" not in files:
@@ -412,7 +413,7 @@ def derive_defaults(data: dict) -> dict:
         if "data" not in parallel and slots % model_parallel == 0:
             parallel["data"] = slots // model_parallel
         dp = parallel.get("data")
-        if "micro_batch" not in train and dp and train["batch_size"] % dp == 0:
+        if "micro_batch" not in train and dp and "batch_size" in train and train["batch_size"] % dp == 0:
             train["micro_batch"] = train["batch_size"] // dp
     serve = data.get("serve")
     if serve is not None:
@@ -430,3 +431,52 @@ def derive_defaults(data: dict) -> dict:
     if deploy is not None and model.get("name"):
         deploy.setdefault("image", f"{model['name']}:latest")
     return data
+
+
+# What each derived default is derived from (derive_defaults above): when the type checker
+# rejected a source, the default derived from it is not what the user meant either, so it
+# is rejected too (reads.py). tests/unit/test_independent_errors.py checks the table.
+DERIVED_DEFAULT_SOURCES: dict[str, tuple[str, ...]] = {
+    "model.transformer.d_ff": ("model.transformer.d_model",),
+    "model.transformer.kind": ("model.task",),
+    "model.data.format": ("model.data.train",),
+    **{f"model.data.{c}": ("model.task",) for c in ("source", "target", "text", "label")},
+    "train.parallel.data": (
+        "train.cluster.hosts",
+        "train.cluster.slots_per_host",
+        "train.parallel.tensor",
+        "train.parallel.pipeline",
+    ),
+    "train.micro_batch": ("train.batch_size", "train.parallel.data"),
+    "serve.platform": ("model.framework",),
+    "serve.sla.error_rate": ("serve.sla.availability",),
+    "search.direction": ("search.objective",),
+    "deploy.image": ("model.name",),
+}
+
+
+def rejected_defaults(data: dict, rejected: set[str]) -> set[str]:
+    """The derived defaults (not written in `data`, the checked data before derive_defaults)
+    that derive from a rejected field, directly or through another such default."""
+    from .reads import covers
+
+    out: set[str] = set()
+    grown = True
+    while grown:
+        grown = False
+        for derived, sources in DERIVED_DEFAULT_SOURCES.items():
+            if derived in out or _written(data, derived):
+                continue
+            if any(covers(src, bad) for src in sources for bad in rejected | out):
+                out.add(derived)
+                grown = True
+    return out
+
+
+def _written(data: dict, path: str) -> bool:
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True

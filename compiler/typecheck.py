@@ -75,6 +75,12 @@ class TypeChecker:
         self.distributions: dict[str, Value] = {}
         # The innermost block being checked that replaced a base's block of another label.
         self.replacing: Node | None = None
+        # The field paths whose values were rejected (left out of the data): the checks
+        # that read them are not run on their defaults (reads.py).
+        self.rejected: set[str] = set()
+
+    def errors(self) -> int:
+        return len(self.diags.diagnostics)
 
     def run(self) -> dict[str, Any]:
         root = self.composed.root
@@ -96,6 +102,7 @@ class TypeChecker:
             return
         from .labels import classes_needed
 
+        self.rejected.add("model.transformer.classes")
         found = classes_needed(self.main_dir, model)
         if found is not None:
             help = f"the training data has {found.describe()}: add `classes = {found.needed}`"
@@ -121,37 +128,14 @@ class TypeChecker:
             self.spans.keys[path] = node.name_span
         self.label(node, model, path, data)
         for key, entry in node.entries.items():
-            ft = known.get(key)
-            sub = _join(path, key)
-            if "." in key:
-                self.diags.error(
-                    "E202",
-                    entry.key_span,
-                    f"dotted name `{key}` in a block",
-                    label="dotted paths are only for `search.space` and profiles",
-                    help=f"write the field inside its block: `{key.split('.')[0]} {{ ... }}`",
-                )
-                continue
-            if ft is None:
-                self.unknown(entry.key_span, key, path, known, block=False)
-                continue
-            if ft.is_block:
-                self.diags.error(
-                    "E204", entry.key_span, f"`{key}` is a block, not a field", help=f"write `{key} {{ ... }}`"
-                )
-                continue
-            self.spans.keys[sub] = entry.key_span
-            value = self.eval.entry(entry.expr, sub)
-            if value is None:
-                continue
-            self.spans.values[sub] = value.span
-            self.spans.kinds[sub] = value.kind
-            checked = self.value(value, ft, sub, entry)
-            if checked is not _BAD:
-                data[key] = checked
+            before = self.errors()
+            self.field(path, key, entry, known, data)
+            if self.errors() > before:
+                self.rejected.add(_join(path, key))
         for child in node.child_nodes():
             ft = known.get(child.name)
             if ft is None or not ft.is_block:
+                self.rejected.add(_join(path, child.name))
                 if ft is not None:
                     self.diags.error(
                         "E204",
@@ -167,6 +151,39 @@ class TypeChecker:
         self.replacing = outer_replacing
         return data
 
+    def field(self, path: str, key: str, entry: Entry, known: dict[str, FieldType], data: dict) -> None:
+        """One `key = value` of a block, into `data` when it checks."""
+        sub, ft = _join(path, key), known.get(key)
+        if "." in key:
+            self.diags.error(
+                "E202",
+                entry.key_span,
+                f"dotted name `{key}` in a block",
+                label="dotted paths are only for `search.space` and profiles",
+                help=f"write the field inside its block: `{key.split('.')[0]} {{ ... }}`",
+            )
+            return
+        if ft is None:
+            self.unknown(entry.key_span, key, path, known, block=False)
+            return
+        if ft.is_block:
+            self.diags.error(
+                "E204", entry.key_span, f"`{key}` is a block, not a field", help=f"write `{key} {{ ... }}`"
+            )
+            return
+        self.spans.keys[sub] = entry.key_span
+        value = self.eval.entry(entry.expr, sub)
+        if value is None:
+            self.rejected.add(sub)  # its error was said where the expression failed (perhaps a `let`)
+            return
+        self.spans.values[sub] = value.span
+        self.spans.kinds[sub] = value.kind
+        checked = self.value(value, ft, sub, entry)
+        if checked is _BAD:
+            self.rejected.add(sub)
+        else:
+            data[key] = checked
+
     def label(self, node: Node, model: type[schema.Block], path: str, data: dict) -> None:
         label_field = model.label_field
         if label_field is None:
@@ -181,6 +198,7 @@ class TypeChecker:
             return
         if node.label is None:
             if model.label_required:
+                self.rejected.add(_join(path, label_field))
                 example = _label_example(model.model_fields[label_field].annotation)
                 self.diags.error(
                     "E203",
@@ -193,6 +211,7 @@ class TypeChecker:
         ft = label_type(model)
         span = node.label_span or node.name_span
         if ft.kind == "enum" and node.label not in ft.enum:
+            self.rejected.add(_join(path, label_field))
             self.bad_enum(span, node.name, node.label, ft, message=f'unknown {node.name} "{node.label}"')
             return
         data[label_field] = node.label
@@ -207,6 +226,7 @@ class TypeChecker:
             group = data.setdefault(name, {})
             label = child.label
             if label is None:
+                self.rejected.add(sub)
                 self.diags.error(
                     "E203",
                     child.name_span,
@@ -226,6 +246,7 @@ class TypeChecker:
     def map_block(self, node: Node, path: str) -> dict[str, str]:
         out: dict[str, str] = {}
         for child in node.child_nodes():
+            self.rejected.add(_join(path, child.name))
             self.diags.error(
                 "E201",
                 child.name_span,
@@ -235,8 +256,10 @@ class TypeChecker:
         for key, entry in node.entries.items():
             value = self.eval.entry(entry.expr, _join(path, key))
             if value is None:
+                self.rejected.add(_join(path, key))
                 continue
             if value.kind != "str":
+                self.rejected.add(_join(path, key))
                 self.wrong_type(value, "a string", _join(path, key))
                 continue
             out[key] = value.value
@@ -247,6 +270,7 @@ class TypeChecker:
     def space_block(self, node: Node, path: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for child in node.child_nodes():
+            self.rejected.add(_join(path, child.name))
             self.diags.error(
                 "E201",
                 child.name_span,
@@ -257,10 +281,12 @@ class TypeChecker:
             sub = _join(path, key)
             value = self.eval.entry(entry.expr, sub)
             if value is None:
+                self.rejected.add(sub)
                 continue
             self.spans.keys[sub] = entry.key_span
             self.spans.values[sub] = value.span
             if value.kind != "dist":
+                self.rejected.add(sub)
                 self.diags.error(
                     "E602",
                     value.span,
@@ -481,6 +507,8 @@ class TypeChecker:
     def unknown(self, span: Span, name: str, path: str, known: dict[str, FieldType], block: bool) -> None:
         pool = [k for k, f in known.items() if f.is_block == block] or list(known)
         guess = closest(name, pool) or closest(name, list(known))
+        if guess:  # the field it was meant to be is left unset: its default is not what the user wrote
+            self.rejected.add(_join(path, guess))
         where = f"`{path}`" if path else "the top level"
         if block:
             msg, code = f"unknown block `{name}` in {where}", "E201"
@@ -504,6 +532,7 @@ class TypeChecker:
             grouped.update(group)
             given = [name for name in group if name in node.entries or name in node.children]
             if len(given) > 1:
+                self.rejected.update(_join(path, name) for name in given)
                 second = given[-1]
                 span = node.entries[second].key_span if second in node.entries else node.children[second].name_span
                 self.diags.error(
@@ -514,6 +543,7 @@ class TypeChecker:
                     help=f"remove `{second}` or `{given[0]}`",
                 )
             elif not given:
+                self.rejected.update(_join(path, name) for name in group)
                 names = " or ".join(f"`{n}`" for n in group)
                 help, notes, fix = self.replaced_block_hint(_example_for(group))
                 self.diags.error(
@@ -536,6 +566,7 @@ class TypeChecker:
         ]
         if not missing:
             return
+        self.rejected.update(_join(path, name) for name in missing)
         if not path:
             self.diags.error(
                 "E203",

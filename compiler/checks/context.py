@@ -5,12 +5,13 @@ without importing the package that runs them."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # pragma: no cover - types only; typecheck.py imports checks/data.py
     from ..diagnostics import Collector, Diagnostic
     from ..expressions import Value
     from ..plan import Facts
+    from ..reads import Reads
     from ..schema import Spec
     from ..typecheck import SpanIndex
 
@@ -23,3 +24,17 @@ class CheckContext(NamedTuple):
     distributions: dict[str, Value]  # search.space as written, for E601-E603
     # Checks the spec again with one field changed; returns the errors (E603 uses it).
     variant: Callable[[str, object], list[Diagnostic]] | None = None
+    # The fields read so far, when the type checker rejected some (reads.py); else None.
+    reads: Reads | None = None
+
+
+def part(ctx: CheckContext, check: Callable[..., None], *args: Any) -> None:
+    """Run a part of a check that stands on its own: after type errors, what it reads
+    does not taint the findings of the parts after it, and its failure on a rejected
+    value ends only this part."""
+    if ctx.reads is None:
+        check(*args)
+        return
+    from ..reads import run_guarded
+
+    run_guarded(lambda: check(*args), ctx.reads)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 
-from .context import CheckContext
+from .context import CheckContext, part
 
 
 def check(ctx: CheckContext) -> None:
-    train, model = ctx.ir.train, ctx.ir.model
-    spans, diags = ctx.spans, ctx.diags
-    arch = model.transformer
+    # Each part reads only what it needs, so a rejected field hides only its own parts.
+    for each in (_heads, _cover, _model_parallel, _batch, _pipeline):
+        part(ctx, each, ctx)
+
+
+def _heads(ctx: CheckContext) -> None:
+    arch, spans, diags = ctx.ir.model.transformer, ctx.spans, ctx.diags
     if arch is not None and arch.d_model % arch.heads:
         diags.error(
             "E304",
@@ -19,13 +23,16 @@ def check(ctx: CheckContext) -> None:
             label=f"d_model = {arch.d_model} is not a multiple of heads = {arch.heads}",
             help=f"heads must divide d_model: {_divisors(arch.d_model, limit=64)}",
         )
+
+
+def _cover(ctx: CheckContext) -> None:
+    train, spans, diags = ctx.ir.train, ctx.spans, ctx.diags
     if train is None:
         return
     cluster, par = train.cluster, train.parallel
     slots = cluster.hosts * cluster.slots_per_host
     tensor, pipeline = par.tensor, par.pipeline
     data = par.data
-
     if data is None:
         # `data` was left to fill the cluster, but tensor x pipeline does not divide it.
         diags.error(
@@ -49,6 +56,13 @@ def check(ctx: CheckContext) -> None:
     if data is not None and data * tensor * pipeline == slots:
         _tensor_across_hosts(ctx)
 
+
+def _model_parallel(ctx: CheckContext) -> None:
+    train, model, spans, diags = ctx.ir.train, ctx.ir.model, ctx.spans, ctx.diags
+    if train is None:
+        return
+    tensor, pipeline = train.parallel.tensor, train.parallel.pipeline
+    arch = model.transformer
     if arch is not None:
         if arch.heads % tensor:
             diags.error(
@@ -93,7 +107,12 @@ def check(ctx: CheckContext) -> None:
             help="set tensor = 1 and pipeline = 1",
         )
 
-    micro = train.micro_batch
+
+def _batch(ctx: CheckContext) -> None:
+    train, spans, diags = ctx.ir.train, ctx.spans, ctx.diags
+    if train is None:
+        return
+    data, micro = train.parallel.data, train.micro_batch
     if data is not None and micro is None:
         diags.error(
             "E305",
@@ -113,10 +132,16 @@ def check(ctx: CheckContext) -> None:
             help=_batch_help(train.batch_size, data, micro),
         )
 
+
+def _pipeline(ctx: CheckContext) -> None:
+    train = ctx.ir.train
+    if train is None:
+        return
+    pipeline = train.parallel.pipeline
     if pipeline > 1:
-        diags.error(
+        ctx.diags.error(
             "E308",
-            spans.attribute("train.parallel.pipeline"),
+            ctx.spans.attribute("train.parallel.pipeline"),
             "pipeline parallelism is not available on horovod",
             label=f"pipeline = {pipeline}",
             help="Horovod has no pipeline schedule: use pipeline = 1 and raise tensor or data parallelism",

@@ -3,7 +3,8 @@
 `build_files` renders and verifies every artifact in memory; `write_bundle`
 replaces the output directory in one step (a temporary directory beside it, then
 an atomic exchange), so a failed or interrupted build leaves the previous bundle
-untouched; `plan_diff` compares what a build would write with what is there.
+untouched; `plan` compares what a build would write with what is there (plan_summary.py
+says it: the facts and fields that change, then the diff).
 `check_output` refuses an output directory whose replacement would delete what llmc
 did not write (`write_bundle` calls it; `llmc plan` shows the same refusal).
 Same spec and profile in, byte-identical files out: no timestamps, absolute paths
@@ -11,7 +12,6 @@ or user names; every mapping written in a fixed order.
 """
 
 import atexit
-import difflib
 import hashlib
 import json
 import os
@@ -21,13 +21,16 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import __version__
 from .render import TemplateError, render
 from .schema import TOKENIZER_NAMES
 from .targets import Artifact, BuildContext, collect
 from .verify import ArtifactError, verify
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from .plan_summary import PlanSummary
 
 LOCK = "llmc.lock.json"
 
@@ -496,21 +499,16 @@ def read_existing(out: str) -> dict[str, str]:
     return files
 
 
+def plan(bundle: Bundle, out: str) -> "PlanSummary":
+    """What a build would change in `out`: a plan_summary.PlanSummary (the changed
+    facts, objects and fields, and each file's unified diff)."""
+    from .plan_summary import summarize
+
+    return summarize(read_existing(out), bundle.files, out)
+
+
 def plan_diff(bundle: Bundle, out: str) -> str:
     """A unified diff from the files in `out` to the bundle's (empty: nothing changes)."""
-    old = read_existing(out)
-    new = bundle.files
-    chunks: list[str] = []
-    for path in sorted(set(old) | set(new)):
-        before, after = old.get(path), new.get(path)
-        if before == after:
-            continue
-        chunks.extend(
-            difflib.unified_diff(
-                (before or "").splitlines(True),
-                (after or "").splitlines(True),
-                f"a/{path}" if before is not None else "/dev/null",
-                f"b/{path}" if after is not None else "/dev/null",
-            )
-        )
-    return "".join(chunks)
+    from .plan_summary import full_diff
+
+    return full_diff(plan(bundle, out))

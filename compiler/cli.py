@@ -112,13 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", help="check only the spec with this profile applied (default: the spec and every profile)"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print diagnostics only, not the derived facts")
+    p.add_argument(
+        "--data",
+        action="store_true",
+        help="also read every local data file the spec names (train, valid, test) as the runtime will, "
+        "and report each problem in them at its file and line",
+    )
     add_output_flags(p)
 
     for name, text in (
         ("build", "generate the bundle of artifacts (written atomically, with llmc.lock.json)"),
         (
             "plan",
-            "show what `build` would change: a unified diff and the derived facts; "
+            "show what `build` would change: the derived facts and the objects' fields that change "
+            "(old → new), then the diff of the files those lines do not spell out; "
             "exit 0 when nothing changes, 3 when something would",
         ),
     ):
@@ -129,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
             "-o", "--output", metavar="DIR", help="the bundle's directory (default build/<spec>[-<profile>])"
         )
         p.add_argument("-q", "--quiet", action="store_true", help="print diagnostics only, not the derived facts")
+        if name == "plan":
+            p.add_argument(
+                "--diff",
+                action="store_true",
+                help="print only the unified diff of every changed file, the lock file's included",
+            )
         add_output_flags(p)
 
     p = sub.add_parser(
@@ -259,6 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diff", action="store_true", help="with --check, show what would change")
     add_output_flags(p)
 
+    p = sub.add_parser(
+        "fix",
+        help="apply the fixes the diagnostics propose",
+        description="Apply every fix the diagnostics of a spec (and of each of its profiles) carry: "
+        "exact edits, each checked against the whole spec before it is offered; comments and "
+        "layout are kept. Prints the diff, writes the file atomically, then checks it again; "
+        "exit 0 when the result checks clean, 1 when errors remain.",
+    )
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--dry-run", action="store_true", help="print the diff and what would remain; write nothing")
+    add_output_flags(p)
+
     p = sub.add_parser("explain", help="explain a diagnostic code", description="Print the long explanation of a code.")
     p.add_argument("code", metavar="CODE")
 
@@ -346,7 +371,7 @@ def _use_color(args) -> bool:
     return sys.stderr.isatty()
 
 
-def _checked(spec: str, args, every_profile: bool = False):
+def _checked(spec: str, args, every_profile: bool = False, text: str | None = None):
     """Check one spec, printing its diagnostics (stderr; with --format json, into the
     findings). With `every_profile`, the base spec and each of its profiles (just
     `--profile` when given): returns a driver.SpecCheck. Otherwise the selected profile
@@ -358,9 +383,9 @@ def _checked(spec: str, args, every_profile: bool = False):
 
     try:
         if every_profile:
-            checked = check_every_profile(spec, only=args.profile)
+            checked = check_every_profile(spec, text=text, only=args.profile)
         else:
-            result = check_spec(spec, profile=args.profile)
+            result = check_spec(spec, profile=args.profile, text=text)
             checked = SpecCheck(result, [], [(args.profile, d) for d in result.diagnostics])
     except SourceError as exc:
         return _usage_error(args, str(exc))
@@ -393,13 +418,36 @@ def cmd_check(args) -> int:
         checked = _checked(spec, args, every_profile=True)
         if isinstance(checked, int):
             return checked
-        if not checked.ok:
+        data_ok = True
+        if args.data:
+            results = [(checked.base.profile, checked.base)] + [(r.profile, r) for r in checked.profiles]
+            data_ok = _data_checked(spec, args, results, checked.base.sources)
+        if not checked.ok or not data_ok:
             status = EXIT_ERRORS
         elif args.format == "human" and not args.quiet:
             from .facts_text import facts_text, profile_lines
 
             sys.stdout.write(facts_text(checked.base) + profile_lines(checked.profiles))
     return status
+
+
+def _data_checked(spec: str, args, results, sources) -> bool:
+    """Read the data files of each checked spec in `results` ([(profile, CheckResult)]),
+    printing their findings as _checked prints a spec's; False when there are errors."""
+    from .data_check import check_data
+    from .diagnostic_output import finding_json, render_human, summary_line
+
+    report = check_data(results)
+    if args.format == "json":
+        if getattr(args, "json_findings", None) is None:  # called outside main()
+            args.json_findings = []
+        args.json_findings.extend(finding_json(d, profile) for profile, d in report.findings)
+        return report.ok
+    shown = [_with_profile_note(d, profile) if profile and not args.profile else d for profile, d in report.findings]
+    sys.stderr.write(render_human(shown, {**sources, **report.sources}, _use_color(args)))
+    if not report.ok:
+        sys.stderr.write(f"{spec}: {summary_line(shown)} in its data files\n")
+    return report.ok
 
 
 def _bundle_of(args):
@@ -473,7 +521,8 @@ def cmd_build(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .bundle import OutputRefused, check_output, files_read, plan_diff
+    from .bundle import OutputRefused, check_output, files_read, plan
+    from .plan_summary import as_json, full_diff, human
 
     made = _bundle_of(args)
     if isinstance(made, int):
@@ -483,16 +532,20 @@ def cmd_plan(args) -> int:
         check_output(out, files_read(result))
     except OutputRefused as exc:
         return _output_refused(args, result, exc)
-    diff = plan_diff(bundle, out)
-    if args.format == "human":
-        sys.stdout.write(diff)
+    summary = plan(bundle, out)
+    if args.format == "json":  # one more record in the JSON array: the whole plan
+        args.json_findings.append({"plan": as_json(summary)})
+    elif args.diff:
+        sys.stdout.write(full_diff(summary))
+    elif summary.changed:
+        sys.stdout.write(human(summary, facts=not args.quiet))
+    else:
         if not args.quiet:
             from .facts_text import facts_text
 
             sys.stdout.write(facts_text(result))
-        changed = sum(1 for line in diff.splitlines() if line.startswith("+++ "))
-        sys.stdout.write(f"{out}: {'no changes' if not diff else f'{changed} file(s) would change'}\n")
-    return EXIT_CHANGES if diff else EXIT_OK
+        sys.stdout.write(f"{out}: no changes\n")
+    return EXIT_CHANGES if summary.changed else EXIT_OK
 
 
 def cmd_run(args) -> int:
@@ -506,6 +559,12 @@ def cmd_run(args) -> int:
     if isinstance(made, int):
         return made
     result, bundle, out = made
+    # The data, read as the stages will read it, before anything is written or started. The
+    # serve stage reads valid and test rows only as sample requests (and skips those it cannot
+    # use); on a cluster the stages read the cluster's copy of the data.
+    if args.target == "local" and args.stage != "serve":
+        if not _data_checked(args.spec, args, [(args.profile, result)], result.sources):
+            return EXIT_ERRORS
     name = Path(args.spec).stem + (f"-{args.profile}" if args.profile else "")
     from llmc.runtime.records import RunsFolderRefused, check_runs_folder
 
@@ -669,6 +728,37 @@ def cmd_search(args) -> int:
     return run_apply(args)
 
 
+def cmd_fix(args) -> int:
+    from .fix import diff, fix_spec
+    from .fmt import write_text_atomically
+    from .source import SourceError, read_source
+
+    try:
+        source = read_source(args.spec)
+    except SourceError as exc:
+        return _usage_error(args, str(exc))
+    args.profile = None  # the fixes of the base spec and of every profile
+    if source.bad_byte_offset is not None:  # not text: `llmc check` says where
+        checked = _checked(args.spec, args, every_profile=True)
+        return checked if isinstance(checked, int) else EXIT_ERRORS
+    text, before = fix_spec(args.spec, source.text)
+    if args.format == "human":
+        sys.stdout.write(diff(args.spec, source.text, text))
+    if text != source.text and not args.dry_run:
+        try:
+            write_text_atomically(args.spec, text)
+        except OSError as exc:
+            return _usage_error(args, f"cannot write {args.spec}: {exc.strerror or exc}")
+    # What remains, as `llmc check` says it (with --dry-run: of the text the fixes would write).
+    checked = _checked(args.spec, args, every_profile=True, text=text)
+    if isinstance(checked, int):
+        return checked
+    fixed, left = before - len(checked.findings), len(checked.findings)
+    verb = "would fix" if args.dry_run else "fixed"
+    sys.stderr.write(f"{args.spec}: {verb} {fixed} of {before} finding{'' if before == 1 else 's'}; {left} left\n")
+    return EXIT_OK if checked.ok else EXIT_ERRORS
+
+
 def cmd_fmt(args) -> int:
     from .fmt import run_fmt
 
@@ -687,6 +777,7 @@ _COMMANDS = {
     "explain": cmd_explain,
     "schema": cmd_schema,
     "fmt": cmd_fmt,
+    "fix": cmd_fix,
     "search": cmd_search,
 }
 

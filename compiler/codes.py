@@ -74,6 +74,16 @@ _TABLE = [
     # deployment
     ("E801", "error", "a deploy value Kubernetes would reject"),
     ("E802", "error", "a generated value outside its target's range"),
+    # data files (`llmc check --data`, and `llmc run` before it starts)
+    ("E901", "error", "data file missing"),
+    ("E902", "error", "data file not UTF-8"),
+    ("E903", "error", "row with the wrong number of fields"),
+    ("E904", "error", "label outside the model's classes"),
+    ("E905", "error", "feature that is not a number"),
+    ("E906", "error", "empty data split"),
+    ("E907", "error", "data file cut short"),
+    ("E908", "error", "column the model reads is missing"),
+    ("E909", "error", "malformed row"),
     # warnings
     ("W201", "warning", "vocab larger than the tokenizer produces"),
     ("W301", "warning", "memory headroom under 10%"),
@@ -81,6 +91,7 @@ _TABLE = [
     ("W601", "warning", "parallel trials on a backend that runs one at a time"),
     ("W701", "warning", "replicas.min far above what the SLA needs"),
     ("W801", "warning", "no deploy block: default namespace and image"),
+    ("W901", "warning", "rows longer than max_len"),
 ]
 
 CODES: dict[str, Code] = {code: Code(code, severity, title) for code, severity, title in _TABLE}

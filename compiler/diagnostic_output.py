@@ -118,7 +118,7 @@ def usage_json(message: str, file: str | None = None, code: str = "usage") -> di
         "label": "",
         "help": "",
         "notes": [],
-        "fix": [],
+        "fixes": [],
         "profile": None,
     }
 

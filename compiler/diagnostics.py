@@ -35,6 +35,11 @@ class Fix(NamedTuple):
         }
 
 
+# A change a help may propose: (field path, value) pairs, set together. The driver checks
+# each proposal against the spec before the help shows it (proposals.py).
+Changes = tuple[tuple[str, object], ...]
+
+
 class Diagnostic(NamedTuple):
     code: str
     severity: str
@@ -44,6 +49,9 @@ class Diagnostic(NamedTuple):
     help: str = ""  # printed as `= help: ...`
     notes: tuple[str, ...] = ()  # printed as `= note: ...` (e.g. a memory breakdown)
     fix: tuple[Fix, ...] = ()  # the edits the help proposes, when it proposes exact text
+    # Candidate changes, best first, not yet checked; the help shows the first that
+    # clears this finding and adds none (proposals.py), `help` stays when none does.
+    proposals: tuple[Changes, ...] = ()
 
     @property
     def sort_key(self) -> tuple:
@@ -62,7 +70,7 @@ class Diagnostic(NamedTuple):
             "label": self.label,
             "help": self.help,
             "notes": list(self.notes),
-            "fix": [f.to_json() for f in self.fix],
+            "fixes": [f.to_json() for f in self.fix],
         }
 
 
@@ -80,9 +88,10 @@ class Collector:
         help: str = "",
         notes: Iterable[str] = (),
         fix: Iterable[Fix] = (),
+        proposals: Iterable[Changes] = (),
     ) -> None:
         severity = CODES[code].severity  # a KeyError here is a compiler bug: unregistered code
-        diag = Diagnostic(code, severity, message, span, label, help, tuple(notes), tuple(fix))
+        diag = Diagnostic(code, severity, message, span, label, help, tuple(notes), tuple(fix), tuple(proposals))
         if diag not in self.diagnostics:  # the same fact reached by two paths is said once
             self.diagnostics.append(diag)
 

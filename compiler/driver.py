@@ -37,9 +37,28 @@ class CheckResult:
         return not any(d.severity == "error" for d in self.diagnostics)
 
 
-def check_spec(path: str, profile: str | None = None, text: str | None = None) -> CheckResult:
+def check_spec(path: str, profile: str | None = None, text: str | None = None, verify: bool = True) -> CheckResult:
     """Run the front end on one spec. Raises SourceError when the main file cannot
-    be read and compose.UnknownProfile for an unknown --profile (both misuse)."""
+    be read and compose.UnknownProfile for an unknown --profile (both misuse).
+
+    With `verify`, the changes the checks propose are each tried on the spec and the
+    first that works becomes the help and the fix (proposals.py); the tries themselves
+    are checked without it."""
+    result = _check(path, profile, text)
+    main = result.sources.get(path)
+    if verify and main is not None and main.bad_byte_offset is None:
+        from .proposals import resolve
+
+        def recheck(edited: str) -> list[Diagnostic]:
+            return check_spec(path, profile, text=edited, verify=False).diagnostics
+
+        result.diagnostics = resolve(result.diagnostics, main, profile, recheck)
+    else:
+        result.diagnostics = [d._replace(proposals=()) if d.proposals else d for d in result.diagnostics]
+    return result
+
+
+def _check(path: str, profile: str | None, text: str | None) -> CheckResult:
     diags = Collector()
     loader = Loader(diags)
     result = CheckResult(path, profile, [], loader.sources)

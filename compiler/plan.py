@@ -210,6 +210,12 @@ def _layout(ir) -> str | None:
     )
 
 
+def training_memory_of(ir: Spec, count) -> estimate.MemoryEstimate | None:
+    """The training memory estimate of `ir` (a variant of the spec, in the memory check's
+    proposals), given its parameter count."""
+    return _memory(ir, count)
+
+
 def _memory(ir, count):
     train = ir.train
     if train is None:

@@ -32,12 +32,7 @@ ROOT = ""
 
 def covers(read: str, rejected: str) -> bool:
     """Whether reading `read` reads the rejected field (or part of it, or a block holding it)."""
-    return (
-        read == ROOT
-        or read == rejected
-        or rejected.startswith(read + ".")
-        or read.startswith(rejected + ".")
-    )
+    return read in (ROOT, rejected) or rejected.startswith(read + ".") or read.startswith(rejected + ".")
 
 
 class Reads:
@@ -119,7 +114,7 @@ class Tracked:
 
 
 # What code written for checked values raises on a missing or defaulted one.
-_ON_A_MISSING_VALUE = (AssertionError, AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError)
+ON_A_MISSING_VALUE = (AssertionError, AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError)
 
 
 class _Broken:
@@ -139,7 +134,7 @@ class TrackedFacts:
         if name.startswith("__"):
             raise AttributeError(name)
         self._reads.notes(self._sources.get(name, ()))
-        value = self._values[name] if name in self._values else None
+        value = self._values.get(name)
         if isinstance(value, _Broken):
             raise value.error
         return value
@@ -157,7 +152,7 @@ def derive_tracked(steps: Iterable[tuple[str, Callable[[Any, Any], Any]]], ir: T
         with reads.fresh():
             try:
                 value: Any = step(ir, facts)
-            except _ON_A_MISSING_VALUE as exc:
+            except ON_A_MISSING_VALUE as exc:
                 if not reads.tainted():
                     raise
                 value = _Broken(exc)
@@ -186,6 +181,6 @@ def run_guarded(check: Callable[[], None], reads: Reads) -> None:
     with reads.fresh():
         try:
             check()
-        except _ON_A_MISSING_VALUE:
+        except ON_A_MISSING_VALUE:
             if not reads.tainted():
                 raise

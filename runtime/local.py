@@ -1,6 +1,7 @@
 """`llmc run`: the bundle's stages on this machine (or submitted to Kubernetes).
 
-Reads only the built bundle; records every run under runs/<spec>/<timestamp>/.
+Reads only the built bundle; records every run under runs/<spec>/<timestamp>/ (with
+each stage's whole output, <stage>.log).
 Exit status: 0 every stage passed or was up to date, 1 a stage failed (its own exit
 status is shown; a failed gate, a missed SLA), 2 the run could not start (no bundle,
 no cluster, no such stage), 130 Ctrl-C.
@@ -66,7 +67,7 @@ def run(
     signal.signal(signal.SIGTERM, _interrupt)
     with MetricsWatcher(work / "train" / "metrics.jsonl", console, interactive) as watcher:
         try:
-            results = run_stages(bundle, stages, work, data_root, force, stage, log=watcher.log)
+            results = run_stages(bundle, stages, work, data_root, force, stage, log=watcher.log, logs=record)
         except KeyboardInterrupt:
             results = [StageResult("run", "interrupted", 0.0, 130)]
     return _finish(console, record, bundle, work, {"spec": name, "profile": profile, "target": target}, results)

@@ -4,9 +4,19 @@ The runtime reads only the bundle directory and its lock file; it never imports 
 compiler. Each stage is a command from the bundle (docs/bundle.md), run locally
 (Horovod over Gloo for training) with its output streamed; a stage whose inputs
 (its artifacts' hashes, the data files, the stages before it) match its last
-success is skipped. Every run leaves a record under runs/ (see records.py).
+success is skipped. Every run leaves a record under runs/ (see records.py), with each
+stage's whole output as <stage>.log.
+
+What a stage shows is its output with three changes (`StageOutput`): each rank's
+lines carry `[rank N]`; a rank's one-line error (`train.py: error: ...`), which every
+rank of a job that read the same bad file prints, is shown once; and horovodrun's own
+report of a failed rank (its "Process N exit with status code" lines and the
+RuntimeError traceback after them, which repeat what the rank said) stays in the log,
+whose path the failure line gives. A rank that crashed without a one-line error is
+still named, with its exit status.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,8 +26,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 # The stages a cluster runs (cluster.py); here, serve follows evaluate (plan_stages).
 ORDER = ("train", "compress", "evaluate", "search")
@@ -188,9 +199,17 @@ def stage_key(bundle: Bundle, folder: str, upstream: str, data: str = "", extra:
 
 
 def run_stages(
-    bundle: Bundle, stages: list[Stage], work: Path, data_root: Path, force: bool, only: str | None, log=print
+    bundle: Bundle,
+    stages: list[Stage],
+    work: Path,
+    data_root: Path,
+    force: bool,
+    only: str | None,
+    log=print,
+    logs: Path | None = None,
 ) -> list[StageResult]:
-    """Run (or skip) each stage in order; stop at the first failure."""
+    """Run (or skip) each stage in order; stop at the first failure. With `logs` (the
+    run's record), each stage that runs writes its whole output to `logs/<stage>.log`."""
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -209,25 +228,32 @@ def run_stages(
         log(f"==> {stage.name}")
         started = time.monotonic()
         code = 0
-        for command in stage.commands:
-            code = run_command(command, cwd=bundle.root, log=log)
-            if code != 0:
-                break
+        log_path = logs / f"{stage.name}.log" if logs is not None else None
+        with open(log_path, "w", encoding="utf-8") if log_path is not None else _no_file() as log_file:
+            for command in stage.commands:
+                code = run_command(command, cwd=bundle.root, log=log, log_file=log_file, log_path=log_path)
+                if code != 0:
+                    break
         seconds = time.monotonic() - started
         status = "ok" if code == 0 else ("interrupted" if code == 130 else "failed")
         results.append(StageResult(stage.name, status, seconds, code))
         state[stage.name] = {"key": key, "status": status}
         _write_json(state_path, state)
         if code != 0:
-            log(f"==> {stage.name} {status} (exit {code}) after {seconds:.1f}s")
+            where = f"; its whole output is in {log_path}" if log_path is not None else ""
+            log(f"==> {stage.name} {status} (exit {code}) after {seconds:.1f}s{where}")
             break
         log(f"==> {stage.name} ok in {seconds:.1f}s")
     return results
 
 
-def run_command(command: list[str], cwd: Path, log=print) -> int:
-    """Run one command in its own process group, streaming its output; Ctrl-C or a
-    failure stops every process it started."""
+def run_command(
+    command: list[str], cwd: Path, log=print, log_file: IO[str] | None = None, log_path: Path | None = None
+) -> int:
+    """Run one command in its own process group, streaming its output (as StageOutput
+    shows it; all of it to `log_file`, the file at `log_path`, when given); Ctrl-C or a
+    failure stops every process it started. Returns its exit status: a launcher's that
+    failed because a rank did is the rank's."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # TensorFlow's start-up banner (oneDNN, CPU features) buries the stage's own output;
     # a user who wants it sets TF_CPP_MIN_LOG_LEVEL themselves.
@@ -235,7 +261,7 @@ def run_command(command: list[str], cwd: Path, log=print) -> int:
     # Horovod's Gloo gives up on a peer after 30 s; on one CPU machine with more
     # processes (--np) than cores, a starved rank takes longer than that.
     env.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", "300")
-    quiet = env["TF_CPP_MIN_LOG_LEVEL"] not in ("", "0")
+    output = StageOutput(log, log_file, log_path, quiet=env["TF_CPP_MIN_LOG_LEVEL"] not in ("", "0"))
     proc = subprocess.Popen(
         command,
         cwd=cwd,
@@ -249,10 +275,8 @@ def run_command(command: list[str], cwd: Path, log=print) -> int:
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            line = rank_prefixed(line.rstrip("\n"))
-            if not (quiet and is_start_up_noise(line)):
-                log(line)
-        return proc.wait()
+            output.line(line.rstrip("\n"))
+        return output.finish(proc.wait())
     except KeyboardInterrupt:
         stop_group(proc)
         return 130
@@ -272,6 +296,71 @@ def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+# horovodrun's report of a rank that failed (horovod/runner/gloo_run.py): these lines, then
+# its RuntimeError traceback ("Horovod detected that one or more processes exited with
+# non-zero status ...").
+_PROCESS_EXIT = re.compile(r"Process (\d+) exit with status code (-?\d+)\.$")
+_TERMINATING = re.compile(r"Terminating remaining workers after failure of Process \d+\.$")
+_STOPPED = re.compile(r"\[rank \d+\] (?:Terminated|Killed)$")
+# A rank's one-line error, as run_script (scripts.py) and train.py's SystemExit print it.
+_RANK_ERROR = re.compile(r"\[rank \d+\] ([\w.-]+: error: .*)$")
+
+
+class StageOutput:
+    """What a stage shows of its command's output (the module docstring has the rules);
+    every line goes to `log_file` as it came."""
+
+    def __init__(
+        self, log: Callable[[str], None], log_file: IO[str] | None, log_path: Path | None, quiet: bool = True
+    ) -> None:
+        self.log = log
+        self.log_file = log_file
+        self.log_path = log_path
+        self.quiet = quiet
+        self.errors: set[str] = set()  # the one-line errors shown
+        self.failed: tuple[int, int] | None = None  # (process, exit status) horovodrun reported first
+        self.launcher_report = False  # horovodrun is reporting a failed rank: its lines go to the log
+
+    def line(self, raw: str) -> None:
+        if self.log_file is not None:
+            self.log_file.write(raw + "\n")
+        line = rank_prefixed(raw)
+        if self.quiet and is_start_up_noise(line):
+            return
+        error = _RANK_ERROR.match(line)
+        if error:
+            if error.group(1) not in self.errors:  # every rank read the same file: said once
+                self.errors.add(error.group(1))
+                self.log(error.group(1))
+            return
+        if self.log_file is not None and not line.startswith("[rank "):
+            exited = _PROCESS_EXIT.match(line)
+            if exited or _TERMINATING.match(line):
+                if exited and self.failed is None:
+                    self.failed = (int(exited.group(1)), int(exited.group(2)))
+                self.launcher_report = True
+                return
+            if self.launcher_report:
+                return  # horovodrun's traceback: in the log
+        if self.launcher_report and self.log_file is not None and _STOPPED.match(line):
+            return  # a rank horovodrun stopped after another failed: the shell's word for it, in the log
+        self.log(line)
+
+    def finish(self, code: int) -> int:
+        """The command's exit status, once it exited with `code`: a failed rank's own
+        status when the launcher failed because of it."""
+        if not self.launcher_report or code == 0:
+            return code
+        process, status = self.failed or (-1, code)
+        if not self.errors:  # a rank crashed without saying why in one line: name it
+            self.log(f"horovodrun: process {process} exited with status {status}; its report is in {self.log_path}")
+        return status if status > 0 else code
+
+
+def _no_file() -> contextlib.nullcontext[None]:
+    return contextlib.nullcontext()
 
 
 def rank_prefixed(line: str) -> str:

@@ -38,3 +38,19 @@ def part(ctx: CheckContext, check: Callable[..., None], *args: Any) -> None:
     from ..reads import run_guarded
 
     run_guarded(lambda: check(*args), ctx.reads)
+
+
+def propose(ctx: CheckContext, make: Callable[..., list], *args: Any) -> list:
+    """The changes `make` proposes for a finding. After type errors, what it reads does
+    not taint the finding (it may read more than the finding did), and a proposal that
+    read a rejected field is not made."""
+    if ctx.reads is None:
+        return make(*args)
+    from ..reads import ON_A_MISSING_VALUE
+
+    with ctx.reads.fresh():
+        try:
+            made = make(*args)
+        except ON_A_MISSING_VALUE:
+            return []
+        return [] if ctx.reads.tainted() else made

@@ -67,6 +67,7 @@ def _classes(ctx: CheckContext) -> None:
             f"`classes = {classes}` is fewer than the training data's labels",
             label=f"the training data has {found.describe()}",
             help=f"set classes = {found.needed}",
+            proposals=[((path, found.needed),)],
         )
 
 
@@ -98,6 +99,7 @@ def _tokenizer(ctx: CheckContext) -> None:
             label=f"vocab = {arch.vocab}, but the byte tokenizer produces {BYTE_VOCAB} ids "
             f"(256 bytes + PAD, BOS, EOS, SEP)",
             help=f"set vocab = {BYTE_VOCAB}",
+            proposals=[(("model.transformer.vocab", BYTE_VOCAB),)],
         )
     elif name == "bytes" and arch is not None and arch.vocab > BYTE_VOCAB:
         # The embedding is tied to the output projection (estimate/params.py): each unused row costs d_model parameters once.

@@ -17,6 +17,7 @@ def check(ctx: CheckContext) -> None:
                 f"{device.name} does not support bf16",
                 label=f'precision = "bf16" on {device.name}',
                 help='use precision = "fp16" (with loss scaling) or "fp32", or a device with bf16 such as A100-80GB',
+                proposals=[(("train.precision", "fp16"),), (("train.precision", "fp32"),)],
             )
     if serve is not None:
         _known(ctx, serve.device, "serve.device")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from .context import CheckContext, part
+from ..diagnostics import Changes
+from .context import CheckContext, part, propose
 
 
 def check(ctx: CheckContext) -> None:
@@ -22,6 +23,7 @@ def _heads(ctx: CheckContext) -> None:
             "d_model not divisible by heads",
             label=f"d_model = {arch.d_model} is not a multiple of heads = {arch.heads}",
             help=f"heads must divide d_model: {_divisors(arch.d_model, limit=64)}",
+            proposals=[(("model.transformer.heads", h),) for h in _divisors_near(arch.d_model, arch.heads)],
         )
 
 
@@ -42,6 +44,7 @@ def _cover(ctx: CheckContext) -> None:
             label=f"tensor × pipeline = {tensor} × {pipeline} = {tensor * pipeline} does not divide "
             f"the cluster's {_count(cluster.hosts, 'host')} × {_count(cluster.slots_per_host, 'slot')} = {slots}",
             help=_fits_help(slots, tensor, pipeline),
+            proposals=propose(ctx, _regroup, ctx),
         )
     elif data * tensor * pipeline != slots:
         diags.error(
@@ -50,7 +53,8 @@ def _cover(ctx: CheckContext) -> None:
             "parallel layout does not cover the cluster",
             label=f"data × tensor × pipeline = {data} × {tensor} × {pipeline} = {data * tensor * pipeline}, "
             f"but the cluster has {_count(cluster.hosts, 'host')} × {_count(cluster.slots_per_host, 'slot')} = {slots}",
-            help=_cover_help(slots, data, tensor, pipeline),
+            help=_cover_help(slots),
+            proposals=propose(ctx, _cover_proposals, ctx, slots, data, tensor, pipeline),
         )
 
     if data is not None and data * tensor * pipeline == slots:
@@ -71,6 +75,7 @@ def _model_parallel(ctx: CheckContext) -> None:
                 "heads not divisible by tensor parallelism",
                 label=f"{arch.heads} heads cannot be split evenly over tensor = {tensor}",
                 help=f"set tensor to a divisor of {arch.heads}: {_divisors(arch.heads)}",
+                proposals=propose(ctx, _regroup, ctx),
             )
         if arch.layers % pipeline:
             diags.error(
@@ -79,6 +84,7 @@ def _model_parallel(ctx: CheckContext) -> None:
                 "layers not divisible by pipeline parallelism",
                 label=f"{arch.layers} layers cannot be split evenly into {pipeline} pipeline stages",
                 help=f"set pipeline to a divisor of {arch.layers}: {_divisors(arch.layers)}",
+                proposals=propose(ctx, _regroup, ctx),
             )
         d_ff = arch.d_ff
         assert d_ff is not None  # schema.derive_defaults fills it (4 * d_model)
@@ -89,6 +95,8 @@ def _model_parallel(ctx: CheckContext) -> None:
                 "d_ff not divisible by tensor parallelism",
                 label=f"the feed-forward width {arch.d_ff} cannot be split evenly over tensor = {tensor}",
                 help="make d_ff a multiple of the tensor-parallel size",
+                proposals=[(("model.transformer.d_ff", d),) for d in _multiples_near(d_ff, tensor)]
+                + propose(ctx, _regroup, ctx),
             )
         if tensor > 1 and model.framework == "tensorflow":
             diags.error(
@@ -120,6 +128,7 @@ def _batch(ctx: CheckContext) -> None:
             "batch size not divisible by data parallelism",
             label=f"batch_size = {train.batch_size} cannot be split over data = {data} replicas",
             help=f"make batch_size a multiple of {data}",
+            proposals=[(("train.batch_size", b),) for b in _multiples_near(train.batch_size, data)],
         )
     elif data is not None and micro is not None and train.batch_size % (data * micro):
         step = data * micro
@@ -130,6 +139,7 @@ def _batch(ctx: CheckContext) -> None:
             label=f"batch_size = {train.batch_size} is not a multiple of data × micro_batch = "
             f"{data} × {micro} = {step}",
             help=_batch_help(train.batch_size, data, micro),
+            proposals=propose(ctx, _batch_proposals, ctx, train.batch_size, data, micro),
         )
 
 
@@ -145,6 +155,7 @@ def _pipeline(ctx: CheckContext) -> None:
             "pipeline parallelism is not available on horovod",
             label=f"pipeline = {pipeline}",
             help="Horovod has no pipeline schedule: use pipeline = 1 and raise tensor or data parallelism",
+            proposals=propose(ctx, _regroup, ctx),
         )
 
 
@@ -154,8 +165,8 @@ def _tensor_across_hosts(ctx) -> None:
     places the tensor group on one node for this reason. Ranks are numbered host by host
     and a tensor group takes consecutive ranks, so a group stays on one host exactly when
     tensor divides slots_per_host."""
-    train, arch = ctx.ir.train, ctx.ir.model.transformer
-    cluster, tensor, pipeline = train.cluster, train.parallel.tensor, train.parallel.pipeline
+    train = ctx.ir.train
+    cluster, tensor = train.cluster, train.parallel.tensor
     per_host = cluster.slots_per_host
     if cluster.hosts == 1 or tensor == 1 or per_host % tensor == 0:
         return
@@ -171,32 +182,14 @@ def _tensor_across_hosts(ctx) -> None:
         ctx.spans.attribute("train.parallel.tensor"),
         "tensor-parallel group spans hosts",
         label=label,
-        help=_tensor_help(ctx, tensor, per_host, pipeline, arch),
+        help=_tensor_help(per_host),
+        proposals=propose(ctx, _regroup, ctx),
     )
 
 
-def _tensor_help(ctx, tensor: int, per_host: int, pipeline: int, arch) -> str:
-    train = ctx.ir.train
-    slots = train.cluster.hosts * per_host
-    fits = [
-        t
-        for t in range(min(tensor, per_host), 0, -1)
-        if per_host % t == 0
-        and (arch is None or (arch.heads % t == 0 and arch.d_ff % t == 0))
-        and slots % (t * pipeline) == 0
-    ]
-    if not fits:
-        return f"make tensor a divisor of slots_per_host = {per_host}"
-    t = fits[0]
-    new_data = slots // (t * pipeline)
-    changes = [f"tensor = {t}"]
-    if ctx.spans.has("train.parallel.data"):
-        changes.append(f"data = {new_data}")
-    if ctx.spans.has("train.micro_batch") and train.batch_size % (new_data * train.micro_batch):
-        if train.batch_size % new_data == 0:
-            per_replica = train.batch_size // new_data
-            changes.append(f"micro_batch = {max(m for m in range(1, train.micro_batch + 1) if per_replica % m == 0)}")
-    return "keep each tensor group on one host: set " + _and(changes)
+def _tensor_help(per_host: int) -> str:
+    """The help when no proposed layout checked clean: the rule, not a value."""
+    return f"keep each tensor group on one host: make tensor a divisor of slots_per_host = {per_host}"
 
 
 def _and(items: list[str]) -> str:
@@ -208,14 +201,10 @@ def _count(n: int, noun: str) -> str:
 
 
 def _batch_help(batch: int, data: int, micro: int) -> str:
-    step = data * micro
-    text = f"use batch_size = {_round_to(batch, step)}"
+    """The help when no proposed value checked clean: the rule, not a value."""
+    text = f"make batch_size a multiple of data × micro_batch = {data * micro}"
     if batch % data == 0:
-        per_replica = batch // data
-        text += (
-            f", or micro_batch = {_largest_divisor_up_to(per_replica, micro)} "
-            f"(it must divide batch_size / data = {per_replica})"
-        )
+        text += f", or micro_batch a divisor of batch_size / data = {batch // data}"
     return text
 
 
@@ -234,21 +223,99 @@ def _divisors(n: int, limit: int = 1 << 30) -> str:
     return ", ".join(map(str, small[:12])) + (", ..." if len(small) > 12 else "")
 
 
-def _round_to(x: int, step: int) -> int:
-    return max(step, (x + step // 2) // step * step)
-
-
 def _fits_help(slots: int, tensor: int, pipeline: int) -> str:
     return f"choose tensor × pipeline dividing {slots}, or set parallel.data explicitly and resize the cluster"
 
 
-def _cover_help(slots: int, data: int, tensor: int, pipeline: int) -> str:
-    mp = tensor * pipeline
-    options = []
-    if slots % mp == 0:
-        options.append(f"set data = {slots // mp}")
-    if slots % (data * pipeline) == 0 and slots // (data * pipeline) != tensor:
-        options.append(f"tensor = {slots // (data * pipeline)}")
-    if not options:
-        return f"make data × tensor × pipeline equal {slots}"
-    return ", or ".join(options)
+def _cover_help(slots: int) -> str:
+    """The help when no proposed layout checked clean: the rule, not a value."""
+    return f"make data × tensor × pipeline equal the cluster's {slots} slots, or resize the cluster"
+
+
+# --- proposals (checked by the driver before a help shows one: proposals.py) ---
+
+# The largest tensor-parallel group proposed: one host's GPUs (8 today; 64 leaves room).
+MAX_TENSOR = 64
+
+
+def _regroup(ctx: CheckContext) -> list[Changes]:
+    """Layouts of the same devices that the model splits evenly: pipeline 1 (Horovod has
+    no pipeline schedule) and a tensor group inside one host, nearest the spec's tensor
+    first; `data` (and `micro_batch`, when written) follow where the spec writes them."""
+    train, arch = ctx.ir.train, ctx.ir.model.transformer
+    if train is None:
+        return []
+    per_host, tensor = train.cluster.slots_per_host, train.parallel.tensor
+    slots = train.cluster.hosts * per_host
+    options = [
+        t
+        for t in range(1, min(per_host, MAX_TENSOR) + 1)
+        if per_host % t == 0 and (arch is None or (arch.heads % t == 0 and (arch.d_ff or 4 * arch.d_model) % t == 0))
+    ]
+    if arch is None:
+        options = [1]
+    out: list[Changes] = []
+    for t in sorted(options, key=lambda t: (abs(t - tensor), t)):
+        data = slots // t
+        change: Changes = ()
+        if t != tensor:
+            change += (("train.parallel.tensor", t),)
+        if train.parallel.pipeline != 1:
+            change += (("train.parallel.pipeline", 1),)
+        if ctx.spans.has("train.parallel.data") and data != train.parallel.data:
+            change += (("train.parallel.data", data),)
+        micro = train.micro_batch
+        if ctx.spans.has("train.micro_batch") and micro and train.batch_size % (data * micro):
+            if train.batch_size % data == 0:
+                change += (("train.micro_batch", _largest_divisor_up_to(train.batch_size // data, micro)),)
+            else:  # no micro-batch splits this batch over `data` replicas: the nearest batch that does
+                change += (("train.batch_size", _multiples_near(train.batch_size, data * micro)[0]),)
+        if change:
+            out.append(change)
+    return out
+
+
+def _cover_proposals(ctx: CheckContext, slots: int, data: int, tensor: int, pipeline: int) -> list[Changes]:
+    """One field first (data, tensor, or the hosts the layout asks for), then joint layouts."""
+    out: list[Changes] = []
+    if slots % (tensor * pipeline) == 0:
+        out.append((("train.parallel.data", slots // (tensor * pipeline)),))
+    if slots % (data * pipeline) == 0:
+        out.append((("train.parallel.tensor", slots // (data * pipeline)),))
+    train = ctx.ir.train
+    assert train is not None
+    wanted = data * tensor * pipeline
+    if wanted % train.cluster.slots_per_host == 0:
+        out.append((("train.cluster.hosts", wanted // train.cluster.slots_per_host),))
+    return out + _regroup(ctx)
+
+
+def _batch_proposals(ctx: CheckContext, batch: int, data: int, micro: int) -> list[Changes]:
+    """The data that covers the cluster when the spec's does not (E301 then says the same),
+    the nearest batch sizes, a micro-batch that divides."""
+    train = ctx.ir.train
+    assert train is not None
+    out: list[Changes] = []
+    slots = train.cluster.hosts * train.cluster.slots_per_host
+    covering = slots // (train.parallel.tensor * train.parallel.pipeline)
+    if covering != data and covering * train.parallel.tensor * train.parallel.pipeline == slots:
+        if batch % (covering * micro) == 0:
+            out.append((("train.parallel.data", covering),))
+    out += [(("train.batch_size", b),) for b in _multiples_near(batch, data * micro)]
+    if batch % data == 0:
+        out.insert(len(out) - 1, (("train.micro_batch", _largest_divisor_up_to(batch // data, micro)),))
+    return out
+
+
+def _multiples_near(x: int, step: int) -> list[int]:
+    """The multiples of `step` next to `x`, the nearer first (the lower on a tie)."""
+    low = x // step * step
+    high = low + step
+    out = sorted((m for m in (low, high) if m >= step), key=lambda m: (abs(m - x), m))
+    return out
+
+
+def _divisors_near(n: int, x: int, count: int = 4) -> list[int]:
+    """The divisors of `n` nearest `x` (the lower on a tie), at most `count`."""
+    small = [d for d in range(1, min(n, 4096) + 1) if n % d == 0]
+    return sorted(small, key=lambda d: (abs(d - x), d))[:count]

@@ -73,6 +73,7 @@ def _objective(ctx: CheckContext, search: Search) -> None:
             f'search direction "{search.direction}" contradicts the objective "{search.objective}"',
             label=f"a {better} {search.objective} is better: this search would look for the worst trial",
             help=f'set direction = "{right}", or leave it out: it follows the objective',
+            proposals=[(("search.direction", right),)],
         )
 
 

@@ -43,6 +43,7 @@ def check(ctx: CheckContext) -> None:
             label=f"waiting up to {format_quantity('duration', timeout)} for a batch leaves "
             f"{format_quantity('duration', max(0.0, p99 - timeout))} of the {format_quantity('duration', p99)} p99",
             help=f"keep timeout at or below a quarter of p99_latency: {_duration_at_most(TIMEOUT_SHARE * p99)}",
+            proposals=[(("serve.batching.timeout", TIMEOUT_SHARE * p99),)],
         )
     replicas_min, replicas_max = serve.replicas.min, serve.replicas.max
     floor = min_replicas_for(sla.availability)  # 2 at 99.9% and above; the messages say so
@@ -53,6 +54,7 @@ def check(ctx: CheckContext) -> None:
             f"availability {format_quantity('fraction', sla.availability)} needs at least two replicas",
             label=f"max = {replicas_max} allows only one",
             help="set replicas.max = 2 or more",
+            proposals=[(("serve.replicas.max", floor),)],
         )
     if floor > 1 and replicas_min is not None and replicas_min < floor:
         diags.error(
@@ -61,6 +63,7 @@ def check(ctx: CheckContext) -> None:
             f"availability {format_quantity('fraction', sla.availability)} needs at least two replicas",
             label=f"min = {replicas_min}: one pod restart is an outage",
             help="set replicas.min = 2 or more (spread over nodes by the generated PodDisruptionBudget)",
+            proposals=[(("serve.replicas.min", floor),)],
         )
     if serve.replicas.min is not None and serve.replicas.max is not None and serve.replicas.min > serve.replicas.max:
         diags.error(
@@ -109,6 +112,7 @@ def _request_fits(ctx: CheckContext) -> None:
             f"a request of {wanted} tokens is longer than the model accepts",
             label=f"input_tokens = {wanted}, but max_len = {max_len}",
             help=f"set input_tokens to at most {max_len}, or raise model.transformer.max_len",
+            proposals=[(("serve.request.input_tokens", max_len),)],
         )
     if kind == "encoder-decoder" and produced is not None and produced > max_len:
         diags.error(
@@ -117,6 +121,7 @@ def _request_fits(ctx: CheckContext) -> None:
             f"{produced} generated tokens are more than the decoder's {max_len} positions",
             label=f"output_tokens = {produced}, but max_len = {max_len}",
             help=f"set output_tokens to at most {max_len}, or raise model.transformer.max_len",
+            proposals=[(("serve.request.output_tokens", max_len),)],
         )
     if kind == "decoder" and produced is not None and (wanted or 1) + produced > max_len:
         prompt = wanted or 1
@@ -126,6 +131,7 @@ def _request_fits(ctx: CheckContext) -> None:
             f"a {prompt}-token prompt and {produced} generated tokens overflow the {max_len} positions",
             label=f"{prompt} + {produced} > max_len = {max_len}",
             help=f"set output_tokens to at most {max(1, max_len - prompt)}, or raise model.transformer.max_len",
+            proposals=[(("serve.request.output_tokens", max(1, max_len - prompt)),)],
         )
 
 

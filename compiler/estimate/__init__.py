@@ -49,7 +49,13 @@ from .latency import (
     request_latency,
     request_lengths,
 )
-from .memory import MemoryEstimate, activation_bytes_per_layer, state_bytes_per_param, training_memory
+from .memory import (
+    MemoryEstimate,
+    activation_bytes_per_layer,
+    activation_element_bytes,
+    state_bytes_per_param,
+    training_memory,
+)
 from .numeric import format_bytes, format_count, format_seconds
 from .params import (
     KINDS,
@@ -81,6 +87,7 @@ __all__ = [
     "ParamCount",
     "Sizing",
     "activation_bytes_per_layer",
+    "activation_element_bytes",
     "attention_params",
     "decoder_layer_params",
     "encoder_layer_params",

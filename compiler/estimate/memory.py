@@ -28,27 +28,71 @@ def state_bytes_per_param(precision: str, optimizer: str, momentum: float = 0.0)
     return w, g, master + states
 
 
+def activation_element_bytes(precision: str, *, cpu: bool = False, dropout=0.1) -> tuple[float, float]:
+    """(bytes per activation element, bytes per dropout-mask element) for training in
+    `precision` on a GPU, or on a CPU (`cpu`).
+
+    Activations are 2 bytes in fp16/bf16 and 4 in fp32; a CPU trains in fp32 whatever
+    the spec says (both runtimes do: no mixed precision without a GPU). A dropout mask
+    is 1 byte on a GPU (CUDA's fused dropout keeps a bool mask, Korthikanti's
+    accounting) and, on a CPU, as wide as the activation (torch's CPU dropout keeps the
+    scaled mask in the input's dtype). With dropout = 0 no mask is kept at all.
+    """
+    e = 4.0 if cpu or precision == "fp32" else 2.0
+    if _num(dropout) <= 0:
+        return e, 0.0
+    return e, e if cpu else 1.0
+
+
 def activation_bytes_per_layer(
-    seq_len, micro_batch, d_model, heads, tensor=1, *, d_ff=None, cross_attention=False
+    seq_len,
+    micro_batch,
+    d_model,
+    heads,
+    tensor=1,
+    *,
+    d_ff=None,
+    cross_attention=False,
+    act_bytes=2.0,
+    mask_bytes=1.0,
+    fused_attention=False,
 ) -> float:
-    """Bytes of 16-bit activations one Transformer layer keeps for the backward pass.
+    """Bytes of activations one Transformer layer of the model zoo keeps for the backward pass.
 
     Korthikanti et al. 2022 (arXiv:2205.05198), eq. 1 and 2, without sequence
-    parallelism: s b h (10 + 24/t + 5 a s / (h t)), which is s b h (34 + 5 a s / h) at
-    t = 1. The 24 is 8 (attention) + 16 (MLP with d_ff = 4h); for another d_ff the MLP
-    part is 4 d_ff / h, so in general s b h (10 + (8 + 4 d_ff/h)/t + 5 a s/(h t)).
-    A cross-attention block adds its LayerNorm input (2), query input (2), dropout mask
-    (1), Q K^T (4), V (2), projection input (2) and the score terms: s b h (5 + 8/t
-    + 5 a s/(h t)), i.e. 13 s b h + 5 a s^2 b at t = 1 (the encoder output it reads is
-    shared by every decoder layer and counted once, not per layer).
+    parallelism, term by term with e = `act_bytes` per activation and m = `mask_bytes`
+    per dropout-mask element (their 16-bit accounting is e = 2, m = 1), s = seq_len,
+    b = micro_batch, h = d_model, a = heads, t = tensor, f = d_ff (default 4h):
+
+    * not split by t: both LayerNorm inputs and outputs (the QKV input and the FFN
+      input) 4e, the two output dropout masks 2m;
+    * split by t: Q, K, V and the O-projection input 4e; the GELU input and the second
+      FFN layer's input 2e f/h; the zoo's dropout on the FFN hidden layer (Korthikanti's
+      MLP has none there) m f/h;
+    * the attention scores, split by t: softmax output, its dropout mask and the dropped
+      probabilities, (2e + m) a s/h, or with a fused attention kernel (flash: it keeps no
+      s x s matrix) only its fp32 log-sum-exp, 4a/h.
+
+    That is s b h (10 + (8 + 5f/h)/t + 5as/(ht)) at e = 2, m = 1: Korthikanti's
+    10 + 24/t + 5as/(ht) (d_ff = 4h) plus the zoo's hidden-layer mask 4/t. A
+    cross-attention block adds its LayerNorm input and output and its output mask
+    (2e + m), Q, K, V and the O input (4e/t) and its scores: s b h (5 + 8/t + 5as/(ht))
+    at e = 2, m = 1. The encoder output its K and V read is shared by every decoder
+    layer and counted once, with the encoder's extras (`training_memory`).
     """
     s, b, h, a, t = (_num(x) for x in (seq_len, micro_batch, d_model, heads, tensor))
     f = 4 * h if d_ff is None else _num(d_ff)
+    e, m = _num(act_bytes), _num(mask_bytes)
     sbh = _prod(s, b, h)
-    score = _div(5 * a * s, h * t)
-    per = _clean(sbh * (10 + _div(8 + _div(4 * f, h), t) + score))
+    if fused_attention:
+        core = _div(4 * a, h)
+    else:
+        core = _prod(2 * e + m, _div(a * s, h))
+    attention = _div(4 * e + core, t)
+    ffn = _div(_prod(2 * e + m, _div(f, h)), t)
+    per = _clean(sbh * (4 * e + 2 * m + attention + ffn))
     if cross_attention:
-        per = _clean(per + sbh * (5 + _div(8, t) + score))
+        per = _clean(per + sbh * (2 * e + m + attention))
     return per
 
 
@@ -89,9 +133,9 @@ class MemoryEstimate(NamedTuple):
         ]
         if self.activation_checkpointing:
             lines.append(
-                f"activations with full recomputation: {self.activation_layers} layer inputs + one layer's "
-                f"working set {format_bytes(self.activation_layer)} + embeddings/output "
-                f"{format_bytes(self.activation_extra)}"
+                f"activations with full recomputation: {self.activation_layers} layer inputs + the rest of "
+                f"one layer's working set {format_bytes(self.activation_layer)} (its input is kept already) + "
+                f"embeddings/output {format_bytes(self.activation_extra)}"
             )
         else:
             lines.append(
@@ -120,6 +164,8 @@ def training_memory(
     cross_attention_layers=0,
     vocab=0,
     d_ff=None,
+    cpu=False,
+    dropout=0.1,
 ) -> MemoryEstimate:
     """Peak training memory on the most loaded device (docs/estimates.md, "Training memory").
 
@@ -129,16 +175,21 @@ def training_memory(
     layers with cross-attention (`ParamCount.cross_attention_layers`). `vocab`: width of
     the per-token logits kept for the loss (the vocabulary for generation and language
     modeling; 0 for classification, whose b x classes logits are negligible). For an MLP
-    pass layers = 0. `d_ff` None means 4 * d_model.
+    pass layers = 0. `d_ff` None means 4 * d_model. `cpu`: the devices are CPUs, which
+    train in fp32 whatever `precision` says, keep dropout masks in the activation dtype,
+    and, without dropout, run a fused attention kernel. `dropout`: the model's.
 
     Weights, gradients and optimizer state are split tensor x pipeline ways (data
     parallelism replicates them: Horovod has no ZeRO). Activations: Korthikanti eq. 2
-    per layer (see `activation_bytes_per_layer`), x2 for fp32 training. With a 1F1B
-    pipeline schedule the first stage holds `pipeline` micro-batches of layers/pipeline
-    layers, i.e. all `layers` layers' worth (Korthikanti §4.2.3), so pipelining does not
-    shrink activations. With activation checkpointing every layer keeps only its 2 s b h
-    input, plus one layer's full working set while it is recomputed.
+    per layer, term by term for the zoo's layer (see `activation_bytes_per_layer`) with
+    the element sizes of `activation_element_bytes`. With a 1F1B pipeline schedule the
+    first stage holds `pipeline` micro-batches of layers/pipeline layers, i.e. all
+    `layers` layers' worth (Korthikanti §4.2.3), so pipelining does not shrink
+    activations. With activation checkpointing every layer keeps only its s b h input,
+    plus, while one layer is recomputed, the rest of that layer's working set.
     """
+    if cpu:
+        precision = "fp32"
     w_b, g_b, o_b = state_bytes_per_param(precision, optimizer, momentum)
     p = _num(params)
     t = max(1.0, _num(tensor))
@@ -148,28 +199,36 @@ def training_memory(
     grads = _div(p * g_b, shards)
     opt = _div(p * o_b, shards)
 
-    scale = 2.0 if precision == "fp32" else 1.0
+    e, m = activation_element_bytes(precision, cpu=cpu, dropout=dropout)
+    # A CPU without dropout runs torch's flash-attention kernel; with dropout, and on a
+    # GPU (counted as Korthikanti does, unmeasured: see docs/estimates.md), the scores are kept.
+    fused = bool(cpu) and _num(dropout) <= 0
     s, b, h = _num(seq_len), _num(micro_batch), _num(d_model)
     n_layers = max(0.0, _num(layers))
     n_cross = min(n_layers, max(0.0, _num(cross_attention_layers)))
     n_plain = n_layers - n_cross
-    enc_layer = scale * activation_bytes_per_layer(s, b, h, heads, t, d_ff=d_ff)
-    dec_layer = scale * activation_bytes_per_layer(s, b, h, heads, t, d_ff=d_ff, cross_attention=True)
+    sizes = {"d_ff": d_ff, "act_bytes": e, "mask_bytes": m, "fused_attention": fused}
+    enc_layer = activation_bytes_per_layer(s, b, h, heads, t, **sizes)
+    dec_layer = activation_bytes_per_layer(s, b, h, heads, t, cross_attention=True, **sizes)
     largest = dec_layer if n_cross > 0 else (enc_layer if n_layers > 0 else 0.0)
     sbh = _prod(s, b, h)
     if activation_checkpointing:
-        layer_acts = _clean(_prod(n_layers, 2 * scale, sbh) + largest)
+        # Every layer's input, and while one layer is recomputed the rest of its working
+        # set (its input is already among the kept ones).
+        working = _clean(largest - _prod(e, sbh))
+        layer_acts = _clean(_prod(n_layers, e, sbh) + max(0.0, working))
     else:
         layer_acts = _clean(_prod(n_plain, enc_layer) + _prod(n_cross, dec_layer))
     if pp > 1:
         # The first stage is the most loaded: `pipeline` micro-batches of embedding dropout masks.
-        extra = _prod(pp, sbh, scale)
+        extra = _prod(pp, sbh, m)
     else:
-        # Embedding dropout mask (s b h) + final LN input (2 s b h) + output projection input
-        # (2 s b h), and for an encoder feeding a decoder its own dropout mask and final LN input
-        # (3 s b h); the logits for the loss are fp32: 4 s b v (Korthikanti §4.3).
-        extra_sbh = 5.0 + (3.0 if n_cross > 0 else 0.0)
-        extra = _clean(_prod(extra_sbh, scale, sbh) + _prod(4, s, b, vocab))
+        # Embedding dropout mask (m) + final LN input and output, the output projection's
+        # (or the classifier's pooling) input (2e), and for an encoder feeding a decoder
+        # its own mask, final LN input and output, which every cross-attention reads
+        # (m + 2e); the logits for the loss are fp32: 4 s b v (Korthikanti §4.3).
+        extra_sbh = (m + 2 * e) * (2.0 if n_cross > 0 else 1.0)
+        extra = _clean(_prod(extra_sbh, sbh) + _prod(4, s, b, vocab))
     acts = _clean(layer_acts + extra)
 
     total = _clean(weights + grads + opt + acts)

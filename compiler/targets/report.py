@@ -1,11 +1,24 @@
-"""report.md: the derived facts and what each stage of the bundle will do."""
+"""report.md: the derived facts and what each stage of the bundle will do; facts.json:
+the headline facts for programs, and for `llmc plan`, which compares the previous
+build's with the next one's.
 
+facts.json holds `facts`, each headline fact as one short line of text (`devices`,
+`layout`, `memory`, `latency`, ...: only those that apply to the spec), and `numbers`,
+the same facts as numbers (estimates to 6 significant digits). It names neither the
+spec nor its profile: renaming a spec changes only the lock file and report.md.
+"""
+
+import math
 from pathlib import PurePath
 from typing import NamedTuple
 
+from ..estimate import format_bytes, format_count
+from ..expressions import format_quantity
 from ..facts_text import fact_lines
 from . import Artifact, BuildContext
 from .gates import gate
+
+FACTS_JSON = "facts.json"
 
 
 class Stage(NamedTuple):
@@ -29,8 +42,66 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
             "report.md",
             "report/report.md.j2",
             ReportContext(ir.model.name, _spec_name(ctx), ctx.profile, facts, stages(ir)),
-        )
+        ),
+        Artifact(FACTS_JSON, "report/facts.json.j2", FactsJson(facts_document(ir, ctx.facts))),
     ]
+
+
+class FactsJson(NamedTuple):
+    document: dict  # written with |json_block
+
+
+def facts_document(ir, facts) -> dict:
+    """facts.json: {"facts": {name: text}, "numbers": {name: number}}, in the order
+    `llmc check` shows the facts; a fact that does not apply to the spec is left out."""
+    text: dict[str, str] = {}
+    numbers: dict[str, float | int] = {}
+    text["model"] = dict(fact_lines(_Result(ir, None)))["model"]
+    if facts.params is not None:
+        text["parameters"] = format_count(facts.params)
+        numbers["parameters"] = facts.params
+    if facts.student_params is not None:
+        text["student"] = f"{format_count(facts.student_params)} parameters"
+        numbers["student_parameters"] = facts.student_params
+    train = ir.train
+    if train is not None:
+        c, p = train.cluster, train.parallel
+        slots = c.hosts * c.slots_per_host
+        text["devices"] = (
+            f"{c.hosts} host{'s' if c.hosts != 1 else ''} × {c.slots_per_host} "
+            f"slot{'s' if c.slots_per_host != 1 else ''} = {slots} × {c.device}"
+        )
+        numbers["devices"] = slots
+        data = p.data if p.data is not None else "?"
+        text["layout"] = f"data {data} × tensor {p.tensor} × pipeline {p.pipeline}"
+    if facts.memory is not None:
+        m = facts.memory
+        text["memory"] = (
+            f"{format_bytes(m.total)} of {format_bytes(m.device_memory)} per device ({m.headroom:.0%} free)"
+        )
+        _number(numbers, "memory_per_device_bytes", m.total, whole=True)
+    if facts.served is not None and facts.latency is not None:
+        s = facts.served
+        text["serving"] = f"{s.what} ({format_count(s.params)}, {s.precision}) on {ir.serve.device}"
+        text["latency"] = f"{format_quantity('duration', facts.latency.total_s)} per request"
+        _number(numbers, "latency_s", facts.latency.total_s)
+    if facts.sizing is not None:
+        sizing, sla = facts.sizing, ir.serve.sla
+        target = f"{format_quantity('rate', sla.throughput)} at p99 {format_quantity('duration', sla.p99_latency)}"
+        if sizing.feasible:
+            predicted = format_quantity("duration", sizing.predicted_s)
+            text["replicas"] = f"{int(sizing.replicas)} for {target} (predicted p99 {predicted})"
+            numbers["replicas"] = int(sizing.replicas)
+            _number(numbers, "predicted_p99_s", sizing.predicted_s)
+        else:
+            text["replicas"] = f"none suffice for {target}"
+    return {"facts": text, "numbers": numbers}
+
+
+def _number(numbers: dict, name: str, value: float, whole: bool = False) -> None:
+    """A finite estimate, to 6 significant digits (a stable diff) or a whole number."""
+    if math.isfinite(value):
+        numbers[name] = round(value) if whole else float(f"{value:.6g}")
 
 
 class _Result(NamedTuple):

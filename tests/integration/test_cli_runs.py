@@ -84,7 +84,8 @@ def test_json_of_build_and_plan(tmp_path):
     code, found, err = _json_run("build", "--format", "json", "specs/classifier.llm", "-o", str(out_dir), cwd=ROOT)
     assert code == 0 and found == [], err
     code, found, err = _json_run("plan", "--format", "json", "specs/classifier.llm", "-o", str(out_dir), cwd=ROOT)
-    assert code == 0 and found == [], err  # facts and the (empty) diff go to stderr, not into the JSON
+    assert code == 0, err  # no finding; the plan is the array's last record, and nothing changes
+    assert [list(r) for r in found] == [["plan"]] and not found[0]["plan"]["changes"] and found[0]["plan"]["diff"] == ""
     code, found, _ = _json_run("run", "--format", "json", str(tmp_path / "nope.llm"))
     assert code == 2 and _usage(found)
     code, found, _ = _json_run("run", "--format", "json", "--np", "0", "specs/classifier.llm", cwd=ROOT)

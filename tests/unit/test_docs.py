@@ -21,7 +21,9 @@ Spec snippets are the ```llm fences of README.md and docs/**/*.md. How each is c
 * A snippet that does not parse is checked as it stands: a syntax error does not
   depend on the rest of the spec.
 
-Then, in docs/errors/CODE.md the erroneous example must produce CODE, and the fixed
+Then, in docs/errors/CODE.md the erroneous example must produce CODE (a data file
+code, E901-E909 and W901, with the data check of `llmc check --data`: its example
+names a file of examples/data/broken/), and the fixed
 example must not produce CODE and must have no errors at all (warnings are allowed
 unless CODE is one; NOT_CLEAN below lists, with reasons, pages exempt from "no errors").
 A fix shows what changes, so a fixed example that is a fragment is laid over the
@@ -48,6 +50,7 @@ import pytest
 from helpers import ROOT, run_cli
 
 from llmc.compiler import ast, catalog
+from llmc.compiler.data_check import DATA_CODES
 from llmc.compiler.diagnostics import Collector
 from llmc.compiler.parse import parse
 from llmc.compiler.source import SourceFile
@@ -230,9 +233,13 @@ def complete(snippet: str, over: tuple[str, str, list[str]] | None = None) -> tu
     return path, text, profiles
 
 
-def check_snippet(snippet: str, over: tuple[str, str, list[str]] | None = None) -> tuple[set[str], bool, str]:
+def check_snippet(
+    snippet: str, over: tuple[str, str, list[str]] | None = None, data: bool = False
+) -> tuple[set[str], bool, str]:
     """(codes found, whether there were errors, the rendered diagnostics) of a snippet,
-    without a profile and with each profile it defines."""
+    without a profile and with each profile it defines; with `data`, its data files
+    read too (`llmc check --data`)."""
+    from llmc.compiler.data_check import check_data
     from llmc.compiler.diagnostic_output import render_human
     from llmc.compiler.driver import check_spec
 
@@ -240,9 +247,13 @@ def check_snippet(snippet: str, over: tuple[str, str, list[str]] | None = None) 
     codes, errors, shown = set(), False, []
     for profile in [None, *profiles]:
         result = check_spec(path, profile=profile, text=text)
-        codes |= {d.code for d in result.diagnostics}
-        errors = errors or not result.ok
-        shown.append(render_human(result.diagnostics, result.sources))
+        found = list(result.diagnostics)
+        if data:
+            report = check_data([(profile, result)])
+            found += [d for _, d in report.findings]
+        codes |= {d.code for d in found}
+        errors = errors or any(d.severity == "error" for d in found)
+        shown.append(render_human(found, {**result.sources, **(report.sources if data else {})}))
     return codes, errors, "\n".join(shown) + "\n--- checked as ---\n" + text
 
 
@@ -359,7 +370,7 @@ def _example(page: Path, heading: str) -> str:
 
 @pytest.mark.parametrize("page", ERROR_PAGES, ids=[p.stem for p in ERROR_PAGES])
 def test_an_erroneous_example_produces_its_code(page: Path):
-    codes, _, shown = check_snippet(_example(page, "Erroneous example"))
+    codes, _, shown = check_snippet(_example(page, "Erroneous example"), data=page.stem in DATA_CODES)
     assert page.stem in codes, f"{_rel(page)}: the erroneous example does not produce {page.stem}:\n{shown}"
 
 
@@ -368,7 +379,7 @@ def test_a_fixed_example_is_clean(page: Path):
     erroneous = _example(page, "Erroneous example")
     # A fix shows what changes: what it leaves out stays as the erroneous example had it.
     over = complete(erroneous) if _parsed(erroneous) is not None and page.stem not in FIXED_OVER_BASE else None
-    codes, errors, shown = check_snippet(_example(page, "Fixed example"), over)
+    codes, errors, shown = check_snippet(_example(page, "Fixed example"), over, data=page.stem in DATA_CODES)
     assert page.stem not in codes, f"{_rel(page)}: the fixed example still produces {page.stem}:\n{shown}"
     if page.stem not in NOT_CLEAN:
         assert not errors, f"{_rel(page)}: the fixed example has errors:\n{shown}"

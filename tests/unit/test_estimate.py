@@ -91,36 +91,58 @@ def test_mixed_precision_adam_is_16_bytes_per_param():
 
 def test_korthikanti_formula_worked_case():
     # s = 2048, b = 1, h = 4096, a = 32: sbh = 8,388,608; 5as/h = 5*32*2048/4096 = 80
-    # eq. 1: sbh (34 + 80) = 114 * 8,388,608 = 956,301,312 bytes per layer
-    assert E.activation_bytes_per_layer(2048, 1, 4096, 32) == 956_301_312
-    # eq. 2 with t = 8: sbh (10 + 24/8 + 80/8) = 23 sbh = 192,937,984
-    assert E.activation_bytes_per_layer(2048, 1, 4096, 32, 8) == 192_937_984
+    # eq. 1: sbh (34 + 80) = 114 sbh, plus the zoo's dropout on the FFN hidden layer
+    # (d_ff = 4h one-byte mask elements per token): 118 * 8,388,608 = 989,855,744 bytes per layer
+    assert E.activation_bytes_per_layer(2048, 1, 4096, 32) == 989_855_744
+    # eq. 2 with t = 8: sbh (10 + 24/8 + 80/8) = 23 sbh, + 4/8 sbh = 23.5 sbh = 197,132,288
+    assert E.activation_bytes_per_layer(2048, 1, 4096, 32, 8) == 197_132_288
     # a cross-attention decoder layer at t = 1 adds 13 sbh + 5 a s^2 b = sbh (13 + 80)
-    assert E.activation_bytes_per_layer(2048, 1, 4096, 32, cross_attention=True) == (114 + 93) * 8_388_608
+    assert E.activation_bytes_per_layer(2048, 1, 4096, 32, cross_attention=True) == (118 + 93) * 8_388_608
+    # Term by term (e bytes per activation, m per mask element): fp32 on a CPU keeps
+    # 4-byte masks, 24 + 64 = 88 sbh + (2e + m) 80/5 = 12 * 16 sbh of scores
+    assert E.activation_bytes_per_layer(2048, 1, 4096, 32, act_bytes=4, mask_bytes=4) == (88 + 192) * 8_388_608
+    # A fused attention kernel keeps only its fp32 log-sum-exp (4 a / h sbh) instead of the scores
+    fused = E.activation_bytes_per_layer(2048, 1, 4096, 32, fused_attention=True)
+    assert fused == (38 + 4 * 32 / 4096) * 8_388_608
+
+
+def test_activation_element_sizes():
+    assert E.activation_element_bytes("bf16") == (2, 1)  # Korthikanti: 16-bit activations, bool masks
+    assert E.activation_element_bytes("fp32") == (4, 1)  # CUDA's dropout keeps a bool mask in fp32 too
+    assert E.activation_element_bytes("bf16", cpu=True) == (4, 4)  # a CPU trains fp32; its masks are fp32
+    assert E.activation_element_bytes("fp16", dropout=0.0) == (2, 0)  # no dropout, no masks
 
 
 def test_training_memory_by_hand():
     # 1e9 params, bf16 AdamW, 2 layers, d 1024, 16 heads, s 512, b 4, no parallelism, vocab 0:
     # weights 2e9, gradients 2e9, optimizer 12e9
-    # sbh = 512*4*1024 = 2,097,152; per layer sbh (34 + 5*16*512/1024 = 40) = 74 sbh = 155,189,248
-    # 2 layers = 310,378,496; extras: embedding dropout + final LN + output input = 5 sbh = 10,485,760
-    # activations 320,864,256; total 16,320,864,256
+    # sbh = 512*4*1024 = 2,097,152; per layer sbh (38 + 5*16*512/1024 = 40) = 78 sbh = 163,577,856
+    # 2 layers = 327,155,712; extras: embedding dropout + final LN + output input = 5 sbh = 10,485,760
+    # activations 337,641,472; total 16,337,641,472
     m = E.training_memory(1e9, 2, 1024, 16, 512, 4, "bf16", "adamw", 0.0, 1, 1, False, 80 * GB)
     assert (m.weights, m.gradients, m.optimizer) == (2e9, 2e9, 12e9)
-    assert m.activations == 320_864_256
-    assert m.total == 16_320_864_256
-    assert m.fits and m.headroom == pytest.approx(1 - 16_320_864_256 / 80e9)
+    assert m.activations == 337_641_472
+    assert m.total == 16_337_641_472
+    assert m.fits and m.headroom == pytest.approx(1 - 16_337_641_472 / 80e9)
     assert (
         m.breakdown()
         == "weights 2.0 GB + gradients 2.0 GB + optimizer 12.0 GB + activations 0.3 GB = 16.3 GB of 80.0 GB"
     )
-    # Full recomputation keeps each layer's 2 sbh input + one layer's working set (74 sbh) + 5 sbh
+    # Full recomputation keeps each layer's 2 sbh input + the rest of one layer's working
+    # set while it is recomputed (78 - 2 sbh) + 5 sbh
     ck = E.training_memory(1e9, 2, 1024, 16, 512, 4, "bf16", "adamw", 0.0, 1, 1, True, 80 * GB)
-    assert ck.activations == (2 * 2 + 74 + 5) * 2_097_152
-    # fp32 training: activations are 4-byte, twice the 16-bit formula; Adam is 4 + 4 + 8
+    assert ck.activations == (2 * 2 + 76 + 5) * 2_097_152
+    # fp32 training on a GPU: 4-byte activations, 1-byte masks: (4e + 2m) + 4e + (2e + m) 4
+    # = 18 + 16 + 36 = 70 sbh + (2e + m) 8 = 72 sbh of scores per layer, extras m + 2e = 9 sbh;
+    # Adam is 4 + 4 + 8
     fp = E.training_memory(1e9, 2, 1024, 16, 512, 4, "fp32", "adam", 0.0, 1, 1, False, 80 * GB)
-    assert fp.activations == 2 * 320_864_256
+    assert fp.activations == (2 * (70 + 72) + 9) * 2_097_152
     assert (fp.weights, fp.gradients, fp.optimizer) == (4e9, 4e9, 8e9)
+    # On a CPU the masks are fp32 as well (24 + 16 + 48 = 88 sbh + 12 * 8 per layer, 12 extra) and a
+    # bf16 spec trains in fp32 (the runtime's choice without a GPU), so it is estimated so
+    cpu = E.training_memory(1e9, 2, 1024, 16, 512, 4, "bf16", "adam", 0.0, 1, 1, False, 80 * GB, cpu=True)
+    assert cpu.activations == (2 * (88 + 96) + 12) * 2_097_152
+    assert cpu.precision == "fp32" and (cpu.weights, cpu.gradients, cpu.optimizer) == (4e9, 4e9, 8e9)
 
 
 def test_model_parallelism_splits_states_and_logits_are_fp32():

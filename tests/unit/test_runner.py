@@ -17,6 +17,7 @@ from llmc.runtime import progress
 from llmc.runtime.runner import (
     Bundle,
     RunError,
+    StageOutput,
     preflight,
     rank_prefixed,
 )
@@ -43,6 +44,65 @@ def test_rank_prefixes():
     assert rank_prefixed("[1,0]<stdout>:step 3") == "[rank 0] step 3"
     assert rank_prefixed("[1]<stderr>:oops") == "[rank 1] oops"
     assert rank_prefixed("plain") == "plain"
+
+
+# What horovodrun --gloo prints when both ranks stop on the same bad file (abridged).
+_FAILED_JOB = [
+    "[1]<stderr>:train.py: error: /data/train.tsv:3: 1 fields, the header has 2",
+    "[0]<stderr>:train.py: error: /data/train.tsv:3: 1 fields, the header has 2",
+    "Process 0 exit with status code 2.",
+    "Terminating remaining workers after failure of Process 0.",
+    "Process 1 exit with status code 2.",
+    "[1]<stderr>:Terminated",
+    "Traceback (most recent call last):",
+    '  File "/venv/bin/horovodrun", line 6, in <module>',
+    "RuntimeError: Horovod detected that one or more processes exited with non-zero status, thus causing the "
+    "job to be terminated. The first process to do so was:",
+    "Process name: 0",
+    "Exit code: 2",
+]
+
+
+def test_a_rank_error_every_rank_prints_is_shown_once_and_horovodruns_report_goes_to_the_log(tmp_path):
+    shown: list[str] = []
+    log = tmp_path / "train.log"
+    with open(log, "w") as f:
+        out = StageOutput(shown.append, f, log)
+        for line in ["[0]<stdout>:train.py: 2 processes", *_FAILED_JOB]:
+            out.line(line)
+        assert out.finish(1) == 2  # the rank's status, not horovodrun's 1
+    assert shown == ["[rank 0] train.py: 2 processes", "train.py: error: /data/train.tsv:3: 1 fields, the header has 2"]
+    assert log.read_text().splitlines() == ["[0]<stdout>:train.py: 2 processes", *_FAILED_JOB]
+
+
+def test_a_rank_that_crashes_keeps_its_traceback_and_is_named(tmp_path):
+    shown: list[str] = []
+    crash = [
+        "[0]<stderr>:Traceback (most recent call last):",
+        "[0]<stderr>:ZeroDivisionError: division by zero",
+        "Process 0 exit with status code 1.",
+        *_FAILED_JOB[6:],
+    ]
+    with open(tmp_path / "train.log", "w") as f:
+        out = StageOutput(shown.append, f, tmp_path / "train.log")
+        for line in crash:
+            out.line(line)
+        assert out.finish(1) == 1
+    assert shown == [
+        "[rank 0] Traceback (most recent call last):",
+        "[rank 0] ZeroDivisionError: division by zero",
+        f"horovodrun: process 0 exited with status 1; its report is in {tmp_path / 'train.log'}",
+    ]
+
+
+def test_without_a_log_file_nothing_is_hidden():
+    shown: list[str] = []
+    out = StageOutput(shown.append, None, None)
+    for line in _FAILED_JOB:
+        out.line(line)
+    assert out.finish(1) == 1
+    assert shown[0] == "train.py: error: /data/train.tsv:3: 1 fields, the header has 2"
+    assert shown[1:] == [rank_prefixed(line) for line in _FAILED_JOB[2:]]
 
 
 def test_progress_shows_steps_of_the_total_and_an_eta_from_this_runs_rate(monkeypatch):

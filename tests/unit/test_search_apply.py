@@ -15,8 +15,8 @@ from helpers import ROOT, run_cli
 from llmc.compiler import ast
 from llmc.compiler.driver import check_spec
 from llmc.compiler.fields import walk_schema
-from llmc.compiler.search_apply import literal, number_text
 from llmc.compiler.source import Span
+from llmc.compiler.spec_edits import literal, number_text
 
 SPACE = {
     "train.batch_size": {"kind": "choice", "args": [64, 128]},

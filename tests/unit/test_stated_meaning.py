@@ -141,7 +141,10 @@ def test_fewer_classes_than_the_local_labels_is_e205_and_its_help_checks_clean(t
     result = check_spec(str(ROOT / "specs" / "classifier.llm"), profile="local", text=text)
     diag = _only(result, "E205")
     assert diag.message == "`classes = 3` is fewer than the training data's labels"
-    assert diag.label == "the training data has 10 labels" and diag.help == "set classes = 10"
+    assert (
+        diag.label == "the training data has 10 labels"
+        and re.match(r"set `(\w+\.)?classes = 10`", diag.help) is not None
+    )
     fixed = text.replace("classes    = 3", f"classes    = {_proposed(diag.help, 'classes')}")
     assert check_spec(str(ROOT / "specs" / "classifier.llm"), profile="local", text=fixed).ok
     # More classes than labels is allowed (a class the sample lacks), and remote data is not judged.
@@ -220,7 +223,7 @@ def test_a_direction_against_the_objective_is_e605_and_its_help_checks_clean(obj
     text = _search(Path(CLASSIFIER).read_text(encoding="utf-8"), objective, wrong)
     diag = _only(check_spec(CLASSIFIER, text=text), "E605")
     assert diag.message == f'search direction "{wrong}" contradicts the objective "{objective}"'
-    assert diag.help.startswith(f'set direction = "{right}"')
+    assert diag.help.startswith(f'set `direction = "{right}"`')
     fixed = check_spec(CLASSIFIER, text=_search(text.replace(f'direction = "{wrong}"', ""), objective, right))
     assert fixed.ok and fixed.ir.search.direction == right
     assert check_spec(CLASSIFIER, text=text.replace(f'direction = "{wrong}"', f'direction = "{right}"')).ok
@@ -349,7 +352,9 @@ def test_a_tensor_group_across_hosts_is_w302_and_its_help_keeps_it_on_one(
     result = _check(tmp_path, _layout(hosts, per_host, tensor, data, heads, micro))
     assert not _errors(result), _errors(result)
     diag = _only(result, "W302")
-    assert diag.help == f"keep each tensor group on one host: set {expected}"
+    # the proposal, checked against the whole spec before the help shows it (proposals.py)
+    shown = re.sub(r"(\w+ = \d+)", r"`\1`", expected)
+    assert diag.help == f"set {shown} (checked: that clears this and adds no other finding)"
     new_tensor = _proposed(diag.help, "tensor")
     new_data = _proposed(diag.help, "data") if "data =" in diag.help else None
     new_micro = _proposed(diag.help, "micro_batch") if "micro_batch" in diag.help else micro

@@ -296,10 +296,76 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["check"] and "--data" not in words:
+        from . import check_cache
+
+        if check_cache.enabled():
+            return _cached_check(words, check_cache)
+    return _main(argv)
+
+
+def _cached_check(words: list[str], check_cache) -> int:
+    """`llmc check` answered from the cache when nothing it read has changed; else
+    checked, its answer kept (check_cache.py)."""
+    color = _color_of(words)
+    kept = check_cache.lookup(words, color)
+    if kept is not None:
+        out, err, status = kept
+        sys.stdout.write(out)
+        sys.stderr.write(err)
+        return status
+    stdout, stderr = sys.stdout, sys.stderr
+    out_tee, err_tee = _Tee(stdout), _Tee(stderr)
+    files: set[str] = set()
+    sys.stdout, sys.stderr = out_tee, err_tee
+    try:
+        status = _main(words, read=files)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+    if status in (EXIT_OK, EXIT_ERRORS) and files:  # a misuse is not kept: the fix may be a new file
+        check_cache.store(words, color, sorted(files), out_tee.text(), err_tee.text(), status)
+    return status
+
+
+class _Tee:
+    """A stream that keeps a copy of what is written through it."""
+
+    def __init__(self, stream):
+        self.stream, self.parts = stream, []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+def _color_of(words: list[str]) -> bool:
+    """Whether `llmc check WORDS` colours its diagnostics (as _use_color decides)."""
+    choice = "auto"
+    for i, word in enumerate(words):
+        if word == "--color" and i + 1 < len(words):
+            choice = words[i + 1]
+        elif word.startswith("--color="):
+            choice = word.partition("=")[2]
+    if choice == "always":
+        return True
+    if choice == "never" or os.environ.get("NO_COLOR"):
+        return False
+    return sys.stderr.isatty()
+
+
+def _main(argv: list[str] | None = None, read: set[str] | None = None) -> int:
     global _JSON_REQUESTED
     parser = build_parser()
     _JSON_REQUESTED = _asks_for_json(sys.argv[1:] if argv is None else list(argv))
     args = parser.parse_args(argv)
+    args.spec_files_read = read  # `llmc check` notes the files it read here, for its cache
     if args.version:
         from . import __version__
 
@@ -418,6 +484,9 @@ def cmd_check(args) -> int:
         checked = _checked(spec, args, every_profile=True)
         if isinstance(checked, int):
             return checked
+        if args.spec_files_read is not None:
+            for result in (checked.base, *checked.profiles):
+                args.spec_files_read.update(result.sources)
         data_ok = True
         if args.data:
             results = [(checked.base.profile, checked.base)] + [(r.profile, r) for r in checked.profiles]

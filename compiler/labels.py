@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
+from .check_cache import consulted
 from .schema import FORMAT_BY_EXTENSION
 
 MAX_LABEL_FILE_BYTES = 64 << 20
@@ -175,6 +176,7 @@ def count_labels(path: str, fmt: str | None, column: str) -> LabelCount | None:
     """Labels in `column` of a local data file, counted as runtime/data.py numbers them."""
     if not path or path.startswith(URI_SCHEMES):
         return None
+    consulted.add(path)  # a kept answer of `llmc check` depends on it (check_cache.py)
     try:
         st = os.stat(path)
     except (OSError, ValueError):

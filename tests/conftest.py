@@ -30,6 +30,9 @@ def update_golden(request) -> bool:
 def _stable_environment(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.delenv("LLMC_DEBUG", raising=False)
+    # Every test checks for real: a kept answer of `llmc check` (check_cache.py) would
+    # hide what a test changed in the compiler. tests/unit/test_check_cache.py turns it on.
+    monkeypatch.setenv("LLMC_NO_CACHE", "1")
 
 
 # Under CI, a skipped test fails the run: a missing tool or package must not turn a

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from ..check_cache import consulted
 from ..diagnostics import Fix
 from ..estimate import format_count
 from ..labels import URI_SCHEMES, count_labels
@@ -78,6 +79,7 @@ def _tokenizer(ctx: CheckContext) -> None:
     if name not in TOKENIZERS and not name.startswith(URI_SCHEMES):
         # The type checker made the path relative to the main spec's folder, as it does data paths.
         file = name if os.path.isabs(name) else os.path.join(ctx.spans.main_dir, name)
+        consulted.add(file)  # a kept answer of `llmc check` depends on it (check_cache.py)
         if not name.strip() or not os.path.exists(file):
             _unknown_tokenizer(ctx, name, file)
             return

@@ -1,8 +1,9 @@
 """Diagnostics and the collector every phase reports to.
 
 Phases never raise on a user's mistake: they call `collector.error(...)` and go on,
-so that one run reports every problem. The driver stops between phases when the
-collector holds errors.
+so that one run reports every problem. The driver stops after composition when the
+collector holds errors; after type errors the checks still run, on the fields the type
+checker accepted (reads.py).
 """
 
 from collections.abc import Iterable

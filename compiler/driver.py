@@ -1,7 +1,16 @@
-"""The pipeline, phase by phase: compose, typecheck, IR, facts, checks.
+"""The pipeline, phase by phase: compose, typecheck, IR, facts, checks, then the
+checks' proposals verified.
 
-The driver stops between phases when errors exist (a later phase would only
-repeat them), and returns everything the CLI and the targets need.
+Syntax and composition errors stop the run after composition (a later phase would
+only repeat them). Type errors do not: a value the type checker rejects is left out
+of the checked data, the checks run on the rest, and a finding is kept only when its
+check read no rejected field (`_check_the_rest`, reads.py), so every independent
+mistake is reported at once and none is a cascade of another.
+
+Then each change a check proposed is tried on the main file's text and the whole spec
+checked again (`check_spec`, proposals.py): the first that clears its finding and adds
+none becomes the help and the machine-applicable fix. The driver returns everything
+the CLI and the targets need.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A check that can say how to clear its finding lists candidate changes, best first
 (fewest fields, then smallest moves): `Diagnostic.proposals`. After the checks, the
 driver tries them here in order. Each is written into the main file's text as
-`llmc fix` would write it (search_apply.field_edits: the value's own literal replaced,
+`llmc fix` would write it (spec_edits.field_edits: the value's own literal replaced,
 or a line added to its block or profile), and the whole spec is checked again. A
 candidate is taken when, in that check, the finding's code occurs fewer times and no
 code (error or warning) occurs more often: it clears the finding and adds none.

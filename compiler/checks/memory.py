@@ -127,6 +127,11 @@ def _no_change_fits(ctx: CheckContext) -> str:
     """The help when no change of the spec's own numbers makes training fit: what would."""
     train = ctx.ir.train
     assert train is not None
+    if ctx.reads is not None:  # after type errors no change is tried: say what to try, not that none works
+        return (
+            "a larger tensor group, activation checkpointing or a smaller micro_batch may fit it; once the type "
+            "errors are fixed, `llmc check` proposes a change checked against the whole spec"
+        )
     slots = train.cluster.hosts * train.cluster.slots_per_host
     tried = "tensor, data, micro_batch, precision or activation checkpointing"
     bigger = _bigger_device(ctx)

@@ -49,6 +49,8 @@ _TABLE = [
     ("E307", "error", "precision unsupported by the device"),
     ("E308", "error", "feature unsupported by the training backend"),
     ("E309", "error", "unknown device"),
+    ("E310", "error", "rotary positions need an even head dimension"),
+    ("E311", "error", "heads not divisible by kv_heads"),
     # compression
     ("E401", "error", "static int8 quantization without calibration data"),
     ("E402", "error", "student is not smaller than the teacher"),
@@ -88,6 +90,8 @@ _TABLE = [
     ("W201", "warning", "vocab larger than the tokenizer produces"),
     ("W301", "warning", "memory headroom under 10%"),
     ("W302", "warning", "tensor-parallel group spans hosts"),
+    ("W303", "warning", "key/value heads replicated over the tensor-parallel group"),
+    ("W304", "warning", "rope_base without rotary positions"),
     ("W601", "warning", "parallel trials on a backend that runs one at a time"),
     ("W701", "warning", "replicas.min far above what the SLA needs"),
     ("W801", "warning", "no deploy block: default namespace and image"),

@@ -14,12 +14,14 @@ def fact_lines(result) -> list[tuple[str, str]]:
     if model.transformer is not None:
         t = model.transformer
         arch = f"Transformer {t.kind}, {t.layers} layers, d_model {t.d_model}, {t.heads} heads, d_ff {t.d_ff}, vocab {t.vocab}"
+        arch += "".join(f", {option}" for option in _options(t))
     else:
         arch = f"MLP {model.mlp.inputs} → {' → '.join(map(str, model.mlp.hidden))} → {model.mlp.classes}"
     lines.append(("model", f"{model.name}: {model.task}, {model.framework}, {arch}"))
     if facts is None:
         return lines
-    lines.append(("parameters", f"{format_count(facts.params)} ({facts.param_count.explain()})"))
+    exact = f" = {facts.params:,}" if facts.params >= 1000 else ""  # every digit, beside the rounded count
+    lines.append(("parameters", f"{format_count(facts.params)}{exact} ({facts.param_count.explain()})"))
     if facts.student_params is not None:
         ratio = facts.student_params / facts.params if facts.params else 0
         lines.append(("student", f"{format_count(facts.student_params)} parameters ({ratio:.0%} of the teacher)"))
@@ -69,3 +71,26 @@ def facts_text(result) -> str:
 def profile_lines(results) -> str:
     """One line per profile checked beside the base spec (`llmc check` checks them all)."""
     return "".join(f"  {'profile':<11}{r.profile}: {_status(r)}\n" for r in results)
+
+
+def _options(t) -> list[str]:
+    """The architecture options a transformer block sets away from the 2018 defaults."""
+    out = []
+    if t.ffn != "gelu":
+        out.append({"swiglu": "SwiGLU", "geglu": "GeGLU"}[t.ffn])
+    if t.positions == "rope":
+        out.append(f"RoPE (base {t.rope_base:g})")
+    elif t.positions == "none":
+        out.append("no positional embedding")
+    if t.norm == "rmsnorm":
+        out.append("RMSNorm")
+    if t.norm_position == "post":
+        out.append("post-norm")
+    if t.kv_heads is not None and t.kv_heads != t.heads:
+        out.append(f"{t.kv_heads} key/value heads")
+    biases = [name for name in ("qkv", "out", "ffn") if not getattr(t, f"{name}_bias")]
+    if biases:
+        out.append("no " + "/".join(biases) + " bias" + ("es" if len(biases) > 1 else ""))
+    if not t.tie_embeddings:
+        out.append("untied embeddings")
+    return out

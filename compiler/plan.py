@@ -164,9 +164,31 @@ FACT_STEPS: tuple[tuple[str, Any], ...] = (
 def _count(arch, mlp):
     if arch is not None:
         return estimate.transformer_params(
-            arch.kind, arch.layers, arch.d_model, arch.heads, arch.d_ff, arch.vocab, arch.max_len, _head_classes(arch)
+            arch.kind,
+            arch.layers,
+            arch.d_model,
+            arch.heads,
+            arch.d_ff,
+            arch.vocab,
+            arch.max_len,
+            _head_classes(arch),
+            arch_options(arch),
         )
     return estimate.mlp_params(mlp.inputs, mlp.hidden, mlp.classes)
+
+
+def arch_options(arch) -> estimate.Options:
+    """The architecture options of a transformer block, for the estimates."""
+    return estimate.Options(
+        ffn=arch.ffn,
+        positions=arch.positions,
+        norm=arch.norm,
+        kv_heads=arch.kv_heads,
+        qkv_bias=arch.qkv_bias,
+        out_bias=arch.out_bias,
+        ffn_bias=arch.ffn_bias,
+        tie_embeddings=arch.tie_embeddings,
+    )
 
 
 def _head_classes(arch) -> int | None:
@@ -261,7 +283,24 @@ def _memory(ir, count):
         d_ff=arch.d_ff,
         cpu=not catalog.is_gpu(device.name),
         dropout=arch.dropout,
+        fused_attention=train.fused_attention,
+        gated_ffn=count.options.gated,
+        kv_fraction=(arch.kv_heads or arch.heads) / arch.heads,
+        replicated_params=replicated_kv_params(arch, count, train.parallel.tensor),
+        rms_norm=arch.norm == "rmsnorm",
     )
+
+
+def replicated_kv_params(arch, count, tensor: int) -> int:
+    """The key/value projection parameters every tensor rank holds whole: all of them
+    when kv_heads does not divide by the tensor-parallel size (else none)."""
+    kv_heads = arch.kv_heads or arch.heads
+    if tensor <= 1 or kv_heads % tensor == 0:
+        return 0
+    width = estimate.kv_width(arch.d_model, arch.heads, count.options)
+    per_block = 2 * (arch.d_model * width + (width if arch.qkv_bias else 0))
+    blocks = count.transformer_layers + count.cross_attention_layers  # self-attention, and cross-attention
+    return blocks * per_block
 
 
 # The estimates are pure functions of numbers; the search checks ask for the same
@@ -316,7 +355,18 @@ def _serving_inputs(ir: Spec, served: ServedModel) -> tuple:
     shape: tuple
     if hasattr(arch, "kind"):
         lengths = request_tokens(ir, served)
-        shape = ("transformer", arch.kind, arch.layers, arch.d_model, arch.d_ff, arch.vocab, lengths, arch.classes)
+        shape = (
+            "transformer",
+            arch.kind,
+            arch.layers,
+            arch.d_model,
+            arch.d_ff,
+            arch.vocab,
+            lengths,
+            arch.classes,
+            arch.heads,
+            arch_options(arch),
+        )
     else:
         shape = ("mlp", arch.inputs, tuple(arch.hidden), arch.classes)
     return (
@@ -393,7 +443,7 @@ def _serving_estimate(
     @cache
     def latency(batch: int):
         if shape[0] == "transformer":
-            _, kind, layers, d_model, d_ff, vocab, (src, out), classes = shape
+            _, kind, layers, d_model, d_ff, vocab, (src, out), classes, heads, options = shape
             return estimate.request_latency(
                 kind,
                 layers,
@@ -407,6 +457,8 @@ def _serving_estimate(
                 bandwidth,
                 classes=classes,
                 batch=batch,
+                heads=heads,
+                options=options,
                 step_sync_s=device.step_sync_s,
                 **text_overheads,
             )

@@ -86,6 +86,22 @@ class Transformer(Block):
     dropout: Probability = 0.1
     kind: Literal["encoder-decoder", "encoder", "decoder"] | None = Field(None, description="default by task")
     classes: PosInt | None = Field(None, description='required for classification (kind "encoder"); no default')
+    # Today's decoder options (docs/language.md, "Architecture options"); the defaults are
+    # the 2018 Transformer every spec meant before they existed.
+    ffn: Literal["gelu", "swiglu", "geglu"] = Field(
+        "gelu", description="feed-forward block: GELU with two matrices, or a gated unit with three"
+    )
+    positions: Literal["learned", "rope", "none"] = Field(
+        "learned", description="learned positional embeddings, rotary (RoPE) or none"
+    )
+    rope_base: PosFloat = Field(10000.0, description="RoPE's base (theta), with positions = rope")
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_position: Literal["pre", "post"] = Field("pre", description="normalize each sub-block's input or output")
+    kv_heads: PosInt | None = Field(None, description="key/value heads (grouped-query attention); default heads")
+    qkv_bias: bool = Field(True, description="biases on the query, key and value projections")
+    out_bias: bool = Field(True, description="bias on the attention output projection")
+    ffn_bias: bool = Field(True, description="biases on the feed-forward projections")
+    tie_embeddings: bool = Field(True, description="the output projection is the token embedding")
 
 
 class Mlp(Block):
@@ -183,6 +199,9 @@ class Train(Block):
     schedule: Schedule = Field(default_factory=lambda: Schedule.model_construct(name="constant"))
     gradient_compression: Literal["none", "fp16"] = "none"
     activation_checkpointing: bool = False
+    fused_attention: bool = Field(
+        False, description="a fused (flash) attention kernel: no s x s scores kept for the backward pass"
+    )
     checkpoint: Checkpoint = Field(default_factory=lambda: Checkpoint.model_construct())
     seed: NonNegInt = 0
 

@@ -73,6 +73,10 @@ class Backend:
 
 
 def inputs_for_generation(batch: Batch) -> np.ndarray:
+    """What greedy decoding starts from: the source ids of an encoder-decoder, a
+    decoder's prompts as served ("prompt"), or the prompts of a decoder's data batch."""
+    if "prompt" in batch:
+        return batch["prompt"]
     if "source" in batch:
         return batch["source"]
     return prompts_np(batch["tokens"], batch["loss_mask"])

@@ -15,6 +15,15 @@ the gradient again (a Sum would double it with tensor = 2). Embeddings, LayerNor
 the row-parallel biases and the classifier head are replicated; their gradients are
 identical on every rank of a group (f's backward makes the activations' gradients
 whole before they reach them), so data-parallel averaging alone keeps them in step.
+Grouped-query attention (kv_heads < heads) splits the K and V heads too when
+kv_heads is a multiple of the tensor size (each rank's query heads read only its own
+K/V heads); otherwise K and V are replicated: every rank computes all K/V heads from
+the replicated input (not through f) and uses those its query heads need, and f is
+applied to the K/V outputs instead, so their gradients are summed over the group and
+the replicated K/V weights get the whole model's gradient on every rank. Gated FFNs
+(SwiGLU, GeGLU) split gate and up by columns and down by rows; RMSNorms are
+replicated like LayerNorms. A projection built without its bias has none in either
+form.
 With tp.size == 1 every projection is a plain nn.Linear and f, g vanish: the same
 state_dict keys either way, and `full_state_dict` / `load_full_state_dict` convert
 between the sharded and the whole model (checkpoints and the exported model are
@@ -99,13 +108,13 @@ class ColumnParallelLinear(nn.Module):
 
     shard_dims: ClassVar[dict[str, int]] = {"weight": 0, "bias": 0}
 
-    def __init__(self, in_features: int, out_features: int, tp: TensorParallel):
+    def __init__(self, in_features: int, out_features: int, tp: TensorParallel, bias: bool = True):
         super().__init__()
         if out_features % tp.size:
             raise ValueError(f"{out_features} output features cannot be split over tensor = {tp.size}")
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features // tp.size, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features // tp.size))
+        self.bias: nn.Parameter | None = nn.Parameter(torch.zeros(out_features // tp.size)) if bias else None
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
@@ -117,25 +126,30 @@ class RowParallelLinear(nn.Module):
 
     shard_dims: ClassVar[dict[str, int]] = {"weight": 1}
 
-    def __init__(self, in_features: int, out_features: int, tp: TensorParallel):
+    def __init__(self, in_features: int, out_features: int, tp: TensorParallel, bias: bool = True):
         super().__init__()
         if in_features % tp.size:
             raise ValueError(f"{in_features} input features cannot be split over tensor = {tp.size}")
         self.in_features, self.out_features, self.tp = in_features, out_features, tp
         self.weight = nn.Parameter(torch.empty(out_features, in_features // tp.size))
-        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.bias: nn.Parameter | None = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.tp_name = "row"
 
     def forward(self, x):
-        return reduce_from_tensor_parallel(F.linear(x, self.weight), self.tp, self.tp_name) + self.bias
+        y = reduce_from_tensor_parallel(F.linear(x, self.weight), self.tp, self.tp_name)
+        return y if self.bias is None else y + self.bias
 
 
-def column_linear(in_features: int, out_features: int, tp: TensorParallel) -> nn.Module:
-    return nn.Linear(in_features, out_features) if tp.size == 1 else ColumnParallelLinear(in_features, out_features, tp)
+def column_linear(in_features: int, out_features: int, tp: TensorParallel, bias: bool = True) -> nn.Module:
+    if tp.size == 1:
+        return nn.Linear(in_features, out_features, bias=bias)
+    return ColumnParallelLinear(in_features, out_features, tp, bias)
 
 
-def row_linear(in_features: int, out_features: int, tp: TensorParallel) -> nn.Module:
-    return nn.Linear(in_features, out_features) if tp.size == 1 else RowParallelLinear(in_features, out_features, tp)
+def row_linear(in_features: int, out_features: int, tp: TensorParallel, bias: bool = True) -> nn.Module:
+    if tp.size == 1:
+        return nn.Linear(in_features, out_features, bias=bias)
+    return RowParallelLinear(in_features, out_features, tp, bias)
 
 
 def name_tensor_parallel_ops(model: nn.Module) -> None:
@@ -153,7 +167,8 @@ def shard_dims(model: nn.Module) -> dict[str, int]:
     dims = {}
     for mname, module in model.named_modules():
         for pname, dim in getattr(module, "shard_dims", {}).items():
-            dims[f"{mname}.{pname}" if mname else pname] = dim
+            if getattr(module, pname, None) is not None:  # a layer built without its bias
+                dims[f"{mname}.{pname}" if mname else pname] = dim
     return dims
 
 

@@ -14,8 +14,30 @@ tests/integration/test_zoo.py asserts it for several configurations:
   a head d_model x classes on the mean of the encoder output over real tokens),
   "decoder" (causal language model, no cross-attention).
 
+That is the default. The model block's architecture options (DEFAULT_OPTIONS; a block
+without them builds exactly the model above) change it:
+
+* `ffn` "swiglu" / "geglu": gated FFN down(act(gate(x)) * up(x)), SiLU / exact GELU;
+* `positions` "rope" (rotary Q and K in self-attention, NeoX/Llama rotate_half
+  layout, `rope_base`; cross-attention rotates neither its queries nor the memory's
+  keys) or "none": no positional tables;
+* `norm` "rmsnorm" (weight only, eps 1e-5 like the LayerNorms); `norm_position`
+  "post": x = N(x + Sub(x)), the final norm per stack kept;
+* `kv_heads`: grouped-query attention, K and V kv_heads x head_dim wide, in every
+  attention block (cross-attention too);
+* `qkv_bias`, `out_bias`, `ffn_bias` false: those projections without biases (the
+  classifier head keeps its bias);
+* `tie_embeddings` false: an output matrix vocab x d_model (no bias) of its own, for
+  the kinds that decode (an encoder has no output projection).
+
+Parameters per layer (d = d_model, f = d_ff, hd = head_dim, H = heads, kv = kv_heads):
+each attention block H hd d (+ H hd) for Q, 2 kv hd d (+ 2 kv hd) for K, V, H hd d
+(+ d) for O; the FFN 2 d f (+ f + d), gated 3 d f (+ 2 f + d); 2 d per LayerNorm, d
+per RMSNorm, 2 norms a layer (3 with cross-attention) and one final norm per stack.
+
 Structured pruning (`unit_scores`, `units_to_keep`, `shrink`) removes whole heads and
-FFN channels (an MLP's hidden units) and rebuilds the model smaller; the model block
+FFN channels (an MLP's hidden units; under grouped-query attention, whole groups: a
+key/value head with its query heads) and rebuilds the model smaller; the model block
 then records `head_dim` beside the kept `heads` and `d_ff` (d_model is no longer
 heads x head_dim). A block without `head_dim` builds exactly as before.
 
@@ -32,6 +54,7 @@ import itertools
 import json
 import math
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,11 +86,73 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 # --- the Transformer ---------------------------------------------------------------------
 
+FFNS = ("gelu", "swiglu", "geglu")
+POSITIONS = ("learned", "rope", "none")
+NORMS = ("layernorm", "rmsnorm")
+NORM_POSITIONS = ("pre", "post")
+NORM_EPS = 1e-5  # nn.LayerNorm's default, for both norms
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight: d parameters, no bias, computed in float32."""
+
+    def __init__(self, d_model: int, eps: float = NORM_EPS):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x):
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return h.to(x.dtype) * self.weight
+
+
+def make_norm(norm: str, d_model: int) -> Any:  # Any: callers reach .weight (and a LayerNorm's .bias)
+    return RMSNorm(d_model) if norm == "rmsnorm" else nn.LayerNorm(d_model, eps=NORM_EPS)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) [T, head_dim] of the rotary embedding at `positions` [T] (float32):
+    pair i of the head dimension (i and i + head_dim/2, the NeoX/Llama layout) turns by
+    position x base^(-2i/head_dim)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
+    angles = positions.float()[:, None] * inv_freq[None, :]
+    emb = torch.cat([angles, angles], dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [..., T, head_dim] by the angles of `rope_angles` (a rotation: norms kept)."""
+    return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
+
 
 class Attention(nn.Module):
-    """Multi-head attention, self or cross: 4 (d^2 + d) parameters, heads split over tp."""
+    """Multi-head attention, self or cross, heads split over tp.
 
-    def __init__(self, d_model: int, heads: int, dropout: float, tp: TensorParallel, head_dim: int | None = None):
+    Q and O are heads x head_dim wide; K and V kv_heads x head_dim (grouped-query
+    attention: each group of heads / kv_heads query heads shares one K/V head; None is
+    kv_heads = heads, plain multi-head attention, 4 (d^2 + d) parameters with biases).
+    K/V heads are split over tp when kv_heads is a multiple of tp.size, otherwise each
+    rank computes all of them (see tensor_parallel.py). `rope_base` rotates Q and K by
+    their positions (self-attention only)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        dropout: float,
+        tp: TensorParallel,
+        head_dim: int | None = None,
+        kv_heads: int | None = None,
+        qkv_bias: bool = True,
+        out_bias: bool = True,
+        rope_base: float | None = None,
+    ):
         super().__init__()
         if head_dim is None:  # a structurally pruned model keeps its head_dim with fewer heads
             if d_model % heads:
@@ -75,65 +160,147 @@ class Attention(nn.Module):
             head_dim = d_model // heads
         if heads % tp.size:
             raise ValueError(f"{heads} heads cannot be split over tensor = {tp.size}")
-        self.tp, self.dropout = tp, dropout
+        kv_heads = heads if kv_heads is None else int(kv_heads)
+        if kv_heads < 1 or heads % kv_heads:
+            raise ValueError(f"heads = {heads} is not a multiple of kv_heads = {kv_heads}")
+        if rope_base is not None and head_dim % 2:
+            raise ValueError(f"rotary positions need an even head_dim, not {head_dim}")
+        self.tp, self.dropout, self.rope_base = tp, dropout, rope_base
+        self.heads, self.kv_heads = heads, kv_heads
         self.local_heads, self.head_dim = heads // tp.size, head_dim
-        inner = heads * head_dim
-        self.q = column_linear(d_model, inner, tp)
-        self.k = column_linear(d_model, inner, tp)
-        self.v = column_linear(d_model, inner, tp)
-        self.o = row_linear(inner, d_model, tp)
+        self.kv_split = kv_heads % tp.size == 0  # always true with tp.size == 1
+        self.local_kv_heads = kv_heads // tp.size if self.kv_split else kv_heads
+        inner, kv_inner = heads * head_dim, kv_heads * head_dim
+        self.q = column_linear(d_model, inner, tp, qkv_bias)
+        if self.kv_split:
+            self.k = column_linear(d_model, kv_inner, tp, qkv_bias)
+            self.v = column_linear(d_model, kv_inner, tp, qkv_bias)
+        else:  # replicated: every rank holds (and computes) all K/V heads
+            self.k = nn.Linear(d_model, kv_inner, bias=qkv_bias)
+            self.v = nn.Linear(d_model, kv_inner, bias=qkv_bias)
+        self.o = row_linear(inner, d_model, tp, out_bias)
+        # The K/V head (among this rank's) each local query head reads; None: one each.
+        group = heads // kv_heads
+        first_q = tp.rank * self.local_heads
+        first_kv = tp.rank * self.local_kv_heads if self.kv_split else 0
+        index = [(first_q + j) // group - first_kv for j in range(self.local_heads)]
+        self.kv_index: torch.Tensor | None
+        if index == list(range(self.local_kv_heads)):
+            self.kv_index = None
+        else:
+            self.register_buffer("kv_index", torch.tensor(index, dtype=torch.long), persistent=False)
+        # In training, the K/V heads this rank reads (a contiguous range) go to the attention
+        # kernel unexpanded (enable_gqa) when each reads an equal run of query heads: a fused
+        # kernel then keeps them at kv_heads width for the backward pass, not expanded to
+        # heads (docs/estimates.md). The TorchScript ONNX exporter has no enable_gqa, so
+        # evaluation and export expand them with kv_index: the same numbers.
+        needed = index[-1] - index[0] + 1
+        uniform = self.local_heads % needed == 0 and index == [
+            index[0] + j // (self.local_heads // needed) for j in range(self.local_heads)
+        ]
+        self.kv_range: tuple[int, int] | None = (index[0], needed) if uniform and self.kv_index is not None else None
         self.tp_name = "attn"
 
-    def _split(self, x):
+    def _split(self, x, heads):
         b, s, _ = x.shape
-        return x.view(b, s, self.local_heads, self.head_dim).transpose(1, 2)
+        return x.view(b, s, heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x, memory=None, key_mask=None, causal=False):
         """x [B, T, d]; memory [B, S, d] for cross-attention; key_mask [B, S] True where
         a key is a real token (None: every key is)."""
+        source = x if memory is None else memory
         x = copy_to_tensor_parallel(x, self.tp, self.tp_name + ".x")
-        kv = x if memory is None else copy_to_tensor_parallel(memory, self.tp, self.tp_name + ".memory")
-        q, k, v = self._split(self.q(x)), self._split(self.k(kv)), self._split(self.v(kv))
+        if self.kv_split:
+            kv = x if memory is None else copy_to_tensor_parallel(memory, self.tp, self.tp_name + ".memory")
+            k, v = self.k(kv), self.v(kv)
+        else:  # f after the replicated projections: their gradients are summed over the group
+            k = copy_to_tensor_parallel(self.k(source), self.tp, self.tp_name + ".k")
+            v = copy_to_tensor_parallel(self.v(source), self.tp, self.tp_name + ".v")
+        q = self._split(self.q(x), self.local_heads)
+        k, v = self._split(k, self.local_kv_heads), self._split(v, self.local_kv_heads)
+        if self.rope_base is not None and memory is None:
+            positions = torch.arange(q.shape[2], device=q.device)
+            cos, sin = rope_angles(positions, self.head_dim, self.rope_base)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        grouped = self.training and self.kv_range is not None
+        if self.training and self.kv_range is not None:
+            first, count = self.kv_range
+            k, v = k.narrow(1, first, count), v.narrow(1, first, count)
+        elif self.kv_index is not None:
+            k, v = k.index_select(1, self.kv_index), v.index_select(1, self.kv_index)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal and mask is None, dropout_p=self.dropout if self.training else 0.0
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=causal and mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=grouped,
         )
         b, _, t, _ = out.shape
         return self.o(out.transpose(1, 2).reshape(b, t, self.local_heads * self.head_dim))
 
 
 class FeedForward(nn.Module):
-    """d -> d_ff -> d with biases and GELU; d_ff split over tp."""
+    """The FFN: "gelu" d -> d_ff -> d (fc1, fc2) with GELU; "swiglu" / "geglu":
+    down(act(gate(x)) * up(x)) with SiLU / GELU (exact, as "gelu"); biases unless `bias`
+    is false; d_ff split over tp (fc1, gate, up by columns; fc2, down by rows)."""
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float, tp: TensorParallel):
+    def __init__(self, d_model: int, d_ff: int, dropout: float, tp: TensorParallel, kind: str = "gelu", bias=True):
         super().__init__()
-        self.tp = tp
-        self.fc1 = column_linear(d_model, d_ff, tp)
-        self.fc2 = row_linear(d_ff, d_model, tp)
+        if kind not in FFNS:
+            raise ValueError(f"unknown ffn {kind!r}; expected one of {', '.join(FFNS)}")
+        self.tp, self.kind, self.d_ff = tp, kind, d_ff
+        self.gated = kind != "gelu"
+        if self.gated:
+            self.gate = column_linear(d_model, d_ff, tp, bias)
+            self.up = column_linear(d_model, d_ff, tp, bias)
+            self.down = row_linear(d_ff, d_model, tp, bias)
+        else:
+            self.fc1 = column_linear(d_model, d_ff, tp, bias)
+            self.fc2 = row_linear(d_ff, d_model, tp, bias)
         self.drop = nn.Dropout(dropout)
         self.tp_name = "ffn"
 
     def forward(self, x):
         x = copy_to_tensor_parallel(x, self.tp, self.tp_name + ".x")
-        return self.fc2(self.drop(F.gelu(self.fc1(x))))
+        if not self.gated:
+            return self.fc2(self.drop(F.gelu(self.fc1(x))))
+        gate = F.silu(self.gate(x)) if self.kind == "swiglu" else F.gelu(self.gate(x))
+        return self.down(self.drop(gate * self.up(x)))
 
 
 class Layer(nn.Module):
-    """One pre-LN layer: self-attention [+ cross-attention] + FFN, each on LN(x), residual."""
+    """One layer: self-attention [+ cross-attention] + FFN, each with a residual.
+    Pre-norm (today's default): x + Sub(N(x)); post-norm: N(x + Sub(x))."""
 
-    def __init__(self, d_model, heads, d_ff, dropout, tp, cross: bool, head_dim=None):
+    def __init__(self, d_model, heads, d_ff, dropout, tp, cross: bool, head_dim=None, options=None):
         super().__init__()
-        self.ln1 = nn.LayerNorm(d_model)
-        self.self_attn = Attention(d_model, heads, dropout, tp, head_dim)
-        if cross:
-            self.ln_cross = nn.LayerNorm(d_model)
-            self.cross_attn = Attention(d_model, heads, dropout, tp, head_dim)
-        self.ln2 = nn.LayerNorm(d_model)
-        self.ffn = FeedForward(d_model, d_ff, dropout, tp)
+        o = {**DEFAULT_OPTIONS, **(options or {})}
+        attn = {
+            "kv_heads": o["kv_heads"],
+            "qkv_bias": o["qkv_bias"],
+            "out_bias": o["out_bias"],
+        }
+        rope = float(o["rope_base"]) if o["positions"] == "rope" else None
+        self.ln1 = make_norm(o["norm"], d_model)
+        self.self_attn = Attention(d_model, heads, dropout, tp, head_dim, rope_base=rope, **attn)
+        if cross:  # no rotation in cross-attention: neither the queries nor the memory's keys
+            self.ln_cross = make_norm(o["norm"], d_model)
+            self.cross_attn = Attention(d_model, heads, dropout, tp, head_dim, **attn)
+        self.ln2 = make_norm(o["norm"], d_model)
+        self.ffn = FeedForward(d_model, d_ff, dropout, tp, o["ffn"], o["ffn_bias"])
         self.drop = nn.Dropout(dropout)
         self.cross = cross
+        self.pre_norm = o["norm_position"] == "pre"
 
     def forward(self, x, key_mask=None, causal=False, memory=None, memory_mask=None):
+        if not self.pre_norm:
+            x = self.ln1(x + self.drop(self.self_attn(x, key_mask=key_mask, causal=causal)))
+            if self.cross:
+                x = self.ln_cross(x + self.drop(self.cross_attn(x, memory=memory, key_mask=memory_mask)))
+            return self.ln2(x + self.drop(self.ffn(x)))
         x = x + self.drop(self.self_attn(self.ln1(x), key_mask=key_mask, causal=causal))
         if self.cross:
             x = x + self.drop(self.cross_attn(self.ln_cross(x), memory=memory, key_mask=memory_mask))
@@ -141,13 +308,16 @@ class Layer(nn.Module):
 
 
 class Stack(nn.Module):
-    """Positional table + layers + final LayerNorm; the token embedding is the model's."""
+    """[Positional table +] layers + final norm; the token embedding is the model's."""
 
-    def __init__(self, layers, d_model, heads, d_ff, max_len, dropout, tp, cross: bool, causal: bool, head_dim=None):
+    def __init__(
+        self, layers, d_model, heads, d_ff, max_len, dropout, tp, cross: bool, causal: bool, head_dim=None, options=None
+    ):
         super().__init__()
-        self.pos = nn.Embedding(max_len, d_model)
-        self.layers = nn.ModuleList(Layer(d_model, heads, d_ff, dropout, tp, cross, head_dim) for _ in range(layers))
-        self.norm = nn.LayerNorm(d_model)
+        o = {**DEFAULT_OPTIONS, **(options or {})}
+        self.pos = nn.Embedding(max_len, d_model) if o["positions"] == "learned" else None
+        self.layers = nn.ModuleList(Layer(d_model, heads, d_ff, dropout, tp, cross, head_dim, o) for _ in range(layers))
+        self.norm = make_norm(o["norm"], d_model)
         self.drop = nn.Dropout(dropout)
         self.causal, self.max_len = causal, max_len
         self.checkpoint_activations = False
@@ -156,7 +326,7 @@ class Stack(nn.Module):
         t = x.shape[1]
         if t > self.max_len:
             raise ValueError(f"sequence of {t} tokens is longer than max_len = {self.max_len}")
-        h = self.drop(x + self.pos.weight[:t])
+        h = self.drop(x if self.pos is None else x + self.pos.weight[:t])
         for layer in self.layers:
             if self.checkpoint_activations and self.training:
                 # Recompute the layer in backward instead of keeping its activations
@@ -167,6 +337,30 @@ class Stack(nn.Module):
             else:
                 h = layer(h, key_mask, self.causal, memory, memory_mask)
         return self.norm(h)
+
+
+# The architecture options of the model block and their defaults (today's model).
+DEFAULT_OPTIONS = {
+    "ffn": "gelu",
+    "positions": "learned",
+    "rope_base": 10000.0,
+    "norm": "layernorm",
+    "norm_position": "pre",
+    "kv_heads": None,
+    "qkv_bias": True,
+    "out_bias": True,
+    "ffn_bias": True,
+    "tie_embeddings": True,
+}
+
+
+def check_options(options: dict) -> dict:
+    """The options with their defaults filled in; ValueError on an unknown value."""
+    o = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None or k == "kv_heads"}}
+    for name, allowed in (("ffn", FFNS), ("positions", POSITIONS), ("norm", NORMS), ("norm_position", NORM_POSITIONS)):
+        if o[name] not in allowed:
+            raise ValueError(f"unknown {name} {o[name]!r}; expected one of {', '.join(allowed)}")
+    return o
 
 
 class Transformer(nn.Module):
@@ -183,22 +377,33 @@ class Transformer(nn.Module):
         classes: int | None = None,
         tp: TensorParallel = NO_TP,
         head_dim: int | None = None,
+        **options,
     ):
+        """`options`: the architecture options of DEFAULT_OPTIONS (ffn, positions,
+        rope_base, norm, norm_position, kv_heads, qkv_bias, out_bias, ffn_bias,
+        tie_embeddings); those not given keep today's model."""
         super().__init__()
         if kind not in ("encoder-decoder", "encoder", "decoder"):
             raise ValueError(f"unknown transformer kind {kind!r}")
+        unknown = set(options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown transformer options {sorted(unknown)}")
+        o = check_options(options)
         d_ff = 4 * d_model if d_ff is None else d_ff
         if d_ff % tp.size:
             raise ValueError(f"d_ff = {d_ff} cannot be split over tensor = {tp.size}")
         self.kind, self.vocab, self.max_len, self.tp = kind, vocab, max_len, tp
+        self.options = o
         self.tok = nn.Embedding(vocab, d_model)
         args = (layers, d_model, heads, d_ff, max_len, dropout, tp)
         if kind in ("encoder-decoder", "encoder"):
-            self.encoder = Stack(*args, cross=False, causal=False, head_dim=head_dim)
+            self.encoder = Stack(*args, cross=False, causal=False, head_dim=head_dim, options=o)
         if kind in ("encoder-decoder", "decoder"):
-            self.decoder = Stack(*args, cross=kind == "encoder-decoder", causal=True, head_dim=head_dim)
+            self.decoder = Stack(*args, cross=kind == "encoder-decoder", causal=True, head_dim=head_dim, options=o)
         if kind == "encoder":
             self.head = nn.Linear(d_model, classes or 2)
+        # An untied output projection (no bias, replicated over tp); an encoder has none.
+        self.output = None if o["tie_embeddings"] or kind == "encoder" else nn.Linear(d_model, vocab, bias=False)
         name_tensor_parallel_ops(self)
 
     # Encoder-decoder: forward(source, target_in); encoder: forward(text); decoder: forward(tokens_in).
@@ -220,6 +425,8 @@ class Transformer(nn.Module):
 
     def decode(self, ids, memory=None, memory_mask=None):
         h = self.decoder(self.tok(ids), memory=memory, memory_mask=memory_mask)
+        if self.output is not None:
+            return self.output(h)
         return F.linear(h, self.tok.weight)  # tied output projection, no bias
 
     @torch.no_grad()
@@ -326,6 +533,8 @@ def build_model(model_cfg: dict, tp: TensorParallel = NO_TP, seed: int | None = 
         "dropout": a.get("dropout", 0.1),
         "classes": a.get("classes"),
         "head_dim": a.get("head_dim"),  # set by structured pruning only
+        # The architecture options; a block without them (an older bundle) builds today's model.
+        **{name: a.get(name, default) for name, default in DEFAULT_OPTIONS.items()},
     }
     if tp.size == 1:
         model = Transformer(**kwargs)
@@ -343,8 +552,8 @@ def init_weights(model: nn.Module, seed: int) -> None:
     """Deterministic initialisation from `seed`, in module order.
 
     Transformer (GPT-2): weights and embeddings N(0, 0.02), the residual output
-    projections (attention O, FFN fc2) N(0, 0.02 / sqrt(2 x layers)) so the residual
-    stream does not grow with depth, zero biases, unit LayerNorms. MLP: nn.Linear's own
+    projections (attention O, FFN fc2 / down) N(0, 0.02 / sqrt(2 x layers)) so the
+    residual stream does not grow with depth, zero biases, unit LayerNorms and RMSNorms. MLP: nn.Linear's own
     uniform(+-1/sqrt(fan_in)) weights, which suit a shallow ReLU/tanh net, zero biases.
     """
     g = torch.Generator().manual_seed(int(seed))
@@ -354,6 +563,8 @@ def init_weights(model: nn.Module, seed: int) -> None:
             if isinstance(module, nn.LayerNorm):
                 module.weight.fill_(1.0)
                 module.bias.zero_()
+            elif isinstance(module, RMSNorm):
+                module.weight.fill_(1.0)
             elif isinstance(module, nn.Embedding):
                 module.weight.normal_(0.0, INIT_STD, generator=g)
             elif isinstance(module, (nn.Linear, ColumnParallelLinear, RowParallelLinear)):
@@ -361,10 +572,11 @@ def init_weights(model: nn.Module, seed: int) -> None:
                     bound = 1.0 / math.sqrt(module.weight.shape[1])
                     module.weight.uniform_(-bound, bound, generator=g)
                 else:
-                    residual = name.endswith((".o", ".fc2"))
+                    residual = name.endswith((".o", ".fc2", ".down"))
                     std = INIT_STD / math.sqrt(2 * layers) if residual else INIT_STD
                     module.weight.normal_(0.0, std, generator=g)
-                module.bias.zero_()
+                if module.bias is not None:
+                    module.bias.zero_()
 
 
 def count_params(model: nn.Module) -> int:
@@ -437,8 +649,21 @@ def _norms(w: torch.Tensor, dim: int) -> torch.Tensor:
     return w.detach().float().norm(dim=dim)
 
 
+def _with_bias(state: dict, linear: str) -> torch.Tensor:
+    """A linear layer's weight rows with their biases appended (the weight alone without)."""
+    bias = state.get(f"{linear}.bias")
+    weight = state[f"{linear}.weight"]
+    return weight if bias is None else torch.cat([weight, bias[:, None]], 1)
+
+
+def _head_rows(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """The weight rows of the given heads, in order."""
+    return (heads[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
+
+
 def unit_scores(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The importance of each removable unit, by module name: per attention head, per
+    """The importance of each removable unit, by module name: per attention head (per
+    key/value head with its query heads under grouped-query attention), per
     FFN channel, per hidden unit of an MLP. A unit's score is the L2 norm of what writes
     it times the L2 norm of what reads it (the V rows or the fc1 row, with their biases,
     and the O or fc2 columns): a unit with small weights on either side adds little to the
@@ -450,11 +675,16 @@ def unit_scores(model: nn.Module) -> dict[str, torch.Tensor]:
     w = model.state_dict()
     for name, m in model.named_modules():
         if isinstance(m, Attention):
-            values = torch.cat([w[f"{name}.v.weight"], w[f"{name}.v.bias"][:, None]], 1).reshape(m.local_heads, -1)
-            scores[name] = _norms(values, 1) * _norms(w[f"{name}.o.weight"].t().reshape(m.local_heads, -1), 1)
+            # The unit is a key/value head with the group of query heads that reads it (one
+            # query head without grouped-query attention): the group's O columns are contiguous.
+            values = _with_bias(w, f"{name}.v").reshape(m.kv_heads, -1)
+            scores[name] = _norms(values, 1) * _norms(w[f"{name}.o.weight"].t().reshape(m.kv_heads, -1), 1)
         elif isinstance(m, FeedForward):
-            written = _norms(torch.cat([w[f"{name}.fc1.weight"], w[f"{name}.fc1.bias"][:, None]], 1), 1)
-            scores[name] = written * _norms(w[f"{name}.fc2.weight"], 0)
+            if m.gated:  # a channel writes act(gate) x up: both must be large
+                written = _norms(_with_bias(w, f"{name}.gate"), 1) * _norms(_with_bias(w, f"{name}.up"), 1)
+                scores[name] = written * _norms(w[f"{name}.down.weight"], 0)
+            else:
+                scores[name] = _norms(_with_bias(w, f"{name}.fc1"), 1) * _norms(w[f"{name}.fc2.weight"], 0)
     if isinstance(model, MLP):
         linears = [(n, m) for n, m in model.net.named_children() if isinstance(m, nn.Linear)]
         for (name, m), (_, nxt) in itertools.pairwise(linears):
@@ -501,27 +731,39 @@ def shrink(model: nn.Module, model_cfg: dict, keep: dict[str, torch.Tensor]) -> 
             widths.append(len(idx))
         cfg["mlp"]["hidden"] = widths
     else:
-        heads, d_ff = set(), set()
+        heads, kv_heads, d_ff = set(), set(), set()
         for name, m in modules.items():
             if isinstance(m, Attention):
-                idx = kept(name, m.local_heads)
-                rows = (idx[:, None] * m.head_dim + torch.arange(m.head_dim)).reshape(-1)
-                for proj in ("q", "k", "v"):
-                    for p in ("weight", "bias"):
-                        state[f"{name}.{proj}.{p}"] = state[f"{name}.{proj}.{p}"][rows]
+                groups = kept(name, m.kv_heads)  # key/value heads, each with its query heads
+                per_group = m.heads // m.kv_heads
+                query_heads = (groups[:, None] * per_group + torch.arange(per_group)).reshape(-1)
+                rows = _head_rows(query_heads, m.head_dim)
+                kv_rows = _head_rows(groups, m.head_dim)
+                for proj, kept_rows in (("q", rows), ("k", kv_rows), ("v", kv_rows)):
+                    for key in (f"{name}.{proj}.weight", f"{name}.{proj}.bias"):
+                        if key in state:
+                            state[key] = state[key][kept_rows]
                 state[f"{name}.o.weight"] = state[f"{name}.o.weight"][:, rows]
-                heads.add(len(idx))
+                heads.add(len(query_heads))
+                kv_heads.add(len(groups))
                 head_dim = m.head_dim
             elif isinstance(m, FeedForward):
-                idx = kept(name, state[f"{name}.fc1.bias"].numel())
-                for p in ("weight", "bias"):
-                    state[f"{name}.fc1.{p}"] = state[f"{name}.fc1.{p}"][idx]
-                state[f"{name}.fc2.weight"] = state[f"{name}.fc2.weight"][:, idx]
+                idx = kept(name, m.d_ff)
+                ins: tuple[str, ...] = ("gate", "up")
+                out = "down"
+                if not m.gated:
+                    ins, out = ("fc1",), "fc2"
+                for key in (f"{name}.{lin}.{p}" for lin in ins for p in ("weight", "bias")):
+                    if key in state:
+                        state[key] = state[key][idx]
+                state[f"{name}.{out}.weight"] = state[f"{name}.{out}.weight"][:, idx]
                 d_ff.add(len(idx))
-        if len(heads) > 1 or len(d_ff) > 1:
+        if len(heads) > 1 or len(kv_heads) > 1 or len(d_ff) > 1:
             raise ValueError(f"every layer must keep as many heads and channels (heads {heads}, d_ff {d_ff})")
         a = cfg["transformer"]
         a["heads"], a["d_ff"], a["head_dim"] = heads.pop(), d_ff.pop(), head_dim
+        if a.get("kv_heads") is not None:
+            a["kv_heads"] = kv_heads.pop()
     small = build_model(cfg, seed=None)
     small.load_state_dict(state)
     small.eval()

@@ -17,11 +17,11 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 def run_all(ctx: CheckContext, reads: Reads | None = None) -> None:
     """Every check. With `reads` (the type checker rejected fields), each check reads
     through it and its findings that read a rejected field are dropped (reads.py)."""
-    from . import compress, data, deploy, devices, layout, memory, metrics, search, serving
+    from . import architecture, compress, data, deploy, devices, layout, memory, metrics, search, serving
 
     ctx = ctx._replace(reads=reads)
     # search runs last: its E603 reports only what a value adds to the other checks' findings.
-    for module in (data, layout, devices, memory, compress, metrics, serving, deploy, search):
+    for module in (data, architecture, layout, devices, memory, compress, metrics, serving, deploy, search):
         part(ctx, module.check, ctx)
 
 

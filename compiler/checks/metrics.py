@@ -48,12 +48,15 @@ def check(ctx: CheckContext) -> None:
                     help=_scale_help(name, kind),
                 )
                 continue
-            if value < lo or (hi is not None and value > hi):
+            # max_drop is a change on the scale: from 0 to the scale's width.
+            low, high = (0, None if hi is None else hi - lo) if bound == "max_drop" else (lo, hi)
+            if value < low or (high is not None and value > high):
+                what = f"a change of {name}" if bound == "max_drop" else name
                 ctx.diags.error(
                     "E205",
                     ctx.spans.value(path),
                     f"`{name}` {bound} {_show(kind, value)} is outside its scale",
-                    label=f"{name} ranges over {lo}..{hi if hi is not None else '∞'}",
+                    label=f"{what} ranges over {low}..{high if high is not None else '∞'}",
                     help=_scale_help(name, kind),
                 )
         if metric.min is not None and metric.max is not None and metric.min > metric.max:

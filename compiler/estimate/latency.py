@@ -5,7 +5,16 @@ import math
 from typing import NamedTuple
 
 from .numeric import _clean, _div, _num, _prod, format_bytes, format_seconds
-from .params import KINDS, decoder_layer_params, encoder_layer_params, mlp_params
+from .params import (
+    DEFAULT,
+    KINDS,
+    Options,
+    decoder_layer_params,
+    encoder_layer_params,
+    kv_width,
+    layernorm_params,
+    mlp_params,
+)
 
 # Serving efficiency factors and overheads (docs/estimates.md, "Latency").
 COMPUTE_EFFICIENCY = 0.5  # achieved / peak dense ops for inference-sized GEMMs, attention, norms
@@ -104,6 +113,8 @@ def request_latency(
     *,
     classes=None,
     batch=1,
+    heads=1,
+    options: Options = DEFAULT,
     compute_efficiency=COMPUTE_EFFICIENCY,
     bandwidth_efficiency=BANDWIDTH_EFFICIENCY,
     request_overhead_s=REQUEST_OVERHEAD_S,
@@ -129,6 +140,10 @@ def request_latency(
     projection (vocab x d) and the KV cache, evaluated at the mean context length, and
     pays `step_sync_s` of host round trip. Total = prefill + steps x step + overhead.
 
+    With the architecture `options` (docs/estimates.md, "Architecture options") the
+    layers are counted as params.py counts them, and the KV cache holds kv_heads heads:
+    2 x layers x context x kv_heads x d_model / heads values per sequence.
+
     Devices whose framework work grows with the batch (catalog.Device, the `cpu` entry)
     add `row_launch_s` per row to each layer's launch floor and `row_overhead_s` per row
     to the request overhead; both are 0 by default.
@@ -148,18 +163,20 @@ def request_latency(
     bw = _clean(_num(bandwidth_bytes_per_s) * _num(bandwidth_efficiency))
     layer_pass = _clean(_num(layer_launch_s) + _prod(B, row_launch_s))  # one layer's launch floor, this batch
 
-    enc_layer = _num(encoder_layer_params(d, f))
+    o = options
+    enc_layer = _num(encoder_layer_params(d, f, heads, o))
     plain_layer = enc_layer
-    cross_kv = 2 * (d * d + d)  # cross-attention K and V projections
-    dec_layer = _num(decoder_layer_params(d, f))
-    ln = 2 * d
+    kvw = _num(kv_width(d_model, heads, o))  # the K (and V) width: the KV cache's per token and layer
+    cross_kv = 2 * (d * kvw + (kvw if o.qkv_bias else 0))  # cross-attention K and V projections
+    dec_layer = _num(decoder_layer_params(d, f, heads, o))
+    ln = _num(layernorm_params(d, o))
     out_proj = _prod(V, d)  # tied output projection, per generated token
 
     if kind == "encoder-decoder":
         # Prefill: the encoder over s tokens, then every decoder layer's K/V of the encoder output.
         w_pre = _clean(_prod(L, enc_layer) + ln + _prod(L, cross_kv))
         flops_pre = _clean(_prod(2, B, s, w_pre) + _prod(4, B, L, s, s, d))
-        kv_write = _prod(2, L, s, d, kvb, B)
+        kv_write = _prod(2, L, s, kvw, kvb, B)
         bytes_pre = _clean(w_pre * bpp + kv_write)
         launch_pre = _prod(2, L, layer_pass)
         # A step reads the decoder layers except cross K/V (done once), the final LN and the output projection.
@@ -176,7 +193,7 @@ def request_latency(
     else:  # decoder-only
         w_layers = _clean(_prod(L, plain_layer) + ln)
         flops_pre = _clean(_prod(2, B, s, w_layers) + _prod(4, B, L, s, s, d) + _prod(2, B, out_proj))
-        bytes_pre = _clean((w_layers + out_proj) * bpp + _prod(2, L, s, d, kvb, B))
+        bytes_pre = _clean((w_layers + out_proj) * bpp + _prod(2, L, s, kvw, kvb, B))
         launch_pre = _prod(L, layer_pass)
         w_step = _clean(w_layers + out_proj)
         ctx_self = s + (n + 1) / 2
@@ -188,7 +205,7 @@ def request_latency(
     if n > 0:
         ctx = _clean(ctx_self + ctx_cross)
         step_flops = _clean(_prod(2, B, w_step) + _prod(4, B, L, ctx, d))
-        step_bytes = _clean(w_step * bpp + _prod(2, B, L, ctx, d, kvb))
+        step_bytes = _clean(w_step * bpp + _prod(2, B, L, ctx, kvw, kvb))
         t_step, step_bound = _roofline(step_flops, step_bytes, ops, bw, launch_step)
         per_step = _clean(t_step + _num(step_sync_s))
         decode_s = _prod(n, per_step)

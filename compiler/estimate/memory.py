@@ -56,6 +56,10 @@ def activation_bytes_per_layer(
     act_bytes=2.0,
     mask_bytes=1.0,
     fused_attention=False,
+    gated_ffn=False,
+    kv_fraction=1.0,
+    kv_split=True,
+    rms_norm=False,
 ) -> float:
     """Bytes of activations one Transformer layer of the model zoo keeps for the backward pass.
 
@@ -79,6 +83,19 @@ def activation_bytes_per_layer(
     (2e + m), Q, K, V and the O input (4e/t) and its scores: s b h (5 + 8/t + 5as/(ht))
     at e = 2, m = 1. The encoder output its K and V read is shared by every decoder
     layer and counted once, with the encoder's extras (`training_memory`).
+
+    The architecture options (docs/estimates.md, "Architecture options"): a gated FFN
+    (SwiGLU, GeGLU; Shazeer 2020) keeps the gate's output (the activation's input), the
+    activation's output, the up projection's output and their product (the down
+    projection's input), 4e f/h instead of 2e f/h. Grouped-query attention with a fused
+    kernel keeps K and V of kv_heads, `kv_fraction` = kv_heads / heads of their width;
+    unfused attention expands them to heads first and keeps the expanded ones (2e).
+    They are split by t only when `kv_split` (kv_heads divides by t; else every rank
+    computes them all). RMSNorm as torch computes it (`F.rms_norm`, and the
+    x * rsqrt(mean(x²) + eps) * weight of Llama's reference code) keeps its normalized
+    rows for the weight's gradient besides its input, e more per norm than LayerNorm,
+    whose kernel recomputes them from its input and per-row statistics (`rms_norm`).
+    RoPE's rotation multiplies by fixed cos/sin tables and keeps no more than Q and K.
     """
     s, b, h, a, t = (_num(x) for x in (seq_len, micro_batch, d_model, heads, tensor))
     f = 4 * h if d_ff is None else _num(d_ff)
@@ -88,11 +105,15 @@ def activation_bytes_per_layer(
         core = _div(4 * a, h)
     else:
         core = _prod(2 * e + m, _div(a * s, h))
-    attention = _div(4 * e + core, t)
-    ffn = _div(_prod(2 * e + m, _div(f, h)), t)
-    per = _clean(sbh * (4 * e + 2 * m + attention + ffn))
+    # Grouped-query K and V reach a fused kernel at kv_heads width; the unfused (math)
+    # attention expands them to heads before its matmuls, which keep the expanded copies.
+    kv = _prod(2 * e, _num(kv_fraction)) if fused_attention else 2 * e
+    attention = _div(2 * e + core + (kv if kv_split else 0.0), t) + (0.0 if kv_split else kv)
+    ffn = _div(_prod((4 if gated_ffn else 2) * e + m, _div(f, h)), t)
+    norm = 3 * e if rms_norm else 2 * e  # a norm's input and output (and RMSNorm's normalized rows)
+    per = _clean(sbh * (2 * norm + 2 * m + attention + ffn))
     if cross_attention:
-        per = _clean(per + sbh * (2 * e + m + attention))
+        per = _clean(per + sbh * (norm + m + attention))
     return per
 
 
@@ -112,6 +133,7 @@ class MemoryEstimate(NamedTuple):
     activation_layers: float  # layers whose activations the device holds at once (an int, or math.inf)
     activation_extra: float  # embedding dropout, final LN, output layer input, fp32 logits
     activation_checkpointing: bool
+    replicated_params: float  # K/V projection parameters kept whole on every tensor rank (0: none)
     total: float
     device_memory: float
     headroom: float  # (device - total) / device; negative when it does not fit
@@ -142,6 +164,11 @@ class MemoryEstimate(NamedTuple):
                 f"activations: {self.activation_layers} layers (up to {format_bytes(self.activation_layer)} "
                 f"each) + embeddings/output {format_bytes(self.activation_extra)}"
             )
+        if self.replicated_params:
+            lines.append(
+                f"key/value projections replicated on every tensor rank (kv_heads does not divide by tensor): "
+                f"{format_count(self.replicated_params)} parameters whole on each"
+            )
         lines.append(self.breakdown())
         return "\n".join(lines)
 
@@ -166,6 +193,11 @@ def training_memory(
     d_ff=None,
     cpu=False,
     dropout=0.1,
+    fused_attention=False,
+    gated_ffn=False,
+    kv_fraction=1.0,
+    replicated_params=0,
+    rms_norm=False,
 ) -> MemoryEstimate:
     """Peak training memory on the most loaded device (docs/estimates.md, "Training memory").
 
@@ -202,12 +234,25 @@ def training_memory(
     e, m = activation_element_bytes(precision, cpu=cpu, dropout=dropout)
     # A CPU without dropout runs torch's flash-attention kernel; with dropout, and on a
     # GPU (counted as Korthikanti does, unmeasured: see docs/estimates.md), the scores are kept.
-    fused = bool(cpu) and _num(dropout) <= 0
+    fused = bool(fused_attention) or (bool(cpu) and _num(dropout) <= 0)
     s, b, h = _num(seq_len), _num(micro_batch), _num(d_model)
     n_layers = max(0.0, _num(layers))
     n_cross = min(n_layers, max(0.0, _num(cross_attention_layers)))
     n_plain = n_layers - n_cross
-    sizes = {"d_ff": d_ff, "act_bytes": e, "mask_bytes": m, "fused_attention": fused}
+    # `replicated_params`: the K/V projections when kv_heads does not divide by t: whole
+    # on every tensor rank (and their activations too).
+    replicated = _div(_prod(_num(replicated_params), t - 1.0), _prod(t, pp)) if t > 1 else 0.0
+    weights, grads, opt = (_clean(x + _prod(replicated, y)) for x, y in ((weights, w_b), (grads, g_b), (opt, o_b)))
+    sizes = {
+        "d_ff": d_ff,
+        "act_bytes": e,
+        "mask_bytes": m,
+        "fused_attention": fused,
+        "gated_ffn": bool(gated_ffn),
+        "kv_fraction": kv_fraction,
+        "kv_split": not replicated_params,
+        "rms_norm": bool(rms_norm),
+    }
     enc_layer = activation_bytes_per_layer(s, b, h, heads, t, **sizes)
     dec_layer = activation_bytes_per_layer(s, b, h, heads, t, cross_attention=True, **sizes)
     largest = dec_layer if n_cross > 0 else (enc_layer if n_layers > 0 else 0.0)
@@ -227,7 +272,7 @@ def training_memory(
         # (or the classifier's pooling) input (2e), and for an encoder feeding a decoder
         # its own mask, final LN input and output, which every cross-attention reads
         # (m + 2e); the logits for the loss are fp32: 4 s b v (Korthikanti §4.3).
-        extra_sbh = (m + 2 * e) * (2.0 if n_cross > 0 else 1.0)
+        extra_sbh = (m + (3 if rms_norm else 2) * e) * (2.0 if n_cross > 0 else 1.0)
         extra = _clean(_prod(extra_sbh, sbh) + _prod(4, s, b, vocab))
     acts = _clean(layer_acts + extra)
 
@@ -248,6 +293,7 @@ def training_memory(
         activation_layers=n_layers if math.isinf(n_layers) else int(n_layers),
         activation_extra=extra,
         activation_checkpointing=bool(activation_checkpointing),
+        replicated_params=replicated_params,
         total=total,
         device_memory=mem,
         headroom=headroom,

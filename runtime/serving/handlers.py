@@ -6,6 +6,9 @@ tensors are (batch dimension first, as Triton's max_batch_size > 0 adds it):
     generation (translation, summarization; an encoder-decoder):
         in   text      TYPE_STRING [1]         UTF-8 text, at most max_len tokens
         out  output    TYPE_STRING [1]         the greedy generation, detokenized
+    continuation (a decoder: language modeling, or a task with a source and a target):
+        in   text      TYPE_STRING [1]         the prompt, BOS + text (+ SEP for a source) < max_len tokens
+        out  output    TYPE_STRING [1]         the greedy continuation, detokenized
     classification (an MLP; a Transformer encoder):
         in   features  TYPE_FP32   [inputs]    (MLP)   or  text TYPE_STRING [1] (encoder)
         out  label     TYPE_STRING [1]         the most probable class's name
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..folders import architecture
-from ..tokenizer import PAD, get_tokenizer
+from ..tokenizer import BOS, PAD, SEP, get_tokenizer
 from .settings import Tensor
 
 
@@ -47,7 +50,7 @@ class Handler:
 
 
 class Unservable(ValueError):
-    """A model llmc serve has no contract for (a decoder-only model, so far)."""
+    """A model llmc serve has no contract for (an encoder that does not classify)."""
 
 
 def handler_for(meta: dict[str, Any], backend: Any = None) -> Handler:
@@ -59,6 +62,8 @@ def handler_for(meta: dict[str, Any], backend: Any = None) -> Handler:
         return FeatureClassifier(meta, backend)
     if arch == "encoder-decoder":
         return TextGenerator(meta, backend)
+    if arch == "decoder":
+        return TextContinuer(meta, backend)
     if arch == "encoder" and cfg.get("task") == "classification":
         return TextClassifier(meta, backend)
     raise Unservable(f"llmc serve has no request contract for a {arch} model ({cfg.get('task')}) yet")
@@ -117,9 +122,40 @@ class TextGenerator(_TextInput):
         self.outputs = [Tensor("output", "TYPE_STRING", [1])]
 
     def answer(self, rows: Sequence[Any]) -> dict[str, np.ndarray]:
-        generated = self.backend.generate({"source": self.ids(rows)})
+        return self.texts_of(self.backend.generate({"source": self.ids(rows)}))
+
+    def texts_of(self, generated: Any) -> dict[str, np.ndarray]:
         texts = self.tokenizer.decode_batch(np.asarray(generated).tolist())
         return {"output": np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)}
+
+
+class TextContinuer(TextGenerator):
+    """A decoder continues its prompt as it was trained: BOS + text for language modeling
+    (it writes the rest of the text), BOS + source + SEP for a task with a source and a
+    target (it writes the target). The prompt leaves room for one token at least."""
+
+    def __init__(self, meta: dict[str, Any], backend: Any):
+        super().__init__(meta, backend)
+        self.separated = meta["model"].get("task") != "language-modeling"
+
+    def rows(self, tensors: dict[str, np.ndarray]) -> list[Any]:
+        out = []
+        for text in _texts(tensors, "text"):
+            ids = [BOS, *self.tokenizer.encode(text)] + ([SEP] if self.separated else [])
+            if len(ids) >= self.max_len:
+                room = self.max_len - 1 - (2 if self.separated else 1)
+                raise RequestError(
+                    f"input 'text': {len(ids) - 1 - int(self.separated)} tokens ({len(text)} characters); "
+                    f"the model continues prompts of at most {room}"
+                )
+            out.append(ids)
+        return out
+
+    def answer(self, rows: Sequence[Any]) -> dict[str, np.ndarray]:
+        prompts = np.full((len(rows), max(len(r) for r in rows)), PAD, dtype=np.int64)
+        for i, ids in enumerate(rows):
+            prompts[i, : len(ids)] = ids
+        return self.texts_of(self.backend.generate({"prompt": prompts}))
 
 
 def _labelled(logits: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:

@@ -114,10 +114,13 @@ def request_examples(handler: Any, model_cfg: dict[str, Any], paths: Sequence[st
                 candidates = [{name: row[None, :].astype(np.float32)} for row in features]
             else:
                 data = model_cfg["data"]
-                classifies = model_cfg.get("task") == "classification"
-                column = (data.get("text") or "text") if classifies else (data.get("source") or "source")
+                task = model_cfg.get("task")
+                reads_text = task in ("classification", "language-modeling")
+                column = (data.get("text") or "text") if reads_text else (data.get("source") or "source")
                 _, rows = read_rows(path, data.get("format"))
                 texts = [str(r.get(column) or "") for r in rows]
+                if task == "language-modeling":  # the first half is the prompt: the model writes the rest
+                    texts = [t[: max(1, len(t) // 2)] for t in texts]
                 candidates = [{name: np.array([[t.encode("utf-8")]], dtype=np.object_)} for t in texts]
         except (OSError, DataError, KeyError, ValueError):
             continue

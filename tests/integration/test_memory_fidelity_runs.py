@@ -68,15 +68,38 @@ class Config:
     checkpointing: bool = False
     dropout: float = 0.1
     precision: str = "fp32"
+    options: tuple[tuple[str, Any], ...] = ()  # architecture options, as written in the transformer block
+    fused_attention: bool = False
+
+    @property
+    def gated(self) -> bool:
+        return dict(self.options).get("ffn", "gelu") != "gelu"
+
+    @property
+    def kv_fraction(self) -> float:
+        return (dict(self.options).get("kv_heads") or self.heads) / self.heads
 
 
-def _sizes(prefix: str, kind: str, small: dict, large: dict) -> list[Config]:
+def _sizes(prefix: str, kind: str, small: dict, large: dict, **more: Any) -> list[Config]:
     out = []
     for size, dims in (("small", small), ("large", large)):
         for ckpt in (False, True):
             name = f"{prefix}-{size}{'-ckpt' if ckpt else ''}"
-            out.append(Config(name, kind, checkpointing=ckpt, **dims))
+            out.append(Config(name, kind, checkpointing=ckpt, **dims, **more))
     return out
+
+
+# A Llama-style block (docs/language.md, "Architecture options").
+LLAMA: tuple[tuple[str, Any], ...] = (
+    ("ffn", "swiglu"),
+    ("positions", "rope"),
+    ("norm", "rmsnorm"),
+    ("kv_heads", 2),
+    ("qkv_bias", False),
+    ("out_bias", False),
+    ("ffn_bias", False),
+    ("tie_embeddings", False),
+)
 
 
 CONFIGS: list[Config] = [
@@ -102,6 +125,52 @@ CONFIGS: list[Config] = [
     # scores); a spec asking for bf16 on a CPU (the runtime trains it in fp32, and so does the estimate).
     Config("decoder-adam-nodropout", "decoder", 2, 64, 4, 256, 260, 64, 4, optimizer="adam", dropout=0.0),
     Config("encdec-bf16-spec", "encoder-decoder", 1, 64, 4, 256, 260, 64, 4, precision="bf16"),
+    # The architecture options: SwiGLU's third matrix, grouped-query K and V, RMSNorm, RoPE,
+    # no biases, an untied output. With dropout the attention is unfused and keeps the
+    # expanded K and V; a declared fused kernel keeps them at kv_heads width.
+    *_sizes(
+        "llama",
+        "decoder",
+        {"layers": 2, "d_model": 64, "heads": 4, "d_ff": 176, "vocab": 260, "max_len": 64, "micro_batch": 4},
+        {"layers": 4, "d_model": 256, "heads": 8, "d_ff": 704, "vocab": 1024, "max_len": 128, "micro_batch": 4},
+        options=LLAMA,
+    ),
+    Config("llama-fused", "decoder", 2, 64, 4, 176, 260, 64, 4, dropout=0.0, options=LLAMA, fused_attention=True),
+    # Multi-query attention with a narrow FFN: K and V are a large share of the layer.
+    Config(
+        "mqa-fused",
+        "decoder",
+        2,
+        128,
+        8,
+        128,
+        260,
+        64,
+        4,
+        dropout=0.0,
+        fused_attention=True,
+        options=(("kv_heads", 1), ("positions", "rope")),
+    ),  # fmt: skip
+    Config(
+        "encdec-geglu-mqa-post",
+        "encoder-decoder",
+        1,
+        64,
+        4,
+        256,
+        260,
+        64,
+        4,
+        dropout=0.0,
+        fused_attention=True,
+        options=(
+            ("ffn", "geglu"),
+            ("kv_heads", 1),
+            ("norm_position", "post"),
+            ("norm", "rmsnorm"),
+            ("tie_embeddings", False),
+        ),
+    ),  # fmt: skip
 ]
 
 SPEC = """model m {{
@@ -115,7 +184,7 @@ SPEC = """model m {{
     d_ff    = {d_ff}
     vocab   = {vocab}
     max_len = {max_len}
-    dropout = {dropout}{classes}
+    dropout = {dropout}{classes}{options}
   }}
   data {{
     train     = "s3://llmc-data/fidelity/train.tsv"
@@ -135,6 +204,7 @@ train {{
   batch_size               = {micro_batch}
   micro_batch              = {micro_batch}
   activation_checkpointing = {checkpointing}
+  fused_attention          = {fused}
   steps                    = 1
   optimizer "{optimizer}" {{
     lr = 1e-3
@@ -143,12 +213,24 @@ train {{
 """
 
 
+def _written(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
 def spec_text(c: Config) -> str:
     return SPEC.format(
         task=TASKS[c.kind],
         classes="\n    classes = 3" if c.kind == "encoder" else "",
-        checkpointing="true" if c.checkpointing else "false",
-        **{k: v for k, v in dataclasses.asdict(c).items() if k not in ("name", "checkpointing")},
+        options="".join(f"\n    {name} = {_written(value)}" for name, value in c.options),
+        checkpointing=_written(c.checkpointing),
+        fused=_written(c.fused_attention),
+        **{
+            k: v
+            for k, v in dataclasses.asdict(c).items()
+            if k not in ("name", "checkpointing", "options", "fused_attention")
+        },
     )
 
 
@@ -335,9 +417,29 @@ def test_the_configurations_would_catch_a_missing_score_term():
         cross = c.kind == "encoder-decoder"
         args = (c.max_len, c.micro_batch, c.d_model)
         sizes = {"d_ff": c.d_ff, "cross_attention": cross, "act_bytes": e, "mask_bytes": m}
-        full = activation_bytes_per_layer(*args, c.heads, **sizes)
-        scores = full - activation_bytes_per_layer(*args, 0, **sizes)  # no heads: no scores
+        full = activation_bytes_per_layer(*args, c.heads, **sizes, gated_ffn=c.gated)
+        scores = full - activation_bytes_per_layer(*args, 0, **sizes, gated_ffn=c.gated)  # no heads: no scores
         assert scores / full > TOLERANCE, c.name
+
+
+def test_the_configurations_would_catch_a_wrong_option_term():
+    """A two-matrix FFN in place of SwiGLU's three, and grouped-query K and V counted at
+    every head's width under a fused kernel, would each be more than the tolerance off
+    for one layer of some configuration."""
+
+    def layer(c: Config, **changed: Any) -> float:
+        e, m = activation_element_bytes(c.precision, cpu=True, dropout=c.dropout)
+        fused = c.fused_attention or c.dropout == 0
+        sizes = {"d_ff": c.d_ff, "cross_attention": c.kind == "encoder-decoder", "act_bytes": e, "mask_bytes": m}
+        sizes |= {"fused_attention": fused, "gated_ffn": c.gated, "kv_fraction": c.kv_fraction} | changed
+        sizes |= {"rms_norm": dict(c.options).get("norm") == "rmsnorm"}
+        return activation_bytes_per_layer(c.max_len, c.micro_batch, c.d_model, c.heads, **sizes)
+
+    def worst(name: str, **changed: Any) -> float:
+        return max(abs(layer(c, **changed) / layer(c) - 1) for c in CONFIGS if name in c.name)
+
+    assert worst("llama", gated_ffn=False) > TOLERANCE
+    assert worst("mqa", kv_fraction=1.0) > TOLERANCE
 
 
 if __name__ == "__main__":

@@ -509,12 +509,13 @@ def test_the_cpu_entry_reproduces_the_measurement_it_was_calibrated_on():
 
     def estimate(batch: int, with_request_overhead: bool) -> float:
         row = cpu.row_overhead_s + cpu.text_row_overhead_s  # text in and out
-        overheads = {"request_overhead_s": cpu.request_overhead_s, "row_overhead_s": row}
+        overheads: dict[str, float] = {"request_overhead_s": cpu.request_overhead_s, "row_overhead_s": row}
         lat = E.request_latency(
             "encoder-decoder", 1, 64, 256, 260, 25, 12, "int8", cpu.peak_ops("int8"), cpu.bandwidth_bytes_per_s,
             batch=batch, layer_launch_s=cpu.layer_launch_s, row_launch_s=cpu.row_launch_s,
             step_sync_s=cpu.step_sync_s,
-            **(overheads if with_request_overhead else {"request_overhead_s": 0.0, "row_overhead_s": 0.0}),
+            request_overhead_s=overheads["request_overhead_s"] if with_request_overhead else 0.0,
+            row_overhead_s=overheads["row_overhead_s"] if with_request_overhead else 0.0,
         )  # fmt: skip
         return lat.total_s * 1e3
 

@@ -24,6 +24,7 @@ from llmc.runtime.serving.handlers import (
 )
 from llmc.runtime.serving.runs import NoServedModel, find_gated_run
 from llmc.runtime.serving.settings import Batching, SettingsError, Tensor, config_text, read_batching
+from llmc.runtime.tokenizer import BOS, EOS, PAD, SEP
 
 GOLDEN = ROOT / "tests" / "golden"
 RERUN = "llmc run specs/translator.llm --profile local"
@@ -292,9 +293,46 @@ def test_the_classifier_refuses_features_it_cannot_read(features, message):
         handler_for(CLASSIFIER).rows({"features": features})
 
 
-def test_a_decoder_only_model_has_no_contract_yet():
-    meta = {"model": {**TRANSLATOR["model"], "transformer": {"kind": "decoder", "max_len": 8, "vocab": 260}}}
-    with pytest.raises(Unservable, match="decoder"):
+def _decoder(task: str) -> dict:
+    return {
+        "model": {**TRANSLATOR["model"], "task": task, "transformer": {"kind": "decoder", "max_len": 8, "vocab": 260}}
+    }
+
+
+class Continues:
+    """A decoder backend stand-in: records the prompts and continues each with "!" + EOS."""
+
+    def generate(self, batch):
+        self.prompts = batch["prompt"]
+        return np.array([[ord("!"), EOS]] * len(batch["prompt"]))
+
+
+def test_a_language_model_continues_its_prompt():
+    backend = Continues()
+    h = handler_for(_decoder("language-modeling"), backend)
+    assert h.inputs == [Tensor("text", "TYPE_STRING", [1])] and h.outputs == [Tensor("output", "TYPE_STRING", [1])]
+    out = h.answer(h.rows(_text(b"ab", "M\u00e4".encode())))["output"]
+    assert [x.decode() for x in out[:, 0]] == ["!", "!"]
+    # BOS + the text's bytes, PAD on the right: what training framed.
+    assert backend.prompts.tolist() == [[BOS, ord("a"), ord("b"), PAD], [BOS, ord("M"), 0xC3, 0xA4]]
+    # Room for one token at least: BOS + 7 bytes fill max_len 8.
+    h.rows(_text(b"abcdef"))
+    with pytest.raises(RequestError, match=r"7 tokens .* at most 6"):
+        h.rows(_text(b"abcdefg"))
+
+
+def test_a_decoder_trained_on_a_source_and_a_target_writes_the_target_after_sep():
+    backend = Continues()
+    h = handler_for(_decoder("translation"), backend)
+    h.answer(h.rows(_text(b"ab")))
+    assert backend.prompts.tolist() == [[BOS, ord("a"), ord("b"), SEP]]
+    with pytest.raises(RequestError, match=r"6 tokens .* at most 5"):
+        h.rows(_text(b"abcdef"))
+
+
+def test_an_encoder_that_does_not_classify_has_no_contract():
+    meta = {"model": {**TRANSLATOR["model"], "transformer": {"kind": "encoder", "max_len": 8, "vocab": 260}}}
+    with pytest.raises(Unservable, match="encoder"):
         handler_for(meta)
 
 

@@ -446,7 +446,7 @@ TRANSCRIPTS = _transcripts()
 
 
 def test_readme_shows_a_clean_check_and_one_with_a_mistake():
-    assert [change is None for _, change, _ in TRANSCRIPTS] == [True, False]
+    assert [change is None for _, change, _ in TRANSCRIPTS][:2] == [True, False]
 
 
 @pytest.mark.parametrize("spec, change, expected", TRANSCRIPTS, ids=[c or "as is" for _, c, _ in TRANSCRIPTS])

@@ -73,6 +73,7 @@ _TABLE = [
     ("E705", "error", "batching timeout not well below the p99 latency"),
     ("E706", "error", "SLA needs more replicas than a deployment can run"),
     ("E707", "error", "the planned request does not fit the model"),
+    ("E708", "error", "the served model and its key/value cache do not fit the serving device"),
     # deployment
     ("E801", "error", "a deploy value Kubernetes would reject"),
     ("E802", "error", "a generated value outside its target's range"),

@@ -40,6 +40,8 @@ def fact_lines(result) -> list[tuple[str, str]]:
             )
         )
         lines.append(("latency", facts.latency.explain()))
+    if facts.serving_memory is not None and facts.serving_memory.kv_cache:
+        lines.append(("kv cache", facts.serving_memory.explain()))
     if facts.sizing is not None:
         sizing = facts.sizing
         if sizing.feasible:

@@ -99,6 +99,7 @@ class Facts(NamedTuple):
     memory: estimate.MemoryEstimate | None = None
     served: ServedModel | None = None
     latency: estimate.LatencyEstimate | None = None
+    serving_memory: estimate.ServingMemory | None = None  # a served Transformer on a catalog device
     sizing: estimate.Sizing | None = None
     student: Arch | None = None  # the distilled student, its derived defaults (d_ff) applied
     replicas: ReplicaPlan | None = None  # with a serve block
@@ -150,6 +151,7 @@ FACT_STEPS: tuple[tuple[str, Any], ...] = (
     ("_serving", lambda ir, f: _serving(ir, f.served)),
     ("latency", lambda ir, f: f._serving[0]),
     ("sizing", lambda ir, f: f._serving[1]),
+    ("serving_memory", lambda ir, f: _serving_memory(ir, f.served)),
     ("replicas", lambda ir, f: replica_plan(ir, f) if ir.serve is not None else None),
     ("serving_resources", lambda ir, f: serving_resources(ir, f) if ir.serve is not None else None),
     ("batching", lambda ir, f: batching_load(ir, f) if ir.serve is not None else None),
@@ -335,6 +337,29 @@ def _serving(ir, served: ServedModel | None):
     if served is None:
         return None, None
     return _serving_estimate(*_serving_inputs(ir, served))
+
+
+def _serving_memory(ir: Spec, served: ServedModel | None) -> estimate.ServingMemory | None:
+    """The serving device's memory: the served weights and the key/value cache of a full
+    batch of the planned requests, per model instance."""
+    arch: Any = served.arch if served is not None else None
+    lengths = request_tokens(ir, served)
+    device = catalog.get(ir.serve.device) if ir.serve is not None else None
+    if served is None or lengths is None or device is None or ir.serve is None:
+        return None
+    return estimate.serving_memory(
+        arch.kind,
+        arch.layers,
+        arch.d_model,
+        arch.heads,
+        served.params,
+        served.precision,
+        *lengths,
+        ir.serve.batching.max_batch_size,
+        device.memory_bytes,
+        options=arch_options(arch),
+        instances=device.serving_instances,
+    )
 
 
 def request_tokens(ir: Spec, served: ServedModel | None) -> tuple[int, int] | None:

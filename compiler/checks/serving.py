@@ -1,4 +1,4 @@
-"""Serving: E701-E707, W701, and E802 for the serving configs' numbers.
+"""Serving: E701-E708, W701, and E802 for the serving configs' numbers.
 
 E701/E702/E706 use the latency and replica estimates of plan.py (docs/estimates.md).
 E802 compares the numbers serve/ would hold (Triton's config.pbtxt, TF Serving's
@@ -7,6 +7,7 @@ batching.config) with their fields' ranges (limits.py), at the spec value behind
 
 from __future__ import annotations
 
+from ..estimate import format_bytes
 from ..expressions import format_quantity
 from ..limits import INT32_MAX, INT64_MAX, MAX_REPLICAS, UINT64_MAX
 from ..plan import highest_throughput, min_replicas_for
@@ -73,6 +74,7 @@ def check(ctx: CheckContext) -> None:
             label=f"min {serve.replicas.min} > max {serve.replicas.max}",
         )
     _request_fits(ctx)
+    _device_memory(ctx)
     _feasibility(ctx)
     _config_ranges(ctx)
 
@@ -133,6 +135,33 @@ def _request_fits(ctx: CheckContext) -> None:
             help=f"set output_tokens to at most {max(1, max_len - prompt)}, or raise model.transformer.max_len",
             proposals=[(("serve.request.output_tokens", max(1, max_len - prompt)),)],
         )
+
+
+def _device_memory(ctx: CheckContext) -> None:
+    """E708: each model instance's weights and the key/value cache of a full batch of the
+    planned requests must fit the serving device."""
+    mem, serve = ctx.facts.serving_memory, ctx.ir.serve
+    if mem is None or mem.fits or serve is None:
+        return
+    per_request = mem.kv_cache / mem.batch if mem.batch else 0.0
+    room = mem.device_memory / mem.instances - mem.weights
+    batch = int(room // per_request) if per_request > 0 and room > 0 else 0
+    batch = int(min(batch, mem.batch - 1))
+    written = [p for p in ("serve.batching.max_batch_size", "serve.device") if ctx.spans.has(p)]
+    if batch < 1:  # no batch fits: the device (or the precision) is what must change
+        written = [p for p in written if p == "serve.device"]
+    ctx.diags.error(
+        "E708",
+        ctx.spans.attribute(written[0]) if written else ctx.spans.key("serve"),
+        "the served model and its key/value cache do not fit the serving device",
+        label=f"needs {format_bytes(mem.total)}; each {serve.device} has {format_bytes(mem.device_memory)}",
+        notes=(mem.explain(),),
+        help=f"lower max_batch_size to {batch}, or serve on a device with more memory"
+        if batch >= 1
+        else "serve on a device with more memory, quantize to int8, or plan shorter requests "
+        "(serve.request); fewer kv_heads shrink the cache",
+        proposals=[(("serve.batching.max_batch_size", batch),)] if batch >= 1 else [],
+    )
 
 
 def _feasibility(ctx: CheckContext) -> None:

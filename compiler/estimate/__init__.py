@@ -45,9 +45,11 @@ from .latency import (
     REQUEST_OVERHEAD_S,
     STEP_SYNC_S,
     LatencyEstimate,
+    ServingMemory,
     mlp_latency,
     request_latency,
     request_lengths,
+    serving_memory,
 )
 from .memory import (
     MemoryEstimate,
@@ -88,6 +90,7 @@ __all__ = [
     "MlpParamCount",
     "Options",
     "ParamCount",
+    "ServingMemory",
     "Sizing",
     "activation_bytes_per_layer",
     "activation_element_bytes",
@@ -106,6 +109,7 @@ __all__ = [
     "replicas_needed",
     "request_latency",
     "request_lengths",
+    "serving_memory",
     "state_bytes_per_param",
     "training_memory",
     "transformer_params",

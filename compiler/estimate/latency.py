@@ -287,3 +287,76 @@ def mlp_latency(
         achieved_ops_per_s=ops,
         achieved_bytes_per_s=bw,
     )
+
+
+class ServingMemory(NamedTuple):
+    """Device memory of one serving device: its model instances' weights and the
+    key/value caches of the batches they run at once."""
+
+    weights: float  # bytes of the served weights, per instance
+    kv_cache: float  # bytes of one batch's key/value cache at the request's full context
+    batch: float  # an int, or math.inf
+    context: float  # tokens each sequence's cache holds (prompt or source, and the generated ones)
+    instances: int
+    total: float
+    device_memory: float
+    fits: bool
+
+    def explain(self) -> str:
+        cache = (
+            f"{format_bytes(self.kv_cache)} for {self.batch} request{'s' if self.batch != 1 else ''} "
+            f"of {_count(self.context)} tokens + weights {format_bytes(self.weights)}"
+        )
+        if self.instances != 1:
+            cache = f"{self.instances} instances x ({cache})"
+        free = 1.0 - self.total / self.device_memory if self.device_memory else 0.0
+        verdict = f"{free:.0%} free" if self.fits else "does not fit"
+        return f"{cache} = {format_bytes(self.total)} of {format_bytes(self.device_memory)} ({verdict})"
+
+
+def _count(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{int(x):,}"
+
+
+def serving_memory(
+    kind,
+    layers,
+    d_model,
+    heads,
+    params,
+    precision,
+    input_tokens,
+    output_tokens,
+    batch,
+    device_memory_bytes,
+    *,
+    options: Options = DEFAULT,
+    instances=1,
+) -> ServingMemory:
+    """The served weights at `precision` and the key/value cache of `batch` requests
+    of `input_tokens` + `output_tokens` tokens, for each of `instances` model instances
+    (docs/estimates.md, "Serving memory"). The cache holds K and V of kv_heads heads,
+    16-bit (fp32 when serving fp32), for every layer that attends to earlier tokens: the
+    decoder's self-attention over the prompt and the generated tokens, and an
+    encoder-decoder's cross-attention over the source. An encoder keeps no cache. The
+    activations of one pass are transient and left out."""
+    if precision not in BYTES_PER_PARAM:
+        raise ValueError(f"unknown serving precision {precision!r}")
+    weights = _prod(_num(params), BYTES_PER_PARAM[precision])
+    context = 0.0 if kind == "encoder" else max(1.0, _num(input_tokens)) + max(0.0, _num(output_tokens))
+    kvb = 4.0 if precision == "fp32" else 2.0
+    B = max(1.0, _num(batch))
+    kv = _prod(2, _num(layers), context, _num(kv_width(d_model, heads, options)), kvb, B)
+    n = max(1, int(instances))
+    total = _clean(_prod(n, weights + kv))
+    memory = _num(device_memory_bytes)
+    return ServingMemory(
+        weights=weights,
+        kv_cache=kv,
+        batch=B if math.isinf(B) else int(B),
+        context=context,
+        instances=n,
+        total=total,
+        device_memory=memory,
+        fits=bool(total <= memory),
+    )

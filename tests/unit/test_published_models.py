@@ -72,3 +72,20 @@ def test_key_value_heads_replicated_over_the_tensor_group_cost_memory(tmp_path):
     # Each rank holds 7/8 of the replicated K/V projections on top of its shard (weights,
     # gradients and AdamW state), despite the smaller projections of kv_heads = 4.
     assert mem_repl.weights > mem_split.weights
+
+
+def test_the_serving_key_value_cache_is_sized_by_kv_heads():
+    """Llama-3-8B caches 128 KiB per token in 16 bits (2 x 32 layers x 8 heads x 128),
+    the figure its model card's deployments plan with; full multi-head attention would
+    cache four times as much."""
+    llama = E.Options(ffn="swiglu", positions="rope", norm="rmsnorm", kv_heads=8, tie_embeddings=False)
+
+    def held(options: E.Options, batch: int = 1):
+        return E.serving_memory("decoder", 32, 4096, 32, 8_030_261_248, "fp16", 1000, 24, batch, 24e9, options=options)
+
+    one = held(llama)
+    assert one.context == 1024 and one.kv_cache == 1024 * 128 * 1024
+    assert one.weights == 2 * 8_030_261_248 and one.fits
+    assert held(llama._replace(kv_heads=None)).kv_cache == 4 * one.kv_cache
+    assert not held(llama, batch=64).fits  # 8 GiB of cache on top of 16 GB of weights
+    assert E.serving_memory("encoder", 12, 768, 12, 1e8, "fp16", 512, 0, 8, 16e9).kv_cache == 0

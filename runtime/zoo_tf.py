@@ -8,8 +8,29 @@ MLP), so `model.count_params()` equals `transformer_params(...)` / `mlp_params(.
 (tests/integration/test_zoo.py). Tensor parallelism is torch-only: TensorFlow models train
 data-parallel with `hvd.DistributedGradientTape`.
 
+That is the default. The model block's architecture options (DEFAULT_OPTIONS, the same
+names, values and checks as zoo_torch's; a block without them builds exactly the model
+above, with the same weight names) change it as they change the torch model:
+
+* `ffn` "swiglu" / "geglu": gated FFN down(act(gate(x)) * up(x)), SiLU / exact GELU
+  (Dense layers `gate`, `up`, `down` in place of `fc1`, `fc2`);
+* `positions` "rope" (rotary Q and K in self-attention, NeoX/Llama rotate_half layout,
+  `rope_base`; cross-attention rotates neither its queries nor the memory's keys) or
+  "none": no positional tables (no `pos` weight);
+* `norm` "rmsnorm" (weight `scale` only, eps 1e-5, computed in float32);
+  `norm_position` "post": x = N(x + Sub(x)), the final norm per stack kept;
+* `kv_heads`: grouped-query attention, K and V kv_heads x head_dim wide in every
+  attention block (cross-attention too); query head i reads K/V head
+  i // (heads / kv_heads), without copying K and V per query head;
+* `qkv_bias`, `out_bias`, `ffn_bias` false: those Dense layers without biases (the
+  classifier head keeps its bias);
+* `tie_embeddings` false: an output Dense layer `output` (d_model x vocab kernel, no
+  bias) of its own, for the kinds that decode (an encoder has no output projection).
+
 Structured pruning (`unit_scores`, `units_to_keep`, `shrink`) is zoo_torch's: whole
-heads, FFN channels and hidden units removed, `head_dim` recorded in the model block.
+heads (under grouped-query attention, whole groups: a key/value head with its query
+heads), FFN channels (gated: gate and up columns with the down rows) and hidden units
+removed, `head_dim` recorded in the model block (and the kept `kv_heads`).
 
 Inputs are dicts of int32/float32 tensors named as data.py names its arrays:
 {"source", "target"} (target = BOS + ... : the decoder input), {"text"}, {"tokens"},
@@ -47,26 +68,121 @@ from .tokenizer import BOS, EOS, PAD
 INIT_STD = 0.02
 NEG_INF = -1e9  # masked attention scores (softmax runs in float32)
 
+# The architecture options of the model block and their defaults (today's model): zoo_torch's.
+FFNS = ("gelu", "swiglu", "geglu")
+POSITIONS = ("learned", "rope", "none")
+NORMS = ("layernorm", "rmsnorm")
+NORM_POSITIONS = ("pre", "post")
+NORM_EPS = 1e-5  # for both norms, as zoo_torch
+DEFAULT_OPTIONS = {
+    "ffn": "gelu",
+    "positions": "learned",
+    "rope_base": 10000.0,
+    "norm": "layernorm",
+    "norm_position": "pre",
+    "kv_heads": None,
+    "qkv_bias": True,
+    "out_bias": True,
+    "ffn_bias": True,
+    "tie_embeddings": True,
+}
+
+
+def check_options(options: dict) -> dict:
+    """The options with their defaults filled in; ValueError on an unknown value
+    (zoo_torch.check_options: None keeps the default, but kv_heads None is a value)."""
+    o = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None or k == "kv_heads"}}
+    for name, allowed in (("ffn", FFNS), ("positions", POSITIONS), ("norm", NORMS), ("norm_position", NORM_POSITIONS)):
+        if o[name] not in allowed:
+            raise ValueError(f"unknown {name} {o[name]!r}; expected one of {', '.join(allowed)}")
+    return o
+
 
 def _normal(std):
     return keras.initializers.RandomNormal(0.0, std)
 
 
-class Attention(layers.Layer):
-    """Q, K, V, O projections with biases (4 (d^2 + d) parameters)."""
+class RMSNorm(layers.Layer):
+    """x / sqrt(mean(x^2) + eps) * scale: d parameters, no bias, computed in float32
+    (under mixed precision too, as zoo_torch.RMSNorm)."""
 
-    def __init__(self, d_model, heads, dropout, out_std=INIT_STD, head_dim=None, **kw):
+    def __init__(self, epsilon=NORM_EPS, **kw):
+        super().__init__(**kw)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+        super().build(input_shape)
+
+    def call(self, x):
+        h = tf.cast(x, tf.float32)
+        h = h * tf.math.rsqrt(tf.reduce_mean(tf.square(h), -1, keepdims=True) + self.epsilon)
+        return tf.cast(h, x.dtype) * tf.cast(self.scale, x.dtype)
+
+
+def make_norm(norm: str, name: str):
+    if norm == "rmsnorm":
+        return RMSNorm(name=name)
+    return layers.LayerNormalization(epsilon=NORM_EPS, name=name)
+
+
+def rotate_half(x):
+    x1, x2 = tf.split(x, 2, axis=-1)
+    return tf.concat([-x2, x1], -1)
+
+
+def rope_angles(positions, head_dim: int, base: float):
+    """(cos, sin) [T, head_dim] of the rotary embedding at `positions` [T] (float32):
+    pair i of the head dimension (i and i + head_dim/2, the NeoX/Llama layout) turns by
+    position x base^(-2i/head_dim), as zoo_torch.rope_angles."""
+    inv_freq = 1.0 / tf.pow(tf.constant(float(base), tf.float32), tf.range(0, head_dim, 2, dtype=tf.float32) / head_dim)
+    angles = tf.cast(positions, tf.float32)[:, None] * inv_freq[None, :]
+    emb = tf.concat([angles, angles], -1)
+    return tf.cos(emb), tf.sin(emb)
+
+
+def apply_rope(x, cos, sin):
+    """Rotate x [..., T, head_dim] by the angles of `rope_angles` (a rotation: norms kept)."""
+    return x * tf.cast(cos, x.dtype) + rotate_half(x) * tf.cast(sin, x.dtype)
+
+
+class Attention(layers.Layer):
+    """Q, K, V, O projections (with biases: 4 (d^2 + d) parameters).
+
+    Q and O are heads x head_dim wide; K and V kv_heads x head_dim (grouped-query
+    attention: each group of heads / kv_heads query heads shares one K/V head; None is
+    kv_heads = heads). `rope_base` rotates Q and K by their positions (self-attention
+    only)."""
+
+    def __init__(
+        self,
+        d_model,
+        heads,
+        dropout,
+        out_std=INIT_STD,
+        head_dim=None,
+        kv_heads=None,
+        qkv_bias=True,
+        out_bias=True,
+        rope_base=None,
+        **kw,
+    ):
         super().__init__(**kw)
         if head_dim is None:  # a structurally pruned model keeps its head_dim with fewer heads
             if d_model % heads:
                 raise ValueError(f"d_model = {d_model} is not a multiple of heads = {heads}")
             head_dim = d_model // heads
-        self.heads, self.head_dim = heads, head_dim
-        inner = heads * head_dim
-        self.q = layers.Dense(inner, kernel_initializer=_normal(INIT_STD), name="q")
-        self.k = layers.Dense(inner, kernel_initializer=_normal(INIT_STD), name="k")
-        self.v = layers.Dense(inner, kernel_initializer=_normal(INIT_STD), name="v")
-        self.o = layers.Dense(d_model, kernel_initializer=_normal(out_std), name="o")
+        kv_heads = heads if kv_heads is None else int(kv_heads)
+        if kv_heads < 1 or heads % kv_heads:
+            raise ValueError(f"heads = {heads} is not a multiple of kv_heads = {kv_heads}")
+        if rope_base is not None and head_dim % 2:
+            raise ValueError(f"rotary positions need an even head_dim, not {head_dim}")
+        self.heads, self.kv_heads, self.head_dim, self.rope_base = heads, kv_heads, head_dim, rope_base
+        inner, kv_inner = heads * head_dim, kv_heads * head_dim
+        self.q = layers.Dense(inner, use_bias=qkv_bias, kernel_initializer=_normal(INIT_STD), name="q")
+        self.k = layers.Dense(kv_inner, use_bias=qkv_bias, kernel_initializer=_normal(INIT_STD), name="k")
+        self.v = layers.Dense(kv_inner, use_bias=qkv_bias, kernel_initializer=_normal(INIT_STD), name="v")
+        self.o = layers.Dense(d_model, use_bias=out_bias, kernel_initializer=_normal(out_std), name="o")
         self.drop = layers.Dropout(dropout)
 
     def build(self, input_shape):
@@ -78,40 +194,69 @@ class Attention(layers.Layer):
         self.o.build((None, self.heads * self.head_dim))
         super().build(input_shape)
 
-    def _split(self, x):
+    def _split(self, x, heads):
         b, t = tf.shape(x)[0], tf.shape(x)[1]
-        return tf.transpose(tf.reshape(x, (b, t, self.heads, self.head_dim)), (0, 2, 1, 3))
+        return tf.transpose(tf.reshape(x, (b, t, heads, self.head_dim)), (0, 2, 1, 3))
 
     def call(self, x, memory=None, key_mask=None, causal=False, training=None):
         kv = x if memory is None else memory
-        q, k, v = self._split(self.q(x)), self._split(self.k(kv)), self._split(self.v(kv))
+        q = self._split(self.q(x), self.heads)
+        k, v = self._split(self.k(kv), self.kv_heads), self._split(self.v(kv), self.kv_heads)
+        if self.rope_base is not None and memory is None:
+            cos, sin = rope_angles(tf.range(tf.shape(q)[2]), self.head_dim, self.rope_base)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        b, t, s = tf.shape(q)[0], tf.shape(q)[2], tf.shape(k)[2]
+        group = self.heads // self.kv_heads
+        if group > 1:
+            # Each K/V head meets the queries of its group stacked along the time axis
+            # ([B, kv, group x T, hd]; the query heads of a group are adjacent), so K and V
+            # are not copied once per query head.
+            q = tf.reshape(q, (b, self.kv_heads, group * t, self.head_dim))
         scores = tf.matmul(tf.cast(q, tf.float32), tf.cast(k, tf.float32), transpose_b=True) / math.sqrt(self.head_dim)
+        if group > 1:
+            scores = tf.reshape(scores, (b, self.heads, t, s))
         if key_mask is not None:
             scores = tf.where(key_mask[:, None, None, :], scores, NEG_INF)
         if causal:
-            t = tf.shape(scores)[-1]
-            allowed = tf.cast(tf.linalg.band_part(tf.ones((t, t)), -1, 0), tf.bool)
+            allowed = tf.cast(tf.linalg.band_part(tf.ones((s, s)), -1, 0), tf.bool)
             scores = tf.where(allowed[None, None], scores, NEG_INF)
         p = self.drop(tf.nn.softmax(scores, axis=-1), training=training)
+        if group > 1:
+            p = tf.reshape(p, (b, self.kv_heads, group * t, s))
         out = tf.matmul(tf.cast(p, v.dtype), v)
-        b, t = tf.shape(out)[0], tf.shape(out)[2]
+        if group > 1:
+            out = tf.reshape(out, (b, self.heads, t, self.head_dim))
         return self.o(tf.reshape(tf.transpose(out, (0, 2, 1, 3)), (b, t, self.heads * self.head_dim)))
 
 
 class Layer(layers.Layer):
-    """Pre-LN: x + SelfAttn(LN x) [+ CrossAttn(LN x, memory)] + FFN(LN x)."""
+    """One layer: self-attention [+ cross-attention] + FFN, each with a residual.
+    Pre-norm (the default): x + Sub(N x); post-norm: N(x + Sub x). The FFN is "gelu"
+    (fc1, fc2) or gated, "swiglu" / "geglu": down(act(gate x) * up x)."""
 
-    def __init__(self, d_model, heads, d_ff, dropout, cross, out_std, head_dim=None, **kw):
+    def __init__(self, d_model, heads, d_ff, dropout, cross, out_std, head_dim=None, options=None, **kw):
         super().__init__(**kw)
-        self.cross = cross
-        self.ln1 = layers.LayerNormalization(epsilon=1e-5, name="ln1")
-        self.self_attn = Attention(d_model, heads, dropout, out_std, head_dim, name="self_attn")
-        if cross:
-            self.ln_cross = layers.LayerNormalization(epsilon=1e-5, name="ln_cross")
-            self.cross_attn = Attention(d_model, heads, dropout, out_std, head_dim, name="cross_attn")
-        self.ln2 = layers.LayerNormalization(epsilon=1e-5, name="ln2")
-        self.fc1 = layers.Dense(d_ff, kernel_initializer=_normal(INIT_STD), name="fc1")
-        self.fc2 = layers.Dense(d_model, kernel_initializer=_normal(out_std), name="fc2")
+        o = {**DEFAULT_OPTIONS, **(options or {})}
+        if o["ffn"] not in FFNS:
+            raise ValueError(f"unknown ffn {o['ffn']!r}; expected one of {', '.join(FFNS)}")
+        attn = {"kv_heads": o["kv_heads"], "qkv_bias": o["qkv_bias"], "out_bias": o["out_bias"]}
+        rope = float(o["rope_base"]) if o["positions"] == "rope" else None
+        self.cross, self.d_ff, self.ffn = cross, d_ff, o["ffn"]
+        self.gated, self.pre_norm = o["ffn"] != "gelu", o["norm_position"] == "pre"
+        self.ln1 = make_norm(o["norm"], "ln1")
+        self.self_attn = Attention(d_model, heads, dropout, out_std, head_dim, rope_base=rope, name="self_attn", **attn)
+        if cross:  # no rotation in cross-attention: neither the queries nor the memory's keys
+            self.ln_cross = make_norm(o["norm"], "ln_cross")
+            self.cross_attn = Attention(d_model, heads, dropout, out_std, head_dim, name="cross_attn", **attn)
+        self.ln2 = make_norm(o["norm"], "ln2")
+        bias = o["ffn_bias"]
+        if self.gated:
+            self.gate = layers.Dense(d_ff, use_bias=bias, kernel_initializer=_normal(INIT_STD), name="gate")
+            self.up = layers.Dense(d_ff, use_bias=bias, kernel_initializer=_normal(INIT_STD), name="up")
+            self.down = layers.Dense(d_model, use_bias=bias, kernel_initializer=_normal(out_std), name="down")
+        else:
+            self.fc1 = layers.Dense(d_ff, use_bias=bias, kernel_initializer=_normal(INIT_STD), name="fc1")
+            self.fc2 = layers.Dense(d_model, use_bias=bias, kernel_initializer=_normal(out_std), name="fc2")
         self.drop = layers.Dropout(dropout)
         self.ffn_drop = layers.Dropout(dropout)
 
@@ -120,11 +265,29 @@ class Layer(layers.Layer):
         norms = [self.ln1, self.ln2] + ([self.ln_cross] if self.cross else [])
         for part in norms + [self.self_attn] + ([self.cross_attn] if self.cross else []):
             part.build((None, None, d))
-        self.fc1.build((None, d))
-        self.fc2.build((None, self.fc1.units))
+        ins, out = ([self.gate, self.up], self.down) if self.gated else ([self.fc1], self.fc2)
+        for dense in ins:
+            dense.build((None, d))
+        out.build((None, self.d_ff))
         super().build(input_shape)
 
+    def _feed_forward(self, x, training):
+        if self.gated:
+            gate = self.gate(x)
+            gate = tf.nn.silu(gate) if self.ffn == "swiglu" else tf.nn.gelu(gate, approximate=False)
+            return self.down(self.ffn_drop(gate * self.up(x), training=training))
+        h = self.ffn_drop(tf.nn.gelu(self.fc1(x), approximate=False), training=training)
+        return self.fc2(h)
+
     def call(self, x, key_mask=None, causal=False, memory=None, memory_mask=None, training=None):
+        if not self.pre_norm:
+            x = self.ln1(
+                x + self.drop(self.self_attn(x, key_mask=key_mask, causal=causal, training=training), training=training)
+            )
+            if self.cross:
+                cross = self.cross_attn(x, memory=memory, key_mask=memory_mask, training=training)
+                x = self.ln_cross(x + self.drop(cross, training=training))
+            return self.ln2(x + self.drop(self._feed_forward(x, training), training=training))
         x = x + self.drop(
             self.self_attn(self.ln1(x), key_mask=key_mask, causal=causal, training=training), training=training
         )
@@ -133,33 +296,38 @@ class Layer(layers.Layer):
                 self.cross_attn(self.ln_cross(x), memory=memory, key_mask=memory_mask, training=training),
                 training=training,
             )
-        h = self.ffn_drop(tf.nn.gelu(self.fc1(self.ln2(x)), approximate=False), training=training)
-        return x + self.drop(self.fc2(h), training=training)
+        return x + self.drop(self._feed_forward(self.ln2(x), training), training=training)
 
 
 class Stack(layers.Layer):
-    """A learned positional table, the layers and a final LayerNorm."""
+    """[A learned positional table,] the layers and a final norm (post-norm too)."""
 
-    def __init__(self, layers_, d_model, heads, d_ff, max_len, dropout, cross, causal, head_dim=None, **kw):
+    def __init__(
+        self, layers_, d_model, heads, d_ff, max_len, dropout, cross, causal, head_dim=None, options=None, **kw
+    ):
         super().__init__(**kw)
+        o = {**DEFAULT_OPTIONS, **(options or {})}
         out_std = INIT_STD / math.sqrt(2 * layers_)
         self.max_len, self.d_model, self.causal = max_len, d_model, causal
+        self.learned_positions = o["positions"] == "learned"
         self.blocks = [
-            Layer(d_model, heads, d_ff, dropout, cross, out_std, head_dim, name=f"layer_{i}") for i in range(layers_)
+            Layer(d_model, heads, d_ff, dropout, cross, out_std, head_dim, o, name=f"layer_{i}") for i in range(layers_)
         ]
-        self.norm = layers.LayerNormalization(epsilon=1e-5, name="norm")
+        self.norm = make_norm(o["norm"], "norm")
         self.drop = layers.Dropout(dropout)
 
     def build(self, input_shape):
-        self.pos = self.add_weight(shape=(self.max_len, self.d_model), initializer=_normal(INIT_STD), name="pos")
+        if self.learned_positions:
+            self.pos = self.add_weight(shape=(self.max_len, self.d_model), initializer=_normal(INIT_STD), name="pos")
         for block in self.blocks:
             block.build((None, None, self.d_model))
         self.norm.build((None, None, self.d_model))
         super().build(input_shape)
 
     def call(self, x, key_mask=None, memory=None, memory_mask=None, training=None):
-        t = tf.shape(x)[1]
-        h = self.drop(x + self.pos[:t][None], training=training)
+        if self.learned_positions:
+            x = x + self.pos[: tf.shape(x)[1]][None]
+        h = self.drop(x, training=training)
         for block in self.blocks:
             h = block(
                 h, key_mask=key_mask, causal=self.causal, memory=memory, memory_mask=memory_mask, training=training
@@ -168,6 +336,11 @@ class Stack(layers.Layer):
 
 
 class Transformer(keras.Model):
+    """`options` (keyword arguments): the architecture options of DEFAULT_OPTIONS (ffn,
+    positions, rope_base, norm, norm_position, kv_heads, qkv_bias, out_bias, ffn_bias,
+    tie_embeddings); those not given keep today's model. Other keyword arguments are
+    keras.Model's (`name`)."""
+
     def __init__(
         self,
         kind,
@@ -182,19 +355,30 @@ class Transformer(keras.Model):
         head_dim=None,
         **kw,
     ):
+        options = {name: kw.pop(name) for name in list(kw) if name in DEFAULT_OPTIONS}
         super().__init__(**kw)
         if kind not in ("encoder-decoder", "encoder", "decoder"):
             raise ValueError(f"unknown transformer kind {kind!r}")
+        o = check_options(options)
         d_ff = 4 * d_model if d_ff is None else d_ff
         self.kind, self.vocab, self.max_len = kind, vocab, max_len
+        self.options = o
         self.tok = keras.layers.Embedding(vocab, d_model, embeddings_initializer=_normal(INIT_STD), name="tok")
         args = (layers, d_model, heads, d_ff, max_len, dropout)
         if kind in ("encoder-decoder", "encoder"):
-            self.encoder = Stack(*args, cross=False, causal=False, head_dim=head_dim, name="encoder")
+            self.encoder = Stack(*args, cross=False, causal=False, head_dim=head_dim, options=o, name="encoder")
         if kind in ("encoder-decoder", "decoder"):
-            self.decoder = Stack(*args, cross=kind == "encoder-decoder", causal=True, head_dim=head_dim, name="decoder")
+            cross = kind == "encoder-decoder"
+            self.decoder = Stack(*args, cross=cross, causal=True, head_dim=head_dim, options=o, name="decoder")
         if kind == "encoder":
             self.head = keras.layers.Dense(classes or 2, kernel_initializer=_normal(INIT_STD), name="head")
+        # An untied output projection (no bias); an encoder has none. (`output` is a
+        # keras.Model property, hence the attribute's other name.)
+        self.untied_output = None
+        if not o["tie_embeddings"] and kind != "encoder":
+            self.untied_output = keras.layers.Dense(
+                vocab, use_bias=False, kernel_initializer=_normal(INIT_STD), name="output"
+            )
 
     def build(self, input_shape=None):
         self.tok.build((None, None))
@@ -204,6 +388,8 @@ class Transformer(keras.Model):
                 stack.build((None, None, d))
         if self.kind == "encoder":
             self.head.build((None, d))
+        if self.untied_output is not None:
+            self.untied_output.build((None, d))
         super().build(input_shape)
 
     def call(self, inputs, training=None):
@@ -225,6 +411,8 @@ class Transformer(keras.Model):
 
     def decode(self, ids, memory=None, memory_mask=None, training=None):
         h = self.decoder(self.tok(ids), memory=memory, memory_mask=memory_mask, training=training)
+        if self.untied_output is not None:
+            return self.untied_output(h)
         return tf.matmul(h, tf.cast(self.tok.embeddings, h.dtype), transpose_b=True)  # tied, no bias
 
     def generate(self, ids, max_new_tokens=None):
@@ -333,6 +521,8 @@ def build_model(model_cfg: dict, seed: int | None = 0):
         a.get("dropout", 0.1),
         a.get("classes"),
         a.get("head_dim"),  # set by structured pruning only
+        # The architecture options; a block without them (an older bundle) builds today's model.
+        **{name: a.get(name, default) for name, default in DEFAULT_OPTIONS.items()},
     )
     model(example_inputs(model))
     return model
@@ -411,10 +601,44 @@ def _norms(w: np.ndarray, axis: int) -> np.ndarray:
     return np.linalg.norm(w.astype(np.float64), axis=axis)
 
 
+def _with_bias(w: dict[str, np.ndarray], dense: str) -> np.ndarray:
+    """A Dense layer's kernel [in, out] with its bias appended as a last row (the
+    kernel alone without)."""
+    bias = w.get(f"{dense}/bias")
+    return w[f"{dense}/kernel"] if bias is None else np.concatenate([w[f"{dense}/kernel"], bias[None]])
+
+
+def _head_columns(heads: np.ndarray, head_dim: int) -> np.ndarray:
+    """The kernel columns (the bias entries) of the given heads, in order."""
+    return (np.asarray(heads)[:, None] * head_dim + np.arange(head_dim)).reshape(-1)
+
+
+def _layers(model):
+    """(path, Layer) of every layer of a Transformer's stacks, paths as `_weights` has them."""
+    for stack in (getattr(model, "encoder", None), getattr(model, "decoder", None)):
+        if stack is not None:
+            for block in stack.blocks:
+                yield f"{stack.name}/{block.name}", block
+
+
+def _attentions(path: str, block):
+    """(path, Attention) of a layer's attention blocks."""
+    yield f"{path}/self_attn", block.self_attn
+    if block.cross:
+        yield f"{path}/cross_attn", block.cross_attn
+
+
+def _ffn_denses(block) -> tuple[tuple[str, ...], str]:
+    """The names of a layer's FFN Dense layers: those that write its channels, the one that reads them."""
+    return (("gate", "up"), "down") if block.gated else (("fc1",), "fc2")
+
+
 def unit_scores(model) -> dict[str, np.ndarray]:
     """zoo_torch.unit_scores for these models (Keras kernels are [in, out]), keyed by
-    the path of the attention block, the layer holding fc1 and fc2, or the MLP's
-    hidden Dense layer."""
+    the path of the attention block (per key/value head with its query heads under
+    grouped-query attention), the layer holding the FFN (per channel; gated: the gate
+    and up norms multiplied, as a channel writes act(gate) x up), or the MLP's hidden
+    Dense layer."""
     w = _weights(model)
     scores = {}
     if isinstance(model, MLP):
@@ -423,23 +647,17 @@ def unit_scores(model) -> dict[str, np.ndarray]:
             written = _norms(np.concatenate([w[f"{name}/kernel"], w[f"{name}/bias"][None]]), 0)
             scores[name] = written * _norms(w[f"{nxt}/kernel"], 1)
         return scores
-    for path in w:
-        if path.endswith("attn/v/kernel"):
-            block = path[: -len("/v/kernel")]
-            heads = _attention(model, block)
-            values = np.concatenate([w[f"{block}/v/kernel"], w[f"{block}/v/bias"][None]])  # [in + 1, inner]
-            per_head = values.reshape(values.shape[0], heads, -1).transpose(1, 0, 2).reshape(heads, -1)
-            scores[block] = _norms(per_head, 1) * _norms(w[f"{block}/o/kernel"].reshape(heads, -1), 1)
-        elif path.endswith("/fc1/kernel"):
-            layer = path[: -len("/fc1/kernel")]
-            written = _norms(np.concatenate([w[f"{layer}/fc1/kernel"], w[f"{layer}/fc1/bias"][None]]), 0)
-            scores[layer] = written * _norms(w[f"{layer}/fc2/kernel"], 1)
+    for path, block in _layers(model):
+        for attn_path, attn in _attentions(path, block):
+            # A group's V columns and O rows are contiguous (its query heads are adjacent).
+            values = _with_bias(w, f"{attn_path}/v")  # [in (+ 1), kv_heads x head_dim]
+            groups = attn.kv_heads
+            per_group = values.reshape(values.shape[0], groups, -1).transpose(1, 0, 2).reshape(groups, -1)
+            scores[attn_path] = _norms(per_group, 1) * _norms(w[f"{attn_path}/o/kernel"].reshape(groups, -1), 1)
+        writers, reader = _ffn_denses(block)
+        written = np.prod([_norms(_with_bias(w, f"{path}/{name}"), 0) for name in writers], axis=0)
+        scores[path] = written * _norms(w[f"{path}/{reader}/kernel"], 1)
     return scores
-
-
-def _attention(model, block: str) -> int:
-    stack, layer, attn = block.split("/")
-    return getattr(getattr(model, stack).blocks[int(layer.split("_")[1])], attn).heads
 
 
 def units_to_keep(scores: dict[str, np.ndarray], sparsity: float) -> dict[str, np.ndarray]:
@@ -454,10 +672,12 @@ def units_to_keep(scores: dict[str, np.ndarray], sparsity: float) -> dict[str, n
 
 
 def shrink(model, model_cfg: dict, keep: dict[str, np.ndarray]):
-    """zoo_torch.shrink: a smaller copy holding only the kept units (Q, K, V kernel
-    columns and O kernel rows of the kept heads; fc1 columns and fc2 rows; a hidden
-    Dense layer's columns and the next layer's rows) and the model block it is built
-    from (`heads`, `d_ff` and `head_dim`; an MLP's `hidden`)."""
+    """zoo_torch.shrink: a smaller copy holding only the kept units (Q kernel columns
+    and O kernel rows of the kept query heads, K and V columns of the kept key/value
+    heads: under grouped-query attention a unit is a K/V head with its query heads; fc1
+    columns and fc2 rows, or gate and up columns and down rows; a hidden Dense layer's
+    columns and the next layer's rows) and the model block it is built from (`heads`,
+    `d_ff` and `head_dim`, `kv_heads` when the block sets it; an MLP's `hidden`)."""
     w = _weights(model)
     cfg = copy.deepcopy(model_cfg)
     if isinstance(model, MLP):
@@ -470,29 +690,35 @@ def shrink(model, model_cfg: dict, keep: dict[str, np.ndarray]):
             widths.append(len(idx))
         cfg["mlp"]["hidden"] = widths
     else:
-        heads, d_ff, head_dim = set(), set(), None
-        for path in list(w):
-            if path.endswith("attn/v/kernel"):
-                block = path[: -len("/v/kernel")]
-                m = _attention(model, block)
-                head_dim = w[path].shape[1] // m
-                idx = keep.get(block, np.arange(m))
-                cols = (idx[:, None] * head_dim + np.arange(head_dim)).reshape(-1)
-                for proj in ("q", "k", "v"):
-                    w[f"{block}/{proj}/kernel"] = w[f"{block}/{proj}/kernel"][:, cols]
-                    w[f"{block}/{proj}/bias"] = w[f"{block}/{proj}/bias"][cols]
-                w[f"{block}/o/kernel"] = w[f"{block}/o/kernel"][cols]
-                heads.add(len(idx))
-            elif path.endswith("/fc1/kernel"):
-                layer = path[: -len("/fc1/kernel")]
-                idx = keep.get(layer, np.arange(w[path].shape[1]))
-                w[f"{layer}/fc1/kernel"], w[f"{layer}/fc1/bias"] = w[path][:, idx], w[f"{layer}/fc1/bias"][idx]
-                w[f"{layer}/fc2/kernel"] = w[f"{layer}/fc2/kernel"][idx]
-                d_ff.add(len(idx))
-        if len(heads) > 1 or len(d_ff) > 1:
+        heads, kv_heads, d_ff, head_dim = set(), set(), set(), None
+        for path, block in _layers(model):
+            for attn_path, attn in _attentions(path, block):
+                groups = np.asarray(keep.get(attn_path, np.arange(attn.kv_heads)))
+                per_group = attn.heads // attn.kv_heads
+                query_heads = (groups[:, None] * per_group + np.arange(per_group)).reshape(-1)
+                head_dim = attn.head_dim
+                cols, kv_cols = _head_columns(query_heads, head_dim), _head_columns(groups, head_dim)
+                for proj, kept in (("q", cols), ("k", kv_cols), ("v", kv_cols)):
+                    w[f"{attn_path}/{proj}/kernel"] = w[f"{attn_path}/{proj}/kernel"][:, kept]
+                    if f"{attn_path}/{proj}/bias" in w:
+                        w[f"{attn_path}/{proj}/bias"] = w[f"{attn_path}/{proj}/bias"][kept]
+                w[f"{attn_path}/o/kernel"] = w[f"{attn_path}/o/kernel"][cols]
+                heads.add(len(query_heads))
+                kv_heads.add(len(groups))
+            writers, reader = _ffn_denses(block)
+            idx = np.asarray(keep.get(path, np.arange(block.d_ff)))
+            for name in writers:
+                w[f"{path}/{name}/kernel"] = w[f"{path}/{name}/kernel"][:, idx]
+                if f"{path}/{name}/bias" in w:
+                    w[f"{path}/{name}/bias"] = w[f"{path}/{name}/bias"][idx]
+            w[f"{path}/{reader}/kernel"] = w[f"{path}/{reader}/kernel"][idx]
+            d_ff.add(len(idx))
+        if len(heads) > 1 or len(kv_heads) > 1 or len(d_ff) > 1:
             raise ValueError(f"every layer must keep as many heads and channels (heads {heads}, d_ff {d_ff})")
         a = cfg["transformer"]
         a["heads"], a["d_ff"], a["head_dim"] = heads.pop(), d_ff.pop(), head_dim
+        if a.get("kv_heads") is not None:
+            a["kv_heads"] = kv_heads.pop()
     small = build_model(cfg, seed=0)
     for v in small.weights:
         v.assign(w[v.path.split("/", 1)[1]])

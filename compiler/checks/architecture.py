@@ -1,7 +1,7 @@
 """The transformer's architecture options (docs/language.md, "Architecture options"):
-E310 (RoPE needs an even head dimension), E311 (kv_heads must divide heads), E308 (an
-option the TensorFlow zoo does not build), W303 (key/value heads replicated over the
-tensor-parallel group) and W304 (rope_base without rotary positions). The distilled
+E310 (RoPE needs an even head dimension), E311 (kv_heads must divide heads), W303
+(key/value heads replicated over the tensor-parallel group) and W304 (rope_base without
+rotary positions). The torch and TensorFlow zoos build every option. The distilled
 student inherits the teacher's options, so its heads are checked too."""
 
 from __future__ import annotations
@@ -9,21 +9,9 @@ from __future__ import annotations
 from ..diagnostics import Changes
 from .context import CheckContext, part
 
-# The options and their 2018 defaults, which the TensorFlow zoo builds (runtime/zoo_tf.py).
-TF_DEFAULTS = {
-    "ffn": "gelu",
-    "positions": "learned",
-    "norm": "layernorm",
-    "norm_position": "pre",
-    "qkv_bias": True,
-    "out_bias": True,
-    "ffn_bias": True,
-    "tie_embeddings": True,
-}
-
 
 def check(ctx: CheckContext) -> None:
-    for each in (_rope, _kv_heads, _replicated, _tensorflow, _rope_base):
+    for each in (_rope, _kv_heads, _replicated, _rope_base):
         part(ctx, each, ctx)
 
 
@@ -87,24 +75,6 @@ def _replicated(ctx: CheckContext) -> None:
         )
 
 
-def _tensorflow(ctx: CheckContext) -> None:
-    arch = ctx.ir.model.transformer
-    if arch is None or ctx.ir.model.framework != "tensorflow":
-        return
-    changed = [name for name, default in TF_DEFAULTS.items() if getattr(arch, name) != default]
-    if arch.kv_heads is not None and arch.kv_heads != arch.heads:
-        changed.append("kv_heads")
-    for name in changed:
-        ctx.diags.error(
-            "E308",
-            ctx.spans.attribute(f"model.transformer.{name}"),
-            f"`{name}` is only implemented for torch models",
-            label=f"the TensorFlow zoo builds the 2018 Transformer: {name} = {_shown(TF_DEFAULTS.get(name))}",
-            help='use framework = "torch", or leave the option at its default',
-            proposals=[(("model.framework", "torch"),)],
-        )
-
-
 def _rope_base(ctx: CheckContext) -> None:
     arch = ctx.ir.model.transformer
     if arch is not None and arch.positions != "rope" and ctx.spans.has("model.transformer.rope_base"):
@@ -142,8 +112,3 @@ def _even_head_options(d_model: int, heads: int) -> list[int]:
     options = [h for h in range(1, min(d_model, 256) + 1) if d_model % h == 0 and (d_model // h) % 2 == 0]
     return sorted(options, key=lambda h: (abs(h - heads), h))[:4]
 
-
-def _shown(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return f'"{value}"' if isinstance(value, str) else str(value)

@@ -43,11 +43,11 @@ def serving_name(model_name: str) -> str:
 def triton_platform(ir: Spec) -> str:
     """The model format Triton serves (config.pbtxt's `platform`): what compress builds, else the trained model's."""
     comp, framework = ir.compress, ir.model.framework
+    if framework == "tensorflow":  # no ONNX without tf2onnx: the SavedModel (TF-TRT's under tensorrt)
+        return "tensorflow_savedmodel"
     if comp is not None:
-        if comp.engine == "onnxruntime":
-            return "onnxruntime_onnx"
-        return "tensorflow_savedmodel" if framework == "tensorflow" else "tensorrt_plan"
-    return "tensorflow_savedmodel" if framework == "tensorflow" else "pytorch_libtorch"
+        return "onnxruntime_onnx" if comp.engine == "onnxruntime" else "tensorrt_plan"
+    return "pytorch_libtorch"
 
 
 def engine_parts(ir: Spec) -> tuple[str, ...]:

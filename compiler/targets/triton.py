@@ -6,7 +6,9 @@ exported model beside it, at `<name>/1/<file>`; nothing else is generated.
 * name: `serving_names.serving_name` of the model; Triton requires it to equal the
   model's directory name.
 * platform, by what the compress stage produces:
-  compress.engine "onnxruntime"             -> "onnxruntime_onnx"      (1/model.onnx)
+  compress.engine "onnxruntime", torch      -> "onnxruntime_onnx"      (1/model.onnx)
+  compress.engine "onnxruntime", tensorflow -> "tensorflow_savedmodel" (1/model.savedmodel/):
+                                               no ONNX without tf2onnx, the SavedModel is served
   compress.engine "tensorrt", torch         -> "tensorrt_plan"         (1/model.plan)
   compress.engine "tensorrt", tensorflow    -> "tensorflow_savedmodel" (1/model.savedmodel/):
                                                TF-TRT writes a SavedModel with TensorRT ops

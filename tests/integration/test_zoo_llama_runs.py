@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.architectures import cfg_of, gqa_translator_cfg, llama_cfg
 
 from llmc.compiler.estimate import transformer_params
 from llmc.runtime.tokenizer import BOS, EOS, PAD
@@ -29,45 +30,6 @@ from llmc.runtime.tokenizer import BOS, EOS, PAD
 torch = pytest.importorskip("torch")
 
 from llmc.runtime import tensor_parallel, zoo_torch  # noqa: E402
-
-
-def cfg_of(kind="decoder", layers=2, d_model=32, heads=4, d_ff=48, vocab=260, max_len=16, classes=None, **options):
-    return {
-        "task": "x",
-        "transformer": {
-            "kind": kind,
-            "layers": layers,
-            "d_model": d_model,
-            "heads": heads,
-            "d_ff": d_ff,
-            "vocab": vocab,
-            "max_len": max_len,
-            "dropout": 0.0,
-            "classes": classes,
-            **options,
-        },
-    }
-
-
-LLAMA = {
-    "ffn": "swiglu",
-    "positions": "rope",
-    "norm": "rmsnorm",
-    "kv_heads": 2,
-    "qkv_bias": False,
-    "out_bias": False,
-    "ffn_bias": False,
-    "tie_embeddings": False,
-}
-GQA_TRANSLATOR = {"ffn": "geglu", "positions": "rope", "kv_heads": 1, "norm_position": "post", "rope_base": 500.0}
-
-
-def llama_cfg(**overrides):
-    return cfg_of("decoder", **{**LLAMA, **overrides})
-
-
-def gqa_translator_cfg(**overrides):
-    return cfg_of("encoder-decoder", **{**GQA_TRANSLATOR, **overrides})
 
 
 def expected_params(a: dict) -> int:

@@ -89,3 +89,13 @@ def test_the_serving_key_value_cache_is_sized_by_kv_heads():
     assert held(llama._replace(kv_heads=None)).kv_cache == 4 * one.kv_cache
     assert not held(llama, batch=64).fits  # 8 GiB of cache on top of 16 GB of weights
     assert E.serving_memory("encoder", 12, 768, 12, 1e8, "fp16", 512, 0, 8, 16e9).kv_cache == 0
+
+
+def test_every_option_checks_clean_on_tensorflow(tmp_path):
+    """The TensorFlow zoo builds every option (tests/integration/test_zoo_tf_options_runs.py):
+    a Llama-style spec on TensorFlow is no error, and counts as on torch."""
+    text = (ROOT / "examples" / "tinyllama-1.1b.llm").read_text(encoding="utf-8")
+    tf_text = text.replace('task = "language-modeling"', 'task = "language-modeling"\n  framework = "tensorflow"')
+    result = check_spec(str(tmp_path / "tf.llm"), text=tf_text)
+    assert result.ok, [f"{d.code} {d.message}" for d in result.diagnostics]
+    assert result.ir.model.framework == "tensorflow" and result.facts.params == 1_100_048_384

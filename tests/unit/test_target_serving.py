@@ -203,7 +203,8 @@ def test_triton_serves_a_tensorflow_mlp(tmp_path):
     [
         ("torch", "tensorrt", True, "tensorrt_plan"),
         ("torch", "onnxruntime", True, "onnxruntime_onnx"),
-        ("tensorflow", "onnxruntime", True, "onnxruntime_onnx"),
+        # No ONNX is made of a TensorFlow model (no tf2onnx): its SavedModel is served.
+        ("tensorflow", "onnxruntime", True, "tensorflow_savedmodel"),
         ("tensorflow", "tensorrt", True, "tensorflow_savedmodel"),
         ("tensorflow", None, False, "tensorflow_savedmodel"),
         ("torch", None, False, "pytorch_libtorch"),

@@ -1,0 +1,54 @@
+"""Small Transformer model blocks with the architecture options, shared by the torch
+and TensorFlow zoo tests (docs/transformer-options.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def cfg_of(kind="decoder", layers=2, d_model=32, heads=4, d_ff=48, vocab=260, max_len=16, classes=None, **options):
+    """A model block as model.json carries it, dropout off, with `options` in the transformer."""
+    return {
+        "task": "x",
+        "transformer": {
+            "kind": kind,
+            "layers": layers,
+            "d_model": d_model,
+            "heads": heads,
+            "d_ff": d_ff,
+            "vocab": vocab,
+            "max_len": max_len,
+            "dropout": 0.0,
+            "classes": classes,
+            **options,
+        },
+    }
+
+
+# A Llama-style decoder block: SwiGLU, RoPE, RMSNorm, 2 key/value heads of 4, no biases, untied.
+LLAMA: dict[str, Any] = {
+    "ffn": "swiglu",
+    "positions": "rope",
+    "norm": "rmsnorm",
+    "kv_heads": 2,
+    "qkv_bias": False,
+    "out_bias": False,
+    "ffn_bias": False,
+    "tie_embeddings": False,
+}
+# An encoder-decoder with GeGLU, multi-query attention, post-norm and another RoPE base.
+GQA_TRANSLATOR: dict[str, Any] = {
+    "ffn": "geglu",
+    "positions": "rope",
+    "kv_heads": 1,
+    "norm_position": "post",
+    "rope_base": 500.0,
+}
+
+
+def llama_cfg(**overrides):
+    return cfg_of("decoder", **{**LLAMA, **overrides})
+
+
+def gqa_translator_cfg(**overrides):
+    return cfg_of("encoder-decoder", **{**GQA_TRANSLATOR, **overrides})

@@ -366,7 +366,8 @@ def test_a_llama_style_decoder_learns_and_is_the_same_at_tensor_2(tmp_path, kv_h
     assert finals[0]["valid_loss"] < 0.5 * steps[0]["loss"], finals
 
     same = ["--set", *heads, "--max-steps", "3", "--log-every", "1"]
-    proc = launch(tp_bundle, *same, "--output", str(tmp_path / "tp"), data_root=examples)
+    # Each bundle's data paths are relative to its own spec's folder.
+    proc = launch(tp_bundle, *same, "--output", str(tmp_path / "tp"), data_root=tmp_path)
     assert "data 1 x tensor 2" in proc.stderr
     proc = launch(bundle, *same, "--output", str(tmp_path / "one"), np=1, data_root=examples)
     assert "micro-batch 32 x accumulation 2" in proc.stderr

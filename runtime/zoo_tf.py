@@ -63,39 +63,11 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from .arch_options import DEFAULT_OPTIONS, FFNS, NORM_EPS, check_options
 from .tokenizer import BOS, EOS, PAD
 
 INIT_STD = 0.02
 NEG_INF = -1e9  # masked attention scores (softmax runs in float32)
-
-# The architecture options of the model block and their defaults (today's model): zoo_torch's.
-FFNS = ("gelu", "swiglu", "geglu")
-POSITIONS = ("learned", "rope", "none")
-NORMS = ("layernorm", "rmsnorm")
-NORM_POSITIONS = ("pre", "post")
-NORM_EPS = 1e-5  # for both norms, as zoo_torch
-DEFAULT_OPTIONS = {
-    "ffn": "gelu",
-    "positions": "learned",
-    "rope_base": 10000.0,
-    "norm": "layernorm",
-    "norm_position": "pre",
-    "kv_heads": None,
-    "qkv_bias": True,
-    "out_bias": True,
-    "ffn_bias": True,
-    "tie_embeddings": True,
-}
-
-
-def check_options(options: dict) -> dict:
-    """The options with their defaults filled in; ValueError on an unknown value
-    (zoo_torch.check_options: None keeps the default, but kv_heads None is a value)."""
-    o = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None or k == "kv_heads"}}
-    for name, allowed in (("ffn", FFNS), ("positions", POSITIONS), ("norm", NORMS), ("norm_position", NORM_POSITIONS)):
-        if o[name] not in allowed:
-            raise ValueError(f"unknown {name} {o[name]!r}; expected one of {', '.join(allowed)}")
-    return o
 
 
 def _normal(std):

@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arch_options import DEFAULT_OPTIONS, FFNS, NORM_EPS, check_options
 from .tensor_parallel import (
     NO_TP,
     ColumnParallelLinear,
@@ -85,12 +86,6 @@ INIT_STD = 0.02  # GPT-2's initialisation; residual projections are scaled by 1/
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 # --- the Transformer ---------------------------------------------------------------------
-
-FFNS = ("gelu", "swiglu", "geglu")
-POSITIONS = ("learned", "rope", "none")
-NORMS = ("layernorm", "rmsnorm")
-NORM_POSITIONS = ("pre", "post")
-NORM_EPS = 1e-5  # nn.LayerNorm's default, for both norms
 
 
 class RMSNorm(nn.Module):
@@ -337,30 +332,6 @@ class Stack(nn.Module):
             else:
                 h = layer(h, key_mask, self.causal, memory, memory_mask)
         return self.norm(h)
-
-
-# The architecture options of the model block and their defaults (today's model).
-DEFAULT_OPTIONS = {
-    "ffn": "gelu",
-    "positions": "learned",
-    "rope_base": 10000.0,
-    "norm": "layernorm",
-    "norm_position": "pre",
-    "kv_heads": None,
-    "qkv_bias": True,
-    "out_bias": True,
-    "ffn_bias": True,
-    "tie_embeddings": True,
-}
-
-
-def check_options(options: dict) -> dict:
-    """The options with their defaults filled in; ValueError on an unknown value."""
-    o = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None or k == "kv_heads"}}
-    for name, allowed in (("ffn", FFNS), ("positions", POSITIONS), ("norm", NORMS), ("norm_position", NORM_POSITIONS)):
-        if o[name] not in allowed:
-            raise ValueError(f"unknown {name} {o[name]!r}; expected one of {', '.join(allowed)}")
-    return o
 
 
 class Transformer(nn.Module):

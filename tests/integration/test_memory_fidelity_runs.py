@@ -150,7 +150,7 @@ CONFIGS: list[Config] = [
         dropout=0.0,
         fused_attention=True,
         options=(("kv_heads", 1), ("positions", "rope")),
-    ),  # fmt: skip
+    ),
     Config(
         "encdec-geglu-mqa-post",
         "encoder-decoder",
@@ -170,7 +170,7 @@ CONFIGS: list[Config] = [
             ("norm", "rmsnorm"),
             ("tie_embeddings", False),
         ),
-    ),  # fmt: skip
+    ),
 ]
 
 SPEC = """model m {{

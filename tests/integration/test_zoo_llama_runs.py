@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support.architectures import cfg_of, gqa_translator_cfg, llama_cfg
+from support.architectures import batch_arrays, cfg_of, gqa_translator_cfg, llama_cfg
 
 from llmc.compiler.estimate import transformer_params
-from llmc.runtime.tokenizer import BOS, EOS, PAD
+from llmc.runtime.tokenizer import BOS, PAD
 
 torch = pytest.importorskip("torch")
 
@@ -58,25 +58,8 @@ def expected_params(a: dict) -> int:
     return total
 
 
-def random_ids(rows, cols, lengths, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.full((rows, cols), PAD, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        ids[i, :n] = torch.randint(4, 256, (n,), generator=g)
-    return ids
-
-
 def batch_for(cfg: dict, seed=0) -> dict:
-    kind = cfg["transformer"]["kind"]
-    ids = random_ids(3, 9, [9, 6, 4], seed)
-    if kind == "encoder-decoder":
-        tgt = random_ids(3, 7, [7, 7, 5], seed + 1)
-        tgt[:, 0] = BOS
-        tgt[2, 4] = EOS
-        return {"source": ids, "target": tgt}
-    if kind == "encoder":
-        return {"text": ids, "label": torch.tensor([0, 1, 2]) % (cfg["transformer"]["classes"] or 2)}
-    return {"tokens": ids, "loss_mask": (ids[:, 1:] != PAD).float()}
+    return {k: torch.as_tensor(v) for k, v in batch_arrays(cfg, seed).items()}
 
 
 def mean_loss(model, batch):

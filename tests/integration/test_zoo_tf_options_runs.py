@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import architectures
 from support.architectures import cfg_of, gqa_translator_cfg, llama_cfg
 
 from llmc.compiler.estimate import Options, transformer_params
-from llmc.runtime.tokenizer import BOS, EOS, PAD
+from llmc.runtime.tokenizer import BOS, PAD
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
@@ -45,25 +46,11 @@ def rope_classifier_cfg(**overrides):
 
 
 def random_ids(rows, cols, lengths, seed=0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    ids = np.full((rows, cols), PAD, dtype=np.int32)
-    for i, n in enumerate(lengths):
-        ids[i, :n] = rng.integers(4, 256, n)
-    return ids
+    return architectures.random_ids(rows, cols, lengths, seed, np.int32)
 
 
 def batch_for(cfg: dict, seed=0) -> dict:
-    """data.py-like arrays for the model block's kind."""
-    kind = cfg["transformer"]["kind"]
-    ids = random_ids(3, 9, [9, 6, 4], seed)
-    if kind == "encoder-decoder":
-        tgt = random_ids(3, 7, [7, 7, 5], seed + 1)
-        tgt[:, 0] = BOS
-        tgt[2, 4] = EOS
-        return {"source": ids, "target": tgt}
-    if kind == "encoder":
-        return {"text": ids, "label": np.arange(3, dtype=np.int32) % (cfg["transformer"]["classes"] or 2)}
-    return {"tokens": ids, "loss_mask": (ids[:, 1:] != PAD).astype(np.float32)}
+    return architectures.batch_arrays(cfg, seed, np.int32)
 
 
 def model_inputs(batch: dict) -> dict:

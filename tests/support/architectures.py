@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from llmc.runtime.tokenizer import BOS, EOS, PAD
+
 
 def cfg_of(kind="decoder", layers=2, d_model=32, heads=4, d_ff=48, vocab=260, max_len=16, classes=None, **options):
     """A model block as model.json carries it, dropout off, with `options` in the transformer."""
@@ -52,3 +56,26 @@ def llama_cfg(**overrides):
 
 def gqa_translator_cfg(**overrides):
     return cfg_of("encoder-decoder", **{**GQA_TRANSLATOR, **overrides})
+
+
+def random_ids(rows, cols, lengths, seed=0, dtype: Any = np.int64) -> np.ndarray:
+    """Byte ids (no specials) for each row's first `lengths[i]` positions, PAD after."""
+    rng = np.random.default_rng(seed)
+    ids = np.full((rows, cols), PAD, dtype=dtype)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = rng.integers(4, 256, n)
+    return ids
+
+
+def batch_arrays(cfg: dict, seed=0, dtype: Any = np.int64) -> dict:
+    """A small data.py-like batch for the model block's kind, rows of different lengths."""
+    kind = cfg["transformer"]["kind"]
+    ids = random_ids(3, 9, [9, 6, 4], seed, dtype)
+    if kind == "encoder-decoder":
+        tgt = random_ids(3, 7, [7, 7, 5], seed + 1, dtype)
+        tgt[:, 0] = BOS
+        tgt[2, 4] = EOS
+        return {"source": ids, "target": tgt}
+    if kind == "encoder":
+        return {"text": ids, "label": np.arange(3, dtype=dtype) % (cfg["transformer"]["classes"] or 2)}
+    return {"tokens": ids, "loss_mask": (ids[:, 1:] != PAD).astype(np.float32)}

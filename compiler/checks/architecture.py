@@ -111,4 +111,3 @@ def _student_d_model(ctx: CheckContext) -> int:
 def _even_head_options(d_model: int, heads: int) -> list[int]:
     options = [h for h in range(1, min(d_model, 256) + 1) if d_model % h == 0 and (d_model // h) % 2 == 0]
     return sorted(options, key=lambda h: (abs(h - heads), h))[:4]
-

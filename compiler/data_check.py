@@ -313,7 +313,11 @@ class _Reading:
             self.stopped = True
 
     def _whole(self, code: str, record: Record, message: str, **more: Any) -> None:
-        self._problem(code, record.line, 1, len(record.text) + 1, record.text, message, **more)
+        self._whole_line(code, record.line, record.text, message, **more)
+
+    def _whole_line(self, code: str, line: int, text: str, message: str, **more: Any) -> None:
+        """A problem spanning the whole line `text` (the line numbered `line`)."""
+        self._problem(code, line, 1, len(text) + 1, text, message, **more)
 
     def _bad_byte(self, lines: TextLines) -> None:
         bad = lines.bad
@@ -416,13 +420,9 @@ class _Reading:
             # Every key but the label is a feature, in order of first use; each row needs each.
             new = [k for k in row if k != needs.label and k not in self.feature_columns]
             if new and self.rows > 1 and self.first_row is not None:
-                line, text = self.first_row
-                self._problem(
+                self._whole_line(
                     "E908",
-                    line,
-                    1,
-                    len(text) + 1,
-                    text,
+                    *self.first_row,
                     f"no `{new[0]}` in this row",
                     label=f"every key but `{needs.label}` is a feature; `{new[0]}` first appears on line {record.line}",
                     help="give every row the same keys",
@@ -603,13 +603,9 @@ class _Reading:
         if complete and needs.framing == "features" and needs.fmt == "jsonl" and self.first_row is not None:
             found = len(self.feature_columns)
             if found != needs.inputs and not any(p.code == "E908" for p in self.problems):
-                line, text = self.first_row
-                self._problem(
+                self._whole_line(
                     "E908",
-                    line,
-                    1,
-                    len(text) + 1,
-                    text,
+                    *self.first_row,
                     f"{found} feature keys, but the mlp has inputs = {needs.inputs}",
                     label=f"every key but `{needs.label}` is a feature: {found} in the file",
                     help=f"set inputs = {found}, or remove the keys the model should not read",

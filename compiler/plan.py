@@ -151,12 +151,12 @@ FACT_STEPS: tuple[tuple[str, Any], ...] = (
     ("_serving", lambda ir, f: _serving(ir, f.served)),
     ("latency", lambda ir, f: f._serving[0]),
     ("sizing", lambda ir, f: f._serving[1]),
-    ("serving_memory", lambda ir, f: _serving_memory(ir, f.served)),
     ("replicas", lambda ir, f: replica_plan(ir, f) if ir.serve is not None else None),
     ("serving_resources", lambda ir, f: serving_resources(ir, f) if ir.serve is not None else None),
     ("batching", lambda ir, f: batching_load(ir, f) if ir.serve is not None else None),
     ("serving_queue", lambda ir, f: serving_queue(ir, f) if ir.serve is not None else None),
     ("request_tokens", lambda ir, f: request_tokens(ir, f.served) if ir.serve is not None else None),
+    ("serving_memory", lambda ir, f: _serving_memory(ir, f.served, f.request_tokens)),
     ("tf_trt_batch_sizes", lambda ir, f: tf_trt_batch_sizes(ir) if ir.serve is not None else ()),
     ("stage_pods", lambda ir, f: stage_pods(ir, f)),
     ("storage_bytes", lambda ir, f: bounded(lambda: storage_bytes(ir, f))),
@@ -339,11 +339,12 @@ def _serving(ir, served: ServedModel | None):
     return _serving_estimate(*_serving_inputs(ir, served))
 
 
-def _serving_memory(ir: Spec, served: ServedModel | None) -> estimate.ServingMemory | None:
+def _serving_memory(
+    ir: Spec, served: ServedModel | None, lengths: tuple[int, int] | None
+) -> estimate.ServingMemory | None:
     """The serving device's memory: the served weights and the key/value cache of a full
-    batch of the planned requests, per model instance."""
+    batch of the planned requests (`lengths`, the request_tokens fact), per model instance."""
     arch: Any = served.arch if served is not None else None
-    lengths = request_tokens(ir, served)
     device = catalog.get(ir.serve.device) if ir.serve is not None else None
     if served is None or lengths is None or device is None or ir.serve is None:
         return None

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.architectures import cfg_of
 
 from llmc.compiler.estimate import mlp_params, transformer_params
 
@@ -43,21 +44,7 @@ MLPS = [(64, [256, 128], 10), (64, [], 10), (5, [7], 2), (3, [4, 5, 6], 3)]
 
 
 def transformer_cfg(kind, layers, d_model, heads, d_ff, vocab, max_len, classes, dropout=0.1):
-    task = {"encoder-decoder": "translation", "encoder": "classification", "decoder": "language-modeling"}[kind]
-    return {
-        "task": task,
-        "transformer": {
-            "kind": kind,
-            "layers": layers,
-            "d_model": d_model,
-            "heads": heads,
-            "d_ff": d_ff,
-            "vocab": vocab,
-            "max_len": max_len,
-            "dropout": dropout,
-            "classes": classes,
-        },
-    }
+    return cfg_of(kind, layers, d_model, heads, d_ff, vocab, max_len, classes, dropout=dropout)
 
 
 def expected_transformer(kind, layers, d_model, heads, d_ff, vocab, max_len, classes):

@@ -9,11 +9,16 @@ import numpy as np
 
 from llmc.runtime.tokenizer import BOS, EOS, PAD
 
+TASKS = {"encoder-decoder": "translation", "encoder": "classification", "decoder": "language-modeling"}
 
-def cfg_of(kind="decoder", layers=2, d_model=32, heads=4, d_ff=48, vocab=260, max_len=16, classes=None, **options):
-    """A model block as model.json carries it, dropout off, with `options` in the transformer."""
+
+def cfg_of(
+    kind="decoder", layers=2, d_model=32, heads=4, d_ff=48, vocab=260, max_len=16, classes=None, dropout=0.0, **options
+):
+    """A model block as model.json carries it (dropout off unless given), with `options` in
+    the transformer."""
     return {
-        "task": "x",
+        "task": TASKS[kind],
         "transformer": {
             "kind": kind,
             "layers": layers,
@@ -22,7 +27,7 @@ def cfg_of(kind="decoder", layers=2, d_model=32, heads=4, d_ff=48, vocab=260, ma
             "d_ff": d_ff,
             "vocab": vocab,
             "max_len": max_len,
-            "dropout": 0.0,
+            "dropout": dropout,
             "classes": classes,
             **options,
         },

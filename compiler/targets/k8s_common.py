@@ -127,6 +127,7 @@ class ServingPlan(NamedTuple):
     throughput_rps: float
     availability: float
     error_budget: float
+    team: str | None  # deploy.labels.team: the alerts' `team` label, for routing
 
 
 def serving_plan(ctx: BuildContext) -> ServingPlan | None:
@@ -179,6 +180,7 @@ def serving_plan(ctx: BuildContext) -> ServingPlan | None:
         sla.throughput,
         sla.availability,
         budget,
+        (ir.deploy.labels.get("team") if ir.deploy is not None else None) or None,
     )
 
 

@@ -1,6 +1,11 @@
 """The SLO rules of a served model, as Prometheus rule groups (not a target: TARGETS
 does not list it). monitoring/alerts.yaml and k8s/prometheusrule.yaml render the
-same groups; monitoring.py's docstring explains the metrics and the alerting recipe.
+same groups; monitoring.py's docstring explains the metrics and the alerting recipe,
+slo_tests.py proves the rules with promtool cases.
+
+Every selector names the server's scrape job (the Service's name, which the
+ServiceMonitor gives as `job`) besides the namespace and the model, so a canary or a
+second server of the same model in the namespace is a different SLO.
 """
 
 from __future__ import annotations
@@ -10,20 +15,71 @@ from typing import NamedTuple
 
 from .k8s_common import KV, ServingPlan
 
-WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
-# (severity, alert name, [(burn rate, long window, short window)]): SRE workbook table 5-8.
-BURN_ALERTS = (
-    ("page", "LlmcErrorBudgetFastBurn", ((14.4, "1h", "5m"), (6.0, "6h", "30m"))),
-    ("ticket", "LlmcErrorBudgetSlowBurn", ((3.0, "1d", "2h"), (1.0, "3d", "6h"))),
-)
-LATENCY_ALERT = "LlmcLatencyP99AboveSla"
-LATENCY_FOR = "10m"
-TFS_SERVER_ERRORS = "UNKNOWN|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED|ABORTED|UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS"
+# The SLIs' rate windows: the fast group evaluates every 30 s; the two longest windows
+# feed tickets only and are recomputed every 5 minutes (a 3-day rate every 30 s costs
+# Prometheus for nothing).
+FAST_WINDOWS = ("5m", "30m", "1h", "2h", "6h")
+SLOW_WINDOWS = ("1d", "3d")
+WINDOWS = FAST_WINDOWS + SLOW_WINDOWS
+FAST_INTERVAL = "30s"
+SLOW_INTERVAL = "5m"
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 
-REQUESTS = "namespace_model:llmc_requests:rate{w}"
-ERRORS = "namespace_model:llmc_request_errors:rate{w}"
-ERROR_RATIO = "namespace_model:llmc_request_errors:ratio_rate{w}"
-P99 = "namespace_model:llmc_request_latency_seconds:p99"
+
+def window_seconds(window: str) -> int:
+    return int(window[:-1]) * _UNIT_SECONDS[window[-1]]
+
+
+class Branch(NamedTuple):
+    """One window pair of a burn-rate alert: fire when the bad-event ratio exceeds
+    `rate` x the budget over both windows."""
+
+    rate: float
+    long: str
+    short: str
+
+
+class BurnPolicy(NamedTuple):
+    severity: str
+    suffix: str  # of the alert's name
+    branches: tuple[Branch, ...]
+
+
+# The Google SRE workbook's multiwindow, multi-burn-rate table ("Alerting on SLOs", 5-8).
+BURN_POLICIES = (
+    BurnPolicy("page", "FastBurn", (Branch(14.4, "1h", "5m"), Branch(6.0, "6h", "30m"))),
+    BurnPolicy("ticket", "SlowBurn", (Branch(3.0, "1d", "2h"), Branch(1.0, "3d", "6h"))),
+)
+# No burn-rate alert fires on fewer bad events than this in its long window: at a few
+# requests an hour two failures are a 14.4x burn, and nobody should be woken for them.
+MIN_BAD_EVENTS = 10
+
+SERVER_DOWN = "LlmcServerDown"
+SERVER_DOWN_FOR = "5m"
+NO_TRAFFIC = "LlmcNoTraffic"
+NO_TRAFFIC_WINDOW = "30m"
+NO_TRAFFIC_FOR = "15m"
+# Triton exports no latency histogram: its p99 is a one-minute summary per pod, which is
+# no event ratio. Its alert is a ticket, and only on enough requests that the p99 is not
+# just the slowest one.
+P99_ALERT = "LlmcLatencyP99AboveSla"
+P99_FOR = "15m"
+P99_MIN_PER_MINUTE = 100
+
+TFS_SERVER_ERRORS = "UNKNOWN|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED|ABORTED|UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS"
+# TF Serving's APIs that run the model (REST lower case, gRPC capitalised); the kubelet's
+# probes (model status) record no API.
+TFS_MODEL_APIS = "predict|classify|regress|Predict|Classify|Regress"
+# TF Serving's latency histogram: monitoring::Buckets::Exponential(10, 1.8, 33), in µs.
+TFS_BUCKETS_US = tuple(10 * 1.8**k for k in range(33))
+
+REQUESTS = "namespace_job:llmc_requests:rate{w}"
+ERRORS = "namespace_job:llmc_request_errors:rate{w}"
+ERROR_RATIO = "namespace_job:llmc_request_errors:ratio_rate{w}"
+ANSWERED = "namespace_job:llmc_requests_answered:rate{w}"
+SLOW = "namespace_job:llmc_requests_slow:rate{w}"
+SLOW_RATIO = "namespace_job:llmc_requests_slow:ratio_rate{w}"
+P99 = "namespace_job:llmc_request_latency_seconds:p99"
 
 
 class Rule(NamedTuple):
@@ -73,56 +129,178 @@ def percent(value: float) -> str:
 
 def duration(seconds: float) -> str:
     ms = seconds * 1000
-    return f"{ms:g}ms" if ms < 1000 else f"{seconds:g}s"
+    return f"{ms:.4g}ms" if ms < 1000 else f"{seconds:.4g}s"
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def tfs_bucket_label(bound_us: float) -> str:
+    """A bucket bound as TF Serving writes its `le` label (absl::StrCat of a double:
+    six significant digits, as C's %g)."""
+    return f"{bound_us:.6g}"
+
+
+class LatencyTarget(NamedTuple):
+    """The bound the latency SLI counts against: TF Serving's first bucket bound at or
+    above the SLA's p99 (a histogram counts only below its bounds)."""
+
+    le: str  # the `le` label value
+    seconds: float  # the bound, in seconds
+
+
+def latency_target(p99_s: float) -> LatencyTarget | None:
+    target_us = p99_s * 1e6
+    for bound in TFS_BUCKETS_US:
+        if bound >= target_us * (1 - 1e-12):
+            return LatencyTarget(tfs_bucket_label(bound), bound / 1e6)
+    return None  # beyond TF Serving's largest finite bucket (about 24 minutes)
 
 
 class Source(NamedTuple):
-    """The server's metrics for one platform: PromQL builders over a window."""
+    """The server's metrics for one platform: PromQL builders over a window, every
+    selector scoped to the namespace, the scrape job and the model."""
 
     platform: str
     namespace: str
+    job: str
     model: str
+
+    @property
+    def scope(self) -> list[tuple[str, str, str]]:
+        return [("namespace", "=", self.namespace), ("job", "=", self.job)]
 
     def _own(self, extra=()) -> str:
         label = "model_name" if self.platform == "tf-serving" else "model"
-        return matchers([("namespace", "=", self.namespace), (label, "=", self.model)] + list(extra))
+        return matchers(self.scope + [(label, "=", self.model)] + list(extra))
 
     def _sum_rate(self, metric: str, window: str, extra=()) -> str:
-        return f"sum by (namespace) (rate({metric}{self._own(extra)}[{window}]))"
+        return f"sum by (namespace, job) (rate({metric}{self._own(extra)}[{window}]))"
 
-    def requests(self, window: str) -> str:
+    def up(self) -> str:
+        return f"up{matchers(self.scope)}"
+
+    def zero(self) -> str:
+        """0 while the server is scraped: the fallback of a sum whose series does not
+        exist yet (TF Serving creates a status's series at its first request)."""
+        return f"sum by (namespace, job) ({self.up()}) * 0"
+
+    def _tfs_answered(self, window: str) -> str:
+        api = [("API", "=~", TFS_MODEL_APIS)]
+        return self._sum_rate(":tensorflow:serving:request_latency_count", window, api)
+
+    def requests(self, window: str, answered: str) -> str:
+        """Requests to the model, answered or failed; never a probe. `answered` is the
+        recorded series of answered requests over the window (TF Serving)."""
         if self.platform == "tf-serving":
-            return self._sum_rate(":tensorflow:serving:request_count", window)
-        success = self._sum_rate("nv_inference_request_success", window)
-        failures = self._sum_rate("nv_inference_request_failure", window)
-        return f"{success} + ({failures} or ({success} * 0))"
+            # request_count counts the probes' model-status GETs too: answered requests
+            # come from the latency histogram (model APIs only), failures from request_count.
+            failed = self._sum_rate(":tensorflow:serving:request_count", window, [("status", "!=", "OK")])
+            return f"{answered} + ignoring(model) ({failed} or {self.zero()})"
+        # Successes and failures in one selector: one window for the whole count.
+        both = matchers(
+            [("__name__", "=~", "nv_inference_request_success|nv_inference_request_failure")]
+            + self.scope
+            + [("model", "=", self.model)]
+        )
+        return f"sum by (namespace, job) (rate({both}[{window}])) or {self.zero()}"
 
     def errors(self, window: str) -> str:
         """Server-side failures, or 0 while requests flow without any failure series."""
         if self.platform == "tf-serving":
             failed = self._sum_rate(":tensorflow:serving:request_count", window, [("status", "=~", TFS_SERVER_ERRORS)])
-            return f"{failed} or ({self.requests(window)} * 0)"
+            return f"{failed} or {self.zero()}"
         failed = self._sum_rate("nv_inference_request_failure", window, [("reason", "!=", "CANCELED")])
-        return f"{failed} or ({self._sum_rate('nv_inference_request_success', window)} * 0)"
+        return f"{failed} or {self.zero()}"
+
+    def answered(self, window: str) -> str:
+        """TF Serving: requests answered by a model API (its histogram times successes only)."""
+        return f"{self._tfs_answered(window)} or {self.zero()}"
+
+    def slow(self, window: str, target: LatencyTarget, answered: str) -> str:
+        """Answered requests above the target: the recorded `answered` less the bucket's."""
+        api = [("API", "=~", TFS_MODEL_APIS)]
+        fast = self._sum_rate(":tensorflow:serving:request_latency_bucket", window, api + [("le", "=", target.le)])
+        return f"{answered} - ignoring(model) {fast}"
 
     def p99_seconds(self) -> str:
         if self.platform == "tf-serving":
+            api = [("API", "=~", TFS_MODEL_APIS)]
             return (
-                "histogram_quantile(0.99, sum by (namespace, le) "
-                f"(rate(:tensorflow:serving:request_latency_bucket{self._own()}[5m]))) / 1e6"
+                "histogram_quantile(0.99, sum by (namespace, job, le) "
+                f"(rate(:tensorflow:serving:request_latency_bucket{self._own(api)}[5m]))) / 1e6"
             )
-        return f"max by (namespace) (nv_inference_request_summary_us{self._own([('quantile', '=', '0.99')])}) / 1e6"
+        # Each pod's one-minute p99 weighted by its request rate: a cold or newly scaled
+        # pod counts for its share of the traffic, not as the whole service (a maximum
+        # would page on it). NaN (a pod without requests in the minute) is left out.
+        p99 = f"(nv_inference_request_summary_us{self._own([('quantile', '=', '0.99')])} >= 0)"
+        rate = f"rate(nv_inference_request_success{self._own()}[5m])"
+        return (
+            f"sum by (namespace, job) ({p99} * ignoring(quantile) {rate})"
+            f" / sum by (namespace, job) ({rate} and ignoring(quantile) {p99}) / 1e6"
+        )
 
 
 def source_of(plan: ServingPlan) -> Source:
-    return Source(plan.platform, plan.namespace, plan.model)
+    return Source(plan.platform, plan.namespace, plan.name, plan.model)
 
 
 def own_matchers(plan: ServingPlan) -> str:
-    return matchers([("namespace", "=", plan.namespace), ("model", "=", plan.model)])
+    """The recorded series of this SLO (every recording rule keeps namespace and job and
+    adds the model)."""
+    return matchers([("namespace", "=", plan.namespace), ("job", "=", plan.name), ("model", "=", plan.model)])
 
 
-_LABEL_REF = re.compile(r"\{\{ \$labels\.(namespace|model) \}\}")
+# --- the SLOs ------------------------------------------------------------------------
+
+
+class Slo(NamedTuple):
+    """One event-ratio SLO: bad events over all events, recorded per window."""
+
+    name: str  # the `slo` label
+    alert_prefix: str
+    total: str  # recorded rate of all events (a template over {w})
+    bad: str  # recorded rate of bad events
+    ratio: str  # recorded bad / total
+    budget: float  # the allowed ratio of bad events
+    bad_words: str  # what a bad event is, in an alert's words
+    objective: str  # the SLO in words
+
+
+def slos(plan: ServingPlan) -> list[Slo]:
+    out = [
+        Slo(
+            "availability",
+            "LlmcErrorBudget",
+            REQUESTS,
+            ERRORS,
+            ERROR_RATIO,
+            plan.error_budget,
+            "server-side errors",
+            f"availability {percent(plan.availability)}, error budget {percent(plan.error_budget)}",
+        )
+    ]
+    target = latency_target(plan.p99_s) if plan.platform == "tf-serving" else None
+    if target is not None:
+        out.append(
+            Slo(
+                "latency",
+                "LlmcLatencyBudget",
+                ANSWERED,
+                SLOW,
+                SLOW_RATIO,
+                0.01,  # a p99 target: 99% of requests within it
+                f"requests slower than {duration(target.seconds)}",
+                f"99% of answered requests within {duration(target.seconds)} (the SLA's p99 "
+                f"{duration(plan.p99_s)}, rounded up to TF Serving's bucket bound le={target.le} µs)",
+            )
+        )
+    return out
+
+
+_LABEL_REF = re.compile(r"\{\{ \$labels\.(namespace|model|job) \}\}")
+WHO = "{{ $labels.model }} ({{ $labels.job }} in {{ $labels.namespace }})"
 
 
 class AlertText(NamedTuple):
@@ -130,91 +308,167 @@ class AlertText(NamedTuple):
 
     template: str
 
-    def expand(self, namespace: str, model: str) -> str:
-        values = {"namespace": namespace, "model": model}
+    def expand(self, namespace: str, job: str, model: str) -> str:
+        values = {"namespace": namespace, "model": model, "job": job}
         return _LABEL_REF.sub(lambda m: values[m.group(1)], self.template)
 
 
-def burn_text(plan: ServingPlan, severity: str, pairs) -> tuple[AlertText, AlertText]:
-    budget = plan.error_budget
-    windows = " or ".join(f"{rate:g}x over {long} and {short}" for rate, long, short in pairs)
-    fastest = max(rate for rate, _, _ in pairs)
-    days = 30 / fastest
-    summary = AlertText(
-        f"{{{{ $labels.model }}}} in {{{{ $labels.namespace }}}} is burning its error budget ({windows})"
-    )
-    thresholds = " / ".join(percent(rate * budget) for rate, _, _ in pairs)
+def burn_threshold(slo: Slo, branch: Branch) -> float:
+    return branch.rate * slo.budget
+
+
+def burn_text(slo: Slo, policy: BurnPolicy) -> tuple[AlertText, AlertText]:
+    windows = " or ".join(f"{b.rate:g}x over {b.long} and {b.short}" for b in policy.branches)
+    fastest = max(b.rate for b in policy.branches)
+    summary = AlertText(f"{WHO} is burning its {slo.name} error budget ({windows})")
+    thresholds = " / ".join(percent(burn_threshold(slo, b)) for b in policy.branches)
+    lasts = f"at {fastest:g}x a 30-day budget lasts {30 / fastest:.3g} days" if slo.budget > 0 else "any is too many"
     detail = AlertText(
-        f"The server-side error ratio is above {thresholds}"
-        f" ({windows} the {percent(budget)} error budget, availability SLO "
-        f"{percent(plan.availability)}): at {fastest:g}x a 30-day budget lasts {days:.3g} days. "
-        f"Severity {severity}."
+        f"The ratio of {slo.bad_words} is above {thresholds} ({windows} the budget; SLO: {slo.objective}), "
+        f"with at least {MIN_BAD_EVENTS} of them in the long window: {lasts}. Severity {policy.severity}."
     )
     return summary, detail
 
 
-def latency_text(plan: ServingPlan) -> tuple[AlertText, AlertText]:
-    summary = AlertText(
-        f"{{{{ $labels.model }}}} in {{{{ $labels.namespace }}}} has a p99 latency above its {duration(plan.p99_s)} SLA"
-    )
+def p99_text(plan: ServingPlan) -> tuple[AlertText, AlertText]:
+    summary = AlertText(f"{WHO} has a p99 latency above its {duration(plan.p99_s)} SLA")
     detail = AlertText(
-        f"The p99 request latency has stayed above {duration(plan.p99_s)} for {LATENCY_FOR} "
+        f"The request-weighted p99 of the pods' one-minute latency summaries has stayed above "
+        f"{duration(plan.p99_s)} for {P99_FOR}, at {P99_MIN_PER_MINUTE} requests a minute or more "
         f"(SLA: {plan.throughput_rps:g} req/s at p99 {duration(plan.p99_s)}; the plan needs "
-        f"{plan.replicas.needed} replica{'' if plan.replicas.needed == 1 else 's'}, "
-        f"the HPA runs {plan.replicas.min}-{plan.replicas.max})."
+        f"{plural(plan.replicas.needed, 'replica')}, the HPA runs {plan.replicas.min}-{plan.replicas.max}). "
+        "Triton exports no latency histogram, so this is a ticket, not a burn-rate page."
     )
     return summary, detail
+
+
+# The up-based alerts read `up`, which has no model label (their `model` label is added
+# by the rule, after the annotations are expanded).
+JOB = "{{ $labels.job }} in {{ $labels.namespace }}"
+
+
+def down_text() -> tuple[AlertText, AlertText]:
+    return (
+        AlertText(f"{JOB}: no server answers Prometheus's scrapes"),
+        AlertText(
+            f"Every target of the job is down, or there is none (no pod, or Prometheus does not select "
+            f"the ServiceMonitor), for {SERVER_DOWN_FOR}: the SLO alerts cannot see anything while this lasts."
+        ),
+    )
+
+
+def no_traffic_text() -> tuple[AlertText, AlertText]:
+    return (
+        AlertText(f"{JOB} is up but receives no requests"),
+        AlertText(
+            f"The server answers its scrapes but counted no request to the model over {NO_TRAFFIC_WINDOW}, "
+            f"for {NO_TRAFFIC_FOR} more: check the Service, the ingress and the clients."
+        ),
+    )
+
+
+def alert_labels(plan: ServingPlan, severity: str, slo: str) -> list[KV]:
+    team = [KV("team", plan.team)] if plan.team else []
+    return [KV("severity", severity), KV("slo", slo)] + team
+
+
+def _annotations(texts: tuple[AlertText, AlertText]) -> list[KV]:
+    summary, detail = texts
+    return [KV("summary", summary.template), KV("description", detail.template)]
+
+
+def _recording(src: Source, plan: ServingPlan, windows: tuple[str, ...], slo_list: list[Slo]) -> list[Rule]:
+    model = [KV("model", plan.model)]
+    own = own_matchers(plan)
+    target = latency_target(plan.p99_s)
+    rules: list[Rule] = []
+    for w in windows:
+        answered = f"{ANSWERED.format(w=w)}{own}"
+        if plan.platform == "tf-serving":
+            # Recorded first and read by the rules after it: both SLOs count answered requests.
+            rules.append(Rule(ANSWERED.format(w=w), None, src.answered(w), None, model, []))
+        for slo in slo_list:
+            if slo.name == "availability":
+                rules.append(Rule(slo.total.format(w=w), None, src.requests(w, answered), None, model, []))
+                bad = src.errors(w)
+            else:
+                assert target is not None and slo.total == ANSWERED
+                bad = src.slow(w, target, answered)
+            rules.append(Rule(slo.bad.format(w=w), None, bad, None, model, []))
+            ratio = f"{slo.bad.format(w=w)}{own} / {slo.total.format(w=w)}{own}"
+            rules.append(Rule(slo.ratio.format(w=w), None, ratio, None, model, []))
+    return rules
+
+
+def burn_expr(slo: Slo, policy: BurnPolicy, own: str) -> str:
+    terms = []
+    for b in policy.branches:
+        threshold = number(burn_threshold(slo, b))
+        terms.append(
+            f"({slo.ratio.format(w=b.long)}{own} > {threshold}"
+            f" and {slo.ratio.format(w=b.short)}{own} > {threshold}"
+            f" and {slo.bad.format(w=b.long)}{own} * {window_seconds(b.long)} >= {MIN_BAD_EVENTS})"
+        )
+    return " or ".join(terms)
 
 
 def rule_groups(plan: ServingPlan) -> list[Group]:
     src = source_of(plan)
     own = own_matchers(plan)
+    slo_list = slos(plan)
     model = [KV("model", plan.model)]
-    recording: list[Rule] = []
-    for w in WINDOWS:
-        recording.append(Rule(REQUESTS.format(w=w), None, src.requests(w), None, model, []))
-        recording.append(Rule(ERRORS.format(w=w), None, src.errors(w), None, model, []))
-        recording.append(
-            Rule(
-                ERROR_RATIO.format(w=w),
-                None,
-                f"{ERRORS.format(w=w)}{own} / {REQUESTS.format(w=w)}{own}",
-                None,
-                model,
-                [],
-            )
-        )
-    recording.append(Rule(P99, None, src.p99_seconds(), None, model, []))
+    fast = _recording(src, plan, FAST_WINDOWS, slo_list)
+    fast.append(Rule(P99, None, src.p99_seconds(), None, model, []))
+    slow = _recording(src, plan, SLOW_WINDOWS, slo_list)
     alerts: list[Rule] = []
-    for severity, name, pairs in BURN_ALERTS:
-        terms = []
-        for rate, long, short in pairs:
-            threshold = number(rate * plan.error_budget)
-            terms.append(
-                f"({ERROR_RATIO.format(w=long)}{own} > {threshold}"
-                f" and {ERROR_RATIO.format(w=short)}{own} > {threshold})"
-            )
-        summary, detail = burn_text(plan, severity, pairs)
-        alerts.append(
-            Rule(
-                None,
-                name,
-                " or ".join(terms),
-                None,
-                [KV("severity", severity), KV("slo", "availability")],
-                [KV("summary", summary.template), KV("description", detail.template)],
-            )
-        )
-    summary, detail = latency_text(plan)
+    up = src.up()
     alerts.append(
         Rule(
             None,
-            LATENCY_ALERT,
-            f"{P99}{own} > {number(plan.p99_s)}",
-            LATENCY_FOR,
-            [KV("severity", "page"), KV("slo", "latency")],
-            [KV("summary", summary.template), KV("description", detail.template)],
+            SERVER_DOWN,
+            f"max by (namespace, job) ({up}) == 0 or absent({up})",
+            SERVER_DOWN_FOR,
+            model + alert_labels(plan, "page", "availability"),
+            _annotations(down_text()),
         )
     )
+    alerts.append(
+        Rule(
+            None,
+            NO_TRAFFIC,
+            f"max by (namespace, job) ({up}) == 1 unless on (namespace, job) "
+            f"{REQUESTS.format(w=NO_TRAFFIC_WINDOW)}{own} > 0",
+            NO_TRAFFIC_FOR,
+            model + alert_labels(plan, "ticket", "availability"),
+            _annotations(no_traffic_text()),
+        )
+    )
+    for slo in slo_list:
+        for policy in BURN_POLICIES:
+            alerts.append(
+                Rule(
+                    None,
+                    slo.alert_prefix + policy.suffix,
+                    burn_expr(slo, policy, own),
+                    None,
+                    alert_labels(plan, policy.severity, slo.name),
+                    _annotations(burn_text(slo, policy)),
+                )
+            )
+    if plan.platform != "tf-serving":
+        alerts.append(
+            Rule(
+                None,
+                P99_ALERT,
+                f"{P99}{own} > {number(plan.p99_s)} and {REQUESTS.format(w='5m')}{own} * 60 >= {P99_MIN_PER_MINUTE}",
+                P99_FOR,
+                alert_labels(plan, "ticket", "latency"),
+                _annotations(p99_text(plan)),
+            )
+        )
     prefix = f"llmc.{plan.name}"
-    return [Group(f"{prefix}.recording", "30s", recording), Group(f"{prefix}.alerts", "30s", alerts)]
+    return [
+        Group(f"{prefix}.sli", FAST_INTERVAL, fast),
+        Group(f"{prefix}.sli-slow", SLOW_INTERVAL, slow),
+        Group(f"{prefix}.alerts", FAST_INTERVAL, alerts),
+    ]

@@ -95,15 +95,16 @@ class Prometheus:
             return False
 
 
-def config(targets: Sequence[str], labels: dict[str, str], rules: Sequence[Path], interval: str) -> dict[str, Any]:
-    """One scrape job over `targets`, each sample given `labels` (as the ServiceMonitor's
-    target labels give `namespace` in a cluster), and the rule files `rules`."""
+def config(
+    targets: Sequence[str], labels: dict[str, str], rules: Sequence[Path], interval: str, job: str = "llmc-test"
+) -> dict[str, Any]:
+    """One scrape job `job` over `targets` (a ServiceMonitor's job is its Service's name),
+    each sample given `labels` (as the ServiceMonitor's target labels give `namespace` in a
+    cluster), and the rule files `rules`."""
     return {
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
         "rule_files": [str(p) for p in rules],
-        "scrape_configs": [
-            {"job_name": "llmc-test", "static_configs": [{"targets": list(targets), "labels": dict(labels)}]}
-        ],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets), "labels": dict(labels)}]}],
     }
 
 
@@ -115,6 +116,7 @@ def prometheus(
     rules: Sequence[Path] = (),
     interval: str = "1s",
     ready_timeout: float = 60.0,
+    job: str = "llmc-test",
 ) -> Iterator[Prometheus]:
     """Prometheus on 127.0.0.1:<free port>, its config, TSDB and log under `folder`, ready
     (its /-/ready answers and every target has been scraped once), stopped on the way out."""
@@ -122,7 +124,7 @@ def prometheus(
     assert exe, "prometheus is not on PATH (apt-get install prometheus; bin/setup installs it)"
     folder.mkdir(parents=True, exist_ok=True)
     cfg = folder / "prometheus.yml"
-    cfg.write_text(yaml.safe_dump(config(targets, labels, rules, interval), sort_keys=False))
+    cfg.write_text(yaml.safe_dump(config(targets, labels, rules, interval, job), sort_keys=False))
     log = folder / "prometheus.log"
     url = f"http://127.0.0.1:{free_port()}"
     with log.open("wb") as out:

@@ -160,7 +160,9 @@ class Timeline:
             for i in range(count):
                 requests = phase.per_minute * step if phase.state == "up" else 0
                 errors = _spread(phase.bad, count, i) if phase.bad is not None else round(requests * phase.errors)
-                client = round(requests * phase.client)
+                # A loose budget asks for shares near 1: the counts stay a partition.
+                errors = min(errors, requests)
+                client = min(round(requests * phase.client), requests - errors)
                 answered = requests - errors - client
                 assert answered >= 0, phase
                 slow = (
@@ -168,6 +170,7 @@ class Timeline:
                     if phase.slow_count is not None
                     else round(answered * phase.slow)
                 )
+                slow = min(slow, answered)
                 self.steps.append(Step(phase.state, requests, errors, client, slow, phase.p99))
         self.end = len(self.steps) * step
 
@@ -414,15 +417,16 @@ def server_series(plan: ServingPlan, timeline: Timeline, job: str, instance: str
                     _name(":tensorflow:serving:request_count", model + [("status", status)] + target), compress(values)
                 )
             )
-        target_le = latency_target(plan.p99_s)
-        assert target_le is not None
-        index = next(k for k, b in enumerate(TFS_BUCKETS_US) if tfs_bucket_label(b) == target_le.le)
-        fast_le = next(tfs_bucket_label(b) for b in TFS_BUCKETS_US if b >= 0.6 * plan.p99_s * 1e6)
-        slow_le = tfs_bucket_label(TFS_BUCKETS_US[index + 1]) if index + 1 < len(TFS_BUCKETS_US) else "+Inf"
         answered = s.derived(lambda st: st.requests - st.errors - st.client)
         fast = s.derived(lambda st: st.requests - st.errors - st.client - st.slow)
         api = [("API", "predict"), ("entrypoint", "REST")] + model
-        bounds = [(fast_le, fast), (target_le.le, fast), (slow_le, answered), ("+Inf", answered)]
+        target_le = latency_target(plan.p99_s)
+        fast_le = next((tfs_bucket_label(b) for b in TFS_BUCKETS_US if b >= 0.6 * plan.p99_s * 1e6), "+Inf")
+        bounds = [(fast_le, answered if target_le is None else fast), ("+Inf", answered)]
+        if target_le is not None:  # else no latency SLO: beyond TF Serving's largest bucket
+            index = next(k for k, b in enumerate(TFS_BUCKETS_US) if tfs_bucket_label(b) == target_le.le)
+            slow_le = tfs_bucket_label(TFS_BUCKETS_US[index + 1]) if index + 1 < len(TFS_BUCKETS_US) else "+Inf"
+            bounds[1:1] = [(target_le.le, fast), (slow_le, answered)]
         seen = set()
         for le, values in bounds:
             if le in seen:

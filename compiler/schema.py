@@ -360,6 +360,8 @@ class Deploy(Block):
     image: str | None = Field(None, description="default: named after the model")
     service_account: str | None = None
     labels: dict[str, str] = Field(default_factory=dict, description='free-form: name = "value"')
+    bundle_url: str | None = Field(None, description="where the built bundle is browsed; alerts link to its runbook")
+    grafana_url: str | None = Field(None, description="the Grafana holding the dashboard; alerts link to it")
 
 
 class Spec(Block):

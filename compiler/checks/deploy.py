@@ -17,6 +17,9 @@ IMAGE = re.compile(
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?"
 )
 
+# A link in an alert's annotations: absolute, and no `{{` (Prometheus expands annotations as Go templates).
+LINK_URL = re.compile(r"https?://(?!.*\{\{)[^\s/\\]+[^\s\\]*")
+
 
 def check(ctx: CheckContext) -> None:
     _ranges(ctx)
@@ -62,6 +65,16 @@ def check(ctx: CheckContext) -> None:
             f"`{deploy.image}` is not a valid image reference",
             "write `registry/path:tag`: no spaces; the path in lower case",
         )
+    for field in ("bundle_url", "grafana_url"):
+        url = getattr(deploy, field)
+        if url is not None and not LINK_URL.fullmatch(url):
+            ctx.diags.error(
+                "E801",
+                ctx.spans.value(f"deploy.{field}"),
+                f"`{url}` is not an http(s) URL an alert can link to",
+                label="not a link",
+                help='write an absolute URL without spaces or `{{`, e.g. "https://git.example.com/ml/bundles/translator"',
+            )
     for key, value in deploy.labels.items():
         if not (LABEL_VALUE.fullmatch(key) and key and len(key) <= 63):
             _reject(

@@ -8,6 +8,7 @@ writes the alert rules about the same pods, so the two never disagree.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import NamedTuple
 
@@ -128,6 +129,9 @@ class ServingPlan(NamedTuple):
     availability: float
     error_budget: float
     team: str | None  # deploy.labels.team: the alerts' `team` label, for routing
+    replica_capacity_rps: float | None  # one replica's planned capacity at the SLA (None: unknown)
+    bundle_url: str | None  # deploy.bundle_url: where the alerts' runbook links point
+    grafana_url: str | None  # deploy.grafana_url: where the alerts' dashboard links point
 
 
 def serving_plan(ctx: BuildContext) -> ServingPlan | None:
@@ -181,6 +185,9 @@ def serving_plan(ctx: BuildContext) -> ServingPlan | None:
         sla.availability,
         budget,
         (ir.deploy.labels.get("team") if ir.deploy is not None else None) or None,
+        capacity if facts.sizing is not None and math.isfinite(capacity := facts.sizing.replica_capacity_rps) else None,
+        ir.deploy.bundle_url if ir.deploy is not None else None,
+        ir.deploy.grafana_url if ir.deploy is not None else None,
     )
 
 

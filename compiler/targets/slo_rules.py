@@ -10,6 +10,7 @@ second server of the same model in the namespace is a different SLO.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import NamedTuple
 
@@ -80,6 +81,16 @@ ANSWERED = "namespace_job:llmc_requests_answered:rate{w}"
 SLOW = "namespace_job:llmc_requests_slow:rate{w}"
 SLOW_RATIO = "namespace_job:llmc_requests_slow:ratio_rate{w}"
 P99 = "namespace_job:llmc_request_latency_seconds:p99"
+# The SLO view (Sloth's objective, budget, burn-rate and period series), one series per
+# SLO with its `slo` label: what the dashboard's budget panels read.
+OBJECTIVE = "namespace_job_slo:llmc_objective:ratio"
+BUDGET = "namespace_job_slo:llmc_error_budget:ratio"
+BURN_RATE = "namespace_job_slo:llmc_burn_rate:ratio_rate{w}"
+BURN_RATE_WINDOWS = ("5m", "1h")
+PERIOD = "30d"
+PERIOD_ERRORS = "namespace_job_slo:llmc_errors:ratio_rate30d"
+ATTAINMENT = "namespace_job_slo:llmc_attainment:ratio_rate30d"
+BUDGET_REMAINING = "namespace_job_slo:llmc_error_budget_remaining:ratio_rate30d"
 
 
 class Rule(NamedTuple):
@@ -246,10 +257,37 @@ def source_of(plan: ServingPlan) -> Source:
     return Source(plan.platform, plan.namespace, plan.name, plan.model)
 
 
+def dashboard_uid(plan: ServingPlan) -> str:
+    """The Grafana dashboard's uid (at most 40 characters): the alerts link to it."""
+    digest = hashlib.sha256(plan.namespace.encode()).hexdigest()[:8]
+    return f"llmc-{plan.name[:26]}-{digest}"
+
+
+RUNBOOK = "monitoring/runbook.md"
+
+
+def links(plan: ServingPlan, alert: str) -> list[KV]:
+    """An alert's runbook (its section of the bundle's runbook) and dashboard, absolute
+    where the deploy block says where the bundle and Grafana are, else relative."""
+    base = f"{plan.bundle_url.rstrip('/')}/" if plan.bundle_url else ""
+    grafana = plan.grafana_url.rstrip("/") if plan.grafana_url else ""
+    return [
+        KV("dashboard", f"{grafana}/d/{dashboard_uid(plan)}"),
+        KV("runbook_url", f"{base}{RUNBOOK}#{alert.lower()}"),
+    ]
+
+
 def own_matchers(plan: ServingPlan) -> str:
     """The recorded series of this SLO (every recording rule keeps namespace and job and
     adds the model)."""
     return matchers([("namespace", "=", plan.namespace), ("job", "=", plan.name), ("model", "=", plan.model)])
+
+
+def slo_matchers(plan: ServingPlan, slo: str) -> str:
+    """The SLO view's series of one SLO (own_matchers and its `slo` label)."""
+    return matchers(
+        [("namespace", "=", plan.namespace), ("job", "=", plan.name), ("model", "=", plan.model), ("slo", "=", slo)]
+    )
 
 
 # --- the SLOs ------------------------------------------------------------------------
@@ -372,9 +410,9 @@ def alert_labels(plan: ServingPlan, severity: str, slo: str) -> list[KV]:
     return [KV("severity", severity), KV("slo", slo)] + team
 
 
-def _annotations(texts: tuple[AlertText, AlertText]) -> list[KV]:
+def _annotations(plan: ServingPlan, alert: str, texts: tuple[AlertText, AlertText]) -> list[KV]:
     summary, detail = texts
-    return [KV("summary", summary.template), KV("description", detail.template)]
+    return [KV("summary", summary.template), KV("description", detail.template)] + links(plan, alert)
 
 
 def _recording(src: Source, plan: ServingPlan, windows: tuple[str, ...], slo_list: list[Slo]) -> list[Rule]:
@@ -400,6 +438,35 @@ def _recording(src: Source, plan: ServingPlan, windows: tuple[str, ...], slo_lis
     return rules
 
 
+def _slo_view(plan: ServingPlan, slo_list: list[Slo]) -> tuple[list[Rule], list[Rule]]:
+    """The SLO view's recordings, as Sloth writes them: the objective and the budget as
+    constants, the burn rate over 5m and 1h (fast group), and over the 30-day period the
+    bad-event ratio, the attainment and the budget remaining (slow group). The period's
+    ratio weighs the recorded 5m rates alike, so it is bad events over all events for as
+    far back as Prometheus keeps them (30 days needs a retention of 30d)."""
+    own = own_matchers(plan)
+    fast: list[Rule] = []
+    slow: list[Rule] = []
+    for slo in slo_list:
+        label = [KV("model", plan.model), KV("slo", slo.name)]
+        constant = [KV("namespace", plan.namespace), KV("job", plan.name)] + label
+        mine = slo_matchers(plan, slo.name)
+        fast.append(Rule(OBJECTIVE, None, f"vector({number(1 - slo.budget)})", None, constant, []))
+        fast.append(Rule(BUDGET, None, f"vector({number(slo.budget)})", None, constant, []))
+        bad = f"sum_over_time({slo.bad.format(w='5m')}{own}[{PERIOD}])"
+        total = f"sum_over_time({slo.total.format(w='5m')}{own}[{PERIOD}])"
+        slow.append(Rule(PERIOD_ERRORS, None, f"{bad} / {total}", None, label, []))
+        slow.append(Rule(ATTAINMENT, None, f"1 - {PERIOD_ERRORS}{mine}", None, label, []))
+        if slo.budget <= 0:
+            continue  # no budget to burn: the ratio is the whole story
+        for w in BURN_RATE_WINDOWS:
+            burn = f"{slo.ratio.format(w=w)}{own} / {number(slo.budget)}"
+            fast.append(Rule(BURN_RATE.format(w=w), None, burn, None, label, []))
+        remaining = f"1 - {PERIOD_ERRORS}{mine} / {number(slo.budget)}"
+        slow.append(Rule(BUDGET_REMAINING, None, remaining, None, label, []))
+    return fast, slow
+
+
 def burn_expr(slo: Slo, policy: BurnPolicy, own: str) -> str:
     terms = []
     for b in policy.branches:
@@ -420,6 +487,9 @@ def rule_groups(plan: ServingPlan) -> list[Group]:
     fast = _recording(src, plan, FAST_WINDOWS, slo_list)
     fast.append(Rule(P99, None, src.p99_seconds(), None, model, []))
     slow = _recording(src, plan, SLOW_WINDOWS, slo_list)
+    view_fast, view_slow = _slo_view(plan, slo_list)
+    fast += view_fast
+    slow += view_slow
     alerts: list[Rule] = []
     up = src.up()
     alerts.append(
@@ -429,7 +499,7 @@ def rule_groups(plan: ServingPlan) -> list[Group]:
             f"max by (namespace, job) ({up}) == 0 or absent({up})",
             SERVER_DOWN_FOR,
             model + alert_labels(plan, "page", "availability"),
-            _annotations(down_text()),
+            _annotations(plan, SERVER_DOWN, down_text()),
         )
     )
     alerts.append(
@@ -440,7 +510,7 @@ def rule_groups(plan: ServingPlan) -> list[Group]:
             f"{REQUESTS.format(w=NO_TRAFFIC_WINDOW)}{own} > 0",
             NO_TRAFFIC_FOR,
             model + alert_labels(plan, "ticket", "availability"),
-            _annotations(no_traffic_text()),
+            _annotations(plan, NO_TRAFFIC, no_traffic_text()),
         )
     )
     for slo in slo_list:
@@ -452,7 +522,7 @@ def rule_groups(plan: ServingPlan) -> list[Group]:
                     burn_expr(slo, policy, own),
                     None,
                     alert_labels(plan, policy.severity, slo.name),
-                    _annotations(burn_text(slo, policy)),
+                    _annotations(plan, slo.alert_prefix + policy.suffix, burn_text(slo, policy)),
                 )
             )
     if plan.platform != "tf-serving":
@@ -463,7 +533,7 @@ def rule_groups(plan: ServingPlan) -> list[Group]:
                 f"{P99}{own} > {number(plan.p99_s)} and {REQUESTS.format(w='5m')}{own} * 60 >= {P99_MIN_PER_MINUTE}",
                 P99_FOR,
                 alert_labels(plan, "ticket", "latency"),
-                _annotations(p99_text(plan)),
+                _annotations(plan, P99_ALERT, p99_text(plan)),
             )
         )
     prefix = f"llmc.{plan.name}"

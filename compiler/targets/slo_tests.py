@@ -33,14 +33,21 @@ from typing import NamedTuple
 
 from .k8s_common import KV, ServingPlan
 from .slo_rules import (
+    ATTAINMENT,
+    BUDGET,
+    BUDGET_REMAINING,
     BURN_POLICIES,
+    BURN_RATE,
     MIN_BAD_EVENTS,
     NO_TRAFFIC,
     NO_TRAFFIC_FOR,
     NO_TRAFFIC_WINDOW,
+    OBJECTIVE,
     P99_ALERT,
     P99_FOR,
     P99_MIN_PER_MINUTE,
+    PERIOD,
+    PERIOD_ERRORS,
     SERVER_DOWN,
     SERVER_DOWN_FOR,
     TFS_BUCKETS_US,
@@ -50,12 +57,15 @@ from .slo_rules import (
     burn_text,
     burn_threshold,
     down_text,
+    duration,
     latency_target,
+    links,
     matchers,
     no_traffic_text,
     number,
     p99_text,
     rule_groups,
+    slo_matchers,
     slos,
     tfs_bucket_label,
     window_seconds,
@@ -101,11 +111,20 @@ class AlertCheck(NamedTuple):
     expected: list[ExpectedAlert]
 
 
+class ExprCheck(NamedTuple):
+    """A promql_expr_test: `expr` (true as 1 within a tolerance) at `eval_time`."""
+
+    eval_time: str
+    expr: str
+    labels: str  # the result's labels, as promtool writes them
+
+
 class TestCase(NamedTuple):
     name: str
     interval: str
     series: list[Series]
     alerts: list[AlertCheck]
+    exprs: tuple[ExprCheck, ...] = ()
 
 
 class RuleTestsContext(NamedTuple):
@@ -128,6 +147,7 @@ class Phase(NamedTuple):
     client: float = CLIENT_SHARE  # share failing through the client
     bad: int | None = None  # exact server errors over the phase (guard cases), instead of `errors`
     slow_count: int | None = None  # exact slow requests over the phase
+    near: float = 0.0  # share of answered requests in the latency target's own bucket (under it, not slow)
 
 
 class Step(NamedTuple):
@@ -139,6 +159,7 @@ class Step(NamedTuple):
     client: int
     slow: int
     p99: float
+    near: int  # answered, not slow, in the target's bucket (above the bound below it)
 
 
 def _spread(total: int, steps: int, index: int) -> int:
@@ -171,7 +192,8 @@ class Timeline:
                     else round(answered * phase.slow)
                 )
                 slow = min(slow, answered)
-                self.steps.append(Step(phase.state, requests, errors, client, slow, phase.p99))
+                near = min(round(answered * phase.near), answered - slow)
+                self.steps.append(Step(phase.state, requests, errors, client, slow, phase.p99, near))
         self.end = len(self.steps) * step
 
     def scraped(self, i: int) -> bool:
@@ -278,6 +300,15 @@ class Model:
         t, b = self._sum(total, at, minutes(window)), self._sum(bad, at, minutes(window))
         if t is None or b is None or t == 0:
             return None
+        return b / t
+
+    def period_ratio(self, slo: Slo, at: int, eval_minutes: int) -> float:
+        """The SLO view's 30-day ratio at minute `at`: the recorded 5m rates of bad and of
+        all events, summed over every evaluation so far (a missing rate records 0)."""
+        total, bad = ("requests", "errors") if slo.name == "availability" else ("answered", "slow")
+        ticks = range(max(0, at - minutes(PERIOD)), at + 1, eval_minutes)
+        t = sum(self._sum(total, tick, 5) or 0.0 for tick in ticks)
+        b = sum(self._sum(bad, tick, 5) or 0.0 for tick in ticks)
         return b / t
 
     def bad_events(self, slo: Slo, at: int, window: str) -> float | None:
@@ -426,7 +457,14 @@ def server_series(plan: ServingPlan, timeline: Timeline, job: str, instance: str
         if target_le is not None:  # else no latency SLO: beyond TF Serving's largest bucket
             index = next(k for k, b in enumerate(TFS_BUCKETS_US) if tfs_bucket_label(b) == target_le.le)
             slow_le = tfs_bucket_label(TFS_BUCKETS_US[index + 1]) if index + 1 < len(TFS_BUCKETS_US) else "+Inf"
-            bounds[1:1] = [(target_le.le, fast), (slow_le, answered)]
+            # The bucket under the target's holds all but the slow and the near requests.
+            below = s.derived(lambda st: st.requests - st.errors - st.client - st.slow - st.near)
+            below_le = tfs_bucket_label(TFS_BUCKETS_US[index - 1]) if index > 0 else None
+            bounds = ([(below_le, below)] if below_le else []) + [
+                (target_le.le, fast),
+                (slow_le, answered),
+                ("+Inf", answered),
+            ]
         seen = set()
         for le, values in bounds:
             if le in seen:
@@ -513,13 +551,11 @@ def _labels(plan: ServingPlan, alert: str) -> list[KV]:
 
 def expected_alert(plan: ServingPlan, alert: str) -> ExpectedAlert:
     summary, detail = _texts(plan, alert)
-    return ExpectedAlert(
-        _labels(plan, alert),
-        [
-            KV("description", detail.expand(plan.namespace, plan.name, plan.model)),
-            KV("summary", summary.expand(plan.namespace, plan.name, plan.model)),
-        ],
-    )
+    texts = [
+        KV("description", detail.expand(plan.namespace, plan.name, plan.model)),
+        KV("summary", summary.expand(plan.namespace, plan.name, plan.model)),
+    ]
+    return ExpectedAlert(_labels(plan, alert), sorted(texts + links(plan, alert)))
 
 
 class Scenario(NamedTuple):
@@ -679,6 +715,17 @@ def fast_scenarios(plan: ServingPlan) -> list[Scenario]:
         for b in BURN_POLICIES[0].branches:
             out += branch_scenarios(plan, slo, b, 1 if minutes(b.short) <= 5 else 5, FAST_EVAL_MINUTES)
         if slo.name == "latency":
+            target = latency_target(plan.p99_s)
+            assert target is not None
+            out.append(
+                Scenario(
+                    f"latency: a true p99 inside the target's bucket (2% of requests just under "
+                    f"{duration(target.seconds)}, e.g. 12 ms on a 20 ms SLA) is silent",
+                    [Phase(120, rate, near=0.02)],
+                    1,
+                    [60, 120],
+                )
+            )
             out.append(
                 Scenario(
                     "latency: 20% of requests slow for an hour pages",
@@ -779,8 +826,41 @@ def slow_scenarios(plan: ServingPlan) -> list[Scenario]:
     return out
 
 
+def _close(expr: str, value: float) -> str:
+    """1 when `expr` is `value` within float noise (Go and Python sum alike, not bit for bit)."""
+    return f"abs({expr} - {number(value)}) <= bool {number(1e-9 + 1e-6 * abs(value))}"
+
+
+def view_case(plan: ServingPlan) -> TestCase:
+    """The SLO view's recordings: two hours at twice each SLO's budget, then two clean
+    hours; the 30-day ratio, attainment and budget remaining, after each part, are the
+    recorded 5m rates' sums as the model computes them."""
+    rate = base_rate(plan)
+    shares = {s.name: min(2 * s.budget, 0.5) for s in slos(plan)}
+    burning = Phase(120, rate, errors=shares["availability"], slow=shares.get("latency", 0.0))
+    timeline = Timeline([burning, Phase(120, rate)], 1)
+    model = Model(plan, [timeline])
+    exprs = []
+    for slo in slos(plan):
+        own = slo_matchers(plan, slo.name)
+        labels = own  # the result keeps the series' labels; promtool reads them as a PromQL selector
+        for at in (120, 240):
+            ratio = model.period_ratio(slo, at, FAST_EVAL_MINUTES)
+            wanted = [(PERIOD_ERRORS, ratio), (ATTAINMENT, 1 - ratio)]
+            if slo.budget > 0:
+                wanted += [(BUDGET_REMAINING, 1 - ratio / slo.budget)]
+                burn = model.ratio(slo, at, "1h")
+                assert burn is not None
+                wanted += [(BURN_RATE.format(w="1h"), burn / slo.budget)]
+            for series, value in wanted:
+                exprs.append(ExprCheck(clock(at), _close(f"{series}{own}", value), labels))
+            exprs.append(ExprCheck(clock(at), _close(f"{OBJECTIVE}{own} + {BUDGET}{own}", 1.0), labels))
+    name = "slo view: two hours at twice the budget, two clean: the 30-day ratio, attainment, budget left, burn rate"
+    return TestCase(name, clock(1), server_series(plan, timeline, plan.name), [], tuple(exprs))
+
+
 def rule_tests(plan: ServingPlan) -> tuple[RuleTestsContext, RuleTestsContext]:
-    fast = [case(plan, sc, FAST_EVAL_MINUTES) for sc in fast_scenarios(plan)]
+    fast = [case(plan, sc, FAST_EVAL_MINUTES) for sc in fast_scenarios(plan)] + [view_case(plan)]
     slow = [case(plan, sc, SLOW_EVAL_MINUTES) for sc in slow_scenarios(plan)]
     # The recordings first: alerts read this evaluation's ratios, as they do in a running
     # Prometheus up to the groups' intervals.

@@ -28,8 +28,9 @@ from support.serving_runs import env, free_port, translator_run
 SCRAPE_LABELS = {"namespace", "pod", "job", "instance", "service", "container", "endpoint"}
 # Series another exporter provides: kube-state-metrics (the dashboard's replica panels).
 OTHER_EXPORTERS = ("kube_",)
-# Series Prometheus writes itself for every scrape target (the no-data alerts read it).
-PROMETHEUS_SERIES = {"up"}
+# Series Prometheus writes itself: `up` for every scrape target (the no-data alerts read
+# it), ALERTS for every pending or firing alert (the dashboard's annotations).
+PROMETHEUS_SERIES = {"up", "ALERTS"}
 SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)?\{([^}]*)\}")
 MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*'([^']*)'")
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+\S+")
@@ -108,11 +109,13 @@ def test_every_series_and_label_the_rules_select_is_on_the_live_servers_metrics(
         for name, _, _ in found
         if name not in own and name not in PROMETHEUS_SERIES and not name.startswith(OTHER_EXPORTERS)
     }
-    # The rules' raw series: successes, failures (by reason) and the latency summary.
+    # The rules' raw series: successes, failures (by reason) and the latency summary; the
+    # dashboard's queue time.
     assert checked == {
         "nv_inference_request_success",
         "nv_inference_request_failure",
         "nv_inference_request_summary_us",
+        "nv_inference_queue_duration_us",
     }
     assert any(s.get("model") == "translator" for s in exposed["nv_inference_request_success"])
     # The check has teeth: a misspelt series, a label the server lacks, a wrong model name.

@@ -1,7 +1,7 @@
 """The generated monitoring rules in a real Prometheus (Debian's `prometheus` package, the
 server beside promtool) scraping a live local Triton during a load test: what the rules
-record agrees with what the load test itself measured, and the latency alert's
-expression turns true under a deliberate overload.
+record agrees with what the load test itself measured, the latency alert's expression
+turns true under a deliberate overload, and the server-down page's once Triton is killed.
 
 Set-up, as a cluster runs it: Triton serves a gated translator run (made the quick way,
 tests/support/serving_runs.py) with its metrics port; Prometheus scrapes that port every
@@ -14,8 +14,8 @@ first sample is 0. The loads are the load test's own (loadgen.run_load: open-loo
 Poisson arrivals, each request timed), with a client timeout longer than any wait the
 server gives here, so that every request Triton answers is timed by the client too.
 
-Two loads, in this order (Triton's latency summary is a sliding window of about a minute:
-an overload's latencies would outlast a light load run after it):
+Two loads, then a kill, in this order (Triton's latency summary is a sliding window of
+about a minute: an overload's latencies would outlast a light load run after it):
 
 1. **Light**: the SLA's rate (20 req/s) of single requests for 8 s. The recorded p99 is
    under the SLA's, the latency alert's expression (LlmcLatencyP99AboveSla's `expr`,
@@ -65,16 +65,30 @@ an overload's latencies would outlast a light load run after it):
    * the latency alert's expression returns the namespace's series (the accepted
      requests' p99 exceeds the SLA's p99: they waited up to it in the queue and were then
      computed), and the alert itself is pending (its `for: 15m` not yet served).
+3. **Server killed**: LlmcServerDown's expression (`max by (namespace, job) (up{...}) == 0
+   or absent(up{...})`, without its `for:`) returns nothing while Triton serves; then the
+   tritonserver process is killed with SIGKILL (a crash, or the OOM killer: no clean-up of
+   its own; its Python backend stubs and shared memory regions are left to `served`'s exit).
+   Within seconds (bounded: 20 s) Prometheus scrapes `up` 0 for the job, the expression
+   returns exactly one series, labelled with the ServiceMonitor's namespace and job only
+   (what the page's summary names), and the alert is pending (its `for: 5m` not served).
+   `served`'s exit copes with the dead server: no exception, and no process or /dev/shm
+   region left behind.
 
 The slow burn-rate windows (30m to 3d) cannot be shown by a test this short: they stay
-covered by the promtool unit tests (test_target_monitoring_runs.py).
+covered by the promtool unit tests (test_target_monitoring_runs.py). The latency SLO as an
+event ratio (slow requests over answered ones) exists for TF Serving only, whose histogram
+no local server here can expose, so that ratio is proven by promtool cases; Triton's
+latency alert is the p99 ticket this test checks.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -98,6 +112,8 @@ REQUESTS = "namespace_job:llmc_requests:rate5m"
 P99 = "namespace_job:llmc_request_latency_seconds:p99"
 LATENCY_ALERT = "LlmcLatencyP99AboveSla"
 FAST_BURN = "LlmcErrorBudgetFastBurn"  # no `for:`: it fires at the evaluation that sees the burn
+DOWN_ALERT = "LlmcServerDown"
+DOWN_WITHIN_S = 20.0  # from the kill to a scrape of `up` 0 and every rule group evaluated after it
 
 
 @pytest.fixture
@@ -197,6 +213,9 @@ def test_prometheus_records_what_the_load_test_measured(needs, tmp_path, monkeyp
     selector = f"{{namespace='{namespace}', job='{job}', model='{model}'}}"
     latency_expr = rule(alerts, LATENCY_ALERT)["expr"]
     assert rule(alerts, LATENCY_ALERT)["for"] == "15m"
+    down_expr = rule(alerts, DOWN_ALERT)["expr"]
+    assert rule(alerts, DOWN_ALERT)["for"] == "5m" and rule(alerts, DOWN_ALERT)["labels"]["severity"] == "page"
+    up = f"up{{namespace='{namespace}', job='{job}'}}"
 
     http, metrics = free_port(), free_port()
     metrics_url = f"http://127.0.0.1:{metrics}/metrics"
@@ -254,7 +273,35 @@ def test_prometheus_records_what_the_load_test_measured(needs, tmp_path, monkeyp
         alert = prom.query(latency_expr)
         state = alert_state(prom, LATENCY_ALERT)
         burn_state = alert_state(prom, FAST_BURN)
-    assert leftovers([str(folder), str(tmp_path / "runs")]) == [], "Prometheus or Triton left behind"
+
+        # 3. Triton killed: the server-down page's expression empty while it serves, then true.
+        up_before, down_before = prom.value(up), prom.query(down_expr)
+        process = live.server.proc
+        assert process is not None and process.poll() is None
+        os.kill(process.pid, signal.SIGKILL)  # tritonserver alone, as a crash leaves it
+        killed, killed_clock = time.time(), time.monotonic()
+        exit_status = process.wait(10)
+        # What the dead server left for `served`'s exit: its backend stubs (in its process group,
+        # under runs/) and their shared memory regions.
+        orphans = len(leftovers([str(tmp_path / "runs")]))
+        regions = len(list(Path("/dev/shm").glob(live.server.shm_prefix + "*")))
+
+        def scraped_down() -> float | None:
+            at = prom.sample_time(up)
+            return at if at is not None and at > killed and prom.value(up, at) == 0 else None
+
+        down_at = prom.wait("a scrape of up 0 after the kill", scraped_down, DOWN_WITHIN_S)
+        prom.wait(
+            "every rule group evaluated after it",
+            lambda: True if evaluated_after(prom, down_at) else None,
+            max(DOWN_WITHIN_S - (time.monotonic() - killed_clock), 0.0),
+        )
+        seen_after = time.monotonic() - killed_clock
+        down = prom.query(down_expr)
+        down_state = alert_state(prom, DOWN_ALERT)
+    assert not live.server.running()
+    marks = [str(folder), str(tmp_path / "runs"), live.server.shm_prefix]
+    assert leftovers(marks) == [], "Prometheus, Triton or its shared memory left behind"
 
     shots = light.shots + load.shots
     outcomes = {kind: sum(1 for s in shots if s.outcome == kind) for kind in loadgen.OUTCOMES}
@@ -296,6 +343,12 @@ def test_prometheus_records_what_the_load_test_measured(needs, tmp_path, monkeyp
             f"{json.dumps(quantiles)} scraped, {json.dumps(client_quantiles)} client; "
             f"latency alert expression: {alert}, alert {state}; {FAST_BURN} {burn_state}"
         )
+        print(
+            f"prometheus: serving, up {up_before}, {DOWN_ALERT} expression {down_before}; tritonserver "
+            f"SIGKILLed (status {exit_status}; {orphans} stub(s), {regions} /dev/shm region(s) left to served's exit): "
+            f"up 0 scraped {down_at - killed:.1f} s after, every group evaluated after it by {seen_after:.1f} s: "
+            f"expression {down}, alert {down_state}"
+        )
 
     # What the comparisons rest on: every request answered or refused, none abandoned by the client,
     # and Triton's own counters agree with the client's tally.
@@ -329,3 +382,9 @@ def test_prometheus_records_what_the_load_test_measured(needs, tmp_path, monkeyp
     assert p99 > p99_sla
     assert [(a["metric"].get("namespace"), a["metric"].get("model")) for a in alert] == [(namespace, model)], alert
     assert state == "pending"
+    # 4. The server-down page: quiet while Triton serves; once it is killed, one series for the
+    #    ServiceMonitor's namespace and job (nothing else: `max by` drops the instance), pending its `for: 5m`.
+    assert up_before == 1 and down_before == [], (up_before, down_before)
+    assert exit_status == -signal.SIGKILL, exit_status
+    assert [(a["metric"], a["value"][1]) for a in down] == [({"namespace": namespace, "job": job}, "0")], down
+    assert down_state == "pending", down_state

@@ -125,7 +125,7 @@ def split_cases(monitoring: Path, folder: Path) -> list[tuple[Path, str]]:
     for name in ("alerts.test.yaml", "alerts.slow.test.yaml"):
         suite = yaml.safe_load((monitoring / name).read_text(encoding="utf-8"))
         for case in suite["tests"]:
-            last = max(_minutes(c["eval_time"]) for c in case["alert_rule_test"])
+            last = max(_minutes(c["eval_time"]) for c in case["alert_rule_test"] + case.get("promql_expr_test", []))
             eval_minutes = _minutes(suite["evaluation_interval"])
             one = dict(suite, tests=[case])
             path = folder / f"case{len(files):03d}.yaml"

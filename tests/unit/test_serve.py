@@ -49,7 +49,7 @@ def test_the_numbers_are_the_bundles_serving_plan():
         [2, 4, 8, 16, 32, 64],
         2000,
     )
-    assert c.timeout_microseconds == 50_000
+    assert c.timeout_microseconds == 100_000  # serve.sla.p99_latency = 100ms in the local profile
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_config_text_parses_as_tritons_model_config():
     policy = config.dynamic_batching.default_queue_policy
     assert config.backend == "python" and config.max_batch_size == 64
     assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
-    assert policy.default_timeout_microseconds == 50_000 and policy.max_queue_size == batching.max_queue_size
+    assert policy.default_timeout_microseconds == 100_000 and policy.max_queue_size == batching.max_queue_size
     assert config.parameters["model_path"].string_value == "/m"
 
 

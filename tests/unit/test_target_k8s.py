@@ -385,6 +385,8 @@ HOSTILE: dict[str, Any] = {
     "image": "registry.example.com/x:1 # {{ img }}\n  - name: injected: &a *b",
     "service_account": 'sa": "x {{ y }} # z',
     "labels": {"team": "a: b # c {{ d }} &anchor *alias \"q\" 'x'\nnewline", "empty": "", "tab": "\t%!"},
+    "bundle_url": "https://git.example.com/{{ $labels.job }}\" # x\n- evil: 'q'",
+    "grafana_url": "javascript:alert(1)",
 }
 
 
@@ -394,6 +396,8 @@ def hostile_deploy() -> str:
         f"deploy {{\n  namespace = {llm_string(HOSTILE['namespace'])}\n"
         f"  image = {llm_string(HOSTILE['image'])}\n"
         f"  service_account = {llm_string(HOSTILE['service_account'])}\n"
+        f"  bundle_url = {llm_string(HOSTILE['bundle_url'])}\n"
+        f"  grafana_url = {llm_string(HOSTILE['grafana_url'])}\n"
         f"  labels {{\n{labels}\n  }}\n}}\n"
     )
 
@@ -413,6 +417,7 @@ def test_hostile_deploy_strings_are_rejected_at_check(tmp_path, name):
         "is not a valid Kubernetes label value",
     ):
         assert any(what in m for m in messages), (what, messages)
+    assert sum("is not an http(s) URL an alert can link to" in m for m in messages) == 2, messages
 
 
 @pytest.mark.parametrize("name", ["translator", "classifier"])

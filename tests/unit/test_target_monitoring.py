@@ -142,7 +142,7 @@ def test_burn_rate_windows_thresholds_and_guards(built):
     intervals = {g["name"].rsplit(".", 1)[1]: g["interval"] for g in groups}
     assert intervals == {"sli": "30s", "sli-slow": "5m", "alerts": "30s"}
     slow = [r["record"] for g in groups if g["name"].endswith("sli-slow") for r in g["rules"]]
-    assert slow and all(name.endswith(("rate1d", "rate3d")) for name in slow)
+    assert slow and all(name.endswith(("rate1d", "rate3d", "rate30d")) for name in slow)
 
 
 def test_latency_slo_against_the_sla(built):
@@ -206,23 +206,71 @@ def test_annotations_use_labels_not_spec_strings(built):
 def test_dashboard(built):
     spec, profile, bundle = built
     ir = check(spec, profile).ir
+    tf = ir.serve.platform == "tf-serving"
     dashboard = load(bundle / "monitoring" / "dashboard.json")  # JSON is YAML
-    titles = [p["title"] for p in dashboard["panels"]]
-    assert titles == ["Request rate", "Error ratio", "p99 latency", "Replicas"]
     by_title = {p["title"]: p for p in dashboard["panels"]}
-    steps = by_title["p99 latency"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
-    assert steps[-1]["value"] == pytest.approx(ir.serve.sla.p99_latency)
-    steps = by_title["Error ratio"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
-    assert steps[-1]["value"] == pytest.approx(ir.serve.sla.error_rate)
+    slos = ["Availability"] + (["Latency"] if tf else [])
+    expected = [f"{s}: {what}" for s in slos for what in ("attainment over 30 days", "error budget remaining")]
+    expected += ["Burn rate", "Request rate against planned capacity", "Error ratio", "p99 latency against target"]
+    assert list(by_title) == expected + ["Queue time", "Replicas"]
+    assert {by_title[t]["type"] for t in expected[: 2 * len(slos)]} == {"stat"}
+
+    def line(title):
+        return by_title[title]["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"]
+
+    assert line("p99 latency against target") == pytest.approx(ir.serve.sla.p99_latency)
+    assert line("Queue time") == pytest.approx(ir.serve.sla.p99_latency)
+    assert line("Error ratio") == pytest.approx(ir.serve.sla.error_rate)
+    assert line("Request rate against planned capacity") == pytest.approx(ir.serve.sla.throughput)
+    assert line("Burn rate") == 14.4
+    assert line("Availability: attainment over 30 days") == pytest.approx(ir.serve.sla.availability)
     recorded = set(rules(bundle))
+    cells: set[tuple[int, int]] = set()
     for panel in dashboard["panels"]:
-        for target in panel["targets"]:
-            for metric in re.findall(r"namespace_job:[a-z_:0-9]+", target["expr"]):
-                assert metric in recorded, metric
+        exprs = " ".join(t["expr"] for t in panel["targets"])
+        for metric in re.findall(r"namespace_job(?:_slo)?:[a-z_:0-9]+", exprs):
+            assert metric in recorded, metric
+        # The description names the series the panel plots, and no other.
+        named = set(re.findall(r"namespace_job(?:_slo)?:[a-z_:0-9]*[a-z0-9]", panel["description"]))
+        assert named <= set(re.findall(r"namespace_job(?:_slo)?:[a-z_:0-9]+", exprs)), panel["title"]
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24
+        mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        assert not mine & cells, f"{panel['title']} overlaps another panel"
+        cells |= mine
+    # Successes and failures, as the description says: the requests and the errors among them.
+    rate = by_title["Request rate against planned capacity"]
+    assert [t["legendFormat"] for t in rate["targets"]][:2] == ["requests/s", "server errors/s"]
+    assert "kube_deployment_status_replicas_available" in rate["targets"][-1]["expr"]
+    queue = by_title["Queue time"]["targets"][0]["expr"]
+    assert ("queuing_latency" in queue) if tf else ("nv_inference_queue_duration_us" in queue)
     replicas = " ".join(t["expr"] for t in by_title["Replicas"]["targets"])
     assert "kube_deployment_status_replicas_available" in replicas
     assert "kube_horizontalpodautoscaler_status_desired_replicas" in replicas
+    (annotation,) = dashboard["annotations"]["list"]
+    assert annotation["expr"] == (
+        f"ALERTS{{namespace='{ir.deploy.namespace}', job='{ir.model.name}', alertstate='firing'}}"
+    )
     assert len(dashboard["uid"]) <= 40
+
+
+def test_alerts_link_their_runbook_section_and_the_dashboard(built):
+    spec, profile, bundle = built
+    ir = check(spec, profile).ir
+    runbook = (bundle / "monitoring" / "runbook.md").read_text()
+    anchors = {h.strip().lower() for h in re.findall(r"^## (\S+)$", runbook, flags=re.M)}
+    uid = load(bundle / "monitoring" / "dashboard.json")["uid"]
+    alerts = [r for r in rules(bundle).values() if "alert" in r]
+    assert anchors == {r["alert"].lower() for r in alerts}
+    base = f"{ir.deploy.bundle_url}/" if ir.deploy.bundle_url else ""
+    grafana = ir.deploy.grafana_url or ""
+    for rule in alerts:
+        notes = rule["annotations"]
+        assert notes["runbook_url"] == f"{base}monitoring/runbook.md#{rule['alert'].lower()}"
+        assert notes["dashboard"] == f"{grafana}/d/{uid}"
+        section = runbook.split(f"## {rule['alert']}\n", 1)[1].split("\n## ", 1)[0]
+        assert f"Severity **{rule['labels']['severity']}**" in section
+        assert "```sh\nkubectl -n " + ir.deploy.namespace in section
 
 
 # --- variants ----------------------------------------------------------------------

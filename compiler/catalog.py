@@ -296,6 +296,28 @@ def canonical(name: str) -> str | None:
     return _BY_LOWER.get(name.strip().lower())
 
 
+# The values NVIDIA's GPU feature discovery gives a node's `nvidia.com/gpu.product` label
+# (NVML's product name with spaces as "-"), for each variant of a catalog GPU: the pods
+# that need the spec's device require one of them (docs/devices.md).
+GPU_PRODUCTS: dict[str, tuple[str, ...]] = {
+    "V100-16GB": ("Tesla-V100-SXM2-16GB", "Tesla-V100-PCIE-16GB"),
+    "V100-32GB": ("Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-32GB"),
+    "T4": ("Tesla-T4",),
+    "A10": ("NVIDIA-A10",),
+    "L4": ("NVIDIA-L4",),
+    "L40S": ("NVIDIA-L40S",),
+    "A100-40GB": ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB"),
+    "A100-80GB": ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe"),
+    "H100-80GB": ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe"),
+    "H200-141GB": ("NVIDIA-H200", "NVIDIA-H200-NVL"),
+}
+
+
+def gpu_products(name: str) -> tuple[str, ...]:
+    """The `nvidia.com/gpu.product` values of a device (none for `cpu`)."""
+    return GPU_PRODUCTS.get(canonical(name) or "", ())
+
+
 def devices() -> tuple[Device, ...]:
     """All entries, in catalog order."""
     return _DEVICES

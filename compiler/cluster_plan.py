@@ -52,6 +52,7 @@ class PodSize(NamedTuple):
     cores: int
     memory_bytes: float  # an int; math.inf when beyond any float (E802 reports it)
     gpus: int  # slots on a GPU device, else 0
+    device: str  # the catalog device it runs on (its nodes are selected for it)
 
 
 class BatchingLoad(NamedTuple):
@@ -124,6 +125,7 @@ def pod_size(memory: estimate.MemoryEstimate | None, device: str, slots: int) ->
         pod_cores(device, slots),
         bounded(lambda: pod_memory_bytes(memory, device, slots)),
         slots if is_gpu(device) else 0,
+        device,
     )
 
 

@@ -96,6 +96,7 @@ _TABLE = [
     ("W601", "warning", "parallel trials on a backend that runs one at a time"),
     ("W701", "warning", "replicas.min far above what the SLA needs"),
     ("W801", "warning", "no deploy block: default namespace and image"),
+    ("W802", "warning", "image referenced by tag, not by digest"),
     ("W901", "warning", "rows longer than max_len"),
 ]
 

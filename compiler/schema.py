@@ -336,6 +336,9 @@ class Request(Block):
 class Replicas(Block):
     min: PosInt | None = Field(None, description="default derived from the SLA")
     max: PosInt | None = Field(None, description="default derived from the SLA")
+    scale_on: Literal["requests", "cpu"] = Field(
+        "requests", description="the autoscaler's signal: requests/s per pod (Prometheus Adapter) or CPU"
+    )
 
 
 class Resources(Block):
@@ -360,6 +363,9 @@ class Deploy(Block):
     image: str | None = Field(None, description="default: named after the model")
     service_account: str | None = None
     labels: dict[str, str] = Field(default_factory=dict, description='free-form: name = "value"')
+    node_selector: list[str] = Field(
+        default_factory=list, description='"label=value" of the GPU nodes, instead of nvidia.com/gpu.product'
+    )
     bundle_url: str | None = Field(None, description="where the built bundle is browsed; alerts link to its runbook")
     grafana_url: str | None = Field(None, description="the Grafana holding the dashboard; alerts link to it")
 

@@ -37,7 +37,8 @@ What is applied: every object of k8s/ but two kinds of them.
   server that never becomes ready, and re-applying it could only resize storage (a
   bound claim's spec is otherwise immutable), which is no part of shipping a server.
 So: ServiceAccount, ConfigMap (the serving configs), Service, PodDisruptionBudget,
-NetworkPolicy, ServiceMonitor, PrometheusRule, in the kustomization's order, then the
+ServiceMonitor, PrometheusRule and the NetworkPolicies (the bundle's default deny and
+what each pod may do), in the kustomization's order, then the
 Deployment and its HorizontalPodAutoscaler last, so that a refused object stops the
 deploy before the server rolls out.
 

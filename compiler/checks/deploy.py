@@ -65,6 +65,27 @@ def check(ctx: CheckContext) -> None:
             f"`{deploy.image}` is not a valid image reference",
             "write `registry/path:tag`: no spaces; the path in lower case",
         )
+    elif deploy.image is not None and "@sha256:" not in deploy.image:
+        ctx.diags.warning(
+            "W802",
+            ctx.spans.value("deploy.image"),
+            f"image `{deploy.image}` is referenced by tag: a pushed tag can change under the cluster",
+            label="by tag, not by digest",
+            help=f'pin it by digest: image = "{deploy.image}@sha256:<digest>" (docker buildx imagetools inspect '
+            f"{deploy.image} prints it); until then pods pull it Always",
+        )
+    for entry in deploy.node_selector:
+        key, sep, value = entry.partition("=")
+        prefix, slash, name = key.rpartition("/")
+        valid_key = bool(name) and len(name) <= 63 and bool(LABEL_VALUE.fullmatch(name))
+        valid_key = valid_key and (not slash or (DNS_SUBDOMAIN.fullmatch(prefix) is not None and len(prefix) <= 253))
+        if not (sep and valid_key and LABEL_VALUE.fullmatch(value) and len(value) <= 63):
+            _reject(
+                ctx,
+                "deploy.node_selector",
+                f"`{entry}` is not a node label selector `name=value`",
+                "write `[prefix/]name=value`: a Kubernetes label name (an optional DNS-subdomain prefix) and value",
+            )
     for field in ("bundle_url", "grafana_url"):
         url = getattr(deploy, field)
         if url is not None and not LINK_URL.fullmatch(url):

@@ -35,6 +35,7 @@ TARGETS = (
     "tfserving",
     "triton",
     "serving",
+    "image",
     "k8s",
     "monitoring",
     "report",

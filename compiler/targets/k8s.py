@@ -31,7 +31,7 @@ Choices (README.md in the bundle's k8s/ says the same to users):
   server's own image, with the serving configs from the ConfigMap; the server reads
   /models (Triton's repository, TF Serving's base_path `/models/<model>`) and
   /config read-only.
-* Everything runs as uid 1000, non-root, no privilege escalation, all capabilities
+* Everything runs as uid 10000 (no host user), non-root, no privilege escalation, all capabilities
   dropped (the MPI worker adds back NET_BIND_SERVICE, the one capability the
   restricted Pod Security Standard allows: mpi-operator's base images setcap sshd,
   and a binary with file capabilities does not exec when they are outside the
@@ -50,16 +50,21 @@ from . import Artifact, BuildContext
 from .k8s_common import (
     KV,
     TF_SERVING_METRICS_PATH,
+    ImageBuild,
+    Names,
     ServingPlan,
     config_key,
+    image_build,
     memory_quantity,
     names,
     repository_models,
     serving_plan,
 )
+from .k8s_policies import policies
 from .k8s_workloads import (
     BUNDLE_DIR,
     OUTPUT_DIR,
+    UID,
     Meta,
     _deployment,
     _jobs,
@@ -69,9 +74,12 @@ from .k8s_workloads import (
     _selector,
     _stage_resources,
 )
-from .slo_rules import Group, rule_groups
+from .slo_rules import Group, requests_metric, rule_groups
 
 HPA_CPU_UTILIZATION = 60
+# The share of one replica's planned capacity (full batches, at the SLA's p99) each pod
+# is kept at: the headroom absorbs a burst while a new replica starts.
+HPA_CAPACITY_UTILISATION = 0.6
 
 
 # --- context types -----------------------------------------------------------------
@@ -114,6 +122,9 @@ class HpaContext(NamedTuple):
     target: str
     min_replicas: int
     max_replicas: int
+    metric: str | None  # the custom metric of each pod's requests/s (Prometheus Adapter); None: CPU
+    average_value: str  # its target per pod, a quantity
+    why: str
     cpu_utilization: int
 
 
@@ -121,12 +132,6 @@ class PdbContext(NamedTuple):
     meta: Meta
     selector: list[KV]
     max_unavailable: int
-
-
-class NetworkPolicyContext(NamedTuple):
-    meta: Meta
-    selector: list[KV]
-    ports: list[str]
 
 
 class ServiceMonitorContext(NamedTuple):
@@ -152,6 +157,9 @@ class ReadmeContext(NamedTuple):
     image: str
     bundle_dir: str
     output_dir: str
+    uid: int
+    image_build: ImageBuild | None  # k8s/Dockerfile's build and pin commands; None without a stage workload
+    needs: list[str]  # what the cluster must run for these objects
     stages: list[KV]  # (kind/name, what it runs)
     serving: ServingPlan | None
     served_models: list[str]  # the repository's model folders the init container copies, served one first
@@ -160,6 +168,21 @@ class ReadmeContext(NamedTuple):
 
 
 # --- serving -----------------------------------------------------------------------
+
+
+def _hpa(n: Names, plan: ServingPlan) -> HpaContext:
+    meta = _meta(n, n.base, "server")
+    bounds = (n.base, plan.replicas.min, plan.replicas.max)
+    if plan.scale_on == "requests" and plan.replica_capacity_rps is not None:
+        per_pod = plan.replica_capacity_rps * HPA_CAPACITY_UTILISATION
+        why = (
+            f"requests/s per pod, kept at {per_pod:.4g}: {HPA_CAPACITY_UTILISATION:.0%} of one replica's planned "
+            f"capacity ({plan.replica_capacity_rps:.4g} req/s); served by Prometheus Adapter's rule in "
+            "monitoring/prometheus-adapter.yaml"
+        )
+        return HpaContext(meta, *bounds, requests_metric(plan), f"{round(per_pod * 1000)}m", why, HPA_CPU_UTILIZATION)
+    why = f'CPU at {HPA_CPU_UTILIZATION}% of the requests (serve.replicas.scale_on = "cpu", or no planned capacity)'
+    return HpaContext(meta, *bounds, None, "", why, HPA_CPU_UTILIZATION)
 
 
 def serving_config_files(ctx: BuildContext, plan: ServingPlan) -> list[KV]:
@@ -216,17 +239,8 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
         if plan.metrics_port != plan.http_port:
             ports.append(ServicePort("metrics", plan.metrics_port, "metrics"))
         add("service.yaml", "service.yaml.j2", ServiceContext(_meta(n, n.base, "server"), selector, ports))
-        add(
-            "hpa.yaml",
-            "hpa.yaml.j2",
-            HpaContext(_meta(n, n.base, "server"), n.base, plan.replicas.min, plan.replicas.max, HPA_CPU_UTILIZATION),
-        )
+        add("hpa.yaml", "hpa.yaml.j2", _hpa(n, plan))
         add("pdb.yaml", "pdb.yaml.j2", PdbContext(_meta(n, n.base, "server"), selector, 1))
-        add(
-            "networkpolicy.yaml",
-            "networkpolicy.yaml.j2",
-            NetworkPolicyContext(_meta(n, n.base, "server"), selector, [p.name for p in ports]),
-        )
         add(
             "servicemonitor.yaml",
             "servicemonitor.yaml.j2",
@@ -253,6 +267,7 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
             else " ".join(command)
         )
         stages.append(KV(f"Job/{job.meta.name}", what))
+    add("networkpolicy.yaml", "networkpolicy.yaml.j2", policies(ctx, n, plan))
     resources = [a.path.split("/", 1)[1] for a in out]
     out.insert(
         0,
@@ -271,6 +286,9 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
             n.image,
             BUNDLE_DIR,
             OUTPUT_DIR,
+            UID,
+            image_build(n.image) if stages else None,
+            _cluster_needs(ctx, plan),
             stages,
             plan,
             repository_models(ctx, plan.model) if plan is not None else [],
@@ -279,6 +297,25 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
         ),
     )
     return out
+
+
+def _cluster_needs(ctx: BuildContext, plan: ServingPlan | None) -> list[str]:
+    """What the cluster must run for the objects of this bundle, for the README."""
+    ir = ctx.ir
+    needs = ["a storage class offering ReadWriteMany volumes (the artifacts volume)"]
+    needs.append("a network plugin that enforces NetworkPolicies (Calico, Cilium, ...): without one they are ignored")
+    if ir.train is not None:
+        needs.append("the MPI operator (kubeflow.org/v2beta1 MPIJob)")
+    if any(size.gpus for size in ctx.facts.stage_pods.values()) or (plan is not None and plan.gpu):
+        needs.append(
+            "NVIDIA's device plugin and GPU feature discovery (the nvidia.com/gpu resource and the "
+            "nvidia.com/gpu.product node label; or set deploy.node_selector)"
+        )
+    if plan is not None:
+        needs.append("the Prometheus operator (ServiceMonitor, PrometheusRule), Prometheus in the monitoring namespace")
+        if plan.scale_on == "requests":
+            needs.append("Prometheus Adapter with the rule of monitoring/prometheus-adapter.yaml (the HPA's metric)")
+    return needs
 
 
 def _sizing_notes(ctx: BuildContext, plan: ServingPlan | None) -> list[KV]:

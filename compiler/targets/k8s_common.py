@@ -72,6 +72,27 @@ def names(ctx: BuildContext) -> Names:
     return Names(base, namespace, image, account, labels)
 
 
+# An image reference as the deploy check accepts it (no spaces, quotes or newlines).
+_REFERENCE = re.compile(r"[a-z0-9][a-z0-9._/:@-]*")
+
+
+class ImageBuild(NamedTuple):
+    """How the stage image is built and pinned: k8s/Dockerfile's header and the READMEs."""
+
+    tag: str  # deploy.image without its digest (docker refuses a tag with one); IMAGE when unsafe to print
+    build: str  # the command, from the bundle's root
+    inspect: str  # prints the digest to pin deploy.image to
+
+
+def image_build(image: str) -> ImageBuild:
+    tag = image.split("@", 1)[0] if _REFERENCE.fullmatch(image) else "IMAGE"
+    return ImageBuild(
+        tag,
+        f"docker buildx build --build-context llmc=PATH/TO/llmc -f k8s/Dockerfile -t {tag} --push .",
+        f"docker buildx imagetools inspect {tag}",
+    )
+
+
 # --- quantities --------------------------------------------------------------------
 
 
@@ -132,6 +153,7 @@ class ServingPlan(NamedTuple):
     replica_capacity_rps: float | None  # one replica's planned capacity at the SLA (None: unknown)
     bundle_url: str | None  # deploy.bundle_url: where the alerts' runbook links point
     grafana_url: str | None  # deploy.grafana_url: where the alerts' dashboard links point
+    scale_on: str  # serve.replicas.scale_on: "requests" (when the capacity is known) or "cpu"
 
 
 def serving_plan(ctx: BuildContext) -> ServingPlan | None:
@@ -165,6 +187,10 @@ def serving_plan(ctx: BuildContext) -> ServingPlan | None:
         res.model_bytes,
         res.params,
     )
+    sizing = facts.sizing
+    capacity = (
+        sizing.replica_capacity_rps if sizing is not None and math.isfinite(sizing.replica_capacity_rps) else None
+    )
     return ServingPlan(
         n.base,
         serving_name(ir.model.name),
@@ -185,9 +211,11 @@ def serving_plan(ctx: BuildContext) -> ServingPlan | None:
         sla.availability,
         budget,
         (ir.deploy.labels.get("team") if ir.deploy is not None else None) or None,
-        capacity if facts.sizing is not None and math.isfinite(capacity := facts.sizing.replica_capacity_rps) else None,
+        capacity,
         ir.deploy.bundle_url if ir.deploy is not None else None,
         ir.deploy.grafana_url if ir.deploy is not None else None,
+        # Without a finite planned capacity there is no per-pod rate to aim at.
+        serve.replicas.scale_on if capacity is not None else "cpu",
     )
 
 

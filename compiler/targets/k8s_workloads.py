@@ -9,6 +9,7 @@ and every other object of k8s/; the choices they follow are in its docstring.
 import hashlib
 from typing import NamedTuple
 
+from ..catalog import gpu_products, is_gpu
 from ..limits import INT32_MAX, QUANTITY_MAX, require
 from ..plan import GIB, SHM_PER_SLOT
 from . import BuildContext
@@ -25,7 +26,10 @@ from .k8s_common import (
 
 # --- fixed choices -----------------------------------------------------------------
 
-UID = 1000  # mpi-operator's `mpiuser`, Triton's `triton-server`; TF Serving runs as any uid
+ZONE_SPREAD_AVAILABILITY = 0.999
+# k8s/Dockerfile's `mpiuser` (mpi-operator's convention), at or above 10000 so that it is
+# no user of the host; Triton and TF Serving run as any uid.
+UID = 10000
 BUNDLE_DIR = "/opt/llmc/bundle"
 ARTIFACTS_DIR = "/artifacts"
 OUTPUT_DIR = ARTIFACTS_DIR + "/outputs"
@@ -101,6 +105,12 @@ class Container(NamedTuple):
     liveness: Probe | None = None
     add_capabilities: tuple[str, ...] = ()
 
+    @property
+    def pull_policy(self) -> str:
+        """A digest never changes: pull it once. A tag can move: pull it every time, so
+        that every pod runs what the tag names now (W802 asks for a digest)."""
+        return "IfNotPresent" if "@sha256:" in self.image else "Always"
+
 
 class Pod(NamedTuple):
     labels: list[KV]
@@ -114,6 +124,21 @@ class Pod(NamedTuple):
     gpu: bool  # tolerate the nvidia.com/gpu taint
     spread: list[KV]  # spread replicas over nodes and zones by these selector labels; [] for none
     termination_grace_s: int | None = None
+    node_selector: tuple[KV, ...] = ()  # deploy.node_selector, for a pod on a GPU
+    gpu_products: tuple[str, ...] = ()  # else: nodes whose nvidia.com/gpu.product is one of these
+    zone_spread: bool = True  # spread over zones too (with `spread`)
+
+
+def placed(pod: Pod, ctx: BuildContext, device: str) -> Pod:
+    """The pod on the nodes of its device: the deploy block's node selector when it has
+    one, else the GPU feature discovery label of the device's products."""
+    if not is_gpu(device):
+        return pod
+    deploy = ctx.ir.deploy
+    if deploy is not None and deploy.node_selector:
+        pairs = tuple(KV(key, value) for key, _, value in (e.partition("=") for e in deploy.node_selector))
+        return pod._replace(node_selector=pairs)
+    return pod._replace(gpu_products=gpu_products(device))
 
 
 class MpiJobContext(NamedTuple):
@@ -204,9 +229,10 @@ def _stage_pod(ctx: BuildContext, n: Names, component: str, command: list[str], 
     container = Container(
         component, n.image, command, [], BUNDLE_DIR, _stage_env(), [], _stage_resources(ctx, component), mounts
     )
-    return Pod(
+    pod = Pod(
         _labels(n, component), [], n.service_account, UID, restart_policy, [], [container], volumes, size.gpus > 0, []
     )
+    return placed(pod, ctx, size.device)
 
 
 def _mpijob(ctx: BuildContext, n: Names) -> MpiJobContext:
@@ -416,5 +442,9 @@ def _deployment(ctx: BuildContext, n: Names, plan: ServingPlan, config: list[KV]
         plan.gpu,
         _selector(n, "server"),
         45,
+        # Across zones too when the SLO asks for three nines or more: a zone's outage is
+        # then a bigger share of the budget than a node's.
+        zone_spread=plan.availability >= ZONE_SPREAD_AVAILABILITY,
     )
+    pod = placed(pod, ctx, plan.device)
     return DeploymentContext(_meta(n, n.base, "server"), _selector(n, "server"), pod)

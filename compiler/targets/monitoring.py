@@ -62,6 +62,7 @@ from .slo_rules import (
     P99,
     REQUESTS,
     RUNBOOK,
+    AdapterRule,
     AlertText,
     Group,
     Rule,
@@ -70,9 +71,11 @@ from .slo_rules import (
     matchers,
     own_matchers,
     percent,
+    requests_metric,
     rule_groups,
     slo_matchers,
     slos,
+    source_of,
 )
 from .slo_tests import rule_tests
 
@@ -355,6 +358,11 @@ def runbook(plan: ServingPlan) -> RunbookContext:
 
 
 INHIBITION = "monitoring/alertmanager.yaml"
+ADAPTER = "monitoring/prometheus-adapter.yaml"
+
+
+class AdapterContext(NamedTuple):
+    rule: AdapterRule
 
 
 class InhibitionContext(NamedTuple):
@@ -383,4 +391,14 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
         Artifact("monitoring/dashboard.json", "monitoring/dashboard.json.j2", dashboard(plan)),
         Artifact(RUNBOOK, "monitoring/runbook.md.j2", runbook(plan)),
         Artifact(INHIBITION, "monitoring/alertmanager.yaml.j2", inhibition()),
-    ]
+    ] + (
+        [
+            Artifact(
+                ADAPTER,
+                "monitoring/prometheus-adapter.yaml.j2",
+                AdapterContext(source_of(plan).adapter_rule(requests_metric(plan))),
+            )
+        ]
+        if plan.scale_on == "requests"
+        else []
+    )

@@ -1,11 +1,12 @@
 """report.md: the derived facts and what each stage of the bundle will do; facts.json:
 the headline facts for programs, and for `llmc plan`, which compares the previous
-build's with the next one's.
+build's with the next one's; README.md: the bundle's "start here" (each folder, the
+stages' order, and the commands that build the image, apply it and follow it).
 
 facts.json holds `facts`, each headline fact as one short line of text (`devices`,
 `layout`, `memory`, `latency`, ...: only those that apply to the spec), and `numbers`,
 the same facts as numbers (estimates to 6 significant digits). It names neither the
-spec nor its profile: renaming a spec changes only the lock file and report.md.
+spec nor its profile: renaming a spec changes only the lock file, report.md and README.md.
 """
 
 import math
@@ -17,6 +18,7 @@ from ..expressions import format_quantity
 from ..facts_text import fact_lines
 from . import Artifact, BuildContext
 from .gates import gate
+from .k8s_common import ImageBuild, image_build, names
 
 FACTS_JSON = "facts.json"
 
@@ -44,7 +46,57 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
             ReportContext(ir.model.name, _spec_name(ctx), ctx.profile, facts, stages(ir)),
         ),
         Artifact(FACTS_JSON, "report/facts.json.j2", FactsJson(facts_document(ir, ctx.facts))),
+        Artifact("README.md", "report/README.md.j2", readme(ctx)),
     ]
+
+
+# What each top-level folder of a bundle is for, in the order the README lists them.
+FOLDERS = {
+    "train": "train.py (Horovod) and launch.sh (horovodrun for the spec's layout)",
+    "compress": "the compress steps (distill, prune, export, quantize, build the engine), in order",
+    "evaluate": "evaluate.py: the metrics and the spec's gates; exits non-zero when a gate fails",
+    "search": "search.py: Hyperopt over the spec's space",
+    "serve": "the serving configuration (Triton's model repository, or TF Serving's)",
+    "loadtest": "loadtest.py: the gated model on a local Triton under the SLA's load",
+    "k8s": "the Kubernetes manifests (kubectl apply -k), their README and the image's Dockerfile",
+    "monitoring": "SLO rules and their promtool tests, the Grafana dashboard, the runbook, Alertmanager and "
+    "Prometheus Adapter snippets",
+}
+
+
+class ReadmeContext(NamedTuple):
+    title: str
+    spec: str
+    profile: str | None
+    folders: list[Stage]  # (folder, what it holds), for the folders this bundle has
+    stages: list[str]  # the pipeline's stages, in the order they run
+    search: bool
+    instance: str  # the objects' app.kubernetes.io/instance
+    namespace: str
+    image: ImageBuild
+    k8s: bool
+    dockerfile: bool
+
+
+def readme(ctx: BuildContext) -> ReadmeContext:
+    ir = ctx.ir
+    present = {a.path.split("/", 1)[0] for a in ctx.earlier if "/" in a.path}
+    folders = [Stage(name, what) for name, what in FOLDERS.items() if name in present]
+    n = names(ctx)
+    return ReadmeContext(
+        ir.model.name,
+        _spec_name(ctx),
+        ctx.profile,
+        folders,
+        # The runtime's order: search runs on its own (`llmc run --stage search`).
+        [s.name for s in stages(ir) if s.name != "search"],
+        ir.search is not None,
+        n.base,
+        n.namespace,
+        image_build(n.image),
+        "k8s" in present,
+        any(a.path == "k8s/Dockerfile" for a in ctx.earlier),
+    )
 
 
 class FactsJson(NamedTuple):

@@ -1,7 +1,8 @@
 """The SLO rules of a served model, as Prometheus rule groups (not a target: TARGETS
 does not list it). monitoring/alerts.yaml and k8s/prometheusrule.yaml render the
 same groups; monitoring.py's docstring explains the metrics and the alerting recipe,
-slo_tests.py proves the rules with promtool cases.
+slo_tests.py proves the rules with promtool cases. The same knowledge of the server's
+series writes Prometheus Adapter's rule for the HPA's metric (Source.adapter_rule).
 
 Every selector names the server's scrape job (the Service's name, which the
 ServiceMonitor gives as `job`) besides the namespace and the model, so a canary or a
@@ -134,6 +135,12 @@ def number(value: float) -> str:
     return repr(round(float(value), 12))
 
 
+def significant(value: float) -> str:
+    """A divisor: to 15 significant digits, so that a budget of 1e-300 stays one (number()
+    rounds to 12 decimal places, fine for a threshold, 0 for it)."""
+    return f"{float(value):.15g}"
+
+
 def percent(value: float) -> str:
     return f"{value * 100:.4g}%"
 
@@ -167,6 +174,15 @@ def latency_target(p99_s: float) -> LatencyTarget | None:
         if bound >= target_us * (1 - 1e-12):
             return LatencyTarget(tfs_bucket_label(bound), bound / 1e6)
     return None  # beyond TF Serving's largest finite bucket (about 24 minutes)
+
+
+class AdapterRule(NamedTuple):
+    """One rule of Prometheus Adapter's configuration (its `rules:` list)."""
+
+    series: str  # seriesQuery: the series that make the metric exist, per pod
+    matches: str  # name.matches: the series name it renames
+    metric: str  # name.as: the custom metric's name
+    query: str  # metricsQuery, with the adapter's <<.GroupBy>> and <<.LabelMatchers>>
 
 
 class Source(NamedTuple):
@@ -235,6 +251,29 @@ class Source(NamedTuple):
         fast = self._sum_rate(":tensorflow:serving:request_latency_bucket", window, api + [("le", "=", target.le)])
         return f"{answered} - ignoring(model) {fast}"
 
+    def adapter_rule(self, metric: str) -> AdapterRule:
+        """Prometheus Adapter's rule serving `metric`: each pod's requests per second to
+        the model (answered and failed, never a probe), over 2 minutes. The adapter fills
+        <<.LabelMatchers>> with the pod and namespace the HPA asks for."""
+        own = self._own()[1:-1]
+        if self.platform == "tf-serving":
+            api = f"API=~{promql_string(TFS_MODEL_APIS)}"
+            answered = f":tensorflow:serving:request_latency_count{{{own}, {api}, <<.LabelMatchers>>}}"
+            failed = f":tensorflow:serving:request_count{{{own}, status!='OK', <<.LabelMatchers>>}}"
+            series = f":tensorflow:serving:request_latency_count{{{own}, pod!=''}}"
+            query = (
+                f"sum by (<<.GroupBy>>) (rate({answered}[2m]))"
+                f" + sum by (<<.GroupBy>>) (rate({failed}[2m])) or sum by (<<.GroupBy>>) (rate({answered}[2m]))"
+            )
+            seed = ":tensorflow:serving:request_latency_count"
+        else:
+            names = "nv_inference_request_success|nv_inference_request_failure"
+            both = f"{{__name__=~{promql_string(names)}, {own}, <<.LabelMatchers>>}}"
+            series = f"nv_inference_request_success{{{own}, pod!=''}}"
+            query = f"sum by (<<.GroupBy>>) (rate({both}[2m]))"
+            seed = "nv_inference_request_success"
+        return AdapterRule(series, f"^{re.escape(seed)}$", metric, query)
+
     def p99_seconds(self) -> str:
         if self.platform == "tf-serving":
             api = [("API", "=~", TFS_MODEL_APIS)]
@@ -251,6 +290,11 @@ class Source(NamedTuple):
             f"sum by (namespace, job) ({p99} * ignoring(quantile) {rate})"
             f" / sum by (namespace, job) ({rate} and ignoring(quantile) {p99}) / 1e6"
         )
+
+
+def requests_metric(plan: ServingPlan) -> str:
+    """The custom metric the HPA scales on and Prometheus Adapter serves: one per server."""
+    return "llmc_" + re.sub(r"[^a-zA-Z0-9_]", "_", plan.name) + "_requests_per_second"
 
 
 def source_of(plan: ServingPlan) -> Source:
@@ -452,7 +496,7 @@ def _slo_view(plan: ServingPlan, slo_list: list[Slo]) -> tuple[list[Rule], list[
         constant = [KV("namespace", plan.namespace), KV("job", plan.name)] + label
         mine = slo_matchers(plan, slo.name)
         fast.append(Rule(OBJECTIVE, None, f"vector({number(1 - slo.budget)})", None, constant, []))
-        fast.append(Rule(BUDGET, None, f"vector({number(slo.budget)})", None, constant, []))
+        fast.append(Rule(BUDGET, None, f"vector({significant(slo.budget)})", None, constant, []))
         bad = f"sum_over_time({slo.bad.format(w='5m')}{own}[{PERIOD}])"
         total = f"sum_over_time({slo.total.format(w='5m')}{own}[{PERIOD}])"
         slow.append(Rule(PERIOD_ERRORS, None, f"{bad} / {total}", None, label, []))
@@ -460,9 +504,9 @@ def _slo_view(plan: ServingPlan, slo_list: list[Slo]) -> tuple[list[Rule], list[
         if slo.budget <= 0:
             continue  # no budget to burn: the ratio is the whole story
         for w in BURN_RATE_WINDOWS:
-            burn = f"{slo.ratio.format(w=w)}{own} / {number(slo.budget)}"
+            burn = f"{slo.ratio.format(w=w)}{own} / {significant(slo.budget)}"
             fast.append(Rule(BURN_RATE.format(w=w), None, burn, None, label, []))
-        remaining = f"1 - {PERIOD_ERRORS}{mine} / {number(slo.budget)}"
+        remaining = f"1 - {PERIOD_ERRORS}{mine} / {significant(slo.budget)}"
         slow.append(Rule(BUDGET_REMAINING, None, remaining, None, label, []))
     return fast, slow
 

@@ -1,7 +1,7 @@
 """The monitoring rules against the real server's metrics: every series and label the
-generated alerts.yaml (its recording and alerting rules), the PrometheusRule in k8s/
-and the Grafana dashboard select is one a live Triton exposes, scraped from its
-/metrics while it serves requests.
+generated alerts.yaml (its recording and alerting rules), the PrometheusRule in k8s/,
+the Grafana dashboard and Prometheus Adapter's rule select is one a live Triton exposes,
+scraped from its /metrics while it serves requests.
 
 What the server cannot expose is named, not skipped silently: the labels Prometheus
 adds to every scraped series (`namespace`, `pod`, `job`, ...: the ServiceMonitor's
@@ -51,6 +51,11 @@ def selectors(bundle: Path) -> list[tuple[str, list[tuple[str, str, str]], str]]
         re.findall(r'"expr":\s*"((?:[^"\\]|\\.)*)"', (bundle / "monitoring" / "dashboard.json").read_text())
     ):
         texts[f"dashboard.json target {n}"] = json.loads(f'"{expr}"')
+    adapter = bundle / "monitoring" / "prometheus-adapter.yaml"
+    for rule in yaml.safe_load(adapter.read_text())["rules"] if adapter.exists() else []:
+        # The adapter fills <<.LabelMatchers>> (namespace, pod) and <<.GroupBy>> itself.
+        texts["prometheus-adapter.yaml seriesQuery"] = rule["seriesQuery"]
+        texts["prometheus-adapter.yaml metricsQuery"] = rule["metricsQuery"]
     for where, expr in texts.items():
         for name, body in SELECTOR.findall(expr):
             pairs = MATCHER.findall(body)

@@ -5,9 +5,9 @@ turns true under a deliberate overload, and the server-down page's once Triton i
 
 Set-up, as a cluster runs it: Triton serves a gated translator run (made the quick way,
 tests/support/serving_runs.py) with its metrics port; Prometheus scrapes that port every
-second under the ServiceMonitor's job name (its Service's) with its namespace as a target
-label (Triton's series carry only `model` and `version`; the rules select `namespace` and
-`job`), and loads a copy of the bundle's monitoring/alerts.yaml whose three groups'
+second under the ServiceMonitor's job name (its Service's) with its namespace and a pod
+name as target labels (Triton's series carry only `model` and `version`; the rules select
+`namespace` and `job`, Prometheus Adapter's rule `pod`), and loads a copy of the bundle's monitoring/alerts.yaml whose three groups'
 `interval` is 1s instead of the generated 30s and 5m. The copy's rules (every expression, label and `for:`) are the generated ones, unchanged:
 the test checks so. Nothing is sent before Prometheus's first scrape, so every counter's
 first sample is 0. The loads are the load test's own (loadgen.run_load: open-loop
@@ -47,7 +47,9 @@ about a minute: an overload's latencies would outlast a light load run after it)
      fires, and was quiet after the light load;
    * the recorded request rate times the window (5m = 300 s) is the number of requests
      Triton counted within 10% (rate() extrapolates past the last sample by up to 1.1
-     scrape intervals: a few % of the samples' span);
+     scrape intervals: a few % of the samples' span), and so is the HPA's metric, the
+     metricsQuery of monitoring/prometheus-adapter.yaml as the adapter runs it for the pod
+     (its matchers and grouping filled in), times its 2m window;
    * the recorded p99 (`namespace_job:llmc_request_latency_seconds:p99`, Triton's
      server-side summary of the successful requests' duration) is the load test's p99
      within 10%, measured from each request's actual send (`Shot.sent`) to its answer,
@@ -114,6 +116,17 @@ LATENCY_ALERT = "LlmcLatencyP99AboveSla"
 FAST_BURN = "LlmcErrorBudgetFastBurn"  # no `for:`: it fires at the evaluation that sees the burn
 DOWN_ALERT = "LlmcServerDown"
 DOWN_WITHIN_S = 20.0  # from the kill to a scrape of `up` 0 and every rule group evaluated after it
+
+
+POD = "translator-0"  # the pod label a ServiceMonitor gives each target
+ADAPTER_WINDOW_S = 120.0  # the adapter rule's [2m]
+
+
+def adapter_query(bundle: Path, namespace: str) -> str:
+    """monitoring/prometheus-adapter.yaml's metricsQuery as the adapter runs it for one pod."""
+    (rule,) = yaml.safe_load((bundle / "monitoring" / "prometheus-adapter.yaml").read_text())["rules"]
+    matchers = f'namespace="{namespace}",pod=~"{POD}"'
+    return rule["metricsQuery"].replace("<<.LabelMatchers>>", matchers).replace("<<.GroupBy>>", "namespace, pod")
 
 
 @pytest.fixture
@@ -226,7 +239,9 @@ def test_prometheus_records_what_the_load_test_measured(needs, tmp_path, monkeyp
     with (
         cores_apart() as to_client_core,
         served("translator-local", tmp_path / "runs", f"llmc run {spec}", http, metrics, 60, "test") as live,
-        prom_support.prometheus(folder, [f"127.0.0.1:{metrics}"], {"namespace": namespace}, [rules], job=job) as prom,
+        prom_support.prometheus(
+            folder, [f"127.0.0.1:{metrics}"], {"namespace": namespace, "pod": POD}, [rules], job=job
+        ) as prom,
     ):
         to_client_core()
         assert live.model_name == model
@@ -262,6 +277,8 @@ def test_prometheus_records_what_the_load_test_measured(needs, tmp_path, monkeyp
         final = settle(prom, metrics_url, model, selector)
         ratio = prom.value(f"{RATIO}{selector}")
         requests_rate = prom.value(f"{REQUESTS}{selector}")
+        # The autoscaler's metric as Prometheus Adapter asks for it: this pod's requests/s.
+        pod_rate = prom.query(adapter_query(bundle, namespace))
         p99 = prom.value(f"{P99}{selector}")
         # The quantiles Triton exposed, as scraped, at the recorded p99's last evaluation.
         at = prom.sample_time(f"{P99}{selector}")
@@ -371,6 +388,10 @@ def test_prometheus_records_what_the_load_test_measured(needs, tmp_path, monkeyp
     assert close(ratio, error_share), (ratio, error_share, outcomes)
     # ... the requests behind it: rate5m over its 300 s window is the count ...
     assert requests_rate is not None and close(requests_rate * WINDOW_S, counted), (requests_rate, counted)
+    # ... and the HPA's metric, Prometheus Adapter's rule for this pod: its rate over 2m times
+    # 120 s is the count too (the pod's one series, labelled as the adapter groups it).
+    assert [s["metric"] for s in pod_rate] == [{"namespace": namespace, "pod": POD}], pod_rate
+    assert close(float(pod_rate[0]["value"][1]) * ADAPTER_WINDOW_S, counted), (pod_rate, counted)
     # ... and the page alert on it fires.
     assert burn_state == "firing"
     # 2. The p99: the load test's own, and Triton's 0.99 quantile as scraped, exactly (under this

@@ -65,7 +65,10 @@ def test_server_images_ports_probes_and_gpu(built):
     assert selector.items() <= labels.items()
     assert of_kind(bundle, "Service")[0]["spec"]["selector"] == selector
     assert of_kind(bundle, "PodDisruptionBudget")[0]["spec"]["selector"]["matchLabels"] == selector
-    assert of_kind(bundle, "NetworkPolicy")[0]["spec"]["podSelector"]["matchLabels"] == selector
+    (server_policy,) = [
+        p for p in of_kind(bundle, "NetworkPolicy") if p["metadata"]["name"] == deployment["metadata"]["name"]
+    ]
+    assert server_policy["spec"]["podSelector"]["matchLabels"] == selector
     assert of_kind(bundle, "ServiceMonitor")[0]["spec"]["selector"]["matchLabels"] == selector
 
 

@@ -29,5 +29,14 @@ def documents(bundle: Path) -> list[tuple[str, dict]]:
     return list(_documents(str(bundle)))
 
 
+def pod_templates(doc: dict) -> list[dict]:
+    """The pod templates of a workload (Deployment, Job, the MPIJob's launcher and workers)."""
+    if doc["kind"] in ("Deployment", "Job"):
+        return [doc["spec"]["template"]]
+    if doc["kind"] == "MPIJob":
+        return [r["template"] for r in doc["spec"]["mpiReplicaSpecs"].values()]
+    return []
+
+
 def of_kind(bundle: Path, kind: str) -> list[dict]:
     return [doc for _, doc in documents(bundle) if doc["kind"] == kind]

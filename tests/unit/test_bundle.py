@@ -184,15 +184,15 @@ def test_renders_are_memoised_by_value_and_type():
 
 
 def test_scripts_do_not_name_their_spec(tmp_path):
-    """Renaming a spec changes its lock file and report only: every script reads the
-    spec's name from the lock at run time."""
+    """Renaming a spec changes its lock file, report and README only: every script
+    reads the spec's name from the lock at run time."""
     text = (ROOT / "specs" / "translator.llm").read_text()
     bundles = []
     for name in ("translator.llm", "renamed.llm"):
         (tmp_path / name).write_text(text)
         bundles.append(build_files(check_spec(str(tmp_path / name), profile="local")).files)
     differ = sorted(p for p in bundles[0] if bundles[0][p] != bundles[1][p])
-    assert differ == ["llmc.lock.json", "report.md"]
+    assert differ == ["README.md", "llmc.lock.json", "report.md"]
 
 
 def test_rebuilds_reuse_swapped_out_trees_and_write_exactly_the_bundle(tmp_path):

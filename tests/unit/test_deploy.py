@@ -30,9 +30,13 @@ SERVING = [
     "ConfigMap/translator-serving",
     "Service/translator",
     "PodDisruptionBudget/translator",
-    "NetworkPolicy/translator",
     "ServiceMonitor/translator",
     "PrometheusRule/translator-slo",
+    "NetworkPolicy/translator-default-deny",
+    "NetworkPolicy/translator-dns",
+    "NetworkPolicy/translator-train",
+    "NetworkPolicy/translator-search",
+    "NetworkPolicy/translator",
     "Deployment/translator",
     "HorizontalPodAutoscaler/translator",
 ]
@@ -66,7 +70,7 @@ def test_a_first_deploy_creates_the_serving_objects_and_follows_the_rollout_to_t
     assert applies(cluster) == SERVING  # no MPIJob, no Job, no PersistentVolumeClaim
     assert lines[0] == "==> deploy Deployment/translator to namespace ml-translation (kube context fake-context)"
     assert lines[1 : 1 + len(SERVING)] == [f"{name} created" for name in SERVING]
-    assert lines[1 + len(SERVING)] == "9 serving objects: 9 created, 0 unchanged"
+    assert lines[1 + len(SERVING)] == "13 serving objects: 13 created, 0 unchanged"
     assert lines[2 + len(SERVING) :] == [
         "    Deployment/translator: waiting for the controller to observe the new spec",
         "    Deployment/translator: 1 of 2 new replicas updated",
@@ -83,7 +87,7 @@ def test_a_second_deploy_of_the_same_bundle_changes_nothing_and_finds_it_rolled_
     code, lines, err = deploy_to(bundle.root, cluster, capsys)
     assert code == 0, err
     assert lines[1:] == [f"{name} unchanged" for name in SERVING] + [
-        "9 serving objects: 9 unchanged",
+        "13 serving objects: 13 unchanged",
         "==> Deployment/translator unchanged and already rolled out: 2 of 2 replicas available, revision 1",
     ]
     assert cluster.objects == before  # not even a resourceVersion moved
@@ -98,7 +102,7 @@ def test_a_new_server_image_is_configured_with_the_fields_that_changed_and_rolle
         "Deployment/translator configured: spec.template.spec.initContainers[0].image, "
         "spec.template.spec.containers[0].image"
     ) in lines
-    assert "9 serving objects: 1 configured, 8 unchanged" in lines
+    assert "13 serving objects: 1 configured, 12 unchanged" in lines
     # The old replicas serve until the new ones are available (maxUnavailable 0).
     assert "    Deployment/translator: 1 old replica pending termination" in lines
     assert lines[-1] == "==> Deployment/translator rolled out: 2 of 2 replicas available, revision 2"
@@ -124,7 +128,9 @@ def test_a_changed_serving_config_reconfigures_the_configmap_and_rolls_the_pods(
     assert (
         'Deployment/translator configured: spec.template.metadata.annotations["llmc/serving-config-sha256"]'
     ) in lines
-    assert "9 serving objects: 2 configured, 7 unchanged" in lines
+    # Smaller batches lower one replica's planned capacity: the autoscaler's per-pod target follows.
+    assert "HorizontalPodAutoscaler/translator configured: spec.metrics[0].pods.target.averageValue" in lines
+    assert "13 serving objects: 3 configured, 10 unchanged" in lines
     assert lines[-1].startswith("==> Deployment/translator rolled out")
 
 
@@ -136,7 +142,7 @@ def test_a_dry_run_reports_what_would_change_and_changes_nothing(bundle, tmp_pat
     assert lines[0].endswith(": server-side dry run, nothing will be changed")
     assert "Deployment/translator would be created" in lines
     assert (
-        lines[-1] == "dry run: 9 serving objects: 9 would be created, 0 unchanged; nothing was changed in the cluster"
+        lines[-1] == "dry run: 13 serving objects: 13 would be created, 0 unchanged; nothing was changed in the cluster"
     )
 
     deploy_to(bundle.root, cluster, capsys)
@@ -153,7 +159,7 @@ def test_a_dry_run_reports_what_would_change_and_changes_nothing(bundle, tmp_pat
         "spec.template.spec.containers[0].image"
     ) in lines
     assert lines[-1] == (
-        "dry run: 9 serving objects: 1 would be configured, 8 unchanged; nothing was changed in the cluster"
+        "dry run: 13 serving objects: 1 would be configured, 12 unchanged; nothing was changed in the cluster"
     )
 
 
@@ -168,8 +174,10 @@ def test_a_refusal_midway_stops_the_deploy_before_the_server_rolls_out(bundle, c
         'error: the cluster refused to apply Service/translator: 403 Forbidden: services "translator" is '
         'forbidden: User "ci" cannot patch resource "services" in API group "" in the namespace "ml-translation"\n'
         "  = note: the objects before it were applied and stay; not applied: Service/translator, "
-        "PodDisruptionBudget/translator, NetworkPolicy/translator, ServiceMonitor/translator, "
-        "PrometheusRule/translator-slo, Deployment/translator, HorizontalPodAutoscaler/translator\n"
+        "PodDisruptionBudget/translator, ServiceMonitor/translator, PrometheusRule/translator-slo, "
+        "NetworkPolicy/translator-default-deny, NetworkPolicy/translator-dns, NetworkPolicy/translator-train, "
+        "NetworkPolicy/translator-search, NetworkPolicy/translator, Deployment/translator, "
+        "HorizontalPodAutoscaler/translator\n"
     )
     # A dry run meets the same refusal (the server's dry run runs its authorization).
     cluster.calls.clear()
@@ -229,7 +237,7 @@ def test_after_llmc_run_a_deploy_finds_everything_in_place_and_follows_the_rollo
     run(bundle, cluster)  # `llmc run --target k8s`: applies the Deployment after evaluate, follows no rollout
     code, lines, err = deploy_to(bundle.root, cluster, capsys)
     assert code == 0, err
-    assert "9 serving objects: 9 unchanged" in lines
+    assert "13 serving objects: 13 unchanged" in lines
     assert "Deployment/translator is unchanged, and an earlier rollout is still under way" in lines
     assert lines[-1] == "==> Deployment/translator rolled out: 2 of 2 replicas available, revision 1"
 
@@ -263,7 +271,7 @@ def test_the_monitoring_kinds_are_skipped_with_a_warning_when_the_cluster_lacks_
         line.startswith("warning: the cluster does not serve monitoring.coreos.com/v1 ServiceMonitor") for line in lines
     )
     assert "PrometheusRule/translator-slo skipped (the cluster does not serve its kind)" in lines
-    assert "9 serving objects: 7 created, 0 unchanged, 2 skipped" in lines
+    assert "13 serving objects: 11 created, 0 unchanged, 2 skipped" in lines
 
 
 def test_a_spec_without_a_serve_block_has_nothing_to_deploy_exit_2(tmp_path):

@@ -29,7 +29,9 @@ def _checked(spec: str, profile: str | None = None):
 
 def _manifests(files: dict[str, str]) -> dict[str, dict]:
     return {
-        path: yaml.safe_load(text) for path, text in files.items() if path.startswith("k8s/") and path.endswith(".yaml")
+        path: next(yaml.safe_load_all(text))
+        for path, text in files.items()
+        if path.startswith("k8s/") and path.endswith(".yaml")
     }
 
 

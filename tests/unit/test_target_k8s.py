@@ -23,7 +23,7 @@ from helpers import ROOT
 from helpers import build_spec as build
 from helpers import checked as check
 from helpers import spec_variant as variant
-from support.k8s import LOADER, documents, of_kind
+from support.k8s import LOADER, documents, of_kind, pod_templates
 from support.k8s import built as built  # a fixture: pytest finds it imported here
 
 CRDS = ROOT / "tests" / "crds"  # copied from the operators' repositories: see its README
@@ -44,14 +44,6 @@ def pod_specs(doc: dict) -> list[dict]:
         return [doc["spec"]["template"]["spec"]]
     if doc["kind"] == "MPIJob":
         return [r["template"]["spec"] for r in doc["spec"]["mpiReplicaSpecs"].values()]
-    return []
-
-
-def pod_templates(doc: dict) -> list[dict]:
-    if doc["kind"] in ("Deployment", "Job"):
-        return [doc["spec"]["template"]]
-    if doc["kind"] == "MPIJob":
-        return [r["template"] for r in doc["spec"]["mpiReplicaSpecs"].values()]
     return []
 
 
@@ -102,7 +94,7 @@ def validate_crd(doc: dict, schemas: dict) -> None:
 
 def test_every_kind_is_generated(built):
     _, _, bundle = built
-    kinds = sorted(doc["kind"] for _, doc in documents(bundle))
+    kinds = sorted(doc["kind"] for _, doc in documents(bundle) if doc["kind"] != "NetworkPolicy")
     assert kinds == sorted(
         [
             "ServiceAccount",
@@ -112,7 +104,6 @@ def test_every_kind_is_generated(built):
             "Service",
             "HorizontalPodAutoscaler",
             "PodDisruptionBudget",
-            "NetworkPolicy",
             "ServiceMonitor",
             "PrometheusRule",
             "MPIJob",
@@ -278,18 +269,57 @@ def test_configmap_holds_the_serving_configs(built):
     assert volumes["config"]["configMap"]["name"] == configmap["metadata"]["name"]
 
 
-def test_network_policy_admits_only_serving_and_metrics_ports(built):
-    _, _, bundle = built
-    (policy,) = of_kind(bundle, "NetworkPolicy")
-    (service,) = of_kind(bundle, "Service")
-    (monitor,) = of_kind(bundle, "ServiceMonitor")
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
-    (rule,) = policy["spec"]["ingress"]
-    assert "from" not in rule
-    allowed = {p["port"] for p in rule["ports"]}
-    assert allowed == {p["name"] for p in service["spec"]["ports"]}
-    assert allowed <= {"http", "grpc", "metrics"}
-    assert monitor["spec"]["endpoints"][0]["port"] in allowed
+def selects(policy: dict, pod: dict) -> bool:
+    wanted = policy["spec"]["podSelector"].get("matchLabels", {})
+    return all(pod["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+
+
+def allowed(policies: list[dict], pod: dict, direction: str) -> list[dict]:
+    """The rules of `direction` that the policies selecting `pod` allow."""
+    return [rule for p in policies if selects(p, pod) for rule in p["spec"].get(direction, [])]
+
+
+def test_network_policies_deny_all_then_allow_what_each_pod_needs(built):
+    spec, profile, bundle = built
+    ir = check(spec, profile).ir
+    policies = of_kind(bundle, "NetworkPolicy")
+    pods = {
+        t["metadata"]["labels"]["app.kubernetes.io/component"]
+        + ("/" + doc["kind"] if doc["kind"] == "MPIJob" else ""): t
+        for _, doc in documents(bundle)
+        for t in pod_templates(doc)
+    }
+    deny = [p for p in policies if p["metadata"]["name"].endswith("-default-deny")]
+    assert len(deny) == 1 and deny[0]["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert deny[0]["spec"]["ingress"] == deny[0]["spec"]["egress"] == []
+    dns = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    for name, pod in pods.items():
+        assert selects(deny[0], pod), name
+        egress = allowed(policies, pod, "egress")
+        assert [r for r in egress if r.get("ports") == dns["ports"]], name  # DNS
+        ingress = allowed(policies, pod, "ingress")
+        component = pod["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component in ("compress", "evaluate") or (component == "search" and ir.search.backend == "local"):
+            assert ingress == [] and egress == [r for r in egress if r.get("ports") == dns["ports"]], name
+        elif component == "train":
+            team = {"podSelector": {"matchLabels": {k: pod["metadata"]["labels"][k] for k in SELECTOR_KEYS}}}
+            assert ingress == [{"from": [team]}] and {"to": [team]} in egress, name
+        elif component == "server":
+            (service,) = of_kind(bundle, "Service")
+            (monitor,) = of_kind(bundle, "ServiceMonitor")
+            ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+            metrics = ports.get("metrics", ports["http"])
+            namespace_rule, monitoring_rule = ingress
+            assert namespace_rule["from"] == [{"podSelector": {}}]
+            assert {p["port"] for p in namespace_rule["ports"]} == {ports["http"], ports["grpc"]}
+            assert monitoring_rule["from"][0]["namespaceSelector"] == {
+                "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+            }
+            assert [p["port"] for p in monitoring_rule["ports"]] == [metrics]
+            assert monitor["spec"]["endpoints"][0]["port"] in ports
+
+
+SELECTOR_KEYS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component")
 
 
 def test_hpa_bounds_are_the_specs_replicas(built):
@@ -377,7 +407,14 @@ def test_training_only(tmp_path):
 
     bundle = build(variant(tmp_path, "classifier", edit), tmp_path / "bundle")
     kinds = sorted(doc["kind"] for _, doc in documents(bundle))
-    assert kinds == ["MPIJob", "PersistentVolumeClaim", "ServiceAccount"]
+    assert kinds == [
+        "MPIJob",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
+        "ServiceAccount",
+    ]
 
 
 HOSTILE: dict[str, Any] = {
@@ -387,6 +424,7 @@ HOSTILE: dict[str, Any] = {
     "labels": {"team": "a: b # c {{ d }} &anchor *alias \"q\" 'x'\nnewline", "empty": "", "tab": "\t%!"},
     "bundle_url": "https://git.example.com/{{ $labels.job }}\" # x\n- evil: 'q'",
     "grafana_url": "javascript:alert(1)",
+    "node_selector": ["gpu=a # {{ x }}\n- evil: 'q'", "no-equals-sign"],
 }
 
 
@@ -398,6 +436,7 @@ def hostile_deploy() -> str:
         f"  service_account = {llm_string(HOSTILE['service_account'])}\n"
         f"  bundle_url = {llm_string(HOSTILE['bundle_url'])}\n"
         f"  grafana_url = {llm_string(HOSTILE['grafana_url'])}\n"
+        f"  node_selector = [{', '.join(llm_string(v) for v in HOSTILE['node_selector'])}]\n"
         f"  labels {{\n{labels}\n  }}\n}}\n"
     )
 
@@ -418,6 +457,7 @@ def test_hostile_deploy_strings_are_rejected_at_check(tmp_path, name):
     ):
         assert any(what in m for m in messages), (what, messages)
     assert sum("is not an http(s) URL an alert can link to" in m for m in messages) == 2, messages
+    assert sum("is not a node label selector" in m for m in messages) == 2, messages
 
 
 @pytest.mark.parametrize("name", ["translator", "classifier"])
@@ -447,25 +487,14 @@ def test_hostile_deploy_strings_stay_data(tmp_path, name):
     assert stage_images == {HOSTILE["image"]}
     assert accounts == {HOSTILE["service_account"]}
     assert of_kind(bundle, "ServiceAccount")[0]["metadata"]["name"] == HOSTILE["service_account"]
-    # The structure is intact: nothing was injected.
-    assert sorted(d["kind"] for _, d in documents(bundle)) == sorted(
-        [
-            "ServiceAccount",
-            "PersistentVolumeClaim",
-            "ConfigMap",
-            "Deployment",
-            "Service",
-            "HorizontalPodAutoscaler",
-            "PodDisruptionBudget",
-            "NetworkPolicy",
-            "ServiceMonitor",
-            "PrometheusRule",
-            "MPIJob",
-            "Job",
-            "Job",
-            "Job",
-        ]
-    )
+    # The structure is intact: nothing was injected (the same objects as the spec's own bundle).
+    plain = tmp_path / "plain"
+    write_bundle(build_files(check_spec(str(ROOT / "specs" / f"{name}.llm"))), str(plain))
+    assert sorted(d["kind"] for _, d in documents(bundle)) == sorted(d["kind"] for _, d in documents(plain))
+    # The node selector is data too: each entry one nodeSelector pair, key and value as given.
+    selectors = [pod.get("nodeSelector") for _, doc in documents(bundle) for pod in pod_specs(doc)]
+    expected = {key: value for key, _, value in (e.partition("=") for e in HOSTILE["node_selector"])}
+    assert expected in selectors
 
 
 def test_hostile_model_name(tmp_path):

@@ -9,7 +9,8 @@ A target reads the IR, the facts (plan.py) and the artifacts of the targets list
 before it (`BuildContext.earlier`), never another target's module: k8s/ finds serve/'s
 files and the compress scripts there. What several targets share lives in a module
 TARGETS does not list (serving_names.py, k8s_common.py, gates.py, slo_rules.py), and
-so do a large target's parts (k8s_workloads.py, k8s's pods and workloads).
+so do a large target's parts (k8s_workloads.py and k8s_policies.py, k8s's pods,
+workloads and NetworkPolicies).
 
 To add a target: write `compiler/targets/<name>.py` with
 `def artifacts(ctx: BuildContext) -> list[Artifact]`, put its templates in

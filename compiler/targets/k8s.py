@@ -2,9 +2,10 @@
 
 `kubectl apply -k k8s/` creates:
 
-* always: a ServiceAccount (deploy.service_account, or named after the model) and a
+* always: a ServiceAccount (deploy.service_account, or named after the model), a
   PersistentVolumeClaim `<name>-artifacts` (ReadWriteMany) that every stage writes its
-  outputs to (`/artifacts/outputs`, `$LLMC_OUTPUT` of train.py and the other scripts);
+  outputs to (`/artifacts/outputs`, `$LLMC_OUTPUT` of train.py and the other scripts),
+  and the NetworkPolicies of k8s_policies.py (a default deny, then what each pod needs);
 * `train`: an MPIJob (kubeflow.org/v2beta1): one launcher running the bundle's own
   train/launch.sh (horovodrun, -np hosts x slots) over the hostfile mpi-operator
   writes (HOROVOD_HOSTFILE), `cluster.hosts` workers with `slots_per_host` slots (and
@@ -12,9 +13,13 @@
 * `compress`, `evaluate`, `search`: one Job each (compress on the serving GPU when
   the engine is TensorRT, evaluate on the serving device, search on one training
   host's slots);
-* `serve`: Deployment (TF Serving or Triton), Service, HorizontalPodAutoscaler,
-  PodDisruptionBudget, ConfigMap with the serving configs of serve/, NetworkPolicy,
-  ServiceMonitor and a PrometheusRule carrying monitoring/alerts.yaml's groups.
+* `serve`: Deployment (TF Serving or Triton), Service, HorizontalPodAutoscaler (on
+  each pod's requests per second through Prometheus Adapter, or on CPU),
+  PodDisruptionBudget, ConfigMap with the serving configs of serve/, ServiceMonitor
+  and a PrometheusRule carrying monitoring/alerts.yaml's groups.
+
+Every pod that runs on the spec's GPU requires a node whose `nvidia.com/gpu.product`
+is one of its device's (catalog.GPU_PRODUCTS), or deploy.node_selector's labels.
 
 Choices (README.md in the bundle's k8s/ says the same to users):
 

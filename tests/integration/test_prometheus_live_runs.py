@@ -52,7 +52,9 @@ about a minute: an overload's latencies would outlast a light load run after it)
      (its matchers and grouping filled in), times its 2m window;
    * the recorded p99 (`namespace_job:llmc_request_latency_seconds:p99`, Triton's
      server-side summary of the successful requests' duration) is the load test's p99
-     within 10%, measured from each request's actual send (`Shot.sent`) to its answer,
+     within 10% (when the client kept its schedule, sender lag p99 at most 0.1 s; a
+     client starved of its core times its own waits, and its p99 is then only an upper
+     bound), measured from each request's actual send (`Shot.sent`) to its answer,
      over the answered requests of both loads (the summary's window holds both). Not
      from the scheduled send, as the load report does: that adds the sender's lag (the
      coordinated-omission correction), which Triton cannot see. Under the overload an
@@ -108,6 +110,7 @@ OVERLOAD_BATCH = 16  # examples per request (max_batch_size): 1,600 examples/s, 
 OVERLOAD_S = 8.0
 CLIENT_TIMEOUT_S = 10.0  # longer than any wait the bounded queue gives here
 TOLERANCE = 0.10  # relative, the issue's bound
+STARVED_CLIENT_S = 0.1  # sender lag p99 above which the client's own latencies hold its starvation
 WINDOW_S = 300.0  # the rules' 5m
 RATIO = "namespace_job:llmc_request_errors:ratio_rate5m"
 REQUESTS = "namespace_job:llmc_requests:rate5m"
@@ -397,7 +400,15 @@ def test_prometheus_records_what_the_load_test_measured(needs, tmp_path, monkeyp
     # 2. The p99: the load test's own, and Triton's 0.99 quantile as scraped, exactly (under this
     #    overload the accepted requests crowd below the queue's timeout, so Triton's 0.9 quantile is
     #    within a few % of its 0.99: this is what tells them apart).
-    assert p99 is not None and client_p99 is not None and close(p99, client_p99), (p99, client_p99)
+    assert p99 is not None and client_p99 is not None
+    if overload["sender_lag_p99_s"] <= STARVED_CLIENT_S:
+        assert close(p99, client_p99), (p99, client_p99)
+    else:
+        # A client starved of its core (sender lag 0.58 s in one CI run, 0.002 s in most) times
+        # its own waits too: its p99 is then only an upper bound of the server's (0.78 s from
+        # the send against Triton's 0.32 s in that run). The exact match below still tells the
+        # 0.99 quantile from any other.
+        assert client_p99 >= p99 * (1 - TOLERANCE), (p99, client_p99, overload["sender_lag_p99_s"])
     assert recorded_at == pytest.approx(quantiles["0.99"], rel=1e-9), (recorded_at, quantiles)
     # 3. The latency alert's expression is true for the namespace's series, and the alert waits its `for:`.
     assert p99 > p99_sla

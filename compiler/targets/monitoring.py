@@ -67,6 +67,7 @@ from .slo_rules import (
     Group,
     Rule,
     dashboard_uid,
+    dashboard_url,
     duration,
     matchers,
     own_matchers,
@@ -351,10 +352,7 @@ def _runbook_entry(plan: ServingPlan, rule: Rule) -> RunbookAlert:
 
 def runbook(plan: ServingPlan) -> RunbookContext:
     alerts = [_runbook_entry(plan, r) for g in rule_groups(plan) for r in g.rules if r.alert]
-    grafana = plan.grafana_url.rstrip("/") if plan.grafana_url else ""
-    return RunbookContext(
-        plan.model, plan.namespace, plan.name, f"{grafana}/d/{dashboard_uid(plan)}", alerts, INHIBITION
-    )
+    return RunbookContext(plan.model, plan.namespace, plan.name, dashboard_url(plan), alerts, INHIBITION)
 
 
 INHIBITION = "monitoring/alertmanager.yaml"

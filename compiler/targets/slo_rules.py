@@ -307,6 +307,12 @@ def dashboard_uid(plan: ServingPlan) -> str:
     return f"llmc-{plan.name[:26]}-{digest}"
 
 
+def dashboard_url(plan: ServingPlan) -> str:
+    """The dashboard on deploy.grafana_url's Grafana, or its path on any Grafana."""
+    grafana = plan.grafana_url.rstrip("/") if plan.grafana_url else ""
+    return f"{grafana}/d/{dashboard_uid(plan)}"
+
+
 RUNBOOK = "monitoring/runbook.md"
 
 
@@ -314,24 +320,25 @@ def links(plan: ServingPlan, alert: str) -> list[KV]:
     """An alert's runbook (its section of the bundle's runbook) and dashboard, absolute
     where the deploy block says where the bundle and Grafana are, else relative."""
     base = f"{plan.bundle_url.rstrip('/')}/" if plan.bundle_url else ""
-    grafana = plan.grafana_url.rstrip("/") if plan.grafana_url else ""
     return [
-        KV("dashboard", f"{grafana}/d/{dashboard_uid(plan)}"),
+        KV("dashboard", dashboard_url(plan)),
         KV("runbook_url", f"{base}{RUNBOOK}#{alert.lower()}"),
     ]
+
+
+def _own_pairs(plan: ServingPlan) -> list[tuple[str, str, str]]:
+    return [("namespace", "=", plan.namespace), ("job", "=", plan.name), ("model", "=", plan.model)]
 
 
 def own_matchers(plan: ServingPlan) -> str:
     """The recorded series of this SLO (every recording rule keeps namespace and job and
     adds the model)."""
-    return matchers([("namespace", "=", plan.namespace), ("job", "=", plan.name), ("model", "=", plan.model)])
+    return matchers(_own_pairs(plan))
 
 
 def slo_matchers(plan: ServingPlan, slo: str) -> str:
     """The SLO view's series of one SLO (own_matchers and its `slo` label)."""
-    return matchers(
-        [("namespace", "=", plan.namespace), ("job", "=", plan.name), ("model", "=", plan.model), ("slo", "=", slo)]
-    )
+    return matchers(_own_pairs(plan) + [("slo", "=", slo)])
 
 
 # --- the SLOs ------------------------------------------------------------------------

@@ -281,6 +281,11 @@ def _pod(plan: ServingPlan, s: Timeline) -> _Pod:
     )
 
 
+def _fields(slo: Slo) -> tuple[str, str]:
+    """The _Pod fields of an SLO's events: (all, bad)."""
+    return ("requests", "errors") if slo.name == "availability" else ("answered", "slow")
+
+
 class Model:
     """The alerts' conditions over the timelines of one job's pods, for the SLOs of `plan`."""
 
@@ -296,7 +301,7 @@ class Model:
         return sum(present) if present else None
 
     def ratio(self, slo: Slo, at: int, window: str) -> float | None:
-        total, bad = ("requests", "errors") if slo.name == "availability" else ("answered", "slow")
+        total, bad = _fields(slo)
         t, b = self._sum(total, at, minutes(window)), self._sum(bad, at, minutes(window))
         if t is None or b is None or t == 0:
             return None
@@ -305,14 +310,14 @@ class Model:
     def period_ratio(self, slo: Slo, at: int, eval_minutes: int) -> float:
         """The SLO view's 30-day ratio at minute `at`: the recorded 5m rates of bad and of
         all events, summed over every evaluation so far (a missing rate records 0)."""
-        total, bad = ("requests", "errors") if slo.name == "availability" else ("answered", "slow")
+        total, bad = _fields(slo)
         ticks = range(max(0, at - minutes(PERIOD)), at + 1, eval_minutes)
         t = sum(self._sum(total, tick, 5) or 0.0 for tick in ticks)
         b = sum(self._sum(bad, tick, 5) or 0.0 for tick in ticks)
         return b / t
 
     def bad_events(self, slo: Slo, at: int, window: str) -> float | None:
-        return self._sum("errors" if slo.name == "availability" else "slow", at, minutes(window))
+        return self._sum(_fields(slo)[1], at, minutes(window))
 
     def branch(self, slo: Slo, b: Branch, at: int) -> bool:
         threshold = burn_threshold(slo, b)

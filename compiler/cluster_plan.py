@@ -129,6 +129,29 @@ def pod_size(memory: estimate.MemoryEstimate | None, device: str, slots: int) ->
     )
 
 
+# The compress stage's steps in the language's order (compress/<step>.py each).
+COMPRESS_ORDER = ("distill", "prune", "export", "quantize", "build_engine")
+# The engine that readies the served model when the spec names none (no compress block).
+DEFAULT_ENGINE = "onnxruntime"
+
+
+def compress_steps(ir: Spec) -> tuple[str, ...]:
+    """The compress stage's steps: those the compress block sets, plus export and
+    build_engine, which ready the model for its server. A spec that serves without a
+    compress block gets these two alone: its served model is the trained one, exported,
+    because neither Triton nor TF Serving loads training's torch checkpoint and
+    something must fill serve/. () when the spec neither compresses nor serves."""
+    comp = ir.compress
+    if comp is None:
+        return ("export", "build_engine") if ir.serve is not None else ()
+    return tuple(s for s in COMPRESS_ORDER if s in ("export", "build_engine") or getattr(comp, s) is not None)
+
+
+def compress_engine(ir: Spec) -> str:
+    """What build_engine builds with: compress.engine, else DEFAULT_ENGINE."""
+    return ir.compress.engine if ir.compress is not None else DEFAULT_ENGINE
+
+
 def stage_devices(ir: Spec) -> dict[str, tuple[str, int]]:
     """(device, slots) of each stage pod: train and search on one training host's
     slots, compress on the serving GPU when the engine is TensorRT (its plans run only
@@ -138,8 +161,8 @@ def stage_devices(ir: Spec) -> dict[str, tuple[str, int]]:
     out: dict[str, tuple[str, int]] = {}
     if ir.train is not None:
         out["train"] = (train_device, host_slots)
-    if ir.compress is not None:
-        tensorrt_served = ir.compress.engine == "tensorrt" and ir.serve is not None
+    if compress_steps(ir):
+        tensorrt_served = compress_engine(ir) == "tensorrt" and ir.serve is not None
         out["compress"] = (ir.serve.device if tensorrt_served and ir.serve is not None else train_device, 1)
     if ir.evaluate is not None:
         out["evaluate"] = (ir.serve.device if ir.serve is not None else train_device, 1)

@@ -30,6 +30,8 @@ from .cluster_plan import (
     ServingResources,
     batching_load,
     bounded,
+    compress_engine,
+    compress_steps,
     microseconds,
     min_replicas_for,
     pod_cores,
@@ -67,6 +69,8 @@ __all__ = [
     "ServingResources",
     "batching_load",
     "bounded",
+    "compress_engine",
+    "compress_steps",
     "derive_facts",
     "highest_throughput",
     "microseconds",
@@ -108,6 +112,7 @@ class Facts(NamedTuple):
     serving_queue: ServingQueue | None = None  # with a serve block
     request_tokens: tuple[int, int] | None = None  # (input, generated) of the planned request; a Transformer's
     tf_trt_batch_sizes: tuple[int, ...] = ()  # the batch shapes TF-TRT builds engines for (tf-serving + tensorrt)
+    compress_steps: tuple[str, ...] = ()  # the compress stage's steps (cluster_plan.compress_steps)
     stage_pods: Mapping[
         str, PodSize
     ] = {}  # per stage that runs on a cluster: train (one host), compress, evaluate, search
@@ -158,6 +163,7 @@ FACT_STEPS: tuple[tuple[str, Any], ...] = (
     ("request_tokens", lambda ir, f: request_tokens(ir, f.served) if ir.serve is not None else None),
     ("serving_memory", lambda ir, f: _serving_memory(ir, f.served, f.request_tokens)),
     ("tf_trt_batch_sizes", lambda ir, f: tf_trt_batch_sizes(ir) if ir.serve is not None else ()),
+    ("compress_steps", lambda ir, f: compress_steps(ir)),
     ("stage_pods", lambda ir, f: stage_pods(ir, f)),
     ("storage_bytes", lambda ir, f: bounded(lambda: storage_bytes(ir, f))),
 )

@@ -5,6 +5,10 @@ whenever there is a compress block, in the language's order:
 
     distill -> prune -> export -> quantize -> build_engine
 
+A spec that serves without a compress block gets export and build_engine alone
+(engine "onnxruntime", full precision): its served model is the trained one, made
+servable and copied where the server reads it (plan.compress_steps says why).
+
 Every step takes `--model DIR --output OUT [--data-root DIR]` (the runner passes the
 same two folders to each; run bare, as the k8s Job does, they default to
 $LLMC_OUTPUT/model and $LLMC_OUTPUT/compress). A step reads what the step before it in THIS pipeline
@@ -42,16 +46,16 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..catalog import is_gpu
+from ..plan import compress_engine
 from . import Artifact, BuildContext
 from .docstrings import doc_text, wrapped
 from .serving_names import engine_parts, serving_name, triton_platform
 
-ORDER = ("distill", "prune", "export", "quantize", "build_engine")
 DEFAULT_OPTIMIZER = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999], "momentum": 0.0}
 
 
 class StepScript(NamedTuple):
-    step: str  # one of ORDER
+    step: str  # one of plan.COMPRESS_ORDER
     number: int  # this step's place in the pipeline, from 1
     previous: str | None  # the step whose output this one reads; None: --model
     pipeline: list[str]  # every step of this bundle, in order (for the docstring)
@@ -67,20 +71,11 @@ class StepScript(NamedTuple):
 
 
 def artifacts(ctx: BuildContext) -> list[Artifact]:
-    ir = ctx.ir
-    if ir.compress is None:
-        return []
-    steps = pipeline(ir.compress)
-    out = []
-    for i, step in enumerate(steps):
-        out.append(
-            Artifact(f"compress/{step}.py", f"compress/{step}.py.j2", step_script(ctx, steps, i), executable=True)
-        )
-    return out
-
-
-def pipeline(compress) -> list[str]:
-    return [s for s in ORDER if s in ("export", "build_engine") or getattr(compress, s) is not None]
+    steps = list(ctx.facts.compress_steps)
+    return [
+        Artifact(f"compress/{step}.py", f"compress/{step}.py.j2", step_script(ctx, steps, i), executable=True)
+        for i, step in enumerate(steps)
+    ]
 
 
 def step_script(ctx: BuildContext, steps: list[str], index: int) -> StepScript:
@@ -210,10 +205,9 @@ def _train_settings(ir) -> dict:
 def _settings(ctx: BuildContext, step: str) -> tuple[dict, str, bool]:
     ir = ctx.ir
     c = ir.compress
-    assert c is not None  # artifacts() makes steps only for a compress block
     if step == "distill":
+        assert c is not None and c.distill is not None  # compress_steps lists a step the spec sets
         d = c.distill
-        assert d is not None  # pipeline() lists a step the spec sets
         student = {k: v for k, v in d.student.model_dump(mode="json").items() if v is not None}
         if ir.model.transformer is not None and "d_model" in student and "d_ff" not in student:
             student["d_ff"] = 4 * student["d_model"]
@@ -225,8 +219,8 @@ def _settings(ctx: BuildContext, step: str) -> tuple[dict, str, bool]:
             True,
         )
     if step == "prune":
+        assert c is not None and c.prune is not None  # compress_steps lists a step the spec sets
         p = c.prune
-        assert p is not None  # pipeline() lists a step the spec sets
         kind = "magnitude (smallest |w|)" if p.method == "magnitude" else "structured (whole units by L2 norm)"
         return (
             {"method": p.method, "sparsity": p.sparsity, "finetune_epochs": p.finetune_epochs},
@@ -241,8 +235,8 @@ def _settings(ctx: BuildContext, step: str) -> tuple[dict, str, bool]:
         )
         return {}, f"writes {what}", False
     if step == "quantize":
+        assert c is not None and c.quantize is not None  # compress_steps lists a step the spec sets
         q = c.quantize
-        assert q is not None  # pipeline() lists a step the spec sets
         how = f"{q.method} int8" if q.precision == "int8" else "fp16"
         calib = (
             f", calibrated on the first {q.samples} rows of {q.calibration}"
@@ -260,9 +254,8 @@ def _settings(ctx: BuildContext, step: str) -> tuple[dict, str, bool]:
 
 def _engine_settings(ctx: BuildContext) -> tuple[dict, str, bool]:
     ir = ctx.ir
-    c = ir.compress
-    assert c is not None  # artifacts() makes steps only for a compress block
-    q = c.quantize
+    q = ir.compress.quantize if ir.compress is not None else None
+    engine = compress_engine(ir)
     serve = ir.serve
     name = serving_name(ir.model.name)
     platform = serve.platform if serve is not None else None
@@ -280,14 +273,14 @@ def _engine_settings(ctx: BuildContext) -> tuple[dict, str, bool]:
         serving["parts"] = list(parts)
     arch = ir.model.transformer
     settings = {
-        "engine": c.engine,
+        "engine": engine,
         "precision": q.precision if q is not None else None,
         "calibration": q.calibration if q is not None else None,
         "samples": q.samples if q is not None else 512,
         "max_len": arch.max_len if arch is not None else None,
         "serving": serving,
     }
-    if c.engine == "onnxruntime":
+    if engine == "onnxruntime":
         what = "onnxruntime: the graph optimised offline and saved"
     elif ir.model.framework == "tensorflow":
         what = f"TF-TRT ({(q.precision if q else 'fp32').upper()}) where TensorRT is installed"

@@ -37,10 +37,9 @@ Choices (README.md in the bundle's k8s/ says the same to users):
   /models (Triton's repository, TF Serving's base_path `/models/<model>`) and
   /config read-only.
 * Everything runs as uid 10000 (no host user), non-root, no privilege escalation, all capabilities
-  dropped (the MPI worker adds back NET_BIND_SERVICE, the one capability the
-  restricted Pod Security Standard allows: mpi-operator's base images setcap sshd,
-  and a binary with file capabilities does not exec when they are outside the
-  bounding set), read-only root filesystem with an emptyDir /tmp, seccomp
+  dropped (even the MPI worker's: k8s/Dockerfile's sshd listens on 2222 and has no file
+  capabilities; an image on mpi-operator's base images, whose sshd has them, needs
+  NET_BIND_SERVICE added back), read-only root filesystem with an emptyDir /tmp, seccomp
   RuntimeDefault, no service account token, requests = limits on every container.
 
 The sizes (replicas, each pod's cores and memory, the volumes) are plan.py's facts;
@@ -168,6 +167,7 @@ class ReadmeContext(NamedTuple):
     stages: list[KV]  # (kind/name, what it runs)
     serving: ServingPlan | None
     served_models: list[str]  # the repository's model folders the init container copies, served one first
+    served_from: str  # the stage that fills them, in words
     sizing: list[KV]  # (what, how much and where it comes from)
     files: list[str]
 
@@ -297,6 +297,10 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
             stages,
             plan,
             repository_models(ctx, plan.model) if plan is not None else [],
+            "The compress stage"
+            if ir.compress is not None
+            else "The compress stage (export and build_engine only: the spec has no compress block, so the "
+            "trained model is served)",
             _sizing_notes(ctx, plan),
             resources,
         ),

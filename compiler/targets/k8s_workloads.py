@@ -103,7 +103,6 @@ class Container(NamedTuple):
     startup: Probe | None = None
     readiness: Probe | None = None
     liveness: Probe | None = None
-    add_capabilities: tuple[str, ...] = ()
 
     @property
     def pull_policy(self) -> str:
@@ -259,9 +258,7 @@ def _mpijob(ctx: BuildContext, n: Names) -> MpiJobContext:
     )
     sshd = ["/usr/sbin/sshd", "-De", "-f", "/home/mpiuser/.sshd_config", "-o", "PidFile=/tmp/sshd.pid"]
     worker = _stage_pod(ctx, n, "train", sshd, None)
-    worker_container = worker.containers[0]._replace(
-        name="worker", add_capabilities=("NET_BIND_SERVICE",), working_dir=None
-    )
+    worker_container = worker.containers[0]._replace(name="worker", working_dir=None)
     worker = worker._replace(containers=[worker_container])
     return MpiJobContext(
         _meta(n, f"{n.base}-train", "train"),
@@ -284,7 +281,7 @@ _RUN_IN_ORDER = 'set -eu\nfor script in "$@"; do\n  echo "llmc: $script" >&2\n  
 def _jobs(ctx: BuildContext, n: Names) -> list[tuple[str, JobContext]]:
     ir = ctx.ir
     out = []
-    if ir.compress is not None:
+    if ctx.facts.compress_steps:
         command = ["/bin/sh", "-c", _RUN_IN_ORDER, "compress"] + _compress_scripts(ctx)
         pod = _stage_pod(ctx, n, "compress", command, "Never")
         out.append(("job-compress.yaml", JobContext(_meta(n, f"{n.base}-compress", "compress"), 2, pod)))

@@ -16,6 +16,7 @@ from typing import NamedTuple
 from ..estimate import format_bytes, format_count
 from ..expressions import format_quantity
 from ..facts_text import fact_lines
+from ..plan import compress_engine, compress_steps
 from . import Artifact, BuildContext
 from .gates import gate
 from .k8s_common import ImageBuild, image_build, names
@@ -178,13 +179,15 @@ def stages(ir) -> list[Stage]:
                 f"checkpoints kept: {t.checkpoint.keep}",
             )
         )
-    if ir.compress is not None:
+    if compress_steps(ir):
         c = ir.compress
-        steps = [name for name in ("distill", "prune") if getattr(c, name) is not None] + ["export"]
-        if c.quantize is not None:
+        steps = [step for step in compress_steps(ir) if step not in ("quantize", "build_engine")]
+        if c is not None and c.quantize is not None:
             steps.append(f"quantize ({c.quantize.precision}, {c.quantize.method})")
-        engine = "TF-TRT" if c.engine == "tensorrt" and ir.model.framework == "tensorflow" else c.engine
-        out.append(Stage("compress", " → ".join(steps + [f"build ({engine})"])))
+        engine = compress_engine(ir)
+        engine = "TF-TRT" if engine == "tensorrt" and ir.model.framework == "tensorflow" else engine
+        unasked = " (no compress block: the trained model, readied for its server)" if c is None else ""
+        out.append(Stage("compress", " → ".join(steps + [f"build ({engine})"]) + unasked))
     if ir.evaluate is not None:
         gates = "; ".join(gate(name, m).text for name, m in sorted(ir.evaluate.metric.items())) or "no gates"
         out.append(Stage("evaluate", f"on the {ir.evaluate.split} split: {gates}"))

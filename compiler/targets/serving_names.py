@@ -26,6 +26,8 @@ import hashlib
 import re
 from typing import TYPE_CHECKING
 
+from ..plan import compress_engine
+
 if TYPE_CHECKING:  # pragma: no cover - types only
     from ..schema import Spec
 
@@ -41,13 +43,11 @@ def serving_name(model_name: str) -> str:
 
 
 def triton_platform(ir: Spec) -> str:
-    """The model format Triton serves (config.pbtxt's `platform`): what compress builds, else the trained model's."""
-    comp, framework = ir.compress, ir.model.framework
-    if framework == "tensorflow":  # no ONNX without tf2onnx: the SavedModel (TF-TRT's under tensorrt)
+    """The model format Triton serves (config.pbtxt's `platform`): what the compress
+    stage's build_engine makes (plan.compress_steps: a spec that serves always has one)."""
+    if ir.model.framework == "tensorflow":  # no ONNX without tf2onnx: the SavedModel (TF-TRT's under tensorrt)
         return "tensorflow_savedmodel"
-    if comp is not None:
-        return "onnxruntime_onnx" if comp.engine == "onnxruntime" else "tensorrt_plan"
-    return "pytorch_libtorch"
+    return "onnxruntime_onnx" if compress_engine(ir) == "onnxruntime" else "tensorrt_plan"
 
 
 def engine_parts(ir: Spec) -> tuple[str, ...]:

@@ -12,8 +12,8 @@ exported model beside it, at `<name>/1/<file>`; nothing else is generated.
   compress.engine "tensorrt", torch         -> "tensorrt_plan"         (1/model.plan)
   compress.engine "tensorrt", tensorflow    -> "tensorflow_savedmodel" (1/model.savedmodel/):
                                                TF-TRT writes a SavedModel with TensorRT ops
-  no compress block, tensorflow             -> "tensorflow_savedmodel" (1/model.savedmodel/)
-  no compress block, torch                  -> "pytorch_libtorch"      (1/model.pt, TorchScript)
+  no compress block: as engine "onnxruntime" (the compress stage then only exports the
+  trained model and readies it: plan.compress_steps)
 * inputs and outputs: the I/O contract below, shaped from the SERVED model (the
   distilled student when there is one). Dims exclude the batch dimension, which
   Triton adds because max_batch_size > 0.

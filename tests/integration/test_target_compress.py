@@ -275,6 +275,66 @@ def test_build_engine_fills_the_triton_repository(pipeline, translator_bundle, t
     )
 
 
+# --- a spec that serves without a compress block ----------------------------------------------------
+
+
+def without_compress(text: str) -> str:
+    """The spec with its compress block and the profiles' compress settings taken out."""
+    start = text.index("\ncompress {") + 1
+    end = text.index("\n}\n", start) + 3
+    kept = text[:start] + text[end:]
+    return "\n".join(line for line in kept.splitlines() if not line.strip().startswith("compress.")) + "\n"
+
+
+def test_a_spec_that_serves_without_compress_still_fills_the_serving_layout(teacher, tmp_path):
+    """No compress block: the bundle's compress stage is export and build_engine alone,
+    and they leave the trained model, as ONNX, where the Triton config and the serving
+    pods' init container expect it (before, nothing wrote serve/ and Triton's config
+    asked for a TorchScript model.pt that training never writes)."""
+    from llmc.runtime.runner import Bundle, plan_stages
+
+    spec = tmp_path / "specs" / "translator.llm"
+    spec.parent.mkdir()
+    spec.write_text(without_compress((SPECS / "translator.llm").read_text()))
+    bundle = build(spec, tmp_path / "bundle")
+    assert sorted(p.name for p in (bundle / "compress").iterdir()) == ["build_engine.py", "export.py"]
+    assert "PREVIOUS = None" in (bundle / "compress" / "export.py").read_text()
+    config = (bundle / "serve" / "model_repository" / "translator" / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in config
+    job = (bundle / "k8s" / "job-compress.yaml").read_text()
+    assert "compress/export.py" in job and "compress/build_engine.py" in job
+    assert "no compress block" in (bundle / "k8s" / "README.md").read_text()
+    # The local runner gates and serves what this stage wrote, as with a compress block.
+    work = tmp_path / "work"
+    stages = plan_stages(Bundle(str(bundle)), work, SPECS, None, with_search=False)
+    assert [s.name for s in stages] == ["train", "compress", "evaluate", "serve"]
+    assert stages[2].commands[0][stages[2].commands[0].index("--model") + 1] == str(work / "compress" / "model")
+
+    out = tmp_path / "out"
+    run_step(bundle, "export", teacher, out)
+    report = run_step(bundle, "build_engine", teacher, out)
+    assert report["engine"] == "onnxruntime"
+    repo = out.parent / "serve" / "translator"
+    assert (repo / "config.pbtxt").read_text() == config
+    served = repo / "1" / "model.onnx"
+    session = ort_session(served)
+    assert [i.name for i in session.get_inputs()] == ["input_ids"]
+    assert [o.name for o in session.get_outputs()] == ["output_ids"]
+    # The served graph is the trained teacher: its greedy outputs are torch's.
+    from llmc.runtime import zoo_torch
+    from llmc.runtime.tokenizer import PAD
+
+    model, meta = zoo_torch.load_model(teacher)
+    assert isinstance(model, zoo_torch.Transformer)
+    src = valid_rows(meta["model"])["source"][:, :32]
+    (ids,) = session.run(None, {"input_ids": src})
+    with torch.no_grad():
+        greedy = model.generate(torch.as_tensor(src)).numpy()
+    padded = np.full_like(ids, PAD)
+    padded[:, : greedy.shape[1]] = greedy
+    np.testing.assert_array_equal(ids, padded)
+
+
 # --- dynamic int8 ------------------------------------------------------------------------------------
 
 DYNAMIC_SPEC = """

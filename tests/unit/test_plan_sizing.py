@@ -64,6 +64,21 @@ def test_each_stage_pod_runs_where_the_plan_says():
     assert devices["train"] == devices["search"] == (ir.train.cluster.device, ir.train.cluster.slots_per_host)
 
 
+def test_the_compress_stage_has_the_spec_steps_or_only_readies_a_served_model():
+    ir = _checked("translator").ir
+    assert plan.compress_steps(ir) == ("distill", "prune", "export", "quantize", "build_engine")
+    # Served without a compress block: export and build_engine alone (something must fill
+    # serve/), with onnxruntime, on the training device (no TensorRT plan to pin to a GPU).
+    served = ir.model_copy(update={"compress": None})
+    assert plan.compress_steps(served) == ("export", "build_engine")
+    assert plan.compress_engine(served) == "onnxruntime"
+    assert plan.stage_devices(served)["compress"] == (ir.train.cluster.device, 1)
+    # Neither compressed nor served: no compress stage at all.
+    bare = served.model_copy(update={"serve": None})
+    assert plan.compress_steps(bare) == () and "compress" not in plan.stage_devices(bare)
+    assert plan.compress_steps(ir.model_copy(update={"serve": None}))[-1] == "build_engine"
+
+
 def test_tf_trt_batch_sizes_are_planned_and_written():
     result = _checked("classifier")  # tf-serving, engine = "tensorrt", max_batch_size = 64
     assert result.facts.tf_trt_batch_sizes == (1, 2, 4, 8, 16, 32, 64)

@@ -207,7 +207,8 @@ def test_triton_serves_a_tensorflow_mlp(tmp_path):
         ("tensorflow", "onnxruntime", True, "tensorflow_savedmodel"),
         ("tensorflow", "tensorrt", True, "tensorflow_savedmodel"),
         ("tensorflow", None, False, "tensorflow_savedmodel"),
-        ("torch", None, False, "pytorch_libtorch"),
+        # No compress block: the compress stage exports the trained model and readies it (onnxruntime).
+        ("torch", None, False, "onnxruntime_onnx"),
     ],
 )
 def test_triton_platform_by_engine(framework, engine, compressed, expected):

@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from . import __version__
+from . import __version__, pipeline_yaml
 from .render import TemplateError, render
 from .schema import TOKENIZER_NAMES
 from .targets import Artifact, BuildContext, collect
@@ -47,6 +47,7 @@ class OutputRefused(Exception):
 class Bundle(NamedTuple):
     files: dict[str, str]  # path -> text, including the lock file
     executable: frozenset[str]
+    notes: tuple[str, ...] = ()  # what the build could not write, and how to write it later
 
 
 def spec_digest(result) -> str:
@@ -70,12 +71,26 @@ def build_files(result) -> Bundle:
     ctx = context_for(result)
     files: dict[str, str] = {}
     executable = set()
-    for artifact in collect(ctx):
+    artifacts = collect(ctx)
+    if any(a.path == pipeline_yaml.SCRIPT for a in artifacts):
+        pipeline_yaml.start()  # kfp's import overlaps the rendering below
+    for artifact in artifacts:
         files[artifact.path] = _render_one(artifact)
         if artifact.executable:
             executable.add(artifact.path)
+    notes = []
+    if pipeline_yaml.SCRIPT in files:
+        try:
+            compiled = pipeline_yaml.compile_pipeline(files, {p: _sha256(t) for p, t in files.items()})
+            if compiled.text is not None:
+                verify(pipeline_yaml.COMPILED, compiled.text)
+                files[pipeline_yaml.COMPILED] = compiled.text
+        except (pipeline_yaml.PipelineError, ArtifactError) as exc:
+            raise InternalError(str(exc)) from exc
+        if compiled.note:
+            notes.append(compiled.note)
     files[LOCK] = lock_text(ctx, files)
-    return Bundle(files, frozenset(executable))
+    return Bundle(files, frozenset(executable), tuple(notes))
 
 
 def _render_one(artifact: Artifact) -> str:

@@ -65,6 +65,8 @@ _TABLE = [
     ("E603", "error", "distribution can produce a value the field rejects"),
     ("E604", "error", "unknown search objective"),
     ("E605", "error", "search direction contradicts the objective"),
+    ("E606", "error", "search algorithm the backend does not run"),
+    ("E607", "error", "search space the backend cannot express"),
     # serving
     ("E701", "error", "SLA infeasible: single-request latency exceeds p99"),
     ("E702", "error", "replicas needed for the SLA exceed replicas.max"),
@@ -94,6 +96,7 @@ _TABLE = [
     ("W303", "warning", "key/value heads replicated over the tensor-parallel group"),
     ("W304", "warning", "rope_base without rotary positions"),
     ("W601", "warning", "parallel trials on a backend that runs one at a time"),
+    ("W602", "warning", "search setting the backend ignores"),
     ("W701", "warning", "replicas.min far above what the SLA needs"),
     ("W801", "warning", "no deploy block: default namespace and image"),
     ("W802", "warning", "image referenced by tag, not by digest"),

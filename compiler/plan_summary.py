@@ -12,7 +12,8 @@ files a build would write, and says
   `name`, `alert`, `record` or `title` where every item has a different one); in
   other text files, a changed line `KEY = VALUE`, `KEY=VALUE` or `KEY: VALUE` whose
   key is on one line only on each side, and a count of the other lines changed;
-  the lock file's sha256 lines are counted, not listed;
+  the lock file's sha256 lines, and any other sha256 replaced by another (the cache
+  keys of pipeline.yaml), are counted, not listed;
 * the unified diff of each file.
 
 `human` writes it for a reviewer: the facts, the fields, then the diff of only the
@@ -65,7 +66,7 @@ class FileChange(NamedTuple):
     status: str  # changed | added | removed
     objects: tuple[ObjectChange, ...]
     lines_changed: int  # lines the fields do not account for
-    hashes_changed: int  # the lock file's sha256 lines
+    hashes_changed: int  # sha256 values replaced: the lock file's, a pipeline's cache keys
     diff: str  # the file's unified diff
 
 
@@ -146,7 +147,8 @@ def _file_change(path: str, before: str | None, after: str | None) -> FileChange
     structured = _structured(path, before, after)
     comments = _comments_changed(before, after) if structured is not None else 0
     if structured or comments:  # else the same data, laid out anew: compared as text
-        return FileChange(path, status, structured or (), comments, 0, diff)
+        objects, hashes = _hashes_counted(structured or ())
+        return FileChange(path, status, objects, comments, hashes, diff)
     fields, lines = _text_fields(before, after)
     objects = (ObjectChange(None, "changed", tuple(fields)),) if fields else ()
     return FileChange(path, status, objects, lines, 0, diff)
@@ -278,6 +280,23 @@ def _id_key(old: list, new: list) -> str | None:
 
 
 _HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_hash_change(field: FieldChange) -> bool:
+    """A sha256 replaced by another: derived from what changed (a pipeline's cache keys)."""
+    return all(isinstance(v, str) and _HASH.fullmatch(v) for v in (field.old, field.new))
+
+
+def _hashes_counted(objects: tuple[ObjectChange, ...]) -> tuple[tuple[ObjectChange, ...], int]:
+    """The objects without their sha256 fields, and how many there were: a reviewer
+    reads the change the hashes follow from, not the hashes."""
+    kept, hashes = [], 0
+    for o in objects:
+        fields = tuple(f for f in o.fields if not _is_hash_change(f))
+        hashes += len(o.fields) - len(fields)
+        if fields or o.status != "changed":
+            kept.append(o._replace(fields=fields))
+    return tuple(kept), hashes
 
 
 def _lock_change(before: str, after: str) -> FileChange | None:

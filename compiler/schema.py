@@ -307,7 +307,9 @@ class Search(Block):
         description="default by objective: maximize a score (bleu, chrf, rouge, accuracy, f1), "
         "minimize anything else (valid_loss, perplexity, ter, latency, size)",
     )
-    backend: Literal["local", "mongo", "spark"] = "local"
+    backend: Literal["local", "mongo", "spark", "katib"] = Field(
+        "local", description="where trials run: this process, MongoDB workers, a Spark cluster, or a Katib Experiment"
+    )
     early_stop: PosInt | None = Field(None, description="stop after N evaluations without improvement")
     space: dict[str, Distribution] = Field(default_factory=dict, description="field path = distribution")
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -192,8 +193,12 @@ class KubeApi:
         from kubernetes import client, config, dynamic
 
         try:
-            config.load_kube_config()
-            self.context: str | None = config.list_kube_config_contexts()[1]["name"]
+            if os.environ.get("KUBERNETES_SERVICE_HOST"):  # in a pod (a pipeline step): its service account
+                config.load_incluster_config()
+                self.context: str | None = "in-cluster"
+            else:
+                config.load_kube_config()
+                self.context = config.list_kube_config_contexts()[1]["name"]
         except Exception as exc:  # no kubeconfig, no current context, a bad file
             raise ClusterError(f"no Kubernetes cluster configured: {exc}") from None
         try:
@@ -378,6 +383,19 @@ def check_cluster(api, docs: list[dict], console) -> set[tuple[str, str]]:
     return missing
 
 
+def delete_and_wait(api, doc: dict, poll_seconds: float, clock, sleep) -> None:
+    """Delete `doc` and wait until it is gone (foreground deletion: once its pods are)."""
+    api.delete(doc)
+    deadline = clock() + DELETE_TIMEOUT
+    while api.get(doc) is not None:
+        if clock() > deadline:
+            raise ClusterError(
+                f"{describe(doc)} still exists {DELETE_TIMEOUT:.0f}s after it was deleted "
+                "(a finalizer holding it?); delete it yourself and run again"
+            )
+        sleep(poll_seconds)
+
+
 def run_workload(api, workload: Workload, key: str, force: bool, say, poll_seconds: float, clock, sleep) -> StageResult:
     doc = with_inputs(workload.doc, key)
     name = describe(doc)
@@ -389,15 +407,7 @@ def run_workload(api, workload: Workload, key: str, force: bool, say, poll_secon
             say(f"==> {workload.stage}: {name} up to date (succeeded with these inputs); --force reruns it")
             return StageResult(workload.stage, "skipped", 0.0, 0)
         say(f"==> {workload.stage}: deleting the earlier {name}")
-        api.delete(doc)
-        deadline = clock() + DELETE_TIMEOUT
-        while api.get(doc) is not None:  # foreground deletion: gone once its pods are
-            if clock() > deadline:
-                raise ClusterError(
-                    f"{name} still exists {DELETE_TIMEOUT:.0f}s after it was deleted "
-                    "(a finalizer holding it?); delete it yourself and run again"
-                )
-            sleep(poll_seconds)
+        delete_and_wait(api, doc, poll_seconds, clock, sleep)
     say(f"==> {workload.stage}: {name}")
     api.apply(doc)
     api.patch(doc, resume_patch(doc))

@@ -30,13 +30,14 @@ def run(
     np: int | None,
     force: bool,
     profile: str | None,
+    endpoint: str | None = None,
 ) -> int:
     console = Console(stderr=False, highlight=False)
     # Stages run in the bundle's folder: every path handed to them must be absolute.
     data_root, runs_root = data_root.resolve(), runs_root.resolve()
     try:
         bundle = Bundle(bundle_dir)
-        if target != "k8s":
+        if target == "local":
             preflight(bundle, data_root)
     except RunError as exc:
         sys.stderr.write(f"error: {exc}\n")
@@ -47,6 +48,8 @@ def run(
     except records.RunsFolderRefused as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    if target == "kfp":
+        return _on_kubeflow(bundle, name=name, with_search=stage == "search", endpoint=endpoint)
     if target == "k8s":
         return _on_cluster(
             bundle, console, name=name, runs_root=runs_root, work=work, stage=stage, force=force, profile=profile
@@ -91,6 +94,20 @@ def _on_cluster(bundle, console, *, name, runs_root, work, stage, force, profile
         return 2
     record = records.new_record(runs_root, name)
     return _finish(console, record, bundle, work, {"spec": name, "profile": profile, "target": "k8s"}, results)
+
+
+def _on_kubeflow(bundle, *, name: str, with_search: bool, endpoint: str | None) -> int:
+    """The bundle's pipeline/pipeline.yaml, submitted as one Kubeflow Pipelines run."""
+    from .pipeline import SubmitError, submit
+
+    assert endpoint  # the CLI refuses --target kfp without one
+    try:
+        url = submit(str(bundle.root), endpoint, with_search=with_search, run_name=name, experiment=f"llmc-{name}")
+    except SubmitError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    print(f"submitted {name} to Kubeflow Pipelines: {url}")
+    return 0
 
 
 def _claimed(runs_root: Path, name: str) -> bool:

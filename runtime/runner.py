@@ -73,8 +73,7 @@ class Bundle:
         return (self.root / rel).is_file()
 
     def artifact_hashes(self, folder: str, extra: tuple[str, ...] = ()) -> dict[str, str]:
-        keyed = ("model.json", *extra)
-        return {p: h for p, h in self.lock["artifacts"].items() if p.startswith(folder + "/") or p in keyed}
+        return folder_hashes(self.lock["artifacts"], folder, extra)
 
     def world_size(self) -> int:
         par = self.model.get("parallel") or {}
@@ -105,74 +104,83 @@ def preflight(bundle: Bundle, data_root: Path) -> None:
         )
 
 
+COMPRESS_STEPS = ("distill", "prune", "export", "quantize", "build_engine")
+
+
+def train_command(bundle: Bundle, output: Path, data_root: Path, np: int | None = None) -> list[str]:
+    """train/train.py over Horovod on this machine (Gloo, np processes: the spec's world size)."""
+    n = np or bundle.world_size()
+    horovodrun = shutil.which("horovodrun") or str(Path(sys.executable).parent / "horovodrun")
+    launch = [horovodrun, "--gloo", "-np", str(n), "-H", f"localhost:{n}"]
+    return [*launch, sys.executable, str(bundle.root / "train/train.py"), "--output", str(output), *_data(data_root)]
+
+
+def compress_commands(
+    bundle: Bundle, model: Path, output: Path, data_root: Path, serve: Path | None = None
+) -> list[list[str]]:
+    """Each compress/<step>.py of the bundle, in the pipeline's order ([] without any).
+    The serving layout goes to `serve` (default: serve/ beside `output`)."""
+    steps = [s for s in COMPRESS_STEPS if bundle.has(f"compress/{s}.py")]
+    where = ["--model", str(model), "--output", str(output)] + (["--serve", str(serve)] if serve else [])
+    return [[sys.executable, str(bundle.root / f"compress/{s}.py"), *where, *_data(data_root)] for s in steps]
+
+
+def evaluate_command(bundle: Bundle, model: Path, baseline: Path, verdict: Path, data_root: Path) -> list[str]:
+    # --latency: the table shows p50/p99 even when no gate asks for them.
+    script = str(bundle.root / "evaluate/evaluate.py")
+    where = ["--model", str(model), "--baseline", str(baseline), "--json", str(verdict), "--latency"]
+    return [sys.executable, script, *where, *_data(data_root)]
+
+
+def search_command(bundle: Bundle, output: Path, data_root: Path) -> list[str]:
+    return [
+        sys.executable,
+        str(bundle.root / "search/search.py"),
+        "--local",
+        "--output",
+        str(output),
+        *_data(data_root),
+    ]
+
+
+def _data(data_root: Path) -> list[str]:
+    return ["--data-root", str(data_root)]
+
+
 def plan_stages(bundle: Bundle, work: Path, data_root: Path, np: int | None, with_search: bool) -> list[Stage]:
-    py = sys.executable
-    root = bundle.root
-    common = ["--data-root", str(data_root)]
     stages = []
     if bundle.has("train/train.py"):
-        n = np or bundle.world_size()
-        horovodrun = shutil.which("horovodrun") or str(Path(sys.executable).parent / "horovodrun")
-        launch = [horovodrun, "--gloo", "-np", str(n), "-H", f"localhost:{n}"]
         stages.append(
-            Stage(
-                "train",
-                [launch + [py, str(root / "train/train.py"), "--output", str(work / "train"), *common]],
-                "train",
-                str(work / "train"),
-            )
+            Stage("train", [train_command(bundle, work / "train", data_root, np)], "train", str(work / "train"))
         )
-    steps = [s for s in ("distill", "prune", "export", "quantize", "build_engine") if bundle.has(f"compress/{s}.py")]
-    if steps:
-        cmds = [
-            [
-                py,
-                str(root / f"compress/{s}.py"),
-                "--model",
-                str(work / "train" / "model"),
-                "--output",
-                str(work / "compress"),
-                *common,
-            ]
-            for s in steps
-        ]
-        stages.append(Stage("compress", cmds, "compress", str(work / "compress")))
+    compress = compress_commands(bundle, work / "train" / "model", work / "compress", data_root)
+    if compress:
+        stages.append(Stage("compress", compress, "compress", str(work / "compress")))
     # The model evaluate gates and the serve stage serves, and evaluate's verdict on it.
-    gated = work / ("compress" if steps else "train") / "model"
+    gated = work / ("compress" if compress else "train") / "model"
     verdict = work / "evaluate" / "metrics.json"
     if bundle.has("evaluate/evaluate.py"):
-        # --latency: the run's table shows p50/p99 even when no gate asks for them.
-        cmd = [
-            py,
-            str(root / "evaluate/evaluate.py"),
-            "--model",
-            str(gated),
-            "--baseline",
-            str(work / "train" / "model"),
-            "--json",
-            str(verdict),
-            "--latency",
-            *common,
-        ]
+        cmd = evaluate_command(bundle, gated, work / "train" / "model", verdict, data_root)
         stages.append(Stage("evaluate", [cmd], "evaluate", str(work / "evaluate")))
     if stages and stages[-1].name == "evaluate" and bundle.has("loadtest/loadtest.py") and bundle.has("serving.json"):
         # The model evaluate just passed, on a local Triton under the SLA's load (ports: free ones).
         cmd = [
-            py,
-            str(root / "loadtest/loadtest.py"),
+            sys.executable,
+            str(bundle.root / "loadtest/loadtest.py"),
             "--model",
             str(gated),
             "--output",
             str(work / "serve"),
             "--metrics",
             str(verdict),
-            *common,
+            *_data(data_root),
         ]
         # work/serve/ also holds compress's serving layout: the stage's own output is its report.
         stages.append(Stage("serve", [cmd], "loadtest", str(work / "serve" / "results.json"), ("serving.json",)))
     if with_search and bundle.has("search/search.py"):
-        cmd = [py, str(root / "search/search.py"), "--local", "--output", str(work / "search"), *common]
-        stages.append(Stage("search", [cmd], "search", str(work / "search")))
+        stages.append(
+            Stage("search", [search_command(bundle, work / "search", data_root)], "search", str(work / "search"))
+        )
     return stages
 
 
@@ -188,12 +196,22 @@ def data_digest(bundle: Bundle, data_root: Path) -> str:
     return h.hexdigest()
 
 
+def folder_hashes(artifacts: dict[str, str], folder: str, extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """The lock's hashes of a bundle folder's artifacts, model.json's and `extra`'s."""
+    keyed = ("model.json", *extra)
+    return {p: h for p, h in artifacts.items() if p.startswith(folder + "/") or p in keyed}
+
+
 def stage_key(bundle: Bundle, folder: str, upstream: str, data: str = "", extra: tuple[str, ...] = ()) -> str:
     """A stage's key: the hashes of its bundle folder's artifacts (and model.json, and
     `extra`), the data's digest, and the key of the stage before it, so a change
     upstream reruns it."""
+    return key_of(bundle.artifact_hashes(folder, extra), upstream, data)
+
+
+def key_of(hashes: dict[str, str], upstream: str = "", data: str = "") -> str:
     h = hashlib.sha256(upstream.encode())
-    h.update(json.dumps(bundle.artifact_hashes(folder, extra), sort_keys=True).encode())
+    h.update(json.dumps(hashes, sort_keys=True).encode())
     h.update(data.encode())
     return h.hexdigest()
 

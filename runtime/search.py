@@ -283,13 +283,20 @@ def evaluate_metric(run: SearchRun, trial_dir: Path) -> float:
         base = [sys.executable, str(script)]
     cmd = base + ["--model", str(trial_dir / "model"), "--split", "valid", "--json", str(out)] + data_root_args(options)
     status = run_logged(cmd, trial_dir / "evaluate.log", options.trial_timeout, run.bundle, options.threads)
+    return reported_metric(out, objective, f"evaluation exited {status}")
+
+
+def reported_metric(report: Path, objective: str, evaluation: str = "evaluation ended") -> float:
+    """`metrics.<objective>` of the JSON report evaluate.py wrote (`--json`); TrialFailed
+    when there is no report, no such metric or no finite value. `evaluation` says how
+    the evaluation ended, for the message."""
     try:
-        report = json.loads(out.read_text(encoding="utf-8"))
+        data = json.loads(report.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise TrialFailed(f"evaluation exited {status} without writing {out}") from None
-    metrics = report.get("metrics") if isinstance(report, dict) else None
+        raise TrialFailed(f"{evaluation} without writing {report}") from None
+    metrics = data.get("metrics") if isinstance(data, dict) else None
     if not isinstance(metrics, dict) or objective not in metrics:
-        raise TrialFailed(f"{out} has no metrics.{objective}")
+        raise TrialFailed(f"{report} has no metrics.{objective}")
     return finite_number(metrics[objective], f"metrics.{objective}")
 
 

@@ -123,7 +123,8 @@ def _reject(ctx: CheckContext, path: str, message: str, rule: str, help: str = "
 
 
 def _ranges(ctx: CheckContext) -> None:
-    """Each number of k8s/ that a spec value drives, against its field's range (limits.py).
+    """Each number of k8s/ (and of search/katib-experiment.yaml) that a spec value
+    drives, against its field's range (limits.py).
 
     The sizes are the planned facts k8s/ writes (plan.py), so the check and the
     manifests cannot disagree; the target then only asserts the ranges.
@@ -210,6 +211,15 @@ def _ranges(ctx: CheckContext) -> None:
                     f"set slots_per_host = {_most_slots(fits, slots)} or less (a worker pod runs all "
                     "of a host's slots)",
                 )
+    search = ir.search
+    if search is not None and search.backend == "katib" and train is not None and search.max_evals > INT32_MAX:
+        _too_large(
+            ctx,
+            "search.max_evals",
+            "max_evals is more than Katib counts",
+            f"the Experiment's maxTrialCount = {search.max_evals}, above {INT32_MAX} (int32)",
+            f"set max_evals = {INT32_MAX} or less",
+        )
     storage = facts.storage_bytes
     if storage > QUANTITY_MAX:
         keep = train is not None and ctx.spans.has("train.checkpoint.keep")

@@ -1,9 +1,14 @@
-"""The search: E601-E605 and W601.
+"""The search: E601-E607, W601 and W602.
 
 Every value a distribution can produce must pass the field's own checks: its type
 and range here, and, for the finitely many values of `choice` and `randint`, every
 other check of the spec with that value substituted (a batch size the layout
 cannot split is caught before a trial is spent on it).
+
+A search on Katib (`backend = "katib"`) must also be one Katib can run as the spec
+says (search_space.py holds what Katib can express): its algorithm (E606), each
+distribution and a non-empty space (E607); early_stop, which Katib has no
+counterpart for, is W602.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import TYPE_CHECKING
 from ..expressions import Value
 from ..fields import FieldType, iter_scalar_paths, walk_schema
 from ..metric_names import METRICS_BY_TASK, direction_of
+from ..search_space import KATIB_ALGORITHMS, katib_unmappable
 from ..suggest import closest
 from .context import CheckContext
 
@@ -33,6 +39,8 @@ def check(ctx: CheckContext) -> None:
     _parallel(ctx, search)
     for key, dist in ctx.distributions.items():
         _one(ctx, key, dist)
+    if search.backend == "katib":
+        _katib(ctx, search)
 
 
 def _parallel(ctx: CheckContext, search: Search) -> None:
@@ -48,6 +56,49 @@ def _parallel(ctx: CheckContext, search: Search) -> None:
         help=f'set backend = "spark" to run {search.parallel} trials at once (a local Spark when no cluster is '
         f"named), or parallel = 1",
     )
+
+
+def _katib(ctx: CheckContext, search: Search) -> None:
+    """E606, E607 and W602: what a Katib Experiment cannot run as the spec says."""
+    if search.algorithm not in KATIB_ALGORITHMS:
+        others = " and ".join(f'"{a}"' for a in KATIB_ALGORITHMS)
+        ctx.diags.error(
+            "E606",
+            ctx.spans.attribute("search.algorithm"),
+            f'Katib has no "{search.algorithm}" algorithm',
+            label='not run by backend = "katib"',
+            help=f'set algorithm = "tpe" (or "random"): Katib runs Hyperopt\'s {others}; keep '
+            f'"{search.algorithm}" with backend = "spark", "mongo" or "local"',
+            proposals=[(("search.algorithm", "tpe"),)],
+        )
+    if not search.space:
+        ctx.diags.error(
+            "E607",
+            ctx.spans.key("search.space"),
+            "a Katib search needs at least one searched field",
+            label="the space is empty",
+            help="add a field to `space`, e.g. `train.optimizer.lr = loguniform(1e-5, 1e-3)`",
+        )
+    for key, written in ctx.distributions.items():
+        dist = search.space.get(key)
+        problem = katib_unmappable(dist) if dist is not None else None
+        if problem is not None:
+            ctx.diags.error(
+                "E607",
+                written.span,
+                f"Katib cannot draw `{key}` as the spec says",
+                label=problem.reason,
+                help=problem.instead,
+            )
+    if search.early_stop is not None:
+        ctx.diags.warning(
+            "W602",
+            ctx.spans.attribute("search.early_stop"),
+            f"Katib runs all {search.max_evals} trials: it has no early stop for a search",
+            label='ignored by backend = "katib"',
+            help="remove early_stop (Katib's medianstop stops single trials by their curves, not the search after "
+            'trials without a better objective), or run the search with backend = "spark"',
+        )
 
 
 def _objective(ctx: CheckContext, search: Search) -> None:

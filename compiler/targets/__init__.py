@@ -33,11 +33,13 @@ TARGETS = (
     "compress",
     "evaluate",
     "hyperopt",
+    "katib",
     "tfserving",
     "triton",
     "serving",
     "image",
     "k8s",
+    "pipeline",
     "monitoring",
     "report",
 )

@@ -25,12 +25,16 @@ Contracts the script relies on (docs/bundle.md):
 
 from typing import Any, NamedTuple
 
-from ..fields import walk_schema
 from ..schema import Distribution
+from ..search_space import cast_for
 from . import Artifact, BuildContext
 
 # The environment variable the script's MongoDB backend reads the jobs URL from.
 MONGO_URL_ENV = "LLMC_MONGO_URL"
+# The backends the script drives (llmc.runtime.search.BACKENDS). A katib search runs on
+# the cluster as search/katib-experiment.yaml (the katib target); this script, which
+# `llmc run` starts on one machine, then runs the same space with Hyperopt's Trials.
+SCRIPT_BACKENDS = ("local", "spark", "mongo")
 
 
 class Param(NamedTuple):
@@ -45,7 +49,7 @@ class SearchContext(NamedTuple):
     algorithm: str  # the spec's name for it
     max_evals: int
     parallel: int
-    backend: str  # local | spark | mongo
+    backend: str  # local | spark | mongo (SCRIPT_BACKENDS)
     early_stop: int | None
     objective: str
     direction: str
@@ -70,7 +74,7 @@ def search_context(ctx: BuildContext) -> SearchContext:
         algorithm=s.algorithm,
         max_evals=s.max_evals,
         parallel=s.parallel,
-        backend=s.backend,
+        backend=s.backend if s.backend in SCRIPT_BACKENDS else "local",
         early_stop=s.early_stop,
         objective=s.objective,
         direction=s.direction,
@@ -83,28 +87,3 @@ def search_context(ctx: BuildContext) -> SearchContext:
 def param(path: str, dist: Distribution) -> Param:
     args = list(dist.args)
     return Param(path, dist.kind, args, cast_for(path, dist.kind, args))
-
-
-def cast_for(path: str, kind: str, args: list[Any]) -> str:
-    """The Python type a sampled value is given before it is passed to train.py.
-
-    Hyperopt returns floats for quniform (64.0) and numpy integers for randint; an
-    int field must receive an int. A union (`checkpoint.every`: a duration or a
-    number of steps) is an int when the spec's arguments are all ints (durations are
-    floats in the IR).
-    """
-    ft, _, _ = walk_schema(tuple(path.split(".")))
-    if ft is not None:  # a path the schema does not know is treated as a float
-        if ft.kind == "enum":
-            return "str"
-        if ft.kind == "bool":
-            return "bool"
-        if ft.kind == "int" or (ft.kind == "quantity" and ft.quantity == "size"):
-            return "int"
-        if ft.kind == "union":
-            whole = all(isinstance(a, int) and not isinstance(a, bool) for a in args)
-            has_int = any(o.kind == "int" for o in ft.options)
-            return "int" if whole and has_int and kind in ("choice", "randint", "quniform") else "float"
-    if kind == "choice" and args and all(isinstance(a, str) for a in args):
-        return "str"
-    return "float"

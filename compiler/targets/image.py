@@ -90,6 +90,8 @@ RUNTIME_REQUIREMENTS = (
     "kubernetes",
     "sentencepiece",
     "matplotlib>=3.8",
+    "kfp==2.17.3",
+    "kfp-kubernetes==2.17.3",
 )
 FRAMEWORK_REQUIREMENTS = {"torch": f"torch=={TORCH_VERSION}", "tensorflow": f"tensorflow-cpu=={TENSORFLOW_VERSION}"}
 # What `pip install <llmc source>` needs of the checkout: pyproject.toml's package-dir

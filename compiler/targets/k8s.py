@@ -12,7 +12,9 @@
   as many `nvidia.com/gpu`) each;
 * `compress`, `evaluate`, `search`: one Job each (compress on the serving GPU when
   the engine is TensorRT, evaluate on the serving device, search on one training
-  host's slots);
+  host's slots; on Katib, search/katib-experiment.yaml, the katib target's Experiment,
+  is the search that runs `parallel` trials at once, each in a pod of its own: it is
+  not listed here, since creating it starts them);
 * `serve`: Deployment (TF Serving or Triton), Service, HorizontalPodAutoscaler (on
   each pod's requests per second through Prometheus Adapter, or on CPU),
   PodDisruptionBudget, ConfigMap with the serving configs of serve/, ServiceMonitor
@@ -81,6 +83,8 @@ from .k8s_workloads import (
 from .slo_rules import Group, requests_metric, rule_groups
 
 HPA_CPU_UTILIZATION = 60
+# The katib target's Experiment: created by the runner, never by `kubectl apply -k k8s/`.
+KATIB_EXPERIMENT = "search/katib-experiment.yaml"
 # The share of one replica's planned capacity (full batches, at the SLA's p99) each pod
 # is kept at: the headroom absorbs a burst while a new replica starts.
 HPA_CAPACITY_UTILISATION = 0.6
@@ -272,6 +276,15 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
             else " ".join(command)
         )
         stages.append(KV(f"Job/{job.meta.name}", what))
+    for artifact in ctx.earlier:
+        if artifact.path == KATIB_EXPERIMENT:  # the katib target's, listed before k8s
+            stages.append(
+                KV(
+                    f"Experiment/{artifact.context.meta.name}",
+                    f"the search, from {KATIB_EXPERIMENT} (not in this folder: creating it starts the trials, "
+                    "each a Job of its own)",
+                )
+            )
     add("networkpolicy.yaml", "networkpolicy.yaml.j2", policies(ctx, n, plan))
     resources = [a.path.split("/", 1)[1] for a in out]
     out.insert(
@@ -315,6 +328,12 @@ def _cluster_needs(ctx: BuildContext, plan: ServingPlan | None) -> list[str]:
     needs.append("a network plugin that enforces NetworkPolicies (Calico, Cilium, ...): without one they are ignored")
     if ir.train is not None:
         needs.append("the MPI operator (kubeflow.org/v2beta1 MPIJob)")
+    if any(a.path == KATIB_EXPERIMENT for a in ctx.earlier):
+        needs.append(
+            "Katib v0.18 or later (kubeflow.org/v1beta1 Experiment) in the kubeflow namespace, for the search, and "
+            "this namespace labelled katib.kubeflow.org/metrics-collector-injection=enabled (Katib adds its metrics "
+            "collector to the trials' pods only there)"
+        )
     if any(size.gpus for size in ctx.facts.stage_pods.values()) or (plan is not None and plan.gpu):
         needs.append(
             "NVIDIA's device plugin and GPU feature discovery (the nvidia.com/gpu resource and the "

@@ -12,6 +12,9 @@ some policy allows. So the bundle has
 * `<name>-search` (search on Spark or MongoDB): the cluster the spec names at run time
   (LLMC_SPARK_MASTER, LLMC_MONGO_URL) is reached anywhere on its port; Spark's executors
   connect back to the driver, so the Spark search accepts them from the namespace;
+* `<name>-search-trials` (search on Katib): the trials' pods (search/katib-experiment.yaml)
+  reach Katib's DB manager, where the metrics collector Katib adds to each of them
+  reports the objective;
 * `<name>` (a serve block): the server accepts its serving ports from the namespace's
   pods and its metrics port from the monitoring namespace's (Prometheus).
 
@@ -25,13 +28,18 @@ from typing import NamedTuple
 
 from . import BuildContext
 from .k8s_common import KV, Names, ServingPlan
-from .k8s_workloads import Meta, _labels, _selector
+from .k8s_workloads import TRIAL_COMPONENT, Meta, _labels, _selector
 
 # The namespace Prometheus scrapes from (kube-prometheus-stack's default).
 MONITORING_NAMESPACE = "monitoring"
 DNS = [KV("k8s-app", "kube-dns")]
 SYSTEM = [KV("kubernetes.io/metadata.name", "kube-system")]
 MONGO_PORT = 27017
+# Where a Katib trial's metrics collector reports: Katib's default install
+# (katib-db-manager.kubeflow:6789, its pods labelled katib.kubeflow.org/component=db-manager).
+KATIB_NAMESPACE = "kubeflow"
+KATIB_DB_MANAGER = [KV("katib.kubeflow.org/component", "db-manager")]
+KATIB_DB_MANAGER_PORT = 6789
 
 
 class Peer(NamedTuple):
@@ -123,6 +131,17 @@ def policies(ctx: BuildContext, n: Names, plan: ServingPlan | None) -> PoliciesC
                 _selector(n, "search"),
                 ingress=[Rule([Peer([])], [])] if spark else None,
                 egress=[Rule([], [] if spark else [Port(MONGO_PORT)])],
+            )
+        )
+    if ir.search is not None and ir.search.backend == "katib":
+        katib = [Peer(KATIB_DB_MANAGER, [KV("kubernetes.io/metadata.name", KATIB_NAMESPACE)])]
+        out.append(
+            _policy(
+                Meta(f"{n.base}-search-trials", n.namespace, _labels(n, TRIAL_COMPONENT), []),
+                "Katib's trials: the metrics collector in each trial's pod reports the objective to Katib's "
+                f"DB manager in `{KATIB_NAMESPACE}`.",
+                _selector(n, TRIAL_COMPONENT),
+                egress=[Rule(katib, [Port(KATIB_DB_MANAGER_PORT)])],
             )
         )
     if plan is not None:

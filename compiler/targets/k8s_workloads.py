@@ -3,7 +3,8 @@
 The pods of the stages and of serving, and the workloads that run them: the MPIJob
 that trains, one Job per later stage (compress, evaluate, search), and the serving
 Deployment with its model-copying init container. k8s.py (the target) writes these
-and every other object of k8s/; the choices they follow are in its docstring.
+and every other object of k8s/; the choices they follow are in its docstring. The
+katib target runs each trial of a Katib search in `search_pod`, the search Job's pod.
 """
 
 import hashlib
@@ -37,6 +38,8 @@ MODELS_DIR = "/models"
 CONFIG_DIR = "/config"
 SSH_DIR = "/home/mpiuser/.ssh"  # mpi-operator mounts the job's SSH key pair here
 HOSTFILE = "/etc/mpi/hostfile"  # written by mpi-operator: `<worker>.<svc>.<ns>.svc slots=N`
+# The component label of a Katib trial's pod (katib.py): its NetworkPolicy is not the search Job's.
+TRIAL_COMPONENT = "search-trial"
 
 
 # --- context types -----------------------------------------------------------------
@@ -289,30 +292,41 @@ def _jobs(ctx: BuildContext, n: Names) -> list[tuple[str, JobContext]]:
         pod = _stage_pod(ctx, n, "evaluate", ["python3", "evaluate/evaluate.py"], "Never")
         out.append(("job-evaluate.yaml", JobContext(_meta(n, f"{n.base}-evaluate", "evaluate"), 2, pod)))
     if ir.search is not None:
-        # Each trial runs through train/launch.sh inside this pod, which has one host's
-        # slots: a multi-host layout runs on those slots (HOROVOD_NP) instead of failing
-        # for want of hosts. The local backend runs trials one after another.
-        cluster = ir.train.cluster if ir.train is not None else None
-        pod = _stage_pod(ctx, n, "search", ["python3", "search/search.py"], "Never")
-        extra: list[EnvVar] = []
-        if cluster is not None and cluster.hosts > 1:
-            extra.append(EnvVar("HOROVOD_NP", str(cluster.slots_per_host)))
+        # The local backend runs trials one after another in this pod, as does a katib
+        # search's search.py (its Experiment, search/katib-experiment.yaml, runs them
+        # in pods of their own).
+        pod = search_pod(ctx, n, ["python3", "search/search.py"])
         notes: tuple[str, ...] = ()
         if ir.search.backend == "spark":
             # Empty: a local Spark in this pod, `parallel` trials sharing its slots.
-            extra.append(EnvVar("LLMC_SPARK_MASTER", ""))
+            pod = _with_env(pod, [EnvVar("LLMC_SPARK_MASTER", "")])
             notes = (
                 f"Trials run {ir.search.parallel} at a time with SparkTrials: set LLMC_SPARK_MASTER to your",
                 "Spark cluster (spark://host:7077) to run them on its executors, which must mount the",
                 "bundle and the artifacts volume at the same paths; left empty, a local Spark in this pod",
                 "runs them on its slots.",
             )
-        if extra:
-            (c,) = pod.containers
-            pod = pod._replace(containers=[c._replace(env=c.env + extra)])
         job = JobContext(_meta(n, f"{n.base}-search", "search"), 1, pod, notes)
         out.append(("job-search.yaml", job))
     return out
+
+
+def search_pod(ctx: BuildContext, n: Names, command: list[str]) -> Pod:
+    """The pod a search's trials train in: the search Job's, or each Katib trial's
+    (katib.py). Each trial runs train/launch.sh in it, with one training host's slots:
+    a multi-host layout runs on those slots (HOROVOD_NP) instead of failing for want
+    of hosts."""
+    train = ctx.ir.train
+    pod = _stage_pod(ctx, n, "search", command, "Never")
+    if train is not None and train.cluster.hosts > 1:
+        pod = _with_env(pod, [EnvVar("HOROVOD_NP", str(train.cluster.slots_per_host))])
+    return pod
+
+
+def _with_env(pod: Pod, env: list[EnvVar]) -> Pod:
+    """The one-container pod with `env` added to its container's environment."""
+    (c,) = pod.containers
+    return pod._replace(containers=[c._replace(env=c.env + env)])
 
 
 # Arguments: SRC DST, then each model folder the compress stage wrote under SRC (the

@@ -60,6 +60,8 @@ FOLDERS = {
     "serve": "the serving configuration (Triton's model repository, or TF Serving's)",
     "loadtest": "loadtest.py: the gated model on a local Triton under the SLA's load",
     "k8s": "the Kubernetes manifests (kubectl apply -k), their README and the image's Dockerfile",
+    "pipeline": "the Kubeflow pipeline: pipeline.yaml (compiled by kfp; upload it, or llmc run --target kfp) "
+    "and pipeline.py (recompiles it, or runs it here with kfp.local)",
     "monitoring": "SLO rules and their promtool tests, the Grafana dashboard, the runbook, Alertmanager and "
     "Prometheus Adapter snippets",
 }
@@ -77,6 +79,7 @@ class ReadmeContext(NamedTuple):
     image: ImageBuild
     k8s: bool
     dockerfile: bool
+    pipeline: bool  # pipeline/pipeline.py: the Kubeflow pipeline
 
 
 def readme(ctx: BuildContext) -> ReadmeContext:
@@ -97,6 +100,7 @@ def readme(ctx: BuildContext) -> ReadmeContext:
         image_build(n.image),
         "k8s" in present,
         any(a.path == "k8s/Dockerfile" for a in ctx.earlier),
+        "pipeline" in present,
     )
 
 

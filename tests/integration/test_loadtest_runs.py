@@ -94,6 +94,10 @@ def test_a_short_load_test_writes_a_report_whose_numbers_add_up(translator):
     assert leftovers([str(root / "runs" / "translator-local" / "serve")]) == []
 
 
+# Sender lag p99 above which the client's own latencies hold its starvation (as in the Prometheus test).
+STARVED_CLIENT_S = 0.1
+
+
 def test_five_times_the_measured_capacity_is_refused_at_once_and_the_server_recovers(translator, capsys):
     root, spec = translator
     cores = sorted(os.sched_getaffinity(0))
@@ -129,9 +133,12 @@ def test_five_times_the_measured_capacity_is_refused_at_once_and_the_server_reco
     assert refused_at_once > 0.25 * (refused_at_once + refused_later), s["errors"]
     assert s["errors"][loadgen.OTHER] == s["errors"][loadgen.CLIENT_TIMEOUT] == 0, s["error_examples"]
     # ... at once, by the bounded queue: "queue full" in a small part of the p99 from the moment it
-    # was sent (the sender's lag behind its schedule, printed above, is the client's; a request
-    # that got in and waited past the p99 is refused then, "timed out in queue") ...
-    assert o.refused_p50_from_send < p99 / 4, (o.refused_p50_from_send, s["refused_latency_s"])
+    # was sent (a request that got in and waited past the p99 is refused then, "timed out in
+    # queue"). A client starved of its core (sender lag p99 above STARVED_CLIENT_S; CI once saw
+    # 0.72 s, and 0.113 s for this p50) reads every answer late: then "at once" is still before
+    # the p99, the queue's timeout, which every refusal after waiting takes at least ...
+    at_once = p99 / 4 if s["sender_lag_p99_s"] <= STARVED_CLIENT_S else p99
+    assert o.refused_p50_from_send < at_once, (o.refused_p50_from_send, s["refused_latency_s"], s["sender_lag_p99_s"])
     # ... while it keeps serving, and what it let in waits in a bounded queue, not a backlog that
     # grows with the overload: Triton's mean wait in its queue for the requests it answered is
     # within the queue's timeout (the SLA's p99; without the queue policy it was seconds) ...

@@ -40,3 +40,30 @@ def pod_templates(doc: dict) -> list[dict]:
 
 def of_kind(bundle: Path, kind: str) -> list[dict]:
     return [doc for _, doc in documents(bundle) if doc["kind"] == kind]
+
+
+def strict_schema(schema):
+    """A CRD's (or an API's) schema with unknown fields rejected wherever it lists the fields."""
+    if isinstance(schema, dict):
+        out = {k: strict_schema(v) for k, v in schema.items()}
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strict_schema(v) for v in schema]
+    return schema
+
+
+def selects(policy: dict, pod: dict) -> bool:
+    """Whether a NetworkPolicy's podSelector selects the pod (template)."""
+    wanted = policy["spec"]["podSelector"].get("matchLabels", {})
+    return all(pod["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+
+
+def allowed(policies: list[dict], pod: dict, direction: str) -> list[dict]:
+    """The rules of `direction` that the policies selecting `pod` allow."""
+    return [rule for p in policies if selects(p, pod) for rule in p["spec"].get(direction, [])]

@@ -35,7 +35,7 @@ SERVING = [
     "NetworkPolicy/translator-default-deny",
     "NetworkPolicy/translator-dns",
     "NetworkPolicy/translator-train",
-    "NetworkPolicy/translator-search",
+    "NetworkPolicy/translator-search-trials",  # its Katib trials reach Katib
     "NetworkPolicy/translator",
     "Deployment/translator",
     "HorizontalPodAutoscaler/translator",
@@ -176,7 +176,7 @@ def test_a_refusal_midway_stops_the_deploy_before_the_server_rolls_out(bundle, c
         "  = note: the objects before it were applied and stay; not applied: Service/translator, "
         "PodDisruptionBudget/translator, ServiceMonitor/translator, PrometheusRule/translator-slo, "
         "NetworkPolicy/translator-default-deny, NetworkPolicy/translator-dns, NetworkPolicy/translator-train, "
-        "NetworkPolicy/translator-search, NetworkPolicy/translator, Deployment/translator, "
+        "NetworkPolicy/translator-search-trials, NetworkPolicy/translator, Deployment/translator, "
         "HorizontalPodAutoscaler/translator\n"
     )
     # A dry run meets the same refusal (the server's dry run runs its authorization).

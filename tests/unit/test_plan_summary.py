@@ -70,7 +70,7 @@ def test_more_hosts_reads_as_facts_and_fields_first_in_under_40_lines(tmp_path):
     shown = {line[6:] for line in lines if line.startswith("+++ b/")}
     assert shown == {"report.md"}, shown
     assert not re.search(r"[0-9a-f]{64}", stdout)  # no lock hash lines
-    assert lines[-1] == f"{out}: 6 files would change"
+    assert lines[-1] == f"{out}: 7 files would change"
     assert stdout.replace(str(out), "build/translator") == _docs_example()  # docs/bundle.md shows this plan
 
     code, stdout, err = run_cli("plan", str(spec), "-o", str(out), "--format", "json")
@@ -89,8 +89,10 @@ def test_more_hosts_reads_as_facts_and_fields_first_in_under_40_lines(tmp_path):
             "fields": [{"path": "spec.mpiReplicaSpecs.Worker.replicas", "status": "changed", "old": 2, "new": 4}],
         }
     ]
-    assert files["llmc.lock.json"]["hashes_changed"] == 6
-    assert len(HASH_LINE.findall(plan["diff"])) == 2 * 6  # the whole diff: the lock's lines too
+    assert files["llmc.lock.json"]["hashes_changed"] == 7
+    assert len(HASH_LINE.findall(plan["diff"])) == 2 * 7  # the whole diff: the lock's lines too
+    # The pipeline's cache keys follow model.json: counted, each stage's, not listed.
+    assert files["pipeline/pipeline.yaml"]["hashes_changed"] == 4 and files["pipeline/pipeline.yaml"]["objects"] == []
     assert "+++ b/k8s/mpijob.yaml" in plan["diff"] and "+      replicas: 4" in plan["diff"]
     assert stdout.count("{") > 1 and "facts (previous build" not in stdout  # no human text in the JSON
 

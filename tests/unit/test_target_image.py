@@ -298,13 +298,14 @@ def test_what_the_spec_stages_need_beyond_the_runtime(name, profile):
 
 
 def test_every_extra_pins_what_must_match_another_program():
-    ctx = context("translator", None)
-    extras = {e.requirement.split("==")[0]: e.requirement for e in image.dockerfile(ctx).extras}
-    assert extras["pyspark"] == image.PYSPARK_PIN
+    def extras(spec: str) -> dict[str, str]:
+        return {e.requirement.split("==")[0]: e.requirement for e in image.dockerfile(context(spec, None)).extras}
+
+    assert extras("classifier")["pyspark"] == image.PYSPARK_PIN  # the classifier searches on Spark
     # The engine loads only in the TensorRT that built it: Triton's.
     from llmc.compiler.targets.k8s_common import TRITON_IMAGE
 
-    assert extras["tensorrt-cu12"] == image.TENSORRT_FOR_TRITON[TRITON_IMAGE]
+    assert extras("translator")["tensorrt-cu12"] == image.TENSORRT_FOR_TRITON[TRITON_IMAGE]
 
 
 # --- what the manifests expect of it -------------------------------------------------------

@@ -46,7 +46,7 @@ CONFIG = SearchConfig(
     algorithm='tpe',
     max_evals=48,
     parallel=8,
-    backend='spark',
+    backend='local',
     # Stop after this many finished trials without a new best (None: run all of max_evals).
     early_stop=None,
     objective='valid_loss',

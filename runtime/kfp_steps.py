@@ -1,0 +1,246 @@
+"""What each step of a bundle's Kubeflow pipeline does (kfp_components.py calls these).
+
+Every step runs the bundle's own scripts, the commands the local runner runs
+(runner.py), with its folders swapped for the step's Kubeflow artifacts:
+
+    train     {model}/model, {model}/metrics.jsonl: the trained model and the training's
+              metrics; the final line's numbers are logged as Kubeflow metrics
+    compress  {compressed}: the compress stage's folder (model/ is the served model);
+              {serving}: the serving layout build_engine writes (Triton's repository
+              or TF Serving's base path)
+    evaluate  {verdict}: evaluate.py's JSON; every metric, each gate's margin and
+              `passed` logged as Kubeflow metrics. A failed gate raises: the run fails
+              and deploy never starts.
+    search    {results}: search.py's folder (results.json, each trial's model); for a
+              Katib search, the Experiment created, followed to its end and deleted
+              when the step is cancelled, with its outcome in results.json (the best
+              trial's parameters and objective)
+    deploy    copies {serving} onto the artifacts volume (where the serving pods' init
+              container copies from) and applies the bundle's serving objects, as
+              `llmc deploy` does; with apply false it writes the objects it would apply
+              to {applied} and touches no cluster (the pipeline's local form).
+
+Training on a cluster (launcher "mpijob") creates the bundle's MPIJob, follows it to
+success or failure with its pods' logs (runtime/cluster.py, as `llmc run --target k8s`
+does), and deletes it when the step is cancelled (Kubeflow sends SIGTERM); the
+trained model is on the artifacts volume the step mounts. Launcher "local" runs
+Horovod over Gloo in the step's own process tree, as `llmc run` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .runner import Bundle, compress_commands, evaluate_command, search_command, train_command
+
+LAUNCHERS = ("mpijob", "local")
+KATIB_EXPERIMENT = "search/katib-experiment.yaml"  # the katib target's Experiment
+ARTIFACTS_DIR = Path("/artifacts")  # the artifacts volume, as k8s/ mounts it (k8s_workloads.ARTIFACTS_DIR)
+OUTPUT_DIR = ARTIFACTS_DIR / "outputs"
+
+
+class StepFailed(RuntimeError):
+    """A step's script failed; the message is the line Kubeflow shows for the task."""
+
+
+def run(command: list[str], what: str) -> None:
+    """Run one of the bundle's commands with its output on the step's log."""
+    print("==> " + " ".join(command), flush=True)
+    code = subprocess.call(command)
+    if code != 0:
+        raise StepFailed(f"{what} exited with status {code}")
+
+
+def train(bundle_dir: str, data_root: str, launcher: str, model: Any, metrics: Any) -> None:
+    bundle = Bundle(bundle_dir)
+    if launcher == "local":
+        work = Path(model.path + ".work")
+        run(train_command(bundle, work, Path(data_root)), "train/train.py")
+    elif launcher == "mpijob":
+        train_on_cluster(bundle)
+        work = OUTPUT_DIR / "train"
+    else:
+        raise StepFailed(f"launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
+    out = Path(model.path)
+    _copy(work / "model", out / "model")
+    shutil.copy2(work / "metrics.jsonl", out / "metrics.jsonl")
+    final = _final_line(out / "metrics.jsonl")
+    for name, value in sorted(final.items()):
+        if name != "final" and _number(value):
+            metrics.log_metric(name, float(value))
+    if launcher == "local":
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def train_on_cluster(bundle: Bundle) -> None:
+    """The bundle's MPIJob, created and followed; deleted if the step is cancelled."""
+    from .cluster import Workload, connect, read_manifests, run_workload
+    from .runner import stage_key
+
+    (doc,) = [d for d in read_manifests(bundle.root / "k8s") if d.get("kind") == "MPIJob"]
+    api = connect()
+
+    def cancelled(signum, frame):
+        print(f"==> train cancelled: deleting MPIJob {doc['metadata']['name']}", flush=True)
+        api.delete(doc)
+        sys.exit(143)
+
+    previous = signal.signal(signal.SIGTERM, cancelled)
+    try:
+        key = stage_key(bundle, "train", "")
+        result = run_workload(api, Workload("train", doc), key, False, print, 10.0, time.monotonic, time.sleep)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if result.status not in ("ok", "skipped"):
+        raise StepFailed(f"the training MPIJob {result.status}")
+
+
+def compress(bundle_dir: str, data_root: str, trained: Any, compressed: Any, serving: Any) -> None:
+    bundle = Bundle(bundle_dir)
+    commands = compress_commands(
+        bundle, Path(trained.path) / "model", Path(compressed.path), Path(data_root), Path(serving.path)
+    )
+    for command in commands:
+        run(command, Path(command[1]).relative_to(bundle.root).as_posix())
+
+
+def evaluate(bundle_dir: str, data_root: str, gated: Any, baseline: Any, metrics: Any, verdict: Any) -> None:
+    bundle = Bundle(bundle_dir)
+    out = Path(verdict.path)
+    command = evaluate_command(bundle, Path(gated.path) / "model", Path(baseline.path) / "model", out, Path(data_root))
+    print("==> " + " ".join(command), flush=True)
+    code = subprocess.call(command)
+    if not out.is_file():
+        raise StepFailed(f"evaluate/evaluate.py exited with status {code} and wrote no verdict")
+    document = json.loads(out.read_text(encoding="utf-8"))
+    for name, value in sorted((document.get("metrics") or {}).items()):
+        if _number(value):
+            metrics.log_metric(name, float(value))
+    failed = [g for g in document.get("gates") or [] if not g.get("passed")]
+    metrics.log_metric("gates_passed", 0.0 if failed else 1.0)
+    if failed or code != 0:
+        bounds = "; ".join(f"{g['metric']} {g['value']} against {g['bound']} {g['limit']}" for g in failed)
+        raise StepFailed(f"evaluate: the model fails its gates: {bounds or f'exit status {code}'}")
+
+
+def search(bundle_dir: str, data_root: str, results: Any) -> None:
+    bundle = Bundle(bundle_dir)
+    experiment = bundle.root / KATIB_EXPERIMENT
+    if experiment.is_file():  # search.backend = "katib": the trials are Katib's
+        search_on_katib(experiment, Path(results.path))
+    else:
+        run(search_command(bundle, Path(results.path), Path(data_root)), "search/search.py")
+
+
+def search_on_katib(
+    path: Path, out: Path, api=None, poll_seconds: float = 30.0, clock=time.monotonic, sleep=time.sleep
+) -> dict:
+    """Create the bundle's Katib Experiment (an earlier one of that name is deleted
+    first: its trials belong to another run), follow it to Succeeded or Failed, and
+    write its outcome to OUT/results.json. Cancelling the step deletes it."""
+    import yaml
+
+    from .cluster import connect, delete_and_wait, describe
+
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    api = api if api is not None else connect()
+    name = describe(doc)
+    if api.get(doc) is not None:
+        print(f"==> search: deleting the earlier {name}", flush=True)
+        delete_and_wait(api, doc, poll_seconds, clock, sleep)
+
+    def cancelled(signum, frame):
+        print(f"==> search cancelled: deleting {name}", flush=True)
+        api.delete(doc)
+        sys.exit(143)
+
+    previous = signal.signal(signal.SIGTERM, cancelled)
+    try:
+        print(f"==> search: {name}", flush=True)
+        api.apply(doc)
+        shown = None
+        while True:
+            obj = api.get(doc)
+            state = experiment_state(obj) if obj is not None else ("failed", "deleted by someone else")
+            if state != shown:
+                print(f"    {name}: {state[0]}" + (f" ({state[1]})" if state[1] else ""), flush=True)
+                shown = state
+            if state[0] in ("succeeded", "failed"):
+                break
+            sleep(poll_seconds)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    status = (obj or {}).get("status") or {}
+    outcome = {
+        "experiment": name,
+        "state": state[0],
+        "detail": state[1],
+        "trials": {k: status.get(k, 0) for k in ("trials", "trialsSucceeded", "trialsFailed", "trialsKilled")},
+        "best": status.get("currentOptimalTrial"),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(outcome, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if state[0] == "failed":
+        raise StepFailed(f"the Katib search failed: {state[1] or 'no reason given'}")
+    return outcome
+
+
+def experiment_state(obj: dict) -> tuple[str, str]:
+    """("running" | "succeeded" | "failed", Katib's reason) from an Experiment's conditions."""
+    conditions = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
+    for kind, state in (("Failed", "failed"), ("Succeeded", "succeeded")):
+        condition = conditions.get(kind)
+        if condition is not None and condition.get("status") == "True":
+            return state, str(condition.get("reason") or condition.get("message") or "")
+    return "running", ""
+
+
+def deploy(bundle_dir: str, apply: bool, serving: Any, applied: Any) -> None:
+    from .cluster import bundle_manifests, describe
+    from .deploy import deploy as apply_serving
+    from .deploy import serving_objects
+
+    bundle = Bundle(bundle_dir)
+    objects, volumes = serving_objects(bundle_manifests(bundle.root))
+    if not apply:
+        listing = [describe(d) for d in volumes + objects]
+        Path(applied.path).write_text("\n".join(listing) + "\n", encoding="utf-8")
+        print(f"==> deploy: apply is false: {len(listing)} objects not applied (listed in {applied.path})")
+        return
+    _copy(Path(serving.path), OUTPUT_DIR / "serve")
+    code = apply_serving(bundle.root)
+    if code != 0:
+        raise StepFailed(f"deploy: the serving rollout failed (exit status {code})")
+    Path(applied.path).write_text("\n".join(describe(d) for d in volumes + objects) + "\n", encoding="utf-8")
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """Replace dst by a copy of src, never leaving half of it: a copy beside it, then a rename."""
+    if not src.is_dir():
+        raise StepFailed(f"no {src}: the step before this one did not write it")
+    staged = dst.with_name(f".{dst.name}.partial")
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(src, staged)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(staged, dst)
+
+
+def _final_line(path: Path) -> dict:
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    last = json.loads(lines[-1]) if lines else {}
+    if not isinstance(last, dict) or last.get("final") is not True:
+        raise StepFailed(f"training did not finish: the last line of {path} is not its final one")
+    return last
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

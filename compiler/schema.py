@@ -368,6 +368,9 @@ class Deploy(Block):
     node_selector: list[str] = Field(
         default_factory=list, description='"label=value" of the GPU nodes, instead of nvidia.com/gpu.product'
     )
+    secret_env: dict[str, str] = Field(
+        default_factory=dict, description='free-form: NAME = "secret/key", an environment variable of every stage'
+    )
     bundle_url: str | None = Field(None, description="where the built bundle is browsed; alerts link to its runbook")
     grafana_url: str | None = Field(None, description="the Grafana holding the dashboard; alerts link to it")
 

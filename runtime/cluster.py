@@ -11,7 +11,8 @@ applying the folder never starts or repeats training by itself. This module:
    a warning);
 2. applies the supporting objects (ServiceAccount, PVC, ConfigMap, Service,
    NetworkPolicy, PDB, monitoring) with server-side apply;
-3. for each stage in order, creates its workload (a finished one from an earlier
+3. for each stage in order (a `katib` search is its Experiment, created and followed
+   to its end instead of the search Job), creates its workload (a finished one from an earlier
    run with the same inputs is kept and the stage skipped; otherwise it is deleted
    and created afresh: Jobs are immutable), resumes it, and follows it to success
    or failure, printing state changes; on failure, the tail of its pods' logs;
@@ -48,6 +49,7 @@ OPTIONAL_KINDS = ("PrometheusRule", "ServiceMonitor")
 WORKLOAD_TYPES = (("kubeflow.org/v2beta1", "MPIJob"), ("batch/v1", "Job"))
 LOG_TAIL_LINES = 40
 DELETE_TIMEOUT = 300.0  # seconds for an earlier workload and its pods to go
+KATIB_EXPERIMENT = "search/katib-experiment.yaml"  # the katib target's Experiment (search.backend = "katib")
 
 
 class ClusterError(Exception):
@@ -332,6 +334,13 @@ def submit(
         api = connect()
     setup = preflight(api, plan, console)
     say = printer(console)
+    experiment = bundle.root / KATIB_EXPERIMENT
+    katib = experiment.is_file() and any(w.stage == "search" for w in plan.stages)
+    if katib and not api.serves("kubeflow.org/v1beta1", "Experiment"):
+        raise ClusterError(
+            "this cluster does not serve Katib's Experiment (kubeflow.org/v1beta1): install Katib v0.18 or "
+            'later, or search with search.backend = "local"'
+        )
 
     for doc in setup:
         api.apply(doc)
@@ -339,7 +348,10 @@ def submit(
     keys = stage_keys(bundle, plan.stages)
     results: list[StageResult] = []
     for workload in plan.stages:
-        result = run_workload(api, workload, keys[workload.stage], force, say, poll_seconds, clock, sleep)
+        if workload.stage == "search" and katib:  # search.backend = "katib": Katib runs the trials
+            result = _katib_search(api, experiment, say, poll_seconds, clock, sleep)
+        else:
+            result = run_workload(api, workload, keys[workload.stage], force, say, poll_seconds, clock, sleep)
         results.append(result)
         if result.status not in ("ok", "skipped"):
             return results
@@ -394,6 +406,65 @@ def delete_and_wait(api, doc: dict, poll_seconds: float, clock, sleep) -> None:
                 "(a finalizer holding it?); delete it yourself and run again"
             )
         sleep(poll_seconds)
+
+
+def _katib_search(api, path: Path, say, poll_seconds: float, clock, sleep) -> StageResult:
+    import yaml
+
+    started = clock()
+    outcome = run_experiment(api, yaml.safe_load(path.read_text(encoding="utf-8")), say, poll_seconds, clock, sleep)
+    seconds = clock() - started
+    if outcome["state"] == "failed":
+        say(f"==> search failed after {seconds:.0f}s: {outcome['detail'] or 'no reason given'}")
+        return StageResult("search", "failed", seconds, 1)
+    best = outcome["best"] or {}
+    found = ", ".join(f"{p.get('name')} = {p.get('value')}" for p in best.get("parameterAssignments") or [])
+    say(
+        f"==> search ok in {seconds:.0f}s: best trial {best.get('bestTrialName', '?')}"
+        + (f" ({found})" if found else "")
+    )
+    return StageResult("search", "ok", seconds, 0)
+
+
+def run_experiment(api, doc: dict, say, poll_seconds: float, clock, sleep) -> dict:
+    """Create a Katib Experiment (search/katib-experiment.yaml; an earlier one of that
+    name is deleted first: its trials belong to another run) and follow it to
+    Succeeded or Failed. Returns its outcome: state, Katib's reason, the trial counts
+    and the best trial (its parameters and objective)."""
+    name = describe(doc)
+    if api.get(doc) is not None:
+        say(f"==> search: deleting the earlier {name}")
+        delete_and_wait(api, doc, poll_seconds, clock, sleep)
+    say(f"==> search: {name}")
+    api.apply(doc)
+    shown = None
+    while True:
+        obj = api.get(doc)
+        state = experiment_state(obj) if obj is not None else ("failed", "deleted by someone else")
+        if state != shown:
+            say(f"    {name}: {state[0]}" + (f" ({state[1]})" if state[1] else ""))
+            shown = state
+        if state[0] in ("succeeded", "failed"):
+            break
+        sleep(poll_seconds)
+    status = (obj or {}).get("status") or {}
+    return {
+        "experiment": name,
+        "state": state[0],
+        "detail": state[1],
+        "trials": {k: status.get(k, 0) for k in ("trials", "trialsSucceeded", "trialsFailed", "trialsKilled")},
+        "best": status.get("currentOptimalTrial"),
+    }
+
+
+def experiment_state(obj: dict) -> tuple[str, str]:
+    """("running" | "succeeded" | "failed", Katib's reason) from an Experiment's conditions."""
+    conditions = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
+    for kind, state in (("Failed", "failed"), ("Succeeded", "succeeded")):
+        condition = conditions.get(kind)
+        if condition is not None and condition.get("status") == "True":
+            return state, str(condition.get("reason") or condition.get("message") or "")
+    return "running", ""
 
 
 def run_workload(api, workload: Workload, key: str, force: bool, say, poll_seconds: float, clock, sleep) -> StageResult:

@@ -29,6 +29,7 @@ Horovod over Gloo in the step's own process tree, as `llmc run` does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,13 +37,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .cluster import KATIB_EXPERIMENT
 from .runner import Bundle, compress_commands, evaluate_command, search_command, train_command
 
 LAUNCHERS = ("mpijob", "local")
-KATIB_EXPERIMENT = "search/katib-experiment.yaml"  # the katib target's Experiment
 ARTIFACTS_DIR = Path("/artifacts")  # the artifacts volume, as k8s/ mounts it (k8s_workloads.ARTIFACTS_DIR)
 OUTPUT_DIR = ARTIFACTS_DIR / "outputs"
 
@@ -80,27 +82,35 @@ def train(bundle_dir: str, data_root: str, launcher: str, model: Any, metrics: A
         shutil.rmtree(work, ignore_errors=True)
 
 
-def train_on_cluster(bundle: Bundle) -> None:
+def train_on_cluster(bundle: Bundle, api=None, poll_seconds: float = 10.0, sleep=time.sleep) -> None:
     """The bundle's MPIJob, created and followed; deleted if the step is cancelled."""
     from .cluster import Workload, connect, read_manifests, run_workload
     from .runner import stage_key
 
     (doc,) = [d for d in read_manifests(bundle.root / "k8s") if d.get("kind") == "MPIJob"]
-    api = connect()
+    api = api if api is not None else connect()
+    with deleted_when_cancelled(api, doc, "train"):
+        key = stage_key(bundle, "train", "")
+        result = run_workload(api, Workload("train", doc), key, False, print, poll_seconds, time.monotonic, sleep)
+    if result.status not in ("ok", "skipped"):
+        raise StepFailed(f"the training MPIJob {result.status}")
+
+
+@contextlib.contextmanager
+def deleted_when_cancelled(api, doc: dict, stage: str) -> Iterator[None]:
+    """While inside, Kubeflow's SIGTERM (the run cancelled) deletes `doc` and ends the step."""
+    from .cluster import describe
 
     def cancelled(signum, frame):
-        print(f"==> train cancelled: deleting MPIJob {doc['metadata']['name']}", flush=True)
+        print(f"==> {stage} cancelled: deleting {describe(doc)}", flush=True)
         api.delete(doc)
         sys.exit(143)
 
     previous = signal.signal(signal.SIGTERM, cancelled)
     try:
-        key = stage_key(bundle, "train", "")
-        result = run_workload(api, Workload("train", doc), key, False, print, 10.0, time.monotonic, time.sleep)
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if result.status not in ("ok", "skipped"):
-        raise StepFailed(f"the training MPIJob {result.status}")
 
 
 def compress(bundle_dir: str, data_root: str, trained: Any, compressed: Any, serving: Any) -> None:
@@ -143,64 +153,25 @@ def search(bundle_dir: str, data_root: str, results: Any) -> None:
 def search_on_katib(
     path: Path, out: Path, api=None, poll_seconds: float = 30.0, clock=time.monotonic, sleep=time.sleep
 ) -> dict:
-    """Create the bundle's Katib Experiment (an earlier one of that name is deleted
-    first: its trials belong to another run), follow it to Succeeded or Failed, and
-    write its outcome to OUT/results.json. Cancelling the step deletes it."""
+    """The bundle's Katib Experiment, run to its end (cluster.run_experiment); its outcome
+    in OUT/results.json. Cancelling the step deletes it."""
     import yaml
 
-    from .cluster import connect, delete_and_wait, describe
+    from .cluster import connect, run_experiment
 
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     api = api if api is not None else connect()
-    name = describe(doc)
-    if api.get(doc) is not None:
-        print(f"==> search: deleting the earlier {name}", flush=True)
-        delete_and_wait(api, doc, poll_seconds, clock, sleep)
-
-    def cancelled(signum, frame):
-        print(f"==> search cancelled: deleting {name}", flush=True)
-        api.delete(doc)
-        sys.exit(143)
-
-    previous = signal.signal(signal.SIGTERM, cancelled)
-    try:
-        print(f"==> search: {name}", flush=True)
-        api.apply(doc)
-        shown = None
-        while True:
-            obj = api.get(doc)
-            state = experiment_state(obj) if obj is not None else ("failed", "deleted by someone else")
-            if state != shown:
-                print(f"    {name}: {state[0]}" + (f" ({state[1]})" if state[1] else ""), flush=True)
-                shown = state
-            if state[0] in ("succeeded", "failed"):
-                break
-            sleep(poll_seconds)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    status = (obj or {}).get("status") or {}
-    outcome = {
-        "experiment": name,
-        "state": state[0],
-        "detail": state[1],
-        "trials": {k: status.get(k, 0) for k in ("trials", "trialsSucceeded", "trialsFailed", "trialsKilled")},
-        "best": status.get("currentOptimalTrial"),
-    }
+    with deleted_when_cancelled(api, doc, "search"):
+        outcome = run_experiment(api, doc, _say, poll_seconds, clock, sleep)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(outcome, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    if state[0] == "failed":
-        raise StepFailed(f"the Katib search failed: {state[1] or 'no reason given'}")
+    if outcome["state"] == "failed":
+        raise StepFailed(f"the Katib search failed: {outcome['detail'] or 'no reason given'}")
     return outcome
 
 
-def experiment_state(obj: dict) -> tuple[str, str]:
-    """("running" | "succeeded" | "failed", Katib's reason) from an Experiment's conditions."""
-    conditions = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
-    for kind, state in (("Failed", "failed"), ("Succeeded", "succeeded")):
-        condition = conditions.get(kind)
-        if condition is not None and condition.get("status") == "True":
-            return state, str(condition.get("reason") or condition.get("message") or "")
-    return "running", ""
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def deploy(bundle_dir: str, apply: bool, serving: Any, applied: Any) -> None:

@@ -102,6 +102,8 @@ def _configure(task, settings: dict[str, Any], stage: dict[str, Any]):
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(resources["gpus"])
     for key, value in settings["env"]:
         task.set_env_variable(key, value)
+    for secret, keys in settings["secret_env"].items():
+        kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys)
     uid = settings["uid"]
     kubernetes.set_security_context(task, run_as_user=uid, run_as_group=uid, run_as_non_root=True)
     kubernetes.set_image_pull_policy(task, settings["pull_policy"])

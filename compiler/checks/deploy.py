@@ -17,6 +17,23 @@ IMAGE = re.compile(
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?"
 )
 
+# deploy.secret_env: a C identifier (what a shell and Python read), a Secret's name and key.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")  # at most 253
+# The variables llmc sets in the stages' pods (k8s_workloads.py; a test holds them equal):
+# deploy.secret_env may not replace one.
+LLMC_ENV = frozenset(
+    {
+        "LLMC_OUTPUT",
+        "XDG_CACHE_HOME",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONUNBUFFERED",
+        "HOROVOD_HOSTFILE",
+        "HOROVOD_NP",
+        "LLMC_SPARK_MASTER",
+    }
+)
+
 # A link in an alert's annotations: absolute, and no `{{` (Prometheus expands annotations as Go templates).
 LINK_URL = re.compile(r"https?://(?!.*\{\{)[^\s/\\]+[^\s\\]*")
 
@@ -95,6 +112,37 @@ def check(ctx: CheckContext) -> None:
                 f"`{url}` is not an http(s) URL an alert can link to",
                 label="not a link",
                 help='write an absolute URL without spaces or `{{`, e.g. "https://git.example.com/ml/bundles/translator"',
+            )
+    for name, ref in deploy.secret_env.items():
+        secret, slash, key = ref.partition("/")
+        if name in LLMC_ENV:
+            ctx.diags.error(
+                "E801",
+                spans.key(f"deploy.secret_env.{name}"),
+                f"`{name}` is set by llmc in every stage: a Secret cannot replace it",
+                label="llmc's own variable",
+                help="name the variable your code reads; llmc's own are " + ", ".join(sorted(LLMC_ENV)),
+            )
+        elif not ENV_NAME.fullmatch(name):
+            _reject(
+                ctx,
+                f"deploy.secret_env.{name}",
+                f"`{name}` is not an environment variable name",
+                "a name is letters, digits and `_`, not starting with a digit",
+                key_span=True,
+            )
+        if not (
+            slash
+            and DNS_SUBDOMAIN.fullmatch(secret)
+            and len(secret) <= 253
+            and SECRET_KEY.fullmatch(key)
+            and len(key) <= 253
+        ):
+            _reject(
+                ctx,
+                f"deploy.secret_env.{name}",
+                f"`{ref}` is not `secret/key`",
+                'write the Secret\'s name and one of its keys, e.g. "s3-credentials/access-key-id"',
             )
     for key, value in deploy.labels.items():
         if not (LABEL_VALUE.fullmatch(key) and key and len(key) <= 63):

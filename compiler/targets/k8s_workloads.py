@@ -54,7 +54,9 @@ class Meta(NamedTuple):
 
 class EnvVar(NamedTuple):
     name: str
-    value: str
+    value: str  # "" when it comes from a Secret
+    secret: str | None = None  # deploy.secret_env: the Secret's name ...
+    key: str | None = None  # ... and its key
 
 
 class ContainerPort(NamedTuple):
@@ -197,8 +199,16 @@ _ENV = (
 )
 
 
-def _stage_env() -> list[EnvVar]:
-    return list(_ENV)
+def _stage_env(ctx: BuildContext) -> list[EnvVar]:
+    """Every stage's environment: llmc's own, then deploy.secret_env's, from their Secrets."""
+    return list(_ENV) + secret_env(ctx)
+
+
+def secret_env(ctx: BuildContext) -> list[EnvVar]:
+    """deploy.secret_env (`NAME = "secret/key"`, checked by E801), in the spec's order."""
+    deploy = ctx.ir.deploy
+    pairs = deploy.secret_env.items() if deploy is not None else ()
+    return [EnvVar(name, "", *ref.split("/", 1)) for name, ref in pairs]
 
 
 def _tmp_volumes(shm: int = 0) -> tuple[list[Volume], list[Mount]]:
@@ -229,7 +239,7 @@ def _stage_pod(ctx: BuildContext, n: Names, component: str, command: list[str], 
     volumes.append(_artifacts_volume(n))
     mounts.append(Mount("artifacts", ARTIFACTS_DIR, False))
     container = Container(
-        component, n.image, command, [], BUNDLE_DIR, _stage_env(), [], _stage_resources(ctx, component), mounts
+        component, n.image, command, [], BUNDLE_DIR, _stage_env(ctx), [], _stage_resources(ctx, component), mounts
     )
     pod = Pod(
         _labels(n, component), [], n.service_account, UID, restart_policy, [], [container], volumes, size.gpus > 0, []
@@ -245,7 +255,7 @@ def _mpijob(ctx: BuildContext, n: Names) -> MpiJobContext:
     # train/launch.sh itself (one source of truth for horovodrun's flags: --gloo on CPU,
     # -np hosts x slots), over the hostfile mpi-operator writes for the workers.
     launch = ["bash", f"{BUNDLE_DIR}/train/launch.sh", "--output", OUTPUT_DIR]
-    env = _stage_env() + [EnvVar("HOROVOD_HOSTFILE", HOSTFILE)]
+    env = _stage_env(ctx) + [EnvVar("HOROVOD_HOSTFILE", HOSTFILE)]
     volumes, mounts = _tmp_volumes()
     launcher = Pod(
         _labels(n, "train"),

@@ -14,8 +14,8 @@ runs where and as the same stage's Job would:
   deploy.node_selector) and GPU toleration: the compress, evaluate and search Jobs'
   pods; train is the MPIJob's launcher (the workers run in the MPIJob it creates), and
   deploy a small pod of its own;
-* the image and its pull policy, the uid (10000), the stage environment, and the
-  artifacts volume for the steps that use it (train reads the MPIJob's model from it;
+* the image and its pull policy, the uid (10000), the stage environment (with
+  deploy.secret_env's variables from their Secrets), and the artifacts volume for the steps that use it (train reads the MPIJob's model from it;
   deploy copies the serving layout onto it for the serving pods' init container).
 
 No pipeline without a train block: every other stage starts from the trained model.
@@ -29,7 +29,7 @@ from ..plan import MIB
 from . import Artifact, BuildContext
 from .docstrings import doc_text
 from .k8s_common import cpu_quantity, memory_quantity, names
-from .k8s_workloads import ARTIFACTS_DIR, BUNDLE_DIR, UID, JobContext, MpiJobContext, Pod
+from .k8s_workloads import ARTIFACTS_DIR, BUNDLE_DIR, UID, EnvVar, JobContext, MpiJobContext, Pod
 
 # deploy copies a model folder and calls the API server: a small pod.
 DEPLOY_CPU_CORES = 0.5
@@ -60,11 +60,25 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
         "bundle_dir": BUNDLE_DIR,
         "artifacts_claim": f"{n.base}-artifacts",
         "artifacts_dir": ARTIFACTS_DIR,
-        "env": [list(kv) for kv in pods["train"].containers[0].env if kv.name != "HOROVOD_HOSTFILE"],
+        "env": [
+            [e.name, e.value]
+            for e in pods["train"].containers[0].env
+            if e.secret is None and e.name != "HOROVOD_HOSTFILE"
+        ],
+        "secret_env": _secrets(pods["train"].containers[0].env),
         "stages": stages,
     }
     script = PipelineScript(doc_text(ctx.ir.model.name), order, settings)
     return [Artifact("pipeline/pipeline.py", "pipeline/pipeline.py.j2", script, executable=True)]
+
+
+def _secrets(env: list[EnvVar]) -> dict[str, dict[str, str]]:
+    """deploy.secret_env by Secret: {secret: {key: NAME}}, as kfp-kubernetes takes them."""
+    out: dict[str, dict[str, str]] = {}
+    for e in env:
+        if e.secret is not None and e.key is not None:
+            out.setdefault(e.secret, {})[e.key] = e.name
+    return out
 
 
 def _stage_pods(ctx: BuildContext) -> dict[str, Pod]:

@@ -210,3 +210,50 @@ def test_a_refusal_names_the_object_and_the_servers_reason():
         'forbidden: User "ci" cannot create resource "jobs" in API group "batch" in the '
         'namespace "ml-translation"'
     )
+
+
+class WithKatib(FakeCluster):
+    """The fake with Katib installed: a created Experiment runs for a read, then ends as `ends` says."""
+
+    def __init__(self, ends: str = "Succeeded", **kwargs):
+        super().__init__(**kwargs)
+        self.ends = ends
+
+    def get(self, doc):
+        obj = super().get(doc)
+        if obj is not None and doc["kind"] == "Experiment":
+            stored = self.objects[("Experiment", doc["metadata"]["name"])]
+            reads = stored["_reads"] = stored.get("_reads", 0) + 1
+            condition = {
+                "type": "Running" if reads < 2 else self.ends,
+                "status": "True",
+                "reason": f"Experiment{self.ends}",
+            }
+            best = {
+                "bestTrialName": "translator-search-3",
+                "parameterAssignments": [{"name": "train-optimizer-lr", "value": "0.0002"}],
+            }
+            obj["status"] = {"conditions": [condition], "currentOptimalTrial": best if reads >= 2 else {}}
+        return obj
+
+
+def test_a_katib_search_runs_as_its_experiment_not_the_search_job(bundle):
+    """The translator searches on Katib: `--stage search` creates search/katib-experiment.yaml
+    and follows it (the search Job, which would run the trials one at a time, is not
+    resumed); a cluster without Katib is refused before anything is applied."""
+    cluster = WithKatib()
+    results, lines = run(bundle, cluster, only="search")
+    assert [(r.name, r.status) for r in results] == [("search", "ok")]
+    assert "apply Experiment/translator-search" in cluster.calls
+    assert not any(c.startswith("resume") for c in cluster.calls)
+    assert any("best trial translator-search-3 (train-optimizer-lr = 0.0002)" in line for line in lines), lines
+
+    failing = WithKatib(ends="Failed")
+    results, lines = run(bundle, failing, only="search")
+    assert [(r.name, r.status, r.exit_code) for r in results] == [("search", "failed", 1)]
+    assert any("search failed" in line and "ExperimentFailed" in line for line in lines), lines
+
+    bare = FakeCluster(served=CORE_SERVING_KINDS | {"Job", "MPIJob"})  # no Katib
+    with pytest.raises(ClusterError, match="does not serve Katib's Experiment"):
+        run(bundle, bare, only="search")
+    assert not any(c.startswith("apply") for c in bare.calls)

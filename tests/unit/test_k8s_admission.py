@@ -18,6 +18,7 @@ from helpers import spec_variant as variant
 from support.k8s import documents, of_kind, pod_templates
 
 from llmc.compiler.catalog import GPU_PRODUCTS, devices, is_gpu
+from llmc.compiler.checks.deploy import LLMC_ENV
 
 SPECS = sorted((ROOT / "specs").glob("*.llm")) + sorted((ROOT / "examples").glob("*.llm"))
 BUILDS = [
@@ -156,3 +157,40 @@ def test_the_bundle_readme_lists_its_folders_stages_and_commands(bundle):
     if (out / "k8s").exists():
         assert "kubectl apply -k k8s/" in text and "--target k8s" in text
         assert ("-f k8s/Dockerfile" in text) == (out / "k8s" / "Dockerfile").exists()
+
+
+def test_every_stage_pod_gets_the_secret_env_and_no_other_variable_of_its_own(bundle):
+    """deploy.secret_env reaches every container that runs a stage (the MPIJob's launcher
+    and workers, the Jobs, Katib's trials, the pipeline's steps) from its Secret, never
+    as a value, and never the server; llmc's own variables are the ones the check
+    keeps a Secret from replacing (checks/deploy.LLMC_ENV)."""
+    spec, profile, out = bundle
+    ir = check(spec, profile).ir
+    wanted = {
+        name: {"secretKeyRef": dict(zip(("name", "key"), ref.split("/", 1), strict=True))}
+        for name, ref in (ir.deploy.secret_env if ir.deploy is not None else {}).items()
+    }
+    templates = [(d["kind"], t) for _, d in documents(out) for t in pod_templates(d)]
+    experiment = out / "search" / "katib-experiment.yaml"
+    if experiment.is_file():
+        trial = yaml.safe_load(experiment.read_text())["spec"]["trialTemplate"]["trialSpec"]
+        templates.append(("Trial", trial["spec"]["template"]))
+    assert templates
+    for kind, template in templates:
+        for container in template["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            secret = {n: e["valueFrom"] for n, e in env.items() if "valueFrom" in e}
+            if kind == "Deployment":
+                assert not secret, container["name"]
+                continue
+            assert secret == wanted, (kind, container["name"])
+            assert {n for n in env if n not in secret} <= LLMC_ENV, (kind, container["name"])
+    if (out / "pipeline" / "pipeline.yaml").is_file():
+        _, platform = yaml.safe_load_all((out / "pipeline" / "pipeline.yaml").read_text())
+        for name, executor in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items():
+            given = {
+                k["envVar"]: {"secretKeyRef": {"name": s["secretName"], "key": k["secretKey"]}}
+                for s in executor.get("secretAsEnv", [])
+                for k in s["keyToEnv"]
+            }
+            assert given == wanted, name

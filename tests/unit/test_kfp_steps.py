@@ -124,3 +124,56 @@ def test_a_local_search_runs_search_py_not_katib(built):
     """Only a katib search has an Experiment: the local profile's search stays search.py."""
     assert not (built("translator", "local") / kfp_steps.KATIB_EXPERIMENT).exists()
     assert (built("translator") / kfp_steps.KATIB_EXPERIMENT).is_file()
+
+
+# --- training as the bundle's MPIJob ------------------------------------------------------------------
+
+
+def failed(obj: dict) -> dict:
+    return {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
+
+
+def test_the_train_step_creates_resumes_and_follows_the_mpijob(built, capsys):
+    from support.cluster import FakeCluster
+
+    from llmc.runtime.runner import Bundle
+
+    cluster = FakeCluster()
+    kfp_steps.train_on_cluster(Bundle(str(built("translator"))), api=cluster, poll_seconds=0, sleep=lambda s: None)
+    assert cluster.calls[:3] == [
+        "get MPIJob/translator-train",
+        "apply MPIJob/translator-train",
+        "resume MPIJob/translator-train",
+    ]
+    assert "MPIJob/translator-train: succeeded" in capsys.readouterr().out
+    doc = cluster.objects["MPIJob", "translator-train"]
+    assert doc["metadata"]["annotations"]["llmc.dev/inputs"]  # keyed as `llmc run --target k8s` keys it
+
+    failing = FakeCluster(outcomes={"translator-train": failed})
+    with pytest.raises(kfp_steps.StepFailed, match="the training MPIJob failed"):
+        kfp_steps.train_on_cluster(Bundle(str(built("translator"))), api=failing, poll_seconds=0, sleep=lambda s: None)
+
+
+def test_a_cancelled_train_step_deletes_its_mpijob(built):
+    """Kubeflow cancels a run with SIGTERM to the step: the MPIJob it created goes with it,
+    and the step's own SIGTERM handler is put back afterwards."""
+    import os
+    import signal
+
+    from support.cluster import FakeCluster
+
+    from llmc.runtime.runner import Bundle
+
+    class Cancelled(FakeCluster):
+        def get(self, doc):
+            if any(c.startswith("resume") for c in self.calls):
+                os.kill(os.getpid(), signal.SIGTERM)  # Kubeflow's cancel, while the step follows the job
+            return super().get(doc)
+
+    cluster = Cancelled()
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        kfp_steps.train_on_cluster(Bundle(str(built("translator"))), api=cluster, poll_seconds=0, sleep=lambda s: None)
+    assert stopped.value.code == 143
+    assert "delete MPIJob/translator-train" in cluster.calls and ("MPIJob", "translator-train") not in cluster.objects
+    assert signal.getsignal(signal.SIGTERM) == before

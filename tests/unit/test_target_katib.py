@@ -39,22 +39,12 @@ hyperopt = pytest.importorskip("hyperopt")
 import numpy as np  # noqa: E402  (hyperopt depends on it)
 from hyperopt import hp  # noqa: E402
 from hyperopt.pyll.stochastic import sample  # noqa: E402
+from support.search import ALL_KINDS_SPACE  # noqa: E402  (imports hyperopt)
 
 from llmc.runtime import search as driver  # noqa: E402
 
 CRDS = ROOT / "tests" / "crds"
 EXPERIMENT = "search/katib-experiment.yaml"
-# Every distribution kind, on fields of every cast (int, float, str, a union's float).
-ALL_KINDS_SPACE = """  space {
-    train.optimizer.lr           = loguniform(1e-5, 1e-3)
-    model.transformer.dropout    = uniform(0.0, 0.3)
-    train.batch_size             = choice(256, 512, 1024)
-    train.schedule.warmup        = quniform(1000, 8000, 500)
-    train.checkpoint.keep        = randint(1, 5)
-    compress.prune.sparsity      = normal(0.3, 0.05)
-    train.gradient_compression   = choice("none", "fp16")
-    train.checkpoint.every       = choice(10m, 20m)
-  }"""
 
 
 @pytest.fixture(scope="module")

@@ -27,26 +27,14 @@ from helpers import ROOT, build_spec
 hyperopt = pytest.importorskip("hyperopt")
 import numpy as np  # noqa: E402  (hyperopt depends on it)
 from hyperopt.pyll.stochastic import sample  # noqa: E402
+from support.search import ALL_KINDS_SPACE, config_of, fake_bundle  # noqa: E402
 from support.search import built as built  # noqa: E402  (a fixture: pytest finds it imported here)
-from support.search import config_of, fake_bundle  # noqa: E402
 
 from llmc.compiler.driver import check_spec  # noqa: E402
 from llmc.runtime import search as driver  # noqa: E402
 from llmc.runtime.config import read_lock  # noqa: E402
 
 SPECS = [("translator", None), ("translator", "local"), ("classifier", None), ("classifier", "local")]
-
-# Every kind of distribution, on fields of every cast (int, float, str, a union's float).
-ALL_KINDS_SPACE = """  space {
-    train.optimizer.lr           = loguniform(1e-5, 1e-3)
-    model.transformer.dropout    = uniform(0.0, 0.3)
-    train.batch_size             = choice(256, 512, 1024)
-    train.schedule.warmup        = quniform(1000, 8000, 500)
-    train.checkpoint.keep        = randint(1, 5)
-    compress.prune.sparsity      = normal(0.3, 0.05)
-    train.gradient_compression   = choice("none", "fp16")
-    train.checkpoint.every       = choice(10m, 20m)
-  }"""
 
 
 def load(path: Path, name: str) -> ModuleType:

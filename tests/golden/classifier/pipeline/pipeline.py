@@ -33,6 +33,7 @@ PIPELINE = {
     'artifacts_claim': 'classifier-artifacts',
     'artifacts_dir': '/artifacts',
     'env': [['LLMC_OUTPUT', '/artifacts/outputs'], ['XDG_CACHE_HOME', '/tmp/.cache'], ['PYTHONDONTWRITEBYTECODE', '1'], ['PYTHONUNBUFFERED', '1']],
+    'secret_env': {},
     'stages': {
         'train': {'display_name': 'train', 'resources': {'cpu': '1', 'memory': '2Gi', 'gpus': 0}, 'placement': {'node_selector': [], 'gpu_products': [], 'tolerate_gpu': False}, 'artifacts_volume': True},
         'compress': {'display_name': 'compress', 'resources': {'cpu': '4', 'memory': '9Gi', 'gpus': 1}, 'placement': {'node_selector': [], 'gpu_products': ['Tesla-T4'], 'tolerate_gpu': True}, 'artifacts_volume': False},

@@ -68,7 +68,7 @@ def train(bundle_dir: str, data_root: str, launcher: str, model: Any, metrics: A
         run(train_command(bundle, work, Path(data_root)), "train/train.py")
     elif launcher == "mpijob":
         train_on_cluster(bundle)
-        work = OUTPUT_DIR / "train"
+        work = OUTPUT_DIR  # the MPIJob's launcher runs train/launch.sh --output $LLMC_OUTPUT
     else:
         raise StepFailed(f"launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
     out = Path(model.path)
@@ -84,14 +84,15 @@ def train(bundle_dir: str, data_root: str, launcher: str, model: Any, metrics: A
 
 def train_on_cluster(bundle: Bundle, api=None, poll_seconds: float = 10.0, sleep=time.sleep) -> None:
     """The bundle's MPIJob, created and followed; deleted if the step is cancelled."""
-    from .cluster import Workload, connect, read_manifests, run_workload
-    from .runner import stage_key
+    from .cluster import Workload, connect, read_manifests, run_workload, stage_keys
 
     (doc,) = [d for d in read_manifests(bundle.root / "k8s") if d.get("kind") == "MPIJob"]
     api = api if api is not None else connect()
+    workload = Workload("train", doc)
     with deleted_when_cancelled(api, doc, "train"):
-        key = stage_key(bundle, "train", "")
-        result = run_workload(api, Workload("train", doc), key, False, print, poll_seconds, time.monotonic, sleep)
+        # `llmc run --target k8s`'s key: an MPIJob either of them finished with these inputs is kept.
+        key = stage_keys(bundle, [workload])["train"]
+        result = run_workload(api, workload, key, False, print, poll_seconds, time.monotonic, sleep)
     if result.status not in ("ok", "skipped"):
         raise StepFailed(f"the training MPIJob {result.status}")
 

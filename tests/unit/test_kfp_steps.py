@@ -147,7 +147,11 @@ def test_the_train_step_creates_resumes_and_follows_the_mpijob(built, capsys):
     ]
     assert "MPIJob/translator-train: succeeded" in capsys.readouterr().out
     doc = cluster.objects["MPIJob", "translator-train"]
-    assert doc["metadata"]["annotations"]["llmc.dev/inputs"]  # keyed as `llmc run --target k8s` keys it
+    # Keyed as `llmc run --target k8s` keys it: an MPIJob either one finished is kept by the other.
+    from llmc.runtime.cluster import Workload, stage_keys
+
+    expected = stage_keys(Bundle(str(built("translator"))), [Workload("train", doc)])["train"]
+    assert doc["metadata"]["annotations"]["llmc.dev/inputs"] == expected
 
     failing = FakeCluster(outcomes={"translator-train": failed})
     with pytest.raises(kfp_steps.StepFailed, match="the training MPIJob failed"):
@@ -177,3 +181,33 @@ def test_a_cancelled_train_step_deletes_its_mpijob(built):
     assert stopped.value.code == 143
     assert "delete MPIJob/translator-train" in cluster.calls and ("MPIJob", "translator-train") not in cluster.objects
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_the_train_step_passes_on_the_model_the_mpijob_wrote(built, tmp_path, monkeypatch):
+    """On a cluster the MPIJob's launcher runs train/launch.sh --output $LLMC_OUTPUT: the
+    step takes the model and the metrics from there (the artifacts volume) into its
+    `model` artifact, and logs the final line's numbers."""
+    outputs = tmp_path / "artifacts" / "outputs"
+    (outputs / "model").mkdir(parents=True)
+    (outputs / "model" / "model.pt").write_bytes(b"weights")
+    lines = [{"start": True}, {"step": 1, "loss": 3.0}, {"final": True, "valid_loss": 1.25, "steps": 62}]
+    (outputs / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    monkeypatch.setattr(kfp_steps, "OUTPUT_DIR", outputs)
+    trained: list[str] = []
+    monkeypatch.setattr(kfp_steps, "train_on_cluster", lambda bundle: trained.append(str(bundle.root)))
+
+    class Artifact:
+        def __init__(self, path):
+            self.path = str(path)
+            self.logged: dict = {}
+
+        def log_metric(self, name, value):
+            self.logged[name] = value
+
+    model, metrics = Artifact(tmp_path / "kfp" / "model"), Artifact(tmp_path / "kfp" / "metrics")
+    kfp_steps.train(str(built("translator")), "/opt/llmc/bundle", "mpijob", model, metrics)
+    assert trained and (tmp_path / "kfp" / "model" / "model" / "model.pt").read_bytes() == b"weights"
+    assert (tmp_path / "kfp" / "model" / "metrics.jsonl").read_text() == (outputs / "metrics.jsonl").read_text()
+    assert metrics.logged == {"valid_loss": 1.25, "steps": 62.0}
+    with pytest.raises(kfp_steps.StepFailed, match="launcher 'ssh'"):
+        kfp_steps.train(str(built("translator")), "/opt/llmc/bundle", "ssh", model, metrics)

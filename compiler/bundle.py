@@ -71,10 +71,7 @@ def build_files(result) -> Bundle:
     ctx = context_for(result)
     files: dict[str, str] = {}
     executable = set()
-    artifacts = collect(ctx)
-    if any(a.path == pipeline_yaml.SCRIPT for a in artifacts):
-        pipeline_yaml.start()  # kfp's import overlaps the rendering below
-    for artifact in artifacts:
+    for artifact in collect(ctx):
         files[artifact.path] = _render_one(artifact)
         if artifact.executable:
             executable.add(artifact.path)

@@ -53,10 +53,14 @@ class StepFailed(RuntimeError):
     """A step's script failed; the message is the line Kubeflow shows for the task."""
 
 
-def run(command: list[str], what: str) -> None:
-    """Run one of the bundle's commands with its output on the step's log."""
+def call(command: list[str]) -> int:
+    """Run one of the bundle's commands with its output on the step's log; its exit status."""
     print("==> " + " ".join(command), flush=True)
-    code = subprocess.call(command)
+    return subprocess.call(command)
+
+
+def run(command: list[str], what: str) -> None:
+    code = call(command)
     if code != 0:
         raise StepFailed(f"{what} exited with status {code}")
 
@@ -126,9 +130,9 @@ def compress(bundle_dir: str, data_root: str, trained: Any, compressed: Any, ser
 def evaluate(bundle_dir: str, data_root: str, gated: Any, baseline: Any, metrics: Any, verdict: Any) -> None:
     bundle = Bundle(bundle_dir)
     out = Path(verdict.path)
-    command = evaluate_command(bundle, Path(gated.path) / "model", Path(baseline.path) / "model", out, Path(data_root))
-    print("==> " + " ".join(command), flush=True)
-    code = subprocess.call(command)
+    code = call(
+        evaluate_command(bundle, Path(gated.path) / "model", Path(baseline.path) / "model", out, Path(data_root))
+    )
     if not out.is_file():
         raise StepFailed(f"evaluate/evaluate.py exited with status {code} and wrote no verdict")
     document = json.loads(out.read_text(encoding="utf-8"))
@@ -182,16 +186,16 @@ def deploy(bundle_dir: str, apply: bool, serving: Any, applied: Any) -> None:
 
     bundle = Bundle(bundle_dir)
     objects, volumes = serving_objects(bundle_manifests(bundle.root))
+    listed = [describe(d) for d in volumes + objects]
     if not apply:
-        listing = [describe(d) for d in volumes + objects]
-        Path(applied.path).write_text("\n".join(listing) + "\n", encoding="utf-8")
-        print(f"==> deploy: apply is false: {len(listing)} objects not applied (listed in {applied.path})")
+        Path(applied.path).write_text("\n".join(listed) + "\n", encoding="utf-8")
+        print(f"==> deploy: apply is false: {len(listed)} objects not applied (listed in {applied.path})")
         return
     _copy(Path(serving.path), OUTPUT_DIR / "serve")
     code = apply_serving(bundle.root)
     if code != 0:
         raise StepFailed(f"deploy: the serving rollout failed (exit status {code})")
-    Path(applied.path).write_text("\n".join(describe(d) for d in volumes + objects) + "\n", encoding="utf-8")
+    Path(applied.path).write_text("\n".join(listed) + "\n", encoding="utf-8")
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -36,8 +36,10 @@ from .runner import folder_hashes, key_of
 CACHED_STAGES = ("train", "compress", "evaluate", "search")
 
 
-def stage_keys(artifacts: dict[str, str]) -> dict[str, str]:
-    """Each cached stage's key from the lock's artifact hashes."""
+def cache_keys(artifacts: dict[str, str]) -> dict[str, str]:
+    """Each cached step's `stage_key` input from the lock's artifact hashes: its folder's
+    key without upstream or data (Kubeflow chains the steps through their artifacts), not
+    cluster.stage_keys' chained key of a workload."""
     return {stage: key_of(folder_hashes(artifacts, stage)) for stage in CACHED_STAGES}
 
 
@@ -156,7 +158,7 @@ def serve_compiles(stdin=None, stdout=None) -> int:
         try:
             request = json.loads(line)
             settings = settings_of(request["source"])
-            answer = {"yaml": compile_text(settings, stage_keys(request["artifacts"]))}
+            answer = {"yaml": compile_text(settings, cache_keys(request["artifacts"]))}
         except Exception as exc:  # any failure is the compiler's to report, with its message
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         stdout.write(json.dumps(answer) + "\n")
@@ -206,7 +208,7 @@ def main(description: str | None, argv: Sequence[str] | None, settings: dict[str
     compiled = bundle / "pipeline" / "pipeline.yaml"
     if args.compile is not None:
         out = Path(args.compile) if args.compile else compiled
-        text = compile_text(settings, stage_keys(lock["artifacts"]))
+        text = compile_text(settings, cache_keys(lock["artifacts"]))
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, out)

@@ -15,8 +15,9 @@ runs where and as the same stage's Job would:
   pods; train is the MPIJob's launcher (the workers run in the MPIJob it creates), and
   deploy a small pod of its own;
 * the image and its pull policy, the uid (10000), the stage environment (with
-  deploy.secret_env's variables from their Secrets), and the artifacts volume for the steps that use it (train reads the MPIJob's model from it;
-  deploy copies the serving layout onto it for the serving pods' init container).
+  deploy.secret_env's variables from their Secrets), and the artifacts volume for
+  the steps that use it (train reads the MPIJob's model from it; deploy copies the
+  serving layout onto it for the serving pods' init container).
 
 No pipeline without a train block: every other stage starts from the trained model.
 """
@@ -55,7 +56,7 @@ def artifacts(ctx: BuildContext) -> list[Artifact]:
         "name": n.base,
         "description": f"llmc: {order}",
         "image": n.image,
-        "pull_policy": "IfNotPresent" if "@sha256:" in n.image else "Always",
+        "pull_policy": pods["train"].containers[0].pull_policy,
         "uid": UID,
         "bundle_dir": BUNDLE_DIR,
         "artifacts_claim": f"{n.base}-artifacts",
